@@ -1,0 +1,1 @@
+//! qiflow benchmarks: see `benches/`.

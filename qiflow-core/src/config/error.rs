@@ -1,0 +1,122 @@
+use std::fmt;
+
+/// What kind of problem a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// The configuration file could not be read.
+    File,
+    /// The file is not valid TOML.
+    Syntax,
+    /// A key that qiflow does not know (a typo, or a key of a newer version).
+    UnknownKey,
+    /// A value of the wrong type or format.
+    Type,
+    /// A value outside its allowed range, or a missing required key.
+    Value,
+    /// An environment override that cannot be applied.
+    EnvOverride,
+    /// An encrypted value that cannot be decrypted, or no key to decrypt it with.
+    Secret,
+    /// (warning) A secret-bearing key holds a plain value.
+    PlainSecret,
+    /// (warning) Anything else worth a look that does not stop start-up.
+    Advice,
+}
+
+impl ProblemKind {
+    /// Whether this kind is only a warning.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Self::PlainSecret | Self::Advice)
+    }
+}
+
+/// One problem in a configuration, named by its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    kind: ProblemKind,
+    path: String,
+    message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(
+        kind: ProblemKind,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    /// The key path (`logging.max_size`), the environment variable, or the file it concerns.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What is wrong and what to do, without the path.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A configuration that could not be loaded: one or more [`Problem`]s.
+///
+/// `Display` prints one problem per line, prefixed by the file when there is one.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    origin: Option<String>,
+    problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(origin: Option<String>, problems: Vec<Problem>) -> Self {
+        debug_assert!(!problems.is_empty());
+        Self { origin, problems }
+    }
+
+    /// Every problem found, in file order where known.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The configuration file the problems were found in, if any.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match &self.origin {
+                Some(origin) => write!(f, "{origin}: {p}")?,
+                None => write!(f, "{p}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,578 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units;
+use crate::secret::Secret;
+
+/// The whole qiflow configuration (`qiflow.toml`).
+///
+/// Every section and key has a default, so `Config::default()` is a working configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[service]`: who is reporting.
+    pub service: ServiceConfig,
+    /// `[logging]`: structured logs and the rotating file.
+    pub logging: LoggingConfig,
+    /// `[errors]`: error capture and Sentry forwarding.
+    pub errors: ErrorsConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[baseline]`: learned latency baselines.
+    pub baseline: BaselineConfig,
+    /// `[audit]`: the tamper-evident audit trail.
+    pub audit: AuditConfig,
+    /// `[alerts]`: alert routing and `[[alerts.channels]]`.
+    pub alerts: AlertsConfig,
+    /// `[health]`: health endpoints.
+    pub health: HealthConfig,
+    /// `[server]`: where the examples listen.
+    pub server: ServerConfig,
+    /// Warnings found while loading (plain values in secret keys, a key file readable by others).
+    #[serde(skip)]
+    pub(crate) warnings: Vec<super::Problem>,
+}
+
+impl Config {
+    /// Loads the configuration the standard way: see [`Loader`](super::Loader).
+    pub fn load() -> Result<Self, super::ConfigError> {
+        super::Loader::new().load()
+    }
+
+    /// Loads the configuration from `path` plus the environment.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, super::ConfigError> {
+        super::Loader::new().file(path).load()
+    }
+
+    /// Warnings found while loading: they do not stop `init`, which logs them, and
+    /// `qiflow check` prints them.
+    pub fn warnings(&self) -> &[super::Problem] {
+        &self.warnings
+    }
+
+    /// The key paths of every secret-bearing key that is set, with its value.
+    pub fn secrets(&self) -> Vec<(String, &Secret)> {
+        let mut all: Vec<(String, Option<&Secret>)> = vec![
+            ("errors.sentry_dsn".into(), self.errors.sentry_dsn.as_ref()),
+            (
+                "audit.postgres_url".into(),
+                self.audit.postgres_url.as_ref(),
+            ),
+            ("audit.signing_key".into(), self.audit.signing_key.as_ref()),
+            ("health.token".into(), self.health.token.as_ref()),
+        ];
+        for (i, ch) in self.alerts.channels.iter().enumerate() {
+            let base = ch.key_path(i);
+            all.push((format!("{base}.url"), ch.url.as_ref()));
+            all.push((format!("{base}.secret"), ch.secret.as_ref()));
+            all.push((format!("{base}.password"), ch.password.as_ref()));
+            all.push((format!("{base}.token"), ch.token.as_ref()));
+        }
+        let out: Vec<(String, &Secret)> =
+            all.into_iter().filter_map(|(p, s)| Some((p, s?))).collect();
+        out
+    }
+}
+
+/// `[service]`: the identity attached to logs, errors, metrics and alerts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// Service name. Defaults to `"unknown_service"` (the OpenTelemetry convention).
+    pub name: String,
+    /// Deployment environment. Defaults to `"development"`.
+    pub environment: String,
+    /// Service version (release). Defaults to `"0.0.0"`.
+    pub version: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: "unknown_service".into(),
+            environment: "development".into(),
+            version: "0.0.0".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line (the default).
+    Json,
+    /// Human-readable lines for development.
+    Pretty,
+}
+
+/// Time-based rotation of the log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Rotation {
+    /// Rotate by size only.
+    Never,
+    /// Rotate at the start of every hour (UTC), and by size.
+    Hourly,
+    /// Rotate at midnight UTC, and by size (the default).
+    Daily,
+}
+
+/// Compression of rotated files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Compression {
+    /// Keep rotated files as they are.
+    None,
+    /// gzip (the default).
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// What a bounded queue does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// The producer waits (bounded by a timeout); nothing is lost unless the timeout passes.
+    Block,
+    /// The item is dropped and counted on `qiflow_dropped_total{pipeline}`.
+    Drop,
+}
+
+/// `[logging]`: structured logs to stdout and a rotating file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LoggingConfig {
+    /// `EnvFilter` directives, e.g. `"info,sqlx=warn"`. Defaults to `"info"`.
+    pub level: String,
+    /// `"json"` or `"pretty"`. Defaults to `"json"`.
+    pub format: LogFormat,
+    /// Also write to stdout. Defaults to `true`.
+    pub stdout: bool,
+    /// Directory of the log file; `""` disables the file. Defaults to `"logs"`.
+    pub dir: PathBuf,
+    /// Name of the active log file. Defaults to `"app.log"`.
+    pub file_name: String,
+    /// `"never"`, `"hourly"` or `"daily"`. Defaults to `"daily"`.
+    pub rotation: Rotation,
+    /// Rotate when the active file reaches this size. Defaults to `"100MiB"`.
+    #[serde(with = "units::size")]
+    pub max_size: u64,
+    /// Rotated files to keep (0 keeps none). Defaults to `10`.
+    pub max_backups: u32,
+    /// Delete rotated files older than this. Defaults to `"30d"`.
+    #[serde(with = "units::duration")]
+    pub max_age: Duration,
+    /// `"none"`, `"gzip"` or `"zstd"`. Defaults to `"gzip"`.
+    pub compress: Compression,
+    /// Write one access line per request (`target = "qiflow::access"`). Defaults to `true`.
+    pub access_log: bool,
+    /// Lines that may wait for the writer. Defaults to `65536`.
+    pub queue_capacity: usize,
+    /// `"block"` or `"drop"` when the queue is full. Defaults to `"block"`.
+    pub overflow: OverflowPolicy,
+    /// Extra field names to redact, beside the built-in ones (password, token, …). Defaults to none.
+    pub redact: Vec<String>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+            stdout: true,
+            dir: PathBuf::from("logs"),
+            file_name: "app.log".into(),
+            rotation: Rotation::Daily,
+            max_size: 100 * 1024 * 1024,
+            max_backups: 10,
+            max_age: Duration::from_secs(30 * 86_400),
+            compress: Compression::Gzip,
+            access_log: true,
+            queue_capacity: 65_536,
+            overflow: OverflowPolicy::Block,
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// Which responses are captured as errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CapturePolicy {
+    /// Server errors only (the default).
+    #[serde(rename = "5xx")]
+    ServerErrors,
+    /// Client and server errors.
+    #[serde(rename = "4xx+5xx")]
+    ClientAndServerErrors,
+}
+
+/// `[errors]`: error capture and forwarding to Sentry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ErrorsConfig {
+    /// Sentry DSN (secret; `ENC:` allowed). Defaults to unset: nothing is forwarded.
+    #[serde(skip_serializing)]
+    pub sentry_dsn: Option<Secret>,
+    /// Fraction of error events forwarded, 0.0 to 1.0. Defaults to `1.0`.
+    pub sample_rate: f64,
+    /// `"5xx"` or `"4xx+5xx"`. Defaults to `"5xx"`.
+    pub capture: CapturePolicy,
+    /// Error groups kept in the local store. Defaults to `100`.
+    pub recent_capacity: usize,
+}
+
+impl Default for ErrorsConfig {
+    fn default() -> Self {
+        Self {
+            sentry_dsn: None,
+            sample_rate: 1.0,
+            capture: CapturePolicy::ServerErrors,
+            recent_capacity: 100,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Record and serve metrics. Defaults to `true`.
+    pub enabled: bool,
+    /// Path of the Prometheus endpoint. Defaults to `"/metrics"`.
+    pub path: String,
+    /// Histogram buckets in seconds. Defaults to the OpenTelemetry HTTP buckets
+    /// `[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]`.
+    pub buckets: Vec<f64>,
+    /// Distinct route labels before new ones fold into `route="other"`. Defaults to `200`.
+    pub max_routes: usize,
+    /// Serve `/metrics` and the health endpoints on this separate address instead of the
+    /// application's port. Defaults to unset.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/metrics".into(),
+            buckets: vec![
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+            ],
+            max_routes: 200,
+            listen: None,
+        }
+    }
+}
+
+/// `[baseline]`: per-route latency baselines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct BaselineConfig {
+    /// Length of the sliding window. Defaults to `"5m"`.
+    #[serde(with = "units::duration")]
+    pub window: Duration,
+    /// Requests a window needs before it is compared with the baseline. Defaults to `100`.
+    pub min_samples: u64,
+    /// A window p95 above `deviation_factor` × the baseline p95 raises an alert. Defaults to `2.0`.
+    pub deviation_factor: f64,
+    /// Requests slower than this are logged as `qiflow::slow`. Defaults to `"1s"`.
+    #[serde(with = "units::duration")]
+    pub slow_request: Duration,
+    /// Where learned baselines persist across restarts; `""` keeps them in memory only.
+    /// Defaults to `"data/baselines.json"`.
+    pub state_file: PathBuf,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            min_samples: 100,
+            deviation_factor: 2.0,
+            slow_request: Duration::from_secs(1),
+            state_file: PathBuf::from("data/baselines.json"),
+        }
+    }
+}
+
+/// Where audit records are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditSinkKind {
+    /// JSON-lines segment files under `[audit] dir` (the default).
+    File,
+    /// A PostgreSQL table (`[audit] postgres_url`).
+    Postgres,
+}
+
+/// `[audit]`: the tamper-evident audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    /// Record audit events. Defaults to `true`.
+    pub enabled: bool,
+    /// `"file"` or `"postgres"`. Defaults to `"file"`.
+    pub sink: AuditSinkKind,
+    /// Directory of the file sink. Defaults to `"data/audit"`.
+    pub dir: PathBuf,
+    /// PostgreSQL connection URL (secret; `ENC:` allowed). Required when `sink = "postgres"`.
+    #[serde(skip_serializing)]
+    pub postgres_url: Option<Secret>,
+    /// Records written per batch. Defaults to `100`.
+    pub batch_size: usize,
+    /// A partial batch is written after this long. Defaults to `"1s"`.
+    #[serde(with = "units::duration")]
+    pub flush_interval: Duration,
+    /// Delete whole segments older than this. Defaults to unset: keep everything.
+    #[serde(
+        with = "units::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention: Option<Duration>,
+    /// HMAC key for digest records (secret; `ENC:` allowed). Defaults to unset: digests are
+    /// chained but not keyed, and `qiflow check` warns.
+    #[serde(skip_serializing)]
+    pub signing_key: Option<Secret>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sink: AuditSinkKind::File,
+            dir: PathBuf::from("data/audit"),
+            postgres_url: None,
+            batch_size: 100,
+            flush_interval: Duration::from_secs(1),
+            retention: None,
+            signing_key: None,
+        }
+    }
+}
+
+/// Alert severity, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AlertLevel {
+    /// Informational.
+    Info,
+    /// Needs a look.
+    Warning,
+    /// Something failed.
+    Error,
+    /// Page someone.
+    Critical,
+}
+
+/// `[alerts]`: routing, dedup and rate limits, and the channels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AlertsConfig {
+    /// Alerts below this level are not sent. Defaults to `"warning"`.
+    pub min_level: AlertLevel,
+    /// The same alert (by fingerprint) is not re-sent within this interval. Defaults to `"5m"`.
+    #[serde(with = "units::duration")]
+    pub cooldown: Duration,
+    /// Alerts arriving within this interval are grouped into one notification. Defaults to `"30s"`.
+    #[serde(with = "units::duration")]
+    pub group_wait: Duration,
+    /// Notifications per minute per channel; the rest are counted as dropped. Defaults to `100`.
+    pub rate_limit: u32,
+    /// The channels (`[[alerts.channels]]`). Defaults to none: alerts go to the log channel.
+    pub channels: Vec<ChannelConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            min_level: AlertLevel::Warning,
+            cooldown: Duration::from_secs(300),
+            group_wait: Duration::from_secs(30),
+            rate_limit: 100,
+            channels: Vec::new(),
+        }
+    }
+}
+
+/// The kind of an alert channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ChannelKind {
+    /// A log line at warn or error level.
+    Log,
+    /// A JSON POST to `url`, optionally signed with `secret`.
+    Webhook,
+    /// A Slack incoming webhook at `url`.
+    Slack,
+    /// A DingTalk robot at `url`, signed with `secret` when set.
+    Dingtalk,
+    /// Email over SMTP.
+    Email,
+    /// An SMS gateway's HTTP API.
+    Sms,
+    /// An Alertmanager at `url` (`/api/v2/alerts`).
+    Alertmanager,
+}
+
+/// TLS mode of an SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SmtpTls {
+    /// Plain text (only for servers on loopback or a trusted network).
+    None,
+    /// STARTTLS upgrade (the default).
+    Starttls,
+    /// Implicit TLS (usually port 465).
+    Tls,
+}
+
+/// One `[[alerts.channels]]` entry.
+///
+/// Its secrets are encrypted under the key path `alerts.channels.<name>.<key>` (by `name`, so
+/// reordering channels keeps them valid), or `alerts.channels.<index>.<key>` when it has no name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// The channel kind. Defaults to `"log"`.
+    pub kind: ChannelKind,
+    /// A unique name, used in metrics and secret key paths. Defaults to the kind.
+    pub name: Option<String>,
+    /// Overrides `[alerts] min_level` for this channel.
+    pub min_level: Option<AlertLevel>,
+    /// Endpoint URL (secret, since webhook URLs carry tokens; `ENC:` allowed).
+    #[serde(skip_serializing)]
+    pub url: Option<Secret>,
+    /// Signing secret (DingTalk, webhook HMAC).
+    #[serde(skip_serializing)]
+    pub secret: Option<Secret>,
+    /// API token (SMS gateways that want one).
+    #[serde(skip_serializing)]
+    pub token: Option<Secret>,
+    /// SMTP server host (email).
+    pub smtp_host: Option<String>,
+    /// SMTP server port (email). Defaults by `tls`: 25, 587 or 465.
+    pub smtp_port: Option<u16>,
+    /// `"none"`, `"starttls"` or `"tls"` (email). Defaults to `"starttls"`.
+    pub tls: SmtpTls,
+    /// SMTP user name (email).
+    pub username: Option<String>,
+    /// SMTP password (email; secret).
+    #[serde(skip_serializing)]
+    pub password: Option<Secret>,
+    /// Sender address (email).
+    pub from: Option<String>,
+    /// Recipients (email addresses, or phone numbers for SMS).
+    pub to: Vec<String>,
+    /// HTTP method (SMS). Defaults to `"POST"`.
+    pub method: String,
+    /// Extra HTTP headers (SMS, webhook).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Subject template (email). Defaults to the built-in one.
+    pub subject: Option<String>,
+    /// Body template (email, SMS, webhook). Defaults to the built-in one.
+    pub body: Option<String>,
+    /// Only alerts whose labels match all of these are sent here.
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// Per-attempt timeout. Defaults to `"10s"`.
+    #[serde(with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ChannelKind::Log,
+            name: None,
+            min_level: None,
+            url: None,
+            secret: None,
+            token: None,
+            smtp_host: None,
+            smtp_port: None,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            from: None,
+            to: Vec::new(),
+            method: "POST".into(),
+            headers: Default::default(),
+            subject: None,
+            body: None,
+            matchers: Default::default(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The key path prefix of this channel's secrets: `alerts.channels.<name>` or
+    /// `alerts.channels.<index>`.
+    pub fn key_path(&self, index: usize) -> String {
+        match &self.name {
+            Some(name) => format!("alerts.channels.{name}"),
+            None => format!("alerts.channels.{index}"),
+        }
+    }
+}
+
+/// `[health]`: the health endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct HealthConfig {
+    /// Base path of the health endpoints. Defaults to `"/health"`.
+    pub path: String,
+    /// When set, detailed health and the `/qiflow/api/*` views require
+    /// `Authorization: Bearer <token>` (secret; `ENC:` allowed). Defaults to unset.
+    #[serde(skip_serializing)]
+    pub token: Option<Secret>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            token: None,
+        }
+    }
+}
+
+/// `[server]`: where the examples listen (also `QIFLOW_ADDR`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Listen address. Defaults to `127.0.0.1:3000`.
+    pub addr: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        }
+    }
+}

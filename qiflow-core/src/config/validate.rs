@@ -1,0 +1,304 @@
+//! Range and consistency checks that run after a configuration is loaded.
+
+use std::collections::HashSet;
+
+use super::{AuditSinkKind, ChannelKind, Config, Problem, ProblemKind};
+
+const MAX_QUEUE: usize = 10_000_000;
+
+pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
+    let mut bad = |path: &str, message: String| {
+        problems.push(Problem::new(ProblemKind::Value, path, message));
+    };
+
+    if config.service.name.trim().is_empty() {
+        bad("service.name", "must not be empty; name the service".into());
+    }
+
+    let log = &config.logging;
+    if log.level.trim().is_empty() {
+        bad(
+            "logging.level",
+            "must not be empty; use a level like \"info\" or directives like \"info,hyper=warn\""
+                .into(),
+        );
+    }
+    if log.file_name.is_empty() || log.file_name.contains(['/', '\\']) {
+        bad(
+            "logging.file_name",
+            format!(
+                "{:?} must be a plain file name (the directory goes in logging.dir)",
+                log.file_name
+            ),
+        );
+    }
+    if log.max_size < 4096 {
+        bad(
+            "logging.max_size",
+            format!("{} bytes is too small; use at least \"4KiB\"", log.max_size),
+        );
+    }
+    if log.queue_capacity == 0 || log.queue_capacity > MAX_QUEUE {
+        bad(
+            "logging.queue_capacity",
+            format!(
+                "{} is out of range; use 1 to {MAX_QUEUE}",
+                log.queue_capacity
+            ),
+        );
+    }
+
+    let errors = &config.errors;
+    if !(0.0..=1.0).contains(&errors.sample_rate) {
+        bad(
+            "errors.sample_rate",
+            format!("{} is out of range; use 0.0 to 1.0", errors.sample_rate),
+        );
+    }
+    if errors.recent_capacity == 0 {
+        bad("errors.recent_capacity", "must be at least 1".into());
+    }
+    if let Some(dsn) = &errors.sentry_dsn {
+        if !dsn.is_empty() {
+            if let Err(why) = check_dsn(dsn.expose()) {
+                bad("errors.sentry_dsn", why);
+            }
+        }
+    }
+
+    let metrics = &config.metrics;
+    if !metrics.path.starts_with('/') {
+        bad(
+            "metrics.path",
+            format!("{:?} must start with '/'", metrics.path),
+        );
+    }
+    if metrics.buckets.is_empty()
+        || metrics.buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+        || metrics.buckets.windows(2).any(|w| w[0] >= w[1])
+    {
+        bad(
+            "metrics.buckets",
+            "must be positive numbers of seconds in increasing order, like [0.01, 0.1, 1]".into(),
+        );
+    }
+    if metrics.max_routes == 0 {
+        bad("metrics.max_routes", "must be at least 1".into());
+    }
+
+    let baseline = &config.baseline;
+    if baseline.window.as_secs() < 1 {
+        bad("baseline.window", "must be at least \"1s\"".into());
+    }
+    if baseline.min_samples == 0 {
+        bad("baseline.min_samples", "must be at least 1".into());
+    }
+    if !baseline.deviation_factor.is_finite() || baseline.deviation_factor <= 1.0 {
+        bad(
+            "baseline.deviation_factor",
+            format!(
+                "{} must be greater than 1.0, like 2.0",
+                baseline.deviation_factor
+            ),
+        );
+    }
+    if baseline.slow_request.is_zero() {
+        bad(
+            "baseline.slow_request",
+            "must be greater than zero, like \"1s\"".into(),
+        );
+    }
+
+    let audit = &config.audit;
+    if audit.batch_size == 0 || audit.batch_size > 10_000 {
+        bad(
+            "audit.batch_size",
+            format!("{} is out of range; use 1 to 10000", audit.batch_size),
+        );
+    }
+    if audit.flush_interval.is_zero() {
+        bad(
+            "audit.flush_interval",
+            "must be greater than zero, like \"1s\"".into(),
+        );
+    }
+    if let Some(retention) = audit.retention {
+        if retention.as_secs() < 3600 {
+            bad(
+                "audit.retention",
+                "must be at least \"1h\" (or unset to keep everything)".into(),
+            );
+        }
+    }
+    match (&audit.sink, &audit.postgres_url) {
+        (AuditSinkKind::Postgres, None) => bad(
+            "audit.postgres_url",
+            "is required when audit.sink = \"postgres\"; set it to postgres://user:password@host/db".into(),
+        ),
+        (_, Some(url)) => {
+            if let Err(why) = check_url(url.expose(), &["postgres", "postgresql"]) {
+                bad("audit.postgres_url", why);
+            }
+        }
+        _ => {}
+    }
+    match &audit.signing_key {
+        Some(key) if key.expose().len() < 16 => bad(
+            "audit.signing_key",
+            "is too short; use at least 16 characters (`qiflow keygen` prints a good one)".into(),
+        ),
+        None if audit.enabled => warnings.push(Problem::new(
+            ProblemKind::Advice,
+            "audit.signing_key",
+            "is not set: digests are chained but not keyed, so a rewritten trail cannot be told \
+             from the original; set one (`qiflow keygen`, then `qiflow encrypt --name audit.signing_key`)",
+        )),
+        _ => {}
+    }
+
+    let alerts = &config.alerts;
+    if alerts.rate_limit == 0 {
+        bad(
+            "alerts.rate_limit",
+            "must be at least 1 notification per minute".into(),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, ch) in alerts.channels.iter().enumerate() {
+        let base = ch.key_path(i);
+        let name = ch
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", ch.kind).to_lowercase());
+        if !names.insert(name.clone()) {
+            bad(
+                &format!("{base}.name"),
+                format!("channel name {name:?} is used twice; give each channel a unique name"),
+            );
+        }
+        let needs_url = matches!(
+            ch.kind,
+            ChannelKind::Webhook
+                | ChannelKind::Slack
+                | ChannelKind::Dingtalk
+                | ChannelKind::Sms
+                | ChannelKind::Alertmanager
+        );
+        match (&ch.url, needs_url) {
+            (None, true) => bad(
+                &format!("{base}.url"),
+                format!("is required for a {name} channel; set the endpoint URL"),
+            ),
+            (Some(url), _) => {
+                if let Err(why) = check_url(url.expose(), &["http", "https"]) {
+                    bad(&format!("{base}.url"), why);
+                }
+            }
+            _ => {}
+        }
+        if ch.kind == ChannelKind::Email {
+            if ch.smtp_host.as_deref().is_none_or(str::is_empty) {
+                bad(
+                    &format!("{base}.smtp_host"),
+                    "is required for an email channel".into(),
+                );
+            }
+            match &ch.from {
+                None => bad(
+                    &format!("{base}.from"),
+                    "is required for an email channel".into(),
+                ),
+                Some(addr) => check_address(&format!("{base}.from"), addr, &mut bad),
+            }
+            if ch.to.is_empty() {
+                bad(
+                    &format!("{base}.to"),
+                    "needs at least one recipient address".into(),
+                );
+            }
+            for (j, addr) in ch.to.iter().enumerate() {
+                check_address(&format!("{base}.to.{j}"), addr, &mut bad);
+            }
+        }
+        if ch.kind == ChannelKind::Sms && ch.to.is_empty() {
+            bad(
+                &format!("{base}.to"),
+                "needs at least one phone number".into(),
+            );
+        }
+        if ch.timeout.is_zero() {
+            bad(
+                &format!("{base}.timeout"),
+                "must be greater than zero, like \"10s\"".into(),
+            );
+        }
+    }
+
+    if !config.health.path.starts_with('/') {
+        bad(
+            "health.path",
+            format!("{:?} must start with '/'", config.health.path),
+        );
+    }
+    if config.health.token.as_ref().is_some_and(|t| t.is_empty()) {
+        bad(
+            "health.token",
+            "is empty; set a token or remove the key".into(),
+        );
+    }
+}
+
+fn check_address(path: &str, addr: &str, bad: &mut dyn FnMut(&str, String)) {
+    if addr.contains(['\r', '\n']) || !addr.contains('@') {
+        bad(
+            path,
+            format!(
+                "{:?} is not an email address",
+                addr.escape_debug().to_string()
+            ),
+        );
+    }
+}
+
+/// Checks a URL without ever echoing it (it may carry credentials).
+fn check_url(text: &str, schemes: &[&str]) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a valid URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "has scheme {:?}; use {}",
+            url.scheme(),
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+fn check_dsn(text: &str) -> Result<(), String> {
+    check_url(text, &["http", "https"])
+        .map_err(|why| format!("{why}; a Sentry DSN looks like https://<key>@<host>/<project>"))?;
+    let url = url::Url::parse(text).map_err(|e| e.to_string())?;
+    if url.username().is_empty() {
+        return Err(
+            "has no public key; a Sentry DSN looks like https://<key>@<host>/<project>".into(),
+        );
+    }
+    let project = url
+        .path()
+        .trim_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if project.is_empty() {
+        return Err(
+            "has no project id; a Sentry DSN looks like https://<key>@<host>/<project>".into(),
+        );
+    }
+    Ok(())
+}

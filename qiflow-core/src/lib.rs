@@ -1,0 +1,53 @@
+//! qiflow-core: the framework-free heart of qiflow, the production-readiness kit for Rust web
+//! services.
+//!
+//! # Quick start
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Load `qiflow.toml` (or `QIFLOW_CONFIG`), `.env` and `QIFLOW__…` overrides; decrypt `ENC:`
+//! // values; validate. Here from inline TOML:
+//! let config = qiflow_core::config::Loader::new()
+//!     .toml_str("[service]\nname = \"checkout\"\nversion = \"1.4.2\"\n")
+//!     .load()?;
+//! let (observer, _guard) = qiflow_core::init(&config)?;
+//!
+//! let live = observer.liveness();
+//! assert_eq!(live.http_status(), 200);
+//! assert_eq!(live.service, "checkout");
+//! // `_guard` flushes every pipeline, within its budget, when `main` returns.
+//! # Ok(()) }
+//! ```
+//!
+//! # What is where
+//!
+//! - [`config`]: the `qiflow.toml` sections and the [`Loader`](config::Loader).
+//! - [`secret`]: `ENC:v1:` values, the [`Keyring`](secret::Keyring), the redacting
+//!   [`Secret`](secret::Secret).
+//! - [`Observer`], [`ObserverBuilder`], [`Guard`]: the hub and its flush-on-drop guard.
+//! - [`worker`]: the background runtime, bounded [`Pipeline`](worker::Pipeline)s and the
+//!   [`Sink`](worker::Sink) trait every pipeline writes to.
+//! - [`health`]: the health report of the `/health/*` endpoints.
+//! - `test` (feature `test`): test doubles.
+//!
+//! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
+//! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
+
+pub mod config;
+pub mod health;
+mod observer;
+pub mod request;
+pub mod secret;
+#[cfg(feature = "test")]
+pub mod test;
+pub mod worker;
+
+pub use config::Config;
+pub use observer::{Guard, InitError, InitErrorKind, Observer, ObserverBuilder};
+
+/// Builds the [`Observer`] and its [`Guard`] from a loaded [`Config`], with default settings.
+///
+/// Use [`Observer::builder`] to change the flush budget or the worker threads.
+pub fn init(config: &Config) -> Result<(Observer, Guard), InitError> {
+    Observer::builder(config.clone()).build()
+}

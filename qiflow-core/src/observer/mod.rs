@@ -1,0 +1,100 @@
+//! The hub: [`Observer`], its [`ObserverBuilder`], and the [`Guard`] that flushes on drop.
+
+mod builder;
+mod guard;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use builder::{InitError, InitErrorKind, ObserverBuilder};
+pub use guard::Guard;
+
+use crate::config::Config;
+use crate::health::HealthReport;
+use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
+
+/// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
+///
+/// Built by [`crate::init`] or [`Observer::builder`], which also return the [`Guard`].
+#[derive(Clone)]
+pub struct Observer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    started: Instant,
+    worker: Arc<Worker>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("service", &self.inner.config.service.name)
+            .field("environment", &self.inner.config.service.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// A builder for `config` (see [`ObserverBuilder`] for its settings and defaults).
+    pub fn builder(config: Config) -> ObserverBuilder {
+        ObserverBuilder::new(config)
+    }
+
+    /// The configuration the observer was built from (secrets stay redacted in `Debug`).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// How long ago the observer was built.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Registers a pipeline: a bounded queue in front of `sink`, drained on qiflow's background
+    /// runtime and flushed by the guard, in registration order. Returns the producer handle.
+    ///
+    /// ```
+    /// use qiflow_core::worker::{NoopSink, PipelineOptions};
+    ///
+    /// let (observer, guard) = qiflow_core::Observer::builder(Default::default()).build().unwrap();
+    /// let events = observer.pipeline::<String, _>(PipelineOptions::new("events"), NoopSink);
+    /// events.submit("hello".to_owned()).unwrap();
+    /// let report = guard.shutdown();
+    /// assert_eq!(report.stats[0].delivered, 1);
+    /// ```
+    pub fn pipeline<T, S>(&self, options: PipelineOptions, sink: S) -> Pipeline<T>
+    where
+        T: Send + 'static,
+        S: Sink<T>,
+    {
+        self.inner.worker.add(options, sink)
+    }
+
+    /// Counters of every pipeline, in registration order.
+    pub fn stats(&self) -> Vec<PipelineStats> {
+        self.inner.worker.stats()
+    }
+
+    /// Drains and flushes every pipeline, waiting at most `timeout`. Returns `true` when all
+    /// finished in time. Pipelines keep running afterwards; nothing is dropped by this call.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.inner
+            .worker
+            .flush_until(Instant::now() + timeout, false)
+            .is_empty()
+    }
+
+    /// A handle on qiflow's background runtime, for spawning I/O that must not run on the
+    /// request path.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.inner.worker.handle()
+    }
+
+    /// The liveness report: the process is up. It checks no dependency, so it stays healthy when
+    /// every dependency is down.
+    pub fn liveness(&self) -> HealthReport {
+        HealthReport::live(self)
+    }
+}

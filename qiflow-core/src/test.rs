@@ -1,0 +1,131 @@
+//! Test doubles for pipelines (feature `test`).
+//!
+//! ```
+//! use qiflow_core::test::RecordingSink;
+//! use qiflow_core::worker::PipelineOptions;
+//!
+//! let (observer, guard) = qiflow_core::Observer::builder(Default::default()).build().unwrap();
+//! let sink = RecordingSink::new();
+//! let p = observer.pipeline(PipelineOptions::new("test"), sink.clone());
+//! p.submit(7u32).unwrap();
+//! drop(guard);
+//! assert_eq!(sink.items(), vec![7]);
+//! ```
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::worker::{BoxFuture, Sink, SinkError};
+
+/// Records every item it is given; clones share the record.
+#[derive(Debug)]
+pub struct RecordingSink<T> {
+    items: Arc<Mutex<Vec<T>>>,
+    flushes: Arc<Mutex<u64>>,
+}
+
+impl<T> Clone for RecordingSink<T> {
+    fn clone(&self) -> Self {
+        Self {
+            items: self.items.clone(),
+            flushes: self.flushes.clone(),
+        }
+    }
+}
+
+impl<T> Default for RecordingSink<T> {
+    fn default() -> Self {
+        Self {
+            items: Arc::default(),
+            flushes: Arc::default(),
+        }
+    }
+}
+
+impl<T: Clone> RecordingSink<T> {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything written so far, in order.
+    pub fn items(&self) -> Vec<T> {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times `flush` was called.
+    pub fn flushes(&self) -> u64 {
+        *self.flushes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: Send + 'static> Sink<T> for RecordingSink<T> {
+    fn write(&mut self, batch: Vec<T>) -> BoxFuture<'_, Result<(), SinkError>> {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(batch);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        *self.flushes.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A sink whose `write` never returns (an endpoint that accepts and never answers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HangingSink {
+    /// Block the worker thread itself (as a buggy synchronous sink would) instead of pending.
+    pub block_thread: bool,
+}
+
+impl<T: Send + 'static> Sink<T> for HangingSink {
+    fn write(&mut self, batch: Vec<T>) -> BoxFuture<'_, Result<(), SinkError>> {
+        let block = self.block_thread;
+        Box::pin(async move {
+            let _batch = batch;
+            if block {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    }
+}
+
+/// A sink that fails every write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FailingSink;
+
+impl<T: Send + 'static> Sink<T> for FailingSink {
+    fn write(&mut self, batch: Vec<T>) -> BoxFuture<'_, Result<(), SinkError>> {
+        drop(batch);
+        Box::pin(async { Err(SinkError::new("test sink refuses every batch")) })
+    }
+}
+
+/// A sink that takes `delay` per write, then records the items.
+#[derive(Debug, Clone)]
+pub struct SlowSink<T> {
+    /// How long each write takes.
+    pub delay: Duration,
+    /// Where the items end up.
+    pub inner: RecordingSink<T>,
+}
+
+impl<T: Send + 'static> Sink<T> for SlowSink<T> {
+    fn write(&mut self, batch: Vec<T>) -> BoxFuture<'_, Result<(), SinkError>> {
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            self.inner.write(batch).await
+        })
+    }
+}
