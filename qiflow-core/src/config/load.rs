@@ -177,9 +177,7 @@ impl Loader {
                 return fail(problems);
             }
         };
-        if !problems.is_empty() {
-            return fail(problems);
-        }
+        // Unknown keys do not stop the range checks: `qiflow check` lists every problem at once.
 
         for (path, value) in config.secrets() {
             if !encrypted.contains(&path) && !value.is_empty() {
@@ -203,29 +201,29 @@ impl Loader {
 
     fn environment(&self, problems: &mut Vec<Problem>) -> BTreeMap<String, String> {
         let mut vars = BTreeMap::new();
-        if let Some(path) = &self.dotenv {
-            if path.is_file() {
-                match dotenvy::from_path_iter(path) {
-                    Ok(iter) => {
-                        for item in iter {
-                            match item {
-                                Ok((k, v)) => {
-                                    vars.insert(k, v);
-                                }
-                                Err(e) => problems.push(Problem::new(
-                                    ProblemKind::File,
-                                    path.display().to_string(),
-                                    format!("cannot parse: {e}; write KEY=value lines"),
-                                )),
+        if let Some(path) = &self.dotenv
+            && path.is_file()
+        {
+            match dotenvy::from_path_iter(path) {
+                Ok(iter) => {
+                    for item in iter {
+                        match item {
+                            Ok((k, v)) => {
+                                vars.insert(k, v);
                             }
+                            Err(e) => problems.push(Problem::new(
+                                ProblemKind::File,
+                                path.display().to_string(),
+                                format!("cannot parse: {e}; write KEY=value lines"),
+                            )),
                         }
                     }
-                    Err(e) => problems.push(Problem::new(
-                        ProblemKind::File,
-                        path.display().to_string(),
-                        format!("cannot read: {e}"),
-                    )),
                 }
+                Err(e) => problems.push(Problem::new(
+                    ProblemKind::File,
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                )),
             }
         }
         match &self.env {
@@ -414,9 +412,14 @@ fn set_path(table: &mut Table, segments: &[String], value: Value) -> Result<Stri
         table.insert(first.clone(), value);
         return Ok(first.clone());
     }
-    let child = table
-        .entry(first.clone())
-        .or_insert_with(|| Value::Table(Table::new()));
+    let list_next = rest[0].parse::<usize>().is_ok();
+    let child = table.entry(first.clone()).or_insert_with(|| {
+        if list_next {
+            Value::Array(Vec::new())
+        } else {
+            Value::Table(Table::new())
+        }
+    });
     set_in_value(child, first, rest, value).map(|tail| format!("{first}.{tail}"))
 }
 
@@ -535,16 +538,14 @@ fn key_file_warning(lookup: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<
     let Some(file) = lookup(MASTER_KEY_FILE_ENV) else {
         return;
     };
-    if let Ok(meta) = std::fs::metadata(&file) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            warnings.push(Problem::new(
-                ProblemKind::Advice,
-                MASTER_KEY_FILE_ENV,
-                format!(
-                    "the key file {file} is readable by group or others; run `chmod 600 {file}`"
-                ),
-            ));
-        }
+    if let Ok(meta) = std::fs::metadata(&file)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        warnings.push(Problem::new(
+            ProblemKind::Advice,
+            MASTER_KEY_FILE_ENV,
+            format!("the key file {file} is readable by group or others; run `chmod 600 {file}`"),
+        ));
     }
 }
 

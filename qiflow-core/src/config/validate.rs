@@ -58,12 +58,11 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
     if errors.recent_capacity == 0 {
         bad("errors.recent_capacity", "must be at least 1".into());
     }
-    if let Some(dsn) = &errors.sentry_dsn {
-        if !dsn.is_empty() {
-            if let Err(why) = check_dsn(dsn.expose()) {
-                bad("errors.sentry_dsn", why);
-            }
-        }
+    if let Some(dsn) = &errors.sentry_dsn
+        && !dsn.is_empty()
+        && let Err(why) = check_dsn(dsn.expose())
+    {
+        bad("errors.sentry_dsn", why);
     }
 
     let metrics = &config.metrics;
@@ -122,13 +121,13 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "must be greater than zero, like \"1s\"".into(),
         );
     }
-    if let Some(retention) = audit.retention {
-        if retention.as_secs() < 3600 {
-            bad(
-                "audit.retention",
-                "must be at least \"1h\" (or unset to keep everything)".into(),
-            );
-        }
+    if let Some(retention) = audit.retention
+        && retention.as_secs() < 3600
+    {
+        bad(
+            "audit.retention",
+            "must be at least \"1h\" (or unset to keep everything)".into(),
+        );
     }
     match (&audit.sink, &audit.postgres_url) {
         (AuditSinkKind::Postgres, None) => bad(

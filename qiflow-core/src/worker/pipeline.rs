@@ -402,53 +402,64 @@ async fn run<T: Send + 'static, S: Sink<T>>(
 ) {
     let mut batch: Vec<T> = Vec::with_capacity(options.batch_size);
     loop {
-        tokio::select! {
+        let command = tokio::select! {
             biased;
-            command = control.recv_async() => match command {
-                Ok(Control::Flush(ack)) => {
-                    // Drain what is queued now, then flush the sink.
-                    loop {
-                        if !pull(&rx, None, &mut batch, &shared, options.batch_size) {
-                            continue;
-                        }
-                        if batch.is_empty() {
-                            break;
-                        }
-                        write(&mut sink, &mut batch, &shared, &options).await;
-                    }
-                    if let Err(e) = sink.flush().await {
-                        if options.report_errors {
-                            tracing::warn!(target: "qiflow::worker", pipeline = shared.name, error = %e, "flush failed");
-                        }
-                    }
-                    let _ = ack.send(());
-                }
-                Err(_) => break,
-            },
-            item = rx.recv_async() => match item {
-                Ok(item) => {
-                    if !pull(&rx, Some(item), &mut batch, &shared, options.batch_size) {
-                        continue;
-                    }
-                    if !options.linger.is_zero() {
-                        let deadline = tokio::time::Instant::now() + options.linger;
-                        while batch.len() < options.batch_size {
-                            match tokio::time::timeout_at(deadline, rx.recv_async()).await {
+            command = control.recv_async() => command,
+            item = rx.recv_async() => {
+                let Ok(item) = item else { break };
+                let mut command = None;
+                if pull(&rx, Some(item), &mut batch, &shared, options.batch_size)
+                    && !options.linger.is_zero()
+                {
+                    // Wait for a fuller batch, but never past a flush request.
+                    let deadline = tokio::time::Instant::now() + options.linger;
+                    while batch.len() < options.batch_size {
+                        tokio::select! {
+                            biased;
+                            c = control.recv_async() => {
+                                command = Some(c);
+                                break;
+                            }
+                            next = tokio::time::timeout_at(deadline, rx.recv_async()) => match next {
                                 Ok(Ok(item)) => {
                                     if !pull(&rx, Some(item), &mut batch, &shared, options.batch_size) {
                                         break;
                                     }
                                 }
                                 _ => break,
-                            }
+                            },
                         }
                     }
-                    if !batch.is_empty() {
-                        write(&mut sink, &mut batch, &shared, &options).await;
-                    }
                 }
-                Err(_) => break,
-            },
+                if !batch.is_empty() {
+                    write(&mut sink, &mut batch, &shared, &options).await;
+                }
+                match command {
+                    Some(command) => command,
+                    None => continue,
+                }
+            }
+        };
+        match command {
+            Ok(Control::Flush(ack)) => {
+                // Drain what is queued now, then flush the sink.
+                loop {
+                    if !pull(&rx, None, &mut batch, &shared, options.batch_size) {
+                        continue;
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                    write(&mut sink, &mut batch, &shared, &options).await;
+                }
+                if let Err(e) = sink.flush().await
+                    && options.report_errors
+                {
+                    tracing::warn!(target: "qiflow::worker", pipeline = shared.name, error = %e, "flush failed");
+                }
+                let _ = ack.send(());
+            }
+            Err(_) => break,
         }
     }
 }
@@ -488,10 +499,10 @@ async fn write<T, S: Sink<T>>(
     let n = batch.len() as u64;
     let items = std::mem::replace(batch, Vec::with_capacity(options.batch_size));
     let result = sink.write(items).await;
-    if let Err(e) = &result {
-        if options.report_errors {
-            tracing::warn!(target: "qiflow::worker", pipeline = shared.name, items = n, error = %e, "sink failed; items dropped");
-        }
+    if let Err(e) = &result
+        && options.report_errors
+    {
+        tracing::warn!(target: "qiflow::worker", pipeline = shared.name, items = n, error = %e, "sink failed; items dropped");
     }
     shared.finish(n, result.is_ok());
 }

@@ -1,0 +1,419 @@
+//! Configuration loading: defaults, files, `.env`, environment overrides, secrets, bad input.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::time::Duration;
+
+use qiflow_core::config::{Loader, OverflowPolicy, ProblemKind, Rotation};
+use qiflow_core::secret::Keyring;
+
+const NO_ENV: [(&str, &str); 0] = [];
+
+fn load(toml: &str) -> Result<qiflow_core::Config, qiflow_core::config::ConfigError> {
+    Loader::new().toml_str(toml).env(NO_ENV).load()
+}
+
+fn problems(toml: &str) -> Vec<(ProblemKind, String, String)> {
+    load(toml)
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(|p| (p.kind(), p.path().to_owned(), p.message().to_owned()))
+        .collect()
+}
+
+#[test]
+fn empty_config_gives_documented_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.service.name, "unknown_service");
+    assert_eq!(c.logging.level, "info");
+    assert_eq!(c.logging.rotation, Rotation::Daily);
+    assert_eq!(c.logging.max_size, 100 * 1024 * 1024);
+    assert_eq!(c.logging.max_age, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.logging.overflow, OverflowPolicy::Block);
+    assert_eq!(c.metrics.path, "/metrics");
+    assert_eq!(c.alerts.rate_limit, 100);
+    assert_eq!(c.server.addr.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.health.path, "/health");
+}
+
+#[test]
+fn every_section_parses() {
+    let c = load(
+        r#"
+[service]
+name = "checkout"
+environment = "production"
+version = "1.4.2"
+
+[logging]
+level = "info,hyper=warn"
+format = "pretty"
+stdout = false
+dir = "/var/log/checkout"
+file_name = "checkout.log"
+rotation = "hourly"
+max_size = "64KiB"
+max_backups = 3
+max_age = "7d"
+compress = "zstd"
+access_log = false
+queue_capacity = 1000
+overflow = "drop"
+redact = ["ssn", "card_number"]
+
+[errors]
+sentry_dsn = "https://abc@sentry.example.com/42"
+sample_rate = 0.5
+capture = "4xx+5xx"
+recent_capacity = 50
+
+[metrics]
+enabled = true
+path = "/internal/metrics"
+buckets = [0.01, 0.1, 1.0]
+max_routes = 50
+listen = "127.0.0.1:9100"
+
+[baseline]
+window = "10s"
+min_samples = 20
+deviation_factor = 3.0
+slow_request = "500ms"
+state_file = "/tmp/baselines.json"
+
+[audit]
+enabled = true
+sink = "postgres"
+dir = "audit"
+postgres_url = "postgres://qiflow:pw@127.0.0.1/qiflow"
+batch_size = 500
+flush_interval = "250ms"
+retention = "90d"
+signing_key = "0123456789abcdef0123"
+
+[alerts]
+min_level = "error"
+cooldown = "10m"
+group_wait = "5s"
+rate_limit = 20
+
+[[alerts.channels]]
+kind = "email"
+name = "ops-mail"
+smtp_host = "127.0.0.1"
+smtp_port = 2525
+tls = "none"
+username = "alerts"
+password = "smtp-pw"
+from = "alerts@example.com"
+to = ["ops@example.com", "oncall@example.com"]
+
+[[alerts.channels]]
+kind = "dingtalk"
+name = "dt"
+url = "https://oapi.dingtalk.com/robot/send?access_token=t"
+secret = "SECabc"
+min_level = "critical"
+
+[health]
+path = "/healthz"
+token = "health-token"
+
+[server]
+addr = "0.0.0.0:8080"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.logging.max_size, 64 * 1024);
+    assert_eq!(c.logging.max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.baseline.slow_request, Duration::from_millis(500));
+    assert_eq!(c.audit.retention, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(c.alerts.channels.len(), 2);
+    assert_eq!(c.alerts.channels[0].to.len(), 2);
+    assert_eq!(
+        c.alerts.channels[0].password.as_ref().unwrap().expose(),
+        "smtp-pw"
+    );
+    assert_eq!(c.metrics.listen.unwrap().port(), 9100);
+    // Every plain secret is warned about, by key path.
+    let warned: Vec<&str> = c.warnings().iter().map(|w| w.path()).collect();
+    for key in [
+        "errors.sentry_dsn",
+        "audit.postgres_url",
+        "audit.signing_key",
+        "health.token",
+        "alerts.channels.ops-mail.password",
+        "alerts.channels.dt.url",
+        "alerts.channels.dt.secret",
+    ] {
+        assert!(warned.contains(&key), "no warning for {key}: {warned:?}");
+    }
+    // Debug output never shows a secret.
+    let debug = format!("{c:?}");
+    for secret in [
+        "smtp-pw",
+        "health-token",
+        "SECabc",
+        "0123456789abcdef0123",
+        ":pw@",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in Debug");
+    }
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_full_path() {
+    let found = problems(
+        "[logging]\nlevl = \"debug\"\n[[alerts.channels]]\nkind = \"log\"\nsmtp_hots = \"x\"\n[nope]\na = 1\n",
+    );
+    let paths: Vec<&str> = found.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert!(paths.contains(&"logging.levl"), "{found:?}");
+    assert!(paths.contains(&"alerts.channels.0.smtp_hots"), "{found:?}");
+    assert!(paths.contains(&"nope"), "{found:?}");
+    assert!(found.iter().all(|(k, _, _)| *k == ProblemKind::UnknownKey));
+}
+
+#[test]
+fn invalid_toml_gives_line_and_column() {
+    let err = load("[service]\nname = \"a\"\nversion = = 3\n").unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.kind(), ProblemKind::Syntax);
+    assert!(p.path().starts_with("line 3, column"), "{p}");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let found = problems("[logging]\nmax_backups = \"many\"\n");
+    assert_eq!(found[0].0, ProblemKind::Type);
+    assert_eq!(found[0].1, "logging.max_backups");
+    let found = problems("[logging]\nmax_size = \"huge\"\n");
+    assert_eq!(found[0].1, "logging.max_size");
+    assert!(found[0].2.contains("100MiB"), "{found:?}");
+    let found = problems("[baseline]\nwindow = \"soon\"\n");
+    assert_eq!(found[0].1, "baseline.window");
+    let found = problems("[logging]\nrotation = \"weekly\"\n");
+    assert_eq!(found[0].1, "logging.rotation");
+}
+
+#[test]
+fn values_are_range_checked() {
+    let found = problems(
+        r#"
+[errors]
+sample_rate = 2.0
+sentry_dsn = "not a dsn"
+[metrics]
+buckets = [1.0, 0.5]
+path = "metrics"
+[baseline]
+deviation_factor = 0.5
+[audit]
+sink = "postgres"
+[[alerts.channels]]
+kind = "email"
+name = "mail"
+to = ["not-an-address"]
+[[alerts.channels]]
+kind = "slack"
+name = "mail"
+"#,
+    );
+    let paths: Vec<&str> = found.iter().map(|(_, p, _)| p.as_str()).collect();
+    for key in [
+        "errors.sample_rate",
+        "errors.sentry_dsn",
+        "metrics.buckets",
+        "metrics.path",
+        "baseline.deviation_factor",
+        "audit.postgres_url",
+        "alerts.channels.mail.smtp_host",
+        "alerts.channels.mail.from",
+        "alerts.channels.mail.to.0",
+        "alerts.channels.mail.url",
+        "alerts.channels.mail.name",
+    ] {
+        assert!(paths.contains(&key), "no problem for {key}: {found:?}");
+    }
+    // A DSN problem never echoes the DSN.
+    assert!(found.iter().all(|(_, _, m)| !m.contains("not a dsn")));
+}
+
+#[test]
+fn environment_overrides_nest_and_convert() {
+    let c = Loader::new()
+        .toml_str("[logging]\nlevel = \"info\"\n")
+        .env([
+            ("QIFLOW__LOGGING__LEVEL", "debug"),
+            ("QIFLOW__LOGGING__MAX_BACKUPS", "3"),
+            ("QIFLOW__LOGGING__STDOUT", "false"),
+            ("QIFLOW__LOGGING__MAX_SIZE", "1MiB"),
+            ("QIFLOW__LOGGING__REDACT", "ssn, iban"),
+            ("QIFLOW__METRICS__BUCKETS", "0.1,1,10"),
+            ("QIFLOW__ERRORS__SAMPLE_RATE", "0.25"),
+            ("QIFLOW__ALERTS__CHANNELS__0__KIND", "webhook"),
+            (
+                "QIFLOW__ALERTS__CHANNELS__0__URL",
+                "http://127.0.0.1:9/hook",
+            ),
+            ("QIFLOW__ALERTS__CHANNELS__0__SMTP_PORT", "2525"),
+            ("QIFLOW_ADDR", "127.0.0.1:4000"),
+            ("UNRELATED", "x"),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(c.logging.level, "debug");
+    assert_eq!(c.logging.max_backups, 3);
+    assert!(!c.logging.stdout);
+    assert_eq!(c.logging.max_size, 1024 * 1024);
+    assert_eq!(c.logging.redact, ["ssn", "iban"]);
+    assert_eq!(c.metrics.buckets, [0.1, 1.0, 10.0]);
+    assert_eq!(c.errors.sample_rate, 0.25);
+    assert_eq!(c.alerts.channels[0].smtp_port, Some(2525));
+    assert_eq!(c.server.addr.port(), 4000);
+}
+
+#[test]
+fn bad_environment_overrides_are_named() {
+    let err = Loader::new()
+        .env([("QIFLOW__LOGGING__MAX_BACKUPS", "lots")])
+        .load()
+        .unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.kind(), ProblemKind::EnvOverride);
+    assert_eq!(p.path(), "QIFLOW__LOGGING__MAX_BACKUPS");
+    assert!(p.message().contains("integer"), "{p}");
+
+    let err = Loader::new()
+        .env([("QIFLOW__LOGGING__LEVL", "debug")])
+        .load()
+        .unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.path(), "logging.levl");
+    assert!(p.message().contains("QIFLOW__LOGGING__LEVL"), "{p}");
+
+    let err = Loader::new()
+        .env([("QIFLOW__BASELINE__WINDOW", "forever")])
+        .load()
+        .unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.path(), "baseline.window");
+    assert!(p.message().contains("QIFLOW__BASELINE__WINDOW"), "{p}");
+}
+
+#[test]
+fn files_dotenv_and_real_environment_layer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qiflow.toml");
+    std::fs::write(&file, "[service]\nname = \"from-file\"\nversion = \"1\"\n").unwrap();
+    let dotenv = dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        "QIFLOW__SERVICE__VERSION=from-dotenv\nQIFLOW__SERVICE__ENVIRONMENT=from-dotenv\n",
+    )
+    .unwrap();
+    let c = Loader::new()
+        .env([
+            ("QIFLOW_CONFIG", file.display().to_string()),
+            ("QIFLOW__SERVICE__ENVIRONMENT", "from-env".to_owned()),
+        ])
+        .dotenv(Some(dotenv))
+        .load()
+        .unwrap();
+    assert_eq!(c.service.name, "from-file");
+    assert_eq!(c.service.version, "from-dotenv");
+    assert_eq!(c.service.environment, "from-env");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let err = Loader::new()
+        .file("/nonexistent/qiflow.toml")
+        .env(NO_ENV)
+        .load()
+        .unwrap_err();
+    assert_eq!(err.problems()[0].kind(), ProblemKind::File);
+    assert!(
+        err.to_string().contains("/nonexistent/qiflow.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn encrypted_values_decrypt_into_secrets() {
+    let key = Keyring::generate_key();
+    let keys = Keyring::parse(&key).unwrap();
+    let dsn = keys
+        .encrypt("errors.sentry_dsn", "https://public@127.0.0.1/7")
+        .unwrap();
+    let pw = keys
+        .encrypt("alerts.channels.mail.password", "smtp-pw")
+        .unwrap();
+    let toml = format!(
+        "[errors]\nsentry_dsn = \"{dsn}\"\n[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"email\"\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\npassword = \"{pw}\"\n"
+    );
+    let c = Loader::new()
+        .toml_str(toml.clone())
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap();
+    assert_eq!(
+        c.errors.sentry_dsn.as_ref().unwrap().expose(),
+        "https://public@127.0.0.1/7"
+    );
+    assert_eq!(
+        c.alerts.channels[0].password.as_ref().unwrap().expose(),
+        "smtp-pw"
+    );
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+
+    // No key: each encrypted value is a problem naming its key path and the variable.
+    let err = Loader::new()
+        .toml_str(toml.clone())
+        .env(NO_ENV)
+        .load()
+        .unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path()).collect();
+    assert_eq!(
+        paths,
+        ["alerts.channels.mail.password", "errors.sentry_dsn"]
+    );
+    assert!(err.to_string().contains("QIFLOW_MASTER_KEY"));
+
+    // The wrong key.
+    let err = Loader::new()
+        .toml_str(toml.clone())
+        .env([("QIFLOW_MASTER_KEY", Keyring::generate_key())])
+        .load()
+        .unwrap_err();
+    assert!(
+        err.problems()
+            .iter()
+            .all(|p| p.kind() == ProblemKind::Secret)
+    );
+    assert!(!err.to_string().contains("smtp-pw"));
+
+    // A value moved to another key.
+    let moved = format!("[health]\ntoken = \"{dsn}\"\n[audit]\nenabled = false\n");
+    let err = Loader::new()
+        .toml_str(moved)
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap_err();
+    assert_eq!(err.problems()[0].path(), "health.token");
+    assert!(
+        err.to_string()
+            .contains("qiflow encrypt --name health.token")
+    );
+
+    // An encrypted value can come from the environment too.
+    let token = keys.encrypt("health.token", "tok").unwrap();
+    let c = Loader::new()
+        .env([
+            ("QIFLOW_MASTER_KEY", key.clone()),
+            ("QIFLOW__HEALTH__TOKEN", token),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(c.health.token.as_ref().unwrap().expose(), "tok");
+}
