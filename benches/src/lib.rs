@@ -1,1 +1,14 @@
-//! qiflow benchmarks: see `benches/`.
+//! qiflow benchmarks. This library is empty; the benches live in `benches/`.
+//!
+//! `benches/config.rs` measures encrypted configuration values: one `ENC:` decryption, one
+//! encryption, and a full `Loader::load` of a realistic `qiflow.toml` with 10 encrypted secrets
+//! beside the same load with the 10 values plain. Run it with:
+//!
+//! ```text
+//! cargo bench -p qiflow-benches --bench config
+//! ```
+//!
+//! Criterion writes its reports under `target/criterion/`. Pass a filter to run one bench, e.g.
+//! `cargo bench -p qiflow-benches --bench config -- secret/decrypt_one`, and
+//! `-- --warm-up-time 1 --measurement-time 3` for a quicker, noisier run. See `benches/README.md`
+//! for what each bench measures and figures from one machine.

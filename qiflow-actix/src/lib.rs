@@ -6,7 +6,8 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (observer, _guard) = qiflow_core::init(&Default::default())?;
+//! let config = qiflow_core::Config::load()?;
+//! let (observer, _guard) = qiflow_core::init(&config)?;
 //! actix_web::HttpServer::new(move || {
 //!     actix_web::App::new().service(qiflow_actix::scope(observer.clone()))
 //! })
@@ -53,7 +54,15 @@ mod tests {
 
     #[actix_web::test]
     async fn live_answers_json() {
-        let (observer, _guard) = qiflow_core::init(&Default::default()).unwrap();
+        let config = qiflow_core::config::Loader::new()
+            .toml_str("[logging]\ndir = \"\"\nstdout = false\n")
+            .env([("QIFLOW_UNUSED", "")])
+            .load()
+            .unwrap();
+        let (observer, _guard) = qiflow_core::Observer::builder(config)
+            .install_global(false)
+            .build()
+            .unwrap();
         let app = test::init_service(App::new().service(scope(observer))).await;
         let response = test::call_service(
             &app,

@@ -6,7 +6,8 @@
 //!
 //! ```
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (observer, _guard) = qiflow_core::init(&Default::default())?;
+//! let config = qiflow_core::Config::load()?;
+//! let (observer, _guard) = qiflow_core::init(&config)?;
 //! let app = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hello" }))
 //!     .merge(qiflow_axum::routes(observer));
@@ -58,7 +59,15 @@ mod tests {
 
     #[tokio::test]
     async fn live_answers_json() {
-        let (observer, _guard) = qiflow_core::init(&Default::default()).unwrap();
+        let config = qiflow_core::config::Loader::new()
+            .toml_str("[logging]\ndir = \"\"\nstdout = false\n")
+            .env([("QIFLOW_UNUSED", "")])
+            .load()
+            .unwrap();
+        let (observer, _guard) = qiflow_core::Observer::builder(config)
+            .install_global(false)
+            .build()
+            .unwrap();
         let response = routes(observer)
             .oneshot(Request::get("/health/live").body(Body::empty()).unwrap())
             .await

@@ -8,7 +8,17 @@
 //! // Load `qiflow.toml` (or `QIFLOW_CONFIG`), `.env` and `QIFLOW__…` overrides; decrypt `ENC:`
 //! // values; validate. Here from inline TOML:
 //! let config = qiflow_core::config::Loader::new()
-//!     .toml_str("[service]\nname = \"checkout\"\nversion = \"1.4.2\"\n")
+//!     .toml_str(
+//!         r#"
+//!         [service]
+//!         name = "checkout"
+//!         version = "1.4.2"
+//!         [logging]
+//!         dir = ""        # stdout only in this example; the default writes ./logs/app.log
+//!         [audit]
+//!         enabled = false
+//!         "#,
+//!     )
 //!     .load()?;
 //! let (observer, _guard) = qiflow_core::init(&config)?;
 //!
@@ -33,8 +43,10 @@
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
+pub mod clock;
 pub mod config;
 pub mod health;
+pub mod logging;
 mod observer;
 pub mod request;
 pub mod secret;

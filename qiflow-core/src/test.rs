@@ -4,7 +4,10 @@
 //! use qiflow_core::test::RecordingSink;
 //! use qiflow_core::worker::PipelineOptions;
 //!
-//! let (observer, guard) = qiflow_core::Observer::builder(Default::default()).build().unwrap();
+//! let (observer, guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+//!     .install_global(false)
+//!     .build()
+//!     .unwrap();
 //! let sink = RecordingSink::new();
 //! let p = observer.pipeline(PipelineOptions::new("test"), sink.clone());
 //! p.submit(7u32).unwrap();
@@ -128,4 +131,60 @@ impl<T: Send + 'static> Sink<T> for SlowSink<T> {
             self.inner.write(batch).await
         })
     }
+}
+
+/// A clock that stands still until moved (the clock seam's test double).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use qiflow_core::clock::Clock;
+/// use qiflow_core::test::ManualClock;
+///
+/// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(3_600));
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(3_660));
+/// ```
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<std::time::SystemTime>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: std::time::SystemTime) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+
+    /// Sets the clock (also backwards).
+    pub fn set(&self, to: std::time::SystemTime) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
+    }
+}
+
+impl crate::clock::Clock for ManualClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A configuration for tests: logs go nowhere (no file, no stdout) and auditing is off, so a
+/// test writes no files into the working directory.
+///
+/// ```
+/// let config = qiflow_core::test::quiet_config();
+/// assert!(config.logging.dir.as_os_str().is_empty());
+/// ```
+pub fn quiet_config() -> crate::Config {
+    let mut config = crate::Config::default();
+    config.logging.dir = std::path::PathBuf::new();
+    config.logging.stdout = false;
+    config.audit.enabled = false;
+    config
 }

@@ -171,7 +171,11 @@ fn unknown_keys_are_named_with_their_full_path() {
     assert!(paths.contains(&"logging.levl"), "{found:?}");
     assert!(paths.contains(&"alerts.channels.0.smtp_hots"), "{found:?}");
     assert!(paths.contains(&"nope"), "{found:?}");
-    assert!(found.iter().all(|(k, _, _)| *k == ProblemKind::UnknownKey));
+    assert!(
+        found
+            .iter()
+            .all(|(k, _, _)| *k == ProblemKind::UnknownKey || k.is_warning())
+    );
 }
 
 #[test]
@@ -416,4 +420,43 @@ fn encrypted_values_decrypt_into_secrets() {
         .load()
         .unwrap();
     assert_eq!(c.health.token.as_ref().unwrap().expose(), "tok");
+}
+
+#[test]
+fn a_single_underscore_override_is_warned_about() {
+    let c = Loader::new()
+        .env([
+            ("QIFLOW_LOGGING__LEVEL", "debug"),
+            ("QIFLOW_ADDR", "127.0.0.1:1"),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(c.logging.level, "info");
+    let w: Vec<&str> = c.warnings().iter().map(|w| w.path()).collect();
+    assert!(w.contains(&"QIFLOW_LOGGING__LEVEL"), "{w:?}");
+    assert!(!w.contains(&"QIFLOW_ADDR"), "{w:?}");
+}
+
+#[test]
+fn a_failed_load_still_reports_its_warnings_and_bad_channel_names() {
+    let err = load("[health]\ntoken = \"plain\"\n[errors]\nsample_rate = 9.0\n[[alerts.channels]]\nkind = \"log\"\nname = \"\"\n").unwrap_err();
+    let kinds: Vec<(ProblemKind, &str)> = err
+        .problems()
+        .iter()
+        .map(|p| (p.kind(), p.path()))
+        .collect();
+    assert!(
+        kinds.contains(&(ProblemKind::Value, "errors.sample_rate")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(ProblemKind::Value, "alerts.channels.0.name")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(ProblemKind::PlainSecret, "health.token")),
+        "{kinds:?}"
+    );
+    // Errors come before warnings.
+    assert!(!err.problems()[0].kind().is_warning());
 }

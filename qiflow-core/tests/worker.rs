@@ -10,7 +10,8 @@ use qiflow_core::test::{FailingSink, HangingSink, RecordingSink, SlowSink};
 use qiflow_core::worker::{DropReason, Overflow, PipelineOptions, PipelineStats};
 
 fn observer(budget: Duration) -> (Observer, qiflow_core::Guard) {
-    Observer::builder(Default::default())
+    Observer::builder(qiflow_core::test::quiet_config())
+        .install_global(false)
         .flush_budget(budget)
         .build()
         .unwrap()
@@ -93,7 +94,12 @@ fn guard_drop_returns_within_budget_when_a_sink_never_returns() {
             elapsed < budget + Duration::from_millis(500),
             "block_thread={block_thread}: guard took {elapsed:?} for a {budget:?} budget"
         );
-        assert_eq!(report.timed_out, ["hung"]);
+        // A sink that blocks a runtime thread may also hold up what shares that thread; a
+        // pending one holds up only itself.
+        assert!(report.timed_out.contains(&"hung"), "{:?}", report.timed_out);
+        if !block_thread {
+            assert_eq!(report.timed_out, ["hung"]);
+        }
         let s = &report.stats[0];
         assert_eq!(s.submitted, 50);
         assert_eq!(s.delivered, 0);
@@ -121,7 +127,15 @@ fn a_hung_pipeline_does_not_starve_the_next_one() {
     let report = guard.shutdown();
     assert_eq!(report.timed_out, ["hung"]);
     assert_eq!(sink.items().len(), 100);
-    assert_eq!(report.stats[1].delivered, 100);
+    assert_eq!(
+        report
+            .stats
+            .iter()
+            .find(|s| s.name == "fine")
+            .unwrap()
+            .delivered,
+        100
+    );
 }
 
 #[test]

@@ -32,22 +32,26 @@ fn main() -> ExitCode {
     let addr = config.server.addr;
     let served = runtime.block_on(async move {
         let app = Router::new()
-            .route("/hello", get(|| async { "hello from qiflow\n" }))
+            .route(
+                "/hello",
+                get(|| async {
+                    tracing::info!(greeting = "hello", "said hello");
+                    "hello from qiflow\n"
+                }),
+            )
             .merge(qiflow_axum::routes(observer));
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        println!("quickstart listening on http://{addr}");
+        tracing::info!(%addr, "quickstart listening on http://{addr}");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
+    tracing::info!("quickstart stopping: flushing qiflow's pipelines");
     drop(runtime);
     // Flush every pipeline within the guard's budget, then exit 0.
     drop(guard);
     match served {
-        Ok(()) => {
-            println!("quickstart stopped");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("quickstart: cannot serve on {addr}: {e}");
             ExitCode::FAILURE

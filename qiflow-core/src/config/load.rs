@@ -11,6 +11,13 @@ pub const CONFIG_ENV: &str = "QIFLOW_CONFIG";
 /// The prefix of environment overrides: `QIFLOW__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "QIFLOW__";
 const ADDR_ENV: &str = "QIFLOW_ADDR";
+/// Single-underscore variables qiflow reads; any other `QIFLOW_…` is warned about.
+const KNOWN_VARS: &[&str] = &[
+    CONFIG_ENV,
+    ADDR_ENV,
+    crate::secret::MASTER_KEY_ENV,
+    crate::secret::MASTER_KEY_FILE_ENV,
+];
 const DEFAULT_FILE: &str = "qiflow.toml";
 
 enum Source {
@@ -119,22 +126,26 @@ impl Loader {
             },
         };
         let origin_name = origin.as_ref().map(|p| p.display().to_string());
-        let fail = |problems: Vec<Problem>| Err(ConfigError::new(origin_name.clone(), problems));
+        let mut warnings = Vec::new();
+        // Errors first, then the warnings found so far, so `qiflow check` shows both.
+        let fail = |mut problems: Vec<Problem>, warnings: &[Problem]| {
+            problems.extend(warnings.iter().cloned());
+            Err(ConfigError::new(origin_name.clone(), problems))
+        };
 
         let Some(text) = text else {
-            return fail(problems);
+            return fail(problems, &warnings);
         };
         let mut table = match text.parse::<Table>() {
             Ok(table) => table,
             Err(e) => {
                 problems.push(syntax_problem(&text, &e));
-                return fail(problems);
+                return fail(problems, &warnings);
             }
         };
 
-        let env_paths = apply_env_overrides(&mut table, &env, &mut problems);
+        let env_paths = apply_env_overrides(&mut table, &env, &mut problems, &mut warnings);
 
-        let mut warnings = Vec::new();
         let mut keyring = self.keyring;
         let mut encrypted = HashSet::new();
         decrypt_tree(
@@ -145,8 +156,8 @@ impl Loader {
             &mut problems,
             &mut warnings,
         );
-        if problems.iter().any(|p| !p.kind().is_warning()) {
-            return fail(problems);
+        if !problems.is_empty() {
+            return fail(problems, &warnings);
         }
 
         let mut unknown = Vec::new();
@@ -174,7 +185,7 @@ impl Loader {
                     message = format!("{message} (set by {var})");
                 }
                 problems.push(Problem::new(ProblemKind::Type, path, message));
-                return fail(problems);
+                return fail(problems, &warnings);
             }
         };
         // Unknown keys do not stop the range checks: `qiflow check` lists every problem at once.
@@ -193,7 +204,7 @@ impl Loader {
         }
         validate::validate(&config, &mut problems, &mut warnings);
         if !problems.is_empty() {
-            return fail(problems);
+            return fail(problems, &warnings);
         }
         config.warnings = warnings;
         Ok(config)
@@ -309,6 +320,7 @@ fn apply_env_overrides(
     table: &mut Table,
     env: &BTreeMap<String, String>,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> HashMap<String, String> {
     let schema = schema();
     let mut paths = HashMap::new();
@@ -321,6 +333,18 @@ fn apply_env_overrides(
         ));
     }
     for (name, value) in env {
+        if name.starts_with("QIFLOW_")
+            && !name.starts_with(ENV_PREFIX)
+            && !KNOWN_VARS.contains(&name.as_str())
+        {
+            warnings.push(Problem::new(
+                ProblemKind::Advice,
+                name.clone(),
+                format!(
+                    "is not a qiflow variable and is ignored; overrides are written {ENV_PREFIX}SECTION__KEY (two underscores after QIFLOW)"
+                ),
+            ));
+        }
         if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
             let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if segments.iter().any(String::is_empty) {

@@ -531,7 +531,7 @@ impl ChannelConfig {
     /// The key path prefix of this channel's secrets: `alerts.channels.<name>` or
     /// `alerts.channels.<index>`.
     pub fn key_path(&self, index: usize) -> String {
-        match &self.name {
+        match self.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => format!("alerts.channels.{name}"),
             None => format!("alerts.channels.{index}"),
         }

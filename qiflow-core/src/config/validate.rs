@@ -165,6 +165,14 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
     let mut names = HashSet::new();
     for (i, ch) in alerts.channels.iter().enumerate() {
         let base = ch.key_path(i);
+        if let Some(name) = &ch.name
+            && (name.is_empty() || name.contains(['.', ' ']))
+        {
+            bad(
+                &format!("{base}.name"),
+                format!("{name:?} is not a usable channel name; use letters, digits, '-' or '_'"),
+            );
+        }
         let name = ch
             .name
             .clone()

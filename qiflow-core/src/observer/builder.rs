@@ -1,19 +1,39 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use super::{Guard, Inner, Observer};
-use crate::config::Config;
-use crate::worker::Worker;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, OverflowPolicy};
+use crate::logging::rotate::RotationPolicy;
+use crate::logging::sink::LogSink;
+use crate::logging::{BLOCK_TIMEOUT, LogLayer, Redactor};
+use crate::worker::{Overflow, PipelineOptions, Worker};
 
 /// Builds an [`Observer`] and its [`Guard`] from a [`Config`].
 ///
 /// A builder with no settings is what [`crate::init`] uses.
-#[derive(Debug)]
 #[must_use]
 pub struct ObserverBuilder {
     config: Config,
     flush_budget: Duration,
     worker_threads: usize,
+    install_global: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ObserverBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserverBuilder")
+            .field("service", &self.config.service.name)
+            .field("flush_budget", &self.flush_budget)
+            .field("worker_threads", &self.worker_threads)
+            .field("install_global", &self.install_global)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ObserverBuilder {
@@ -21,8 +41,25 @@ impl ObserverBuilder {
         Self {
             config,
             flush_budget: Duration::from_secs(5),
-            worker_threads: 1,
+            worker_threads: 2,
+            install_global: true,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Whether `build` installs the process-wide pieces: the tracing subscriber (`EnvFilter` from
+    /// `[logging] level` plus [`Observer::log_layer`]), which also captures `log` records.
+    /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
+    pub fn install_global(mut self, install: bool) -> Self {
+        self.install_global = install;
+        self
+    }
+
+    /// The clock for timestamps and rotation. Defaults to the system clock; tests pass a
+    /// `ManualClock` (feature `test`).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The most time the guard's drop may take to flush every pipeline. Defaults to 5 seconds.
@@ -31,7 +68,8 @@ impl ObserverBuilder {
         self
     }
 
-    /// Threads of the background runtime (at least 1). Defaults to 1.
+    /// Threads of the background runtime (at least 1). Defaults to 2, so one sink that blocks
+    /// its thread does not stop the other pipelines.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = threads.max(1);
         self
@@ -46,18 +84,73 @@ impl ObserverBuilder {
             kind: InitErrorKind::Runtime,
             message: format!("cannot start the qiflow background runtime: {e}"),
         })?;
+        let logging = &self.config.logging;
+        let filter = EnvFilter::try_new(&logging.level).map_err(|e| InitError {
+            kind: InitErrorKind::Config,
+            message: format!(
+                "logging.level: invalid filter {:?} ({e}); use a level like \"info\" or directives like \"info,hyper=warn\"",
+                logging.level
+            ),
+        })?;
+        let slot = Arc::new(OnceLock::new());
+        let policy =
+            (!logging.dir.as_os_str().is_empty()).then(|| RotationPolicy::from_config(logging));
+        let sink = LogSink::new(
+            logging.stdout,
+            logging.format,
+            policy,
+            self.clock.clone(),
+            slot.clone(),
+        );
+        let overflow = match logging.overflow {
+            OverflowPolicy::Drop => Overflow::Drop,
+            _ => Overflow::Block(BLOCK_TIMEOUT),
+        };
+        let logs = worker.add(
+            PipelineOptions::new("logs")
+                .capacity(logging.queue_capacity)
+                .overflow(overflow)
+                .batch_size(1024)
+                .report_errors(false)
+                .flush_last(true),
+            sink,
+        );
+        let _ = slot.set(logs.clone());
+        let log_layer = LogLayer::new(
+            logging.format,
+            Redactor::new(&logging.redact),
+            logs,
+            self.clock.clone(),
+        );
+
+        let worker = Arc::new(worker);
+        let guard = Guard::new(worker.clone(), self.flush_budget);
+        if self.install_global {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(log_layer.clone())
+                .try_init()
+                .map_err(|e| InitError {
+                    kind: InitErrorKind::GlobalAlreadySet,
+                    message: format!(
+                        "cannot install qiflow's tracing subscriber ({e}); another global subscriber or logger is installed: \
+                         build with Observer::builder(config).install_global(false) and add observer.log_layer() to yours"
+                    ),
+                })?;
+        }
+        // After the subscriber is installed, so the warnings reach the log.
         for warning in self.config.warnings() {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
-        let worker = Arc::new(worker);
         let observer = Observer {
             inner: Arc::new(Inner {
                 config: self.config,
                 started: Instant::now(),
-                worker: worker.clone(),
+                worker,
+                log_layer,
             }),
         };
-        Ok((observer, Guard::new(worker, self.flush_budget)))
+        Ok((observer, guard))
     }
 }
 
@@ -67,6 +160,10 @@ impl ObserverBuilder {
 pub enum InitErrorKind {
     /// The background runtime could not be started.
     Runtime,
+    /// The configuration cannot be used (e.g. an invalid `[logging] level` filter).
+    Config,
+    /// Another global tracing subscriber or `log` logger is already installed.
+    GlobalAlreadySet,
 }
 
 /// `init` or [`ObserverBuilder::build`] failed.

@@ -11,6 +11,7 @@ pub use guard::Guard;
 
 use crate::config::Config;
 use crate::health::HealthReport;
+use crate::logging::LogLayer;
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
 
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
@@ -25,6 +26,7 @@ struct Inner {
     config: Config,
     started: Instant,
     worker: Arc<Worker>,
+    log_layer: LogLayer,
 }
 
 impl std::fmt::Debug for Observer {
@@ -58,7 +60,11 @@ impl Observer {
     /// ```
     /// use qiflow_core::worker::{NoopSink, PipelineOptions};
     ///
-    /// let (observer, guard) = qiflow_core::Observer::builder(Default::default()).build().unwrap();
+    /// let config = qiflow_core::Config::default();
+    /// let (observer, guard) = qiflow_core::Observer::builder(config)
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
     /// let events = observer.pipeline::<String, _>(PipelineOptions::new("events"), NoopSink);
     /// events.submit("hello".to_owned()).unwrap();
     /// let report = guard.shutdown();
@@ -90,6 +96,12 @@ impl Observer {
     /// request path.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         self.inner.worker.handle()
+    }
+
+    /// The tracing layer that writes to qiflow's log pipeline, for hosts that build their own
+    /// subscriber (see [`ObserverBuilder::install_global`]). Clones share the pipeline.
+    pub fn log_layer(&self) -> LogLayer {
+        self.inner.log_layer.clone()
     }
 
     /// The liveness report: the process is up. It checks no dependency, so it stays healthy when

@@ -20,6 +20,8 @@ pub enum SecretErrorKind {
     Decrypt,
     /// The decrypted bytes are not UTF-8.
     NotUtf8,
+    /// The plaintext is beyond what AES-GCM may encrypt in one message.
+    TooLong,
 }
 
 /// An error about a key or an encrypted value.

@@ -211,7 +211,7 @@ impl Keyring {
                 },
             )
             .map_err(|_| {
-                SecretError::new(SecretErrorKind::Decrypt, "the value is too long to encrypt")
+                SecretError::new(SecretErrorKind::TooLong, "the value is too long to encrypt")
                     .at(path)
             })?;
         let mut blob = Vec::with_capacity(NONCE_LEN + ciphertext.len());

@@ -45,11 +45,15 @@ impl Worker {
         &self.handle
     }
 
+    /// The pipelines in flush order: registration order, `flush_last` ones at the end.
     fn pipelines(&self) -> Vec<Arc<dyn Controlled>> {
-        self.pipelines
+        let mut all = self
+            .pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        all.sort_by_key(|p| p.flush_last());
+        all
     }
 
     pub(crate) fn add<T, S>(&self, options: PipelineOptions, sink: S) -> Pipeline<T>

@@ -26,6 +26,7 @@ pub struct PipelineOptions {
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
     pub(crate) report_errors: bool,
+    pub(crate) flush_last: bool,
 }
 
 impl PipelineOptions {
@@ -41,6 +42,7 @@ impl PipelineOptions {
             batch_size: 64,
             linger: Duration::ZERO,
             report_errors: true,
+            flush_last: false,
         }
     }
 
@@ -73,6 +75,13 @@ impl PipelineOptions {
     /// whose errors would feed back into it). Defaults to `true`.
     pub fn report_errors(mut self, report: bool) -> Self {
         self.report_errors = report;
+        self
+    }
+
+    /// Flush this pipeline after all others (the log pipeline, so it takes what their flushes
+    /// report). Defaults to `false`: pipelines flush in registration order.
+    pub fn flush_last(mut self, last: bool) -> Self {
+        self.flush_last = last;
         self
     }
 }
@@ -210,20 +219,29 @@ impl Shared {
         }
     }
 
-    /// The worker finished writing `n` items.
-    fn finish(&self, n: u64, ok: bool) {
+    /// The worker finished writing `n` items, `failed` of which were lost.
+    fn finish(&self, n: u64, failed: u64) {
+        let failed = failed.min(n);
         let mut acct = self.accounting();
         if acct.abandoned {
             return; // The guard already counted them.
         }
         acct.in_flight = acct.in_flight.saturating_sub(n);
-        if ok {
-            acct.delivered += n;
-        } else {
-            acct.failed += n;
-            drop(acct);
-            metrics::counter!("qiflow_dropped_total", "pipeline" => self.name).increment(n);
+        acct.delivered += n - failed;
+        acct.failed += failed;
+        drop(acct);
+        if failed > 0 {
+            metrics::counter!("qiflow_dropped_total", "pipeline" => self.name).increment(failed);
         }
+    }
+
+    /// Items dropped so far, whatever the reason.
+    fn dropped(&self) -> u64 {
+        let acct = self.accounting();
+        self.dropped_full.load(Ordering::Relaxed)
+            + self.dropped_closed.load(Ordering::Relaxed)
+            + acct.failed
+            + acct.shutdown
     }
 }
 
@@ -290,6 +308,11 @@ impl<T: Send + 'static> Pipeline<T> {
     pub fn queued(&self) -> usize {
         self.tx.len()
     }
+
+    /// Items dropped so far, whatever the reason (what `qiflow_dropped_total{pipeline}` shows).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped()
+    }
 }
 
 pub(crate) enum Control {
@@ -299,6 +322,7 @@ pub(crate) enum Control {
 /// The guard's and the observer's handle on a running pipeline, whatever its item type.
 pub(crate) trait Controlled: Send + Sync {
     fn name(&self) -> &'static str;
+    fn flush_last(&self) -> bool;
     /// Asks the worker to drain the queue and flush the sink; `ack` is sent when done.
     fn request_flush(&self, ack: mpsc::Sender<()>) -> bool;
     /// Gives up on the pipeline: no more submissions, everything queued or in flight is counted
@@ -311,6 +335,7 @@ pub(crate) trait Controlled: Send + Sync {
 
 pub(crate) struct Controller<T> {
     shared: Arc<Shared>,
+    flush_last: bool,
     rx: flume::Receiver<T>,
     control: flume::Sender<Control>,
 }
@@ -318,6 +343,10 @@ pub(crate) struct Controller<T> {
 impl<T: Send + 'static> Controlled for Controller<T> {
     fn name(&self) -> &'static str {
         self.shared.name
+    }
+
+    fn flush_last(&self) -> bool {
+        self.flush_last
     }
 
     fn request_flush(&self, ack: mpsc::Sender<()>) -> bool {
@@ -386,6 +415,7 @@ where
     };
     let controlled: Arc<dyn Controlled> = Arc::new(Controller {
         shared: shared.clone(),
+        flush_last: options.flush_last,
         rx: rx.clone(),
         control: control_tx,
     });
@@ -504,5 +534,9 @@ async fn write<T, S: Sink<T>>(
     {
         tracing::warn!(target: "qiflow::worker", pipeline = shared.name, items = n, error = %e, "sink failed; items dropped");
     }
-    shared.finish(n, result.is_ok());
+    let failed = match &result {
+        Ok(()) => 0,
+        Err(e) => e.undelivered().unwrap_or(n),
+    };
+    shared.finish(n, failed);
 }

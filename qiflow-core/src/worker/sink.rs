@@ -16,7 +16,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// - `flush` after the queue has been drained for [`Observer::flush`](crate::Observer::flush) and
 ///   when the [`Guard`](crate::Guard) is dropped; the default does nothing.
 ///
-/// A `write` that returns an error has its items counted as dropped (reason `sink_error`); a sink
+/// A `write` that returns an error has its items counted as dropped (reason `sink_error`; only the
+/// [`SinkError::partial`] count when the sink delivered part of the batch); a sink
 /// that wants retries does them inside `write`. A `write` that never returns holds up only its own
 /// pipeline: the guard gives up on it at its deadline and counts its items as dropped.
 pub trait Sink<T>: Send + 'static {
@@ -54,6 +55,7 @@ impl<T: Send + 'static> Sink<T> for NoopSink {
 #[derive(Debug)]
 pub struct SinkError {
     message: String,
+    undelivered: Option<u64>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -62,8 +64,21 @@ impl SinkError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            undelivered: None,
             source: None,
         }
+    }
+
+    /// Only the last `undelivered` items of the batch were lost; the others were delivered.
+    #[must_use]
+    pub fn partial(mut self, undelivered: u64) -> Self {
+        self.undelivered = Some(undelivered);
+        self
+    }
+
+    /// How many items of the batch were lost (`None`: all of them).
+    pub fn undelivered(&self) -> Option<u64> {
+        self.undelivered
     }
 
     /// An error with a message and its cause.
@@ -73,6 +88,7 @@ impl SinkError {
     ) -> Self {
         Self {
             message: message.into(),
+            undelivered: None,
             source: Some(Box::new(source)),
         }
     }

@@ -1,0 +1,260 @@
+//! Building one log line: JSON escaping, field capping, timestamps.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The most bytes of one field value kept in a line; the rest is cut at a UTF-8 boundary and a
+/// marker says how much was cut.
+pub const FIELD_CAP: usize = 8 * 1024;
+
+/// A recorded field value.
+#[derive(Debug, Clone)]
+pub(crate) enum FieldValue {
+    Str(String),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Redacted,
+}
+
+/// Appends `s` as a JSON string (with quotes). Control characters, DEL, U+2028 and U+2029 are
+/// escaped, so a value can never end a line or carry a terminal escape sequence.
+pub(crate) fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x00..=0x1f | 0x7f => None,
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                buf.extend_from_slice(&bytes[start..i]);
+                buf.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+                start = i;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => buf.extend_from_slice(e),
+            None => {
+                let _ = write!(ByteWriter(buf), "\\u{b:04x}");
+            }
+        }
+        i += 1;
+        start = i;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+/// Appends `s` for human-readable output: control characters, U+2028/9 and quotes escaped.
+pub(crate) fn text_str(buf: &mut Vec<u8>, s: &str, quote: bool) {
+    if quote {
+        buf.push(b'"');
+    }
+    for c in s.chars() {
+        match c {
+            '"' if quote => buf.extend_from_slice(b"\\\""),
+            '\\' if quote => buf.extend_from_slice(b"\\\\"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(ByteWriter(buf), "{}", c.escape_default());
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    if quote {
+        buf.push(b'"');
+    }
+}
+
+/// Cuts `s` to at most `cap` bytes at a UTF-8 boundary; returns the kept part and how many bytes
+/// were cut.
+pub(crate) fn cap(s: &str, cap: usize) -> (&str, usize) {
+    if s.len() <= cap {
+        return (s, 0);
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], s.len() - end)
+}
+
+/// The marker appended to a capped value.
+pub(crate) fn cut_marker(cut: usize) -> String {
+    format!("…[truncated {cut} bytes]")
+}
+
+/// Caps a string value in place, appending the marker.
+pub(crate) fn cap_string(mut s: String) -> String {
+    let (kept, cut) = cap(&s, FIELD_CAP);
+    if cut > 0 {
+        let len = kept.len();
+        s.truncate(len);
+        s.push_str(&cut_marker(cut));
+    }
+    s
+}
+
+/// Appends an RFC 3339 UTC timestamp with milliseconds (`2026-11-28T13:04:05.123Z`).
+///
+/// The date and time of day are formatted once per second per thread.
+pub(crate) fn timestamp(buf: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        static CACHE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let (secs, millis) = match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_millis()),
+        Err(e) => {
+            let d = e.duration();
+            let ms = d.as_millis() as i64;
+            (-(ms + 999) / 1000, ((1000 - (ms % 1000)) % 1000) as u32)
+        }
+    };
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            let text = time::OffsetDateTime::from_unix_timestamp(secs)
+                .ok()
+                .and_then(|t| {
+                    t.format(time::macros::format_description!(
+                        "[year]-[month]-[day]T[hour]:[minute]:[second]"
+                    ))
+                    .ok()
+                })
+                .unwrap_or_else(|| "1970-01-01T00:00:00".to_owned());
+            *cache = (secs, text);
+        }
+        buf.extend_from_slice(cache.1.as_bytes());
+    });
+    let _ = write!(ByteWriter(buf), ".{millis:03}Z");
+}
+
+/// Appends a value as JSON.
+pub(crate) fn json_value(buf: &mut Vec<u8>, value: &FieldValue) {
+    match value {
+        FieldValue::Str(s) => json_str(buf, s),
+        FieldValue::I64(v) => {
+            let _ = write!(ByteWriter(buf), "{v}");
+        }
+        FieldValue::U64(v) => {
+            let _ = write!(ByteWriter(buf), "{v}");
+        }
+        FieldValue::F64(v) if v.is_finite() => {
+            let _ = write!(ByteWriter(buf), "{v}");
+        }
+        FieldValue::F64(v) => json_str(buf, &v.to_string()),
+        FieldValue::Bool(v) => buf.extend_from_slice(if *v { b"true" } else { b"false" }),
+        FieldValue::Redacted => json_str(buf, super::REDACTED),
+    }
+}
+
+/// Appends a value for human-readable output.
+pub(crate) fn text_value(buf: &mut Vec<u8>, value: &FieldValue) {
+    match value {
+        FieldValue::Str(s) => {
+            let quote = s.is_empty() || s.contains([' ', '"', '=']);
+            text_str(buf, s, quote);
+        }
+        FieldValue::Redacted => buf.extend_from_slice(super::REDACTED.as_bytes()),
+        other => json_value(buf, other),
+    }
+}
+
+/// `fmt::Write` over a byte buffer.
+pub(crate) struct ByteWriter<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn json(s: &str) -> String {
+        let mut buf = Vec::new();
+        json_str(&mut buf, s);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn json_strings_round_trip_and_never_break_lines() {
+        for s in [
+            "plain",
+            "quote \" and \\ backslash",
+            "line\nbreak\r\nand\rreturn",
+            "nul\0byte",
+            "esc \x1b[31mred\x1b[0m and \x1b]0;title\x07",
+            "sep \u{2028} and \u{2029}",
+            "del \x7f",
+            "emoji 🦀 and ünïcödé",
+        ] {
+            let out = json(s);
+            assert!(
+                !out.contains(['\n', '\r', '\0', '\x1b', '\u{2028}', '\u{2029}']),
+                "{out}"
+            );
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn capping_respects_utf8() {
+        let s = "é".repeat(5000); // 10,000 bytes
+        let (kept, cut) = cap(&s, FIELD_CAP);
+        assert!(kept.len() <= FIELD_CAP);
+        assert_eq!(kept.len() + cut, s.len());
+        assert!(s.is_char_boundary(kept.len()));
+        let capped = cap_string(s);
+        assert!(
+            capped.ends_with("…[truncated 1808 bytes]"),
+            "{}",
+            &capped[capped.len() - 40..]
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_millis() {
+        let mut buf = Vec::new();
+        timestamp(
+            &mut buf,
+            UNIX_EPOCH + Duration::from_millis(1_764_335_045_123),
+        );
+        assert_eq!(String::from_utf8(buf).unwrap(), "2025-11-28T13:04:05.123Z");
+        let mut buf = Vec::new();
+        timestamp(
+            &mut buf,
+            UNIX_EPOCH + Duration::from_millis(1_764_335_046_007),
+        );
+        assert_eq!(String::from_utf8(buf).unwrap(), "2025-11-28T13:04:06.007Z");
+    }
+}

@@ -1,0 +1,271 @@
+//! The tracing [`Layer`] that turns events into lines and queues them for the writer.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::Redactor;
+use super::format::{self, ByteWriter, FieldValue};
+use crate::clock::Clock;
+use crate::config::LogFormat;
+use crate::worker::Pipeline;
+
+/// A tracing [`Layer`](tracing_subscriber::Layer) that writes every event as one line (JSON or
+/// pretty) to qiflow's log pipeline: stdout and/or the rotating file, on the background worker.
+///
+/// `init` installs it with the `[logging] level` filter. Hosts that compose their own subscriber
+/// get it from [`Observer::log_layer`](crate::Observer::log_layer) and add it to theirs:
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let (observer, _guard) = qiflow_core::Observer::builder(Default::default())
+///     .install_global(false)
+///     .build()
+///     .unwrap();
+/// let subscriber = tracing_subscriber::registry().with(observer.log_layer());
+/// tracing::subscriber::with_default(subscriber, || tracing::info!(user = "ada", "signed in"));
+/// ```
+///
+/// Fields whose names the [`Redactor`] marks sensitive are written as `[REDACTED]` and never
+/// formatted; string values are capped at [`FIELD_CAP`](super::FIELD_CAP) bytes.
+#[derive(Clone)]
+pub struct LogLayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    format: LogFormat,
+    redactor: Redactor,
+    pipeline: Pipeline<Vec<u8>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for LogLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLayer")
+            .field("format", &self.inner.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogLayer {
+    pub(crate) fn new(
+        format: LogFormat,
+        redactor: Redactor,
+        pipeline: Pipeline<Vec<u8>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                format,
+                redactor,
+                pipeline,
+                clock,
+            }),
+        }
+    }
+}
+
+/// Fields recorded on a span, kept in its extensions.
+#[derive(Default)]
+struct SpanFields(Vec<(&'static str, FieldValue)>);
+
+struct Collector<'a> {
+    redactor: &'a Redactor,
+    fields: &'a mut Vec<(&'static str, FieldValue)>,
+    message: Option<&'a mut String>,
+}
+
+impl Collector<'_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce() -> FieldValue) {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return; // Normalized `log` crate metadata.
+        }
+        let value = if self.redactor.is_sensitive(name) {
+            FieldValue::Redacted
+        } else {
+            value()
+        };
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((name, value)),
+        }
+    }
+}
+
+impl Visit for Collector<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            let _ = write!(message, "{value:?}");
+            return;
+        }
+        self.put(field, || {
+            let mut s = String::new();
+            let _ = write!(s, "{value:?}");
+            FieldValue::Str(format::cap_string(s))
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            message.push_str(value);
+            return;
+        }
+        self.put(field, || {
+            let (kept, cut) = format::cap(value, format::FIELD_CAP);
+            let mut s = kept.to_owned();
+            if cut > 0 {
+                s.push_str(&format::cut_marker(cut));
+            }
+            FieldValue::Str(s)
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, || {
+            let mut s = value.to_string();
+            let mut source = value.source();
+            while let Some(e) = source {
+                let _ = write!(s, ": {e}");
+                source = e.source();
+            }
+            FieldValue::Str(format::cap_string(s))
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, || FieldValue::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, || FieldValue::U64(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, || FieldValue::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, || FieldValue::Bool(value));
+    }
+}
+
+const RESERVED: &[&str] = &["timestamp", "level", "target", "message"];
+
+fn level_str(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for LogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Collector {
+            redactor: &self.inner.redactor,
+            fields: &mut fields.0,
+            message: None,
+        });
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut Collector {
+                redactor: &self.inner.redactor,
+                fields: &mut fields.0,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut message = String::new();
+        let mut fields = Vec::new();
+        event.record(&mut Collector {
+            redactor: &self.inner.redactor,
+            fields: &mut fields,
+            message: Some(&mut message),
+        });
+        let message = format::cap_string(message);
+        // Span fields, innermost first; an inner span or the event wins over an outer one.
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                let extensions = span.extensions();
+                if let Some(span_fields) = extensions.get::<SpanFields>() {
+                    for (name, value) in &span_fields.0 {
+                        if !fields.iter().any(|(n, _)| n == name) {
+                            fields.push((name, value.clone()));
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut line = Vec::with_capacity(192 + message.len());
+        let now = self.inner.clock.now();
+        match self.inner.format {
+            LogFormat::Pretty => {
+                format::timestamp(&mut line, now);
+                let _ = write!(ByteWriter(&mut line), " {:>5} ", level_str(meta.level()));
+                format::text_str(&mut line, meta.target(), false);
+                line.extend_from_slice(b": ");
+                format::text_str(&mut line, &message, false);
+                for (name, value) in &fields {
+                    line.push(b' ');
+                    line.extend_from_slice(name.as_bytes());
+                    line.push(b'=');
+                    format::text_value(&mut line, value);
+                }
+            }
+            _ => {
+                line.extend_from_slice(b"{\"timestamp\":\"");
+                format::timestamp(&mut line, now);
+                line.extend_from_slice(b"\",\"level\":\"");
+                line.extend_from_slice(level_str(meta.level()).as_bytes());
+                line.extend_from_slice(b"\",\"target\":");
+                format::json_str(&mut line, meta.target());
+                line.extend_from_slice(b",\"message\":");
+                format::json_str(&mut line, &message);
+                for (name, value) in &fields {
+                    line.push(b',');
+                    if RESERVED.contains(name) {
+                        format::json_str(&mut line, &format!("fields.{name}"));
+                    } else {
+                        format::json_str(&mut line, name);
+                    }
+                    line.push(b':');
+                    format::json_value(&mut line, value);
+                }
+                line.push(b'}');
+            }
+        }
+        line.push(b'\n');
+        // Counted on overflow; the writer reports drops in the log itself.
+        let _ = self.inner.pipeline.submit(line);
+    }
+}
