@@ -275,12 +275,13 @@ fn eight_threads_through_50_rotations_with_gzip_lose_nothing() {
         .clone();
     assert_eq!(logs.delivered, THREADS * PER_THREAD, "{logs:?}");
     drop(observer);
-    // Wait for the background compressor to finish the last archives.
+    // Wait for the background compressor to finish the last archives: every file but the
+    // active one ends in `.gz` (no `.tmp`, no archive still uncompressed).
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(dir.path())
-        .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
-        && std::time::Instant::now() < deadline
+    while std::fs::read_dir(dir.path()).unwrap().any(|e| {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        name != "app.log" && !name.ends_with(".gz")
+    }) && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -383,4 +384,96 @@ fn a_full_disk_counts_losses_and_recovers() {
         .filter(|l| l["message"] == "while full")
         .count() as u64;
     assert_eq!(written_while_full, during.delivered);
+}
+
+/// The child side of `a_sigkill_loses_no_flushed_line`: run only by that test, through
+/// `--ignored --exact`, with `QIFLOW_TEST_CHILD_DIR` set.
+#[test]
+#[ignore = "entry point of a child process; run by a_sigkill_loses_no_flushed_line"]
+fn child_writer() {
+    use std::io::Write as _;
+    let Ok(dir) = std::env::var("QIFLOW_TEST_CHILD_DIR") else {
+        return;
+    };
+    let mut c = config(Path::new(&dir));
+    c.logging.max_size = 64 * 1024;
+    c.logging.max_backups = 100_000;
+    c.logging.compress = Compression::Gzip;
+    let (observer, _guard, dispatch) = start(c);
+    let mut out = std::io::stdout().lock();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0u64.. {
+            tracing::info!(
+                i,
+                pad = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "child line"
+            );
+            if i % 500 == 499 {
+                assert!(observer.flush(Duration::from_secs(10)));
+                writeln!(out, "flushed {i}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn a_sigkill_loses_no_flushed_line() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("QIFLOW_TEST_CHILD_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut last_flushed = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("flushed ") {
+            let n: u64 = n.trim().parse().unwrap();
+            last_flushed = Some(n);
+            if n >= 20_000 {
+                child.kill().unwrap(); // SIGKILL
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    let last_flushed = last_flushed.expect("the child never reported a flush");
+
+    // Every archive is whole (a `.tmp` left mid-compression does not count), every line parses,
+    // and every line flushed before the kill is there.
+    let seen: HashSet<u64> = json_lines(dir.path())
+        .iter()
+        .map(|l| l["i"].as_u64().unwrap())
+        .collect();
+    let missing: Vec<u64> = (0..=last_flushed)
+        .filter(|i| !seen.contains(i))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lines flushed before the kill are missing: {missing:?}…"
+    );
+
+    // The next start continues: leftovers are recovered and new lines are appended.
+    let before = std::fs::read_to_string(dir.path().join("app.log")).unwrap_or_default();
+    let (_observer, guard, dispatch) = start(config(dir.path()));
+    tracing::dispatcher::with_default(&dispatch, || tracing::info!("after restart"));
+    drop(guard);
+    let after = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
+    assert!(after.starts_with(&before));
+    assert!(
+        after.ends_with("\"message\":\"after restart\"}\n"),
+        "{}",
+        &after[after.len().saturating_sub(200)..]
+    );
 }
