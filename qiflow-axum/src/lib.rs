@@ -1,28 +1,52 @@
 //! qiflow-axum: qiflow for axum.
 //!
-//! [`routes`] is a [`Router`] with qiflow's endpoints, to merge into the application's router.
-//! The request middleware and the extractor come with the middleware work; today the router
-//! serves liveness.
-//!
 //! ```
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//!
 //! let config = qiflow_core::Config::load()?;
 //! let (observer, _guard) = qiflow_core::init(&config)?;
-//! let app = axum::Router::new()
-//!     .route("/hello", axum::routing::get(|| async { "hello" }))
-//!     .merge(qiflow_axum::routes(observer));
+//! let app = Router::new()
+//!     .route("/users/{id}", get(|| async { "a user" }))
+//!     .merge(qiflow_axum::routes(observer.clone())) // /metrics, /health/live, /health/ready, /health
+//!     .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+//!     .layer(qiflow_axum::layer(observer));         // last: request ids, access log, RED metrics
 //! # let _ = app; Ok(()) }
 //! ```
+//!
+//! - [`layer`]: qiflow-tower's [`ObserveLayer`] with axum's `MatchedPath` as the route label.
+//!   Add it with `Router::layer` last, after the routes, the merged [`routes`] and a `fallback`
+//!   (axum applies a layer only to what exists when it is added): requests are matched first,
+//!   and unmatched ones reach the fallback with `route="unmatched"`. Requests to the
+//!   `/metrics` and health endpoints are not observed, so scrapes do not skew the figures.
+//! - [`routes`]: the qiflow endpoints.
+//! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
+//! - [`Error`]: a handler error type answered as 500 whose source chain the middleware reports.
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use qiflow_core::Observer;
 use qiflow_core::health::HealthReport;
+pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
 
-/// A router with qiflow's endpoints: `GET {health.path}/live` (default `/health/live`).
+/// The request middleware for axum: [`ObserveLayer`] with `MatchedPath` as the route label.
+pub fn layer(observer: Observer) -> ObserveLayer {
+    ObserveLayer::new(observer).route(|extensions: &axum::http::Extensions| {
+        extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_owned())
+    })
+}
+
+/// A router with qiflow's endpoints: `GET {metrics.path}` (default `/metrics`, when
+/// `[metrics] enabled`), and `GET {health.path}/live`, `{health.path}/ready`, `{health.path}`
+/// (default `/health/…`).
 pub fn routes(observer: Observer) -> Router {
     let base = observer
         .config()
@@ -30,13 +54,30 @@ pub fn routes(observer: Observer) -> Router {
         .path
         .trim_end_matches('/')
         .to_owned();
-    Router::new()
+    let mut router = Router::new()
         .route(&format!("{base}/live"), get(live))
-        .with_state(observer)
+        .route(&format!("{base}/ready"), get(ready))
+        .route(if base.is_empty() { "/" } else { &base }, get(ready));
+    if observer.config().metrics.enabled {
+        router = router.route(&observer.config().metrics.path, get(metrics));
+    }
+    router.with_state(observer)
 }
 
 async fn live(State(observer): State<Observer>) -> Response {
     health_response(&observer.liveness())
+}
+
+async fn ready(State(observer): State<Observer>) -> Response {
+    health_response(&observer.readiness())
+}
+
+async fn metrics(State(observer): State<Observer>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        observer.render_metrics(),
+    )
+        .into_response()
 }
 
 /// Turns a health report into a JSON response (503 when unhealthy).
@@ -50,34 +91,53 @@ pub fn health_response(report: &HealthReport) -> Response {
         .into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
+/// Extracts the [`Observer`] in handlers, from the router's state or request extensions.
+///
+/// Add the observer as an extension (`.layer(axum::Extension(observer))`) to use it.
+#[derive(Debug, Clone)]
+pub struct Qiflow(pub Observer);
 
-    #[tokio::test]
-    async fn live_answers_json() {
-        let config = qiflow_core::config::Loader::new()
-            .toml_str("[logging]\ndir = \"\"\nstdout = false\n")
-            .env([("QIFLOW_UNUSED", "")])
-            .load()
-            .unwrap();
-        let (observer, _guard) = qiflow_core::Observer::builder(config)
-            .install_global(false)
-            .build()
-            .unwrap();
-        let response = routes(observer)
-            .oneshot(Request::get("/health/live").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["status"], "healthy");
-        assert!(json["checks"].is_object());
+impl<S: Send + Sync> FromRequestParts<S> for Qiflow {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Observer>()
+            .cloned()
+            .map(Qiflow)
+            .ok_or((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "qiflow: no Observer in the request extensions; add .layer(axum::Extension(observer))",
+            ))
     }
 }
+
+/// A handler error answered as `500 Internal Server Error`, whose message and source chain the
+/// middleware reports in the access line (and, with error capture, as the error).
+///
+/// ```
+/// async fn handler() -> Result<String, qiflow_axum::Error> {
+///     let n: u32 = "x".parse()?; // any std error converts
+///     Ok(n.to_string())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Error(Arc<dyn std::error::Error + Send + Sync>);
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
+    fn from(error: E) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        response.extensions_mut().insert(HandlerError(self.0));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -38,6 +38,9 @@
 //! - [`worker`]: the background runtime, bounded [`Pipeline`](worker::Pipeline)s and the
 //!   [`Sink`](worker::Sink) trait every pipeline writes to.
 //! - [`health`]: the health report of the `/health/*` endpoints.
+//! - [`logging`]: the JSON log layer, redaction, and the rotating file.
+//! - [`metrics`]: qiflow's Prometheus recorder and the HTTP server metrics.
+//! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
 //! - `test` (feature `test`): test doubles.
 //!
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
@@ -47,6 +50,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 mod observer;
 pub mod request;
 pub mod secret;

@@ -1,76 +1,46 @@
-//! qiflow-tower: the `http`/tower side of qiflow.
-//!
-//! It turns an [`http::Request`] into the core's [`RequestInfo`], once, so the core never sees
-//! `http` types (the request middleware, `ObserveLayer`, builds on it).
+//! qiflow-tower: qiflow's request middleware for tower and `http` (usable by axum, tonic, hyper).
 //!
 //! ```
-//! let request = http::Request::get("/users/42?tab=1")
-//!     .header("x-request-id", "abc-123")
-//!     .header("user-agent", "curl/8")
-//!     .body(())
-//!     .unwrap();
-//! let info = qiflow_tower::request_info(&request);
-//! assert_eq!(info.method, "GET");
-//! assert_eq!(info.path, "/users/42");
-//! assert_eq!(info.request_id.as_deref(), Some("abc-123"));
-//! assert_eq!(info.user_agent.as_deref(), Some("curl/8"));
+//! use tower::ServiceBuilder;
+//! use qiflow_tower::ObserveLayer;
+//!
+//! # fn build(observer: qiflow_core::Observer) {
+//! let service = ServiceBuilder::new()
+//!     .layer(ObserveLayer::new(observer))
+//!     .service_fn(|_req: http::Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+//!     });
+//! # let _ = service; }
 //! ```
+//!
+//! Per request, [`Observe`] settles the request id (a sane incoming `x-request-id`, else a UUID
+//! v7; echoed on the response), runs the inner service inside a `request` span, and when the
+//! response head is ready hands the core a `RequestOutcome`: latency, status, the RED metrics and
+//! the access line. A panic in the inner service is caught and answered with 500; the server
+//! lives on. A client that goes away before the response is counted. The middleware is
+//! transparent: it never changes the inner service's error type or a response it produced (it
+//! only adds `x-request-id`).
+//!
+//! # When things happen
+//!
+//! - `call`: `Observer::begin_request` (request id, span, in-flight gauge).
+//! - the inner future resolves `Ok(response)`: `InFlight::finish` with its status (and the
+//!   [`HandlerError`] the handler attached, if any).
+//! - it resolves `Err(e)`: finished as a 500 with the error, and `Err(e)` is returned unchanged.
+//! - it panics (in `call` or in `poll`): finished as a panicked 500; a 500 response is returned.
+//! - the response future is dropped first (client disconnect): counted on
+//!   `qiflow_client_disconnects_total`.
 
-pub use qiflow_core::request::RequestInfo;
+mod future;
+mod layer;
+mod request;
+mod service;
 
-/// The request-id header read from requests and echoed on responses.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The longest incoming request id that is honoured; longer ones are ignored.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Builds the core's [`RequestInfo`] from an [`http::Request`]'s head.
-///
-/// An incoming `x-request-id` is kept only when it is sane: 1 to [`MAX_REQUEST_ID_LEN`] visible
-/// ASCII characters, so a client cannot forge log lines or blow up label sizes through it.
-pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo {
-    let mut info = RequestInfo::new(request.method().as_str(), request.uri().path());
-    let headers = request.headers();
-    if let Some(id) = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_sane_request_id(id))
-    {
-        info = info.with_request_id(id);
-    }
-    if let Some(ua) = headers
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        info = info.with_user_agent(ua);
-    }
-    info
-}
-
-/// Whether an incoming request id may be honoured: 1 to [`MAX_REQUEST_ID_LEN`] characters of
-/// visible ASCII (no spaces, quotes or backslashes).
-pub fn is_sane_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn insane_request_ids_are_ignored() {
-        for bad in ["", "a b", "x\"y", &"a".repeat(MAX_REQUEST_ID_LEN + 1)] {
-            assert!(!is_sane_request_id(bad), "{bad:?}");
-        }
-        let request = http::Request::get("/")
-            .header(REQUEST_ID_HEADER, "has space")
-            .body(())
-            .unwrap();
-        assert_eq!(request_info(&request).request_id, None);
-        assert!(is_sane_request_id("01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f"));
-    }
-}
+pub use future::ResponseFuture;
+pub use layer::{ObserveLayer, RouteFn};
+pub use qiflow_core::request::{RequestInfo, RequestOutcome};
+pub use request::{
+    HandlerError, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, is_sane_request_id,
+    request_info,
+};
+pub use service::Observe;

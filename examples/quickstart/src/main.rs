@@ -4,8 +4,13 @@
 
 use std::process::ExitCode;
 
-use axum::Router;
-use axum::routing::get;
+use std::time::Duration;
+
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use qiflow_core::Observer;
 
 fn main() -> ExitCode {
     let config = match qiflow_core::Config::load() {
@@ -31,15 +36,7 @@ fn main() -> ExitCode {
     };
     let addr = config.server.addr;
     let served = runtime.block_on(async move {
-        let app = Router::new()
-            .route(
-                "/hello",
-                get(|| async {
-                    tracing::info!(greeting = "hello", "said hello");
-                    "hello from qiflow\n"
-                }),
-            )
-            .merge(qiflow_axum::routes(observer));
+        let app = app(observer);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "quickstart listening on http://{addr}");
         axum::serve(listener, app)
@@ -56,6 +53,73 @@ fn main() -> ExitCode {
             eprintln!("quickstart: cannot serve on {addr}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The demo routes (DESIGN.md §3), the qiflow endpoints, and the middleware (added last).
+fn app(observer: Observer) -> Router {
+    Router::new()
+        .route("/hello", get(hello))
+        .route("/users/{id}", get(user))
+        .route("/fail", get(fail))
+        .route("/panic", get(panic))
+        .route("/slow", get(slow))
+        .route("/login", post(login))
+        .merge(qiflow_axum::routes(observer.clone()))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(qiflow_axum::layer(observer))
+}
+
+async fn hello() -> &'static str {
+    tracing::info!(greeting = "hello", "said hello");
+    "hello from qiflow\n"
+}
+
+async fn user(Path(id): Path<u64>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "id": id, "name": format!("user {id}") }))
+}
+
+async fn fail() -> Result<String, qiflow_axum::Error> {
+    // A handler error with a source: answered 500, its message in the access line.
+    let port: u16 = "not a number".parse()?;
+    Ok(format!("port {port}\n"))
+}
+
+async fn panic() -> &'static str {
+    let items: Vec<u8> = Vec::new();
+    // An out-of-bounds index: a real bug, caught by the middleware (500) while the server lives on.
+    if items[items.len()] == 0 {
+        "zero"
+    } else {
+        "other"
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SlowQuery {
+    ms: Option<u64>,
+}
+
+async fn slow(Query(q): Query<SlowQuery>) -> String {
+    let ms = q.ms.unwrap_or(200).min(10_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slept {ms} ms\n")
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    user: String,
+    password: String,
+}
+
+async fn login(Json(login): Json<Login>) -> StatusCode {
+    // The password is never logged: only the user name and the outcome.
+    let ok = login.user == "demo" && login.password == "demo";
+    tracing::info!(user = %login.user, ok, "login attempt");
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
     }
 }
 

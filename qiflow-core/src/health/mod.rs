@@ -62,6 +62,42 @@ impl HealthReport {
         }
     }
 
+    /// Readiness: the state of every pipeline.
+    pub(crate) fn ready(observer: &Observer) -> Self {
+        let mut report = Self::live(observer);
+        for stats in observer.stats() {
+            let (status, detail) = if stats.dropped_sink_error > 0 {
+                (
+                    Status::Degraded,
+                    Some(format!(
+                        "{} dropped (sink errors {}, queue full {}, shutdown {})",
+                        stats.dropped(),
+                        stats.dropped_sink_error,
+                        stats.dropped_queue_full,
+                        stats.dropped_shutdown
+                    )),
+                )
+            } else if stats.dropped() > 0 {
+                (
+                    Status::Healthy,
+                    Some(format!(
+                        "{} dropped (queue full {})",
+                        stats.dropped(),
+                        stats.dropped_queue_full
+                    )),
+                )
+            } else {
+                (Status::Healthy, None)
+            };
+            report.status = report.status.max(status);
+            report.checks.insert(
+                format!("pipeline:{}", stats.name),
+                CheckResult { status, detail },
+            );
+        }
+        report
+    }
+
     /// The HTTP status code to answer with: 503 when unhealthy, else 200.
     pub fn http_status(&self) -> u16 {
         match self.status {

@@ -11,6 +11,7 @@ use crate::config::{Config, OverflowPolicy};
 use crate::logging::rotate::RotationPolicy;
 use crate::logging::sink::LogSink;
 use crate::logging::{BLOCK_TIMEOUT, LogLayer, Redactor};
+use crate::metrics::Metrics;
 use crate::worker::{Overflow, PipelineOptions, Worker};
 
 /// Builds an [`Observer`] and its [`Guard`] from a [`Config`].
@@ -48,7 +49,8 @@ impl ObserverBuilder {
     }
 
     /// Whether `build` installs the process-wide pieces: the tracing subscriber (`EnvFilter` from
-    /// `[logging] level` plus [`Observer::log_layer`]), which also captures `log` records.
+    /// `[logging] level` plus [`Observer::log_layer`]), which also captures `log` records, and
+    /// qiflow's metrics recorder as the global `metrics` recorder.
     /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
@@ -123,6 +125,22 @@ impl ObserverBuilder {
             self.clock.clone(),
         );
 
+        let metrics = Metrics::new(&self.config).map_err(|message| InitError {
+            kind: InitErrorKind::Config,
+            message,
+        })?;
+        {
+            // Histogram upkeep keeps memory bounded.
+            let metrics = metrics.clone();
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    metrics.run_upkeep();
+                }
+            });
+        }
+
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
@@ -137,6 +155,13 @@ impl ObserverBuilder {
                          build with Observer::builder(config).install_global(false) and add observer.log_layer() to yours"
                     ),
                 })?;
+            metrics::set_global_recorder(metrics.global_recorder()).map_err(|e| InitError {
+                kind: InitErrorKind::GlobalAlreadySet,
+                message: format!(
+                    "cannot install qiflow's metrics recorder ({e}); another global metrics recorder is installed: \
+                     build with Observer::builder(config).install_global(false)"
+                ),
+            })?;
         }
         // After the subscriber is installed, so the warnings reach the log.
         for warning in self.config.warnings() {
@@ -148,6 +173,7 @@ impl ObserverBuilder {
                 started: Instant::now(),
                 worker,
                 log_layer,
+                metrics,
             }),
         };
         Ok((observer, guard))

@@ -12,6 +12,8 @@ pub use guard::Guard;
 use crate::config::Config;
 use crate::health::HealthReport;
 use crate::logging::LogLayer;
+use crate::metrics::Metrics;
+use crate::request::{InFlight, RequestInfo};
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
 
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
@@ -27,6 +29,7 @@ struct Inner {
     started: Instant,
     worker: Arc<Worker>,
     log_layer: LogLayer,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Observer {
@@ -60,7 +63,7 @@ impl Observer {
     /// ```
     /// use qiflow_core::worker::{NoopSink, PipelineOptions};
     ///
-    /// let config = qiflow_core::Config::default();
+    /// let config = qiflow_core::test::quiet_config(); // no log files in this example
     /// let (observer, guard) = qiflow_core::Observer::builder(config)
     ///     .install_global(false)
     ///     .build()
@@ -102,6 +105,50 @@ impl Observer {
     /// subscriber (see [`ObserverBuilder::install_global`]). Clones share the pipeline.
     pub fn log_layer(&self) -> LogLayer {
         self.inner.log_layer.clone()
+    }
+
+    /// qiflow's metrics (its own Prometheus recorder).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The Prometheus text exposition served at `GET /metrics`, with the pipeline counters
+    /// (`qiflow_dropped_total{pipeline}`) brought up to date first.
+    pub fn render_metrics(&self) -> String {
+        let metrics = &self.inner.metrics;
+        for stats in self.stats() {
+            metrics
+                .counter(
+                    "qiflow_dropped_total",
+                    vec![metrics::Label::new("pipeline", stats.name)],
+                )
+                .absolute(stats.dropped());
+        }
+        metrics.render()
+    }
+
+    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths), which the
+    /// middleware does not observe, so scrapes and probes do not skew the request figures.
+    pub fn is_internal_path(&self, path: &str) -> bool {
+        let config = self.config();
+        let health = config.health.path.trim_end_matches('/');
+        path == config.metrics.path
+            || (!health.is_empty()
+                && path.starts_with(health)
+                && matches!(&path[health.len()..], "" | "/" | "/live" | "/ready"))
+    }
+
+    /// Starts observing a request: see [`InFlight`] for what happens when. This is the one call
+    /// an adapter makes when a request arrives; [`InFlight::finish`] the one when its response
+    /// head is ready.
+    pub fn begin_request(&self, info: RequestInfo) -> InFlight {
+        InFlight::begin(self, info)
+    }
+
+    /// The readiness report: every pipeline's state. A pipeline whose sink failed since the
+    /// last report, or that is shut down, makes it `degraded` (named in `checks`).
+    pub fn readiness(&self) -> HealthReport {
+        HealthReport::ready(self)
     }
 
     /// The liveness report: the process is up. It checks no dependency, so it stays healthy when

@@ -201,7 +201,6 @@ impl Shared {
                 0
             }
         };
-        metrics::counter!("qiflow_dropped_total", "pipeline" => self.name).increment(n);
     }
 
     /// The worker takes `n` items from the queue; false when the pipeline was abandoned (the items
@@ -210,8 +209,6 @@ impl Shared {
         let mut acct = self.accounting();
         if acct.abandoned {
             acct.shutdown += n;
-            drop(acct);
-            metrics::counter!("qiflow_dropped_total", "pipeline" => self.name).increment(n);
             false
         } else {
             acct.in_flight += n;
@@ -229,10 +226,6 @@ impl Shared {
         acct.in_flight = acct.in_flight.saturating_sub(n);
         acct.delivered += n - failed;
         acct.failed += failed;
-        drop(acct);
-        if failed > 0 {
-            metrics::counter!("qiflow_dropped_total", "pipeline" => self.name).increment(failed);
-        }
     }
 
     /// Items dropped so far, whatever the reason.
@@ -361,9 +354,6 @@ impl<T: Send + 'static> Controlled for Controller<T> {
                 acct.abandoned = true;
                 let n = std::mem::take(&mut acct.in_flight);
                 acct.shutdown += n;
-                drop(acct);
-                metrics::counter!("qiflow_dropped_total", "pipeline" => self.shared.name)
-                    .increment(n);
             }
         }
         let drained = self.rx.drain().count() as u64;

@@ -1,0 +1,154 @@
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+use super::*;
+
+fn observer() -> (Observer, qiflow_core::Guard) {
+    Observer::builder(qiflow_core::test::quiet_config())
+        .install_global(false)
+        .build()
+        .unwrap()
+}
+
+fn app(observer: &Observer) -> Router {
+    Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/fail",
+            get(|| async {
+                Err::<String, Error>(Error::from(std::io::Error::other("disk on fire")))
+            }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("boom");
+                }
+                "unreachable"
+            }),
+        )
+        .merge(routes(observer.clone()))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(layer(observer.clone()))
+}
+
+async fn get_path(app: &Router, path: &str) -> Response {
+    app.clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn body(response: Response) -> String {
+    String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn route_templates_label_the_metrics() {
+    let (observer, _guard) = observer();
+    let app = app(&observer);
+    for i in 0..3 {
+        assert_eq!(get_path(&app, &format!("/users/{i}")).await.status(), 200);
+    }
+    for i in 0..50 {
+        assert_eq!(
+            get_path(&app, &format!("/scanner/probe-{i}.php"))
+                .await
+                .status(),
+            404
+        );
+    }
+    let text = body(get_path(&app, "/metrics").await).await;
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="/users/{id}",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="unmatched",status="404"} 50"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("probe-"), "raw paths leaked into labels");
+    assert!(text.contains("# HELP http_server_requests_total"));
+    assert!(text.contains("http_server_request_duration_seconds_bucket"));
+    assert!(text.contains("qiflow_build_info{"));
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_honoured_and_echoed() {
+    let (observer, _guard) = observer();
+    let app = app(&observer);
+    let generated = get_path(&app, "/users/1").await;
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(&id[14..15], "7", "UUID v7: {id}");
+    let honoured = app
+        .clone()
+        .oneshot(
+            Request::get("/users/1")
+                .header("x-request-id", "abc-123")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(honoured.headers()["x-request-id"], "abc-123");
+    let replaced = app
+        .clone()
+        .oneshot(
+            Request::get("/users/1")
+                .header("x-request-id", "bad id\"")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], "bad id\"");
+}
+
+#[tokio::test]
+async fn panics_answer_500_and_the_server_lives_on() {
+    let (observer, _guard) = observer();
+    let app = app(&observer);
+    assert_eq!(get_path(&app, "/panic").await.status(), 500);
+    assert_eq!(get_path(&app, "/users/1").await.status(), 200);
+    assert_eq!(get_path(&app, "/fail").await.status(), 500);
+    let text = body(get_path(&app, "/metrics").await).await;
+    assert!(
+        text.contains(r#"http_server_requests_total{method="GET",route="/panic",status="500"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_server_requests_total{method="GET",route="/fail",status="500"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_json() {
+    let (observer, _guard) = observer();
+    let app = app(&observer);
+    for path in ["/health/live", "/health/ready", "/health"] {
+        let response = get_path(&app, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let json: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
+        assert_eq!(json["status"], "healthy", "{path}");
+        assert!(json["checks"].is_object());
+    }
+}

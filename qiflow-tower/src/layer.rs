@@ -1,0 +1,54 @@
+use std::sync::Arc;
+
+use qiflow_core::Observer;
+
+use crate::service::Observe;
+
+/// Finds the route template of a request from its extensions (axum puts `MatchedPath` there).
+pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<String> + Send + Sync>;
+
+/// A [`tower::Layer`] that observes every request with qiflow: see the [crate docs](crate).
+#[derive(Clone)]
+pub struct ObserveLayer {
+    observer: Observer,
+    route: Option<RouteFn>,
+}
+
+impl std::fmt::Debug for ObserveLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserveLayer")
+            .field("observer", &self.observer)
+            .field("route", &self.route.is_some())
+            .finish()
+    }
+}
+
+impl ObserveLayer {
+    /// A layer reporting to `observer`. Without [`ObserveLayer::route`], every request has
+    /// `route="unmatched"` (plain tower has no routes).
+    pub fn new(observer: Observer) -> Self {
+        Self {
+            observer,
+            route: None,
+        }
+    }
+
+    /// How to find a request's route template (the metrics' `route` label). Framework adapters
+    /// set this; with plain hyper, give the template your own router matched, never the raw path.
+    #[must_use]
+    pub fn route(
+        mut self,
+        route: impl Fn(&http::Extensions) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.route = Some(Arc::new(route));
+        self
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe::new(inner, self.observer.clone(), self.route.clone())
+    }
+}

@@ -1,0 +1,99 @@
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use qiflow_core::Observer;
+use qiflow_core::request::RequestOutcome;
+
+use crate::future::ResponseFuture;
+use crate::layer::RouteFn;
+use crate::request::{REQUEST_ID_HEADER, RequestId, request_info};
+
+/// The service [`ObserveLayer`](crate::ObserveLayer) wraps around the inner one.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    observer: Observer,
+    route: Option<RouteFn>,
+}
+
+impl<S> std::fmt::Debug for Observe<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observe").finish_non_exhaustive()
+    }
+}
+
+impl<S> Observe<S> {
+    pub(crate) fn new(inner: S, observer: Observer, route: Option<RouteFn>) -> Self {
+        Self {
+            inner,
+            observer,
+            route,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Observe<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if self.observer.is_internal_path(request.uri().path()) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let mut info = request_info(&request);
+        if let Some(route) = &self.route {
+            info.route = route(request.extensions());
+        }
+        let in_flight = self.observer.begin_request(info);
+        let id = in_flight.request_id().to_owned();
+        let header = HeaderValue::from_str(&id).ok();
+        if let Some(value) = &header {
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, value.clone());
+        }
+        request.extensions_mut().insert(RequestId(id.into()));
+        let span = in_flight.span().clone();
+        let called = {
+            let _enter = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
+        };
+        match called {
+            Ok(future) => ResponseFuture::new(future, in_flight, header),
+            Err(panic) => {
+                let message = crate::future::panic_message(&*panic);
+                {
+                    let _enter = span.enter();
+                    tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
+                }
+                in_flight.finish(RequestOutcome::panicked(message));
+                ResponseFuture::internal_error(header)
+            }
+        }
+    }
+}
