@@ -28,7 +28,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use qiflow_core::Observer;
@@ -64,15 +64,30 @@ pub fn routes(observer: Observer) -> Router {
     router.with_state(observer)
 }
 
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
 async fn live(State(observer): State<Observer>) -> Response {
-    health_response(&observer.liveness())
+    // Liveness never needs the token and never shows details beyond the service.
+    health_response(&observer.liveness(), true)
 }
 
-async fn ready(State(observer): State<Observer>) -> Response {
-    health_response(&observer.readiness())
+async fn ready(State(observer): State<Observer>, headers: HeaderMap) -> Response {
+    let detailed = observer.authorized(authorization(&headers));
+    health_response(&observer.readiness().await, detailed)
 }
 
-async fn metrics(State(observer): State<Observer>) -> Response {
+async fn metrics(State(observer): State<Observer>, headers: HeaderMap) -> Response {
+    if !observer.authorized(authorization(&headers)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "qiflow: /metrics needs Authorization: Bearer <[health] token>\n",
+        )
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         observer.render_metrics(),
@@ -80,15 +95,16 @@ async fn metrics(State(observer): State<Observer>) -> Response {
         .into_response()
 }
 
-/// Turns a health report into a JSON response (503 when unhealthy).
-pub fn health_response(report: &HealthReport) -> Response {
+/// Turns a health report into a JSON response (503 when unhealthy); without `detailed`, the body
+/// is only `{"status":…}`.
+pub fn health_response(report: &HealthReport, detailed: bool) -> Response {
     let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        report.to_json(),
-    )
-        .into_response()
+    let body = if detailed {
+        report.to_json()
+    } else {
+        report.summary()
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Extracts the [`Observer`] in handlers, from the router's state or request extensions.

@@ -152,3 +152,68 @@ async fn health_endpoints_answer_json() {
         assert!(json["checks"].is_object());
     }
 }
+
+#[tokio::test]
+async fn readiness_runs_checks_and_liveness_ignores_them() {
+    use qiflow_core::health::CheckResult;
+    let (observer, _guard) = Observer::builder(qiflow_core::test::quiet_config())
+        .install_global(false)
+        .health_check("database", || async {
+            CheckResult::unhealthy("connection refused")
+        })
+        .health_check("cache", || async { CheckResult::degraded("slow") })
+        .build()
+        .unwrap();
+    let app = app(&observer);
+    let live = get_path(&app, "/health/live").await;
+    assert_eq!(live.status(), 200);
+    let ready = get_path(&app, "/health/ready").await;
+    assert_eq!(ready.status(), 503);
+    let json: serde_json::Value = serde_json::from_str(&body(ready).await).unwrap();
+    assert_eq!(json["status"], "unhealthy");
+    assert_eq!(json["checks"]["database"]["status"], "unhealthy");
+    assert_eq!(json["checks"]["database"]["detail"], "connection refused");
+    assert_eq!(json["checks"]["cache"]["status"], "degraded");
+    assert_eq!(json["checks"]["pipeline:logs"]["status"], "healthy");
+}
+
+#[tokio::test]
+async fn a_health_token_hides_details_and_guards_metrics() {
+    let mut config = qiflow_core::test::quiet_config();
+    config.health.token = Some("s3cret-token".into());
+    let (observer, _guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let app = app(&observer);
+    let anonymous = body(get_path(&app, "/health/ready").await).await;
+    assert_eq!(anonymous, r#"{"status":"healthy"}"#);
+    assert_eq!(get_path(&app, "/metrics").await.status(), 401);
+    let with_token = |path: &str| {
+        Request::get(path)
+            .header("authorization", "Bearer s3cret-token")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let detailed = body(
+        app.clone()
+            .oneshot(with_token("/health/ready"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(detailed.contains("\"checks\""), "{detailed}");
+    let metrics = app.clone().oneshot(with_token("/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let wrong = app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", "Bearer s3cret-tokem")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}

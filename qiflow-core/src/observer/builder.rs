@@ -8,6 +8,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use super::{Guard, Inner, Observer};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OverflowPolicy};
+use crate::health::{DirWritableCheck, DiskSpaceCheck, HealthCheck, LOW_DISK_BYTES};
 use crate::logging::rotate::RotationPolicy;
 use crate::logging::sink::LogSink;
 use crate::logging::{BLOCK_TIMEOUT, LogLayer, Redactor};
@@ -24,6 +25,7 @@ pub struct ObserverBuilder {
     worker_threads: usize,
     install_global: bool,
     clock: Arc<dyn Clock>,
+    health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for ObserverBuilder {
             .field("flush_budget", &self.flush_budget)
             .field("worker_threads", &self.worker_threads)
             .field("install_global", &self.install_global)
+            .field("health_checks", &self.health_checks.len())
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +48,15 @@ impl ObserverBuilder {
             worker_threads: 2,
             install_global: true,
             clock: Arc::new(SystemClock),
+            health_checks: Vec::new(),
         }
+    }
+
+    /// Adds a readiness check named `name` (see [`crate::health`]). The built-in ones (log
+    /// directory writable, free disk space, pipelines) are always there.
+    pub fn health_check(mut self, name: impl Into<String>, check: impl HealthCheck) -> Self {
+        self.health_checks.push((name.into(), Arc::new(check)));
+        self
     }
 
     /// Whether `build` installs the process-wide pieces: the tracing subscriber (`EnvFilter` from
@@ -167,6 +178,18 @@ impl ObserverBuilder {
         for warning in self.config.warnings() {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
+        let mut health_checks = self.health_checks;
+        if !self.config.logging.dir.as_os_str().is_empty() {
+            let dir = self.config.logging.dir.clone();
+            health_checks.push((
+                "log_dir".into(),
+                Arc::new(DirWritableCheck::new(dir.clone())),
+            ));
+            health_checks.push((
+                "disk".into(),
+                Arc::new(DiskSpaceCheck::new(dir, LOW_DISK_BYTES)),
+            ));
+        }
         let observer = Observer {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -174,6 +197,7 @@ impl ObserverBuilder {
                 worker,
                 log_layer,
                 metrics,
+                health_checks,
             }),
         };
         Ok((observer, guard))

@@ -10,7 +10,7 @@ pub use builder::{InitError, InitErrorKind, ObserverBuilder};
 pub use guard::Guard;
 
 use crate::config::Config;
-use crate::health::HealthReport;
+use crate::health::{HealthCheck, HealthReport};
 use crate::logging::LogLayer;
 use crate::metrics::Metrics;
 use crate::request::{InFlight, RequestInfo};
@@ -30,6 +30,7 @@ struct Inner {
     worker: Arc<Worker>,
     log_layer: LogLayer,
     metrics: Metrics,
+    health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -145,10 +146,23 @@ impl Observer {
         InFlight::begin(self, info)
     }
 
-    /// The readiness report: every pipeline's state. A pipeline whose sink failed since the
-    /// last report, or that is shut down, makes it `degraded` (named in `checks`).
-    pub fn readiness(&self) -> HealthReport {
-        HealthReport::ready(self)
+    /// The readiness report: every check (see [`crate::health`]), run concurrently on qiflow's
+    /// runtime, so it works under any executor.
+    pub async fn readiness(&self) -> HealthReport {
+        HealthReport::ready(self).await
+    }
+
+    pub(crate) fn health_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
+        self.inner.health_checks.clone()
+    }
+
+    /// Whether a caller may see detailed health and `/metrics`: always when `[health] token` is
+    /// unset; else only with `Authorization: Bearer <token>` (compared in constant time).
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        match &self.config().health.token {
+            None => true,
+            Some(token) => crate::health::bearer_matches(authorization, token.expose()),
+        }
     }
 
     /// The liveness report: the process is up. It checks no dependency, so it stays healthy when
