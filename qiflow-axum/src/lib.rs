@@ -44,10 +44,43 @@ pub fn layer(observer: Observer) -> ObserveLayer {
     })
 }
 
-/// A router with qiflow's endpoints: `GET {metrics.path}` (default `/metrics`, when
-/// `[metrics] enabled`), and `GET {health.path}/live`, `{health.path}/ready`, `{health.path}`
-/// (default `/health/…`).
+/// A router with qiflow's endpoints, to merge into the application's router: `GET
+/// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), and `GET {health.path}/live`,
+/// `{health.path}/ready`, `{health.path}` (default `/health/…`).
+///
+/// When `[metrics] listen` is set, the endpoints are served there instead (see
+/// [`serve_internal`]) and this router is empty.
 pub fn routes(observer: Observer) -> Router {
+    if observer.config().metrics.listen.is_some() {
+        return Router::new();
+    }
+    endpoints(observer)
+}
+
+/// Serves qiflow's endpoints on `[metrics] listen`, an internal address apart from the
+/// application's port, until the runtime shuts down. Returns the bound address, or `None` when
+/// `listen` is not set (the endpoints are then in [`routes`]).
+///
+/// Call it from inside the tokio runtime that runs the application.
+pub async fn serve_internal(observer: Observer) -> std::io::Result<Option<std::net::SocketAddr>> {
+    let Some(addr) = observer.config().metrics.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("metrics.listen: cannot bind {addr}: {e}"))
+    })?;
+    let bound = listener.local_addr()?;
+    let app = endpoints(observer);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(target: "qiflow::metrics", error = %e, "the internal listener stopped");
+        }
+    });
+    Ok(Some(bound))
+}
+
+/// The endpoints router, whatever `[metrics] listen` says.
+fn endpoints(observer: Observer) -> Router {
     let base = observer
         .config()
         .health

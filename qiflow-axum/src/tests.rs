@@ -217,3 +217,26 @@ async fn a_health_token_hides_details_and_guards_metrics() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+#[tokio::test]
+async fn endpoints_move_to_the_internal_listener() {
+    let mut config = qiflow_core::test::quiet_config();
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (observer, _guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let app = app(&observer);
+    assert_eq!(get_path(&app, "/metrics").await.status(), 404);
+    let addr = serve_internal(observer.clone()).await.unwrap().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("qiflow_build_info"), "{response}");
+}

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
     };
     let addr = config.server.addr;
     let served = runtime.block_on(async move {
+        if let Some(internal) = qiflow_axum::serve_internal(observer.clone()).await? {
+            tracing::info!(%internal, "qiflow endpoints on the internal listener http://{internal}");
+        }
         let app = app(observer);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "quickstart listening on http://{addr}");
