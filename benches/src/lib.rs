@@ -12,3 +12,12 @@
 //! `cargo bench -p qiflow-benches --bench config -- secret/decrypt_one`, and
 //! `-- --warm-up-time 1 --measurement-time 3` for a quicker, noisier run. See `benches/README.md`
 //! for what each bench measures and figures from one machine.
+//!
+//! `benches/logging.rs` measures JSON log lines per second written to a file from 1 and 4 threads,
+//! qiflow (`overflow` drop and block) side by side with tracing-subscriber's JSON layer through
+//! tracing-appender's non-blocking daily appender, and the p99 of one `info!` call while the file
+//! rotates and compresses. It is a plain binary (`harness = false`):
+//!
+//! ```text
+//! cargo bench -p qiflow-benches --bench logging
+//! ```
