@@ -1,76 +1,83 @@
 //! qiflow-actix: qiflow for actix-web.
 //!
-//! [`scope`] is an actix-web [`Scope`] with qiflow's endpoints, to mount in the application.
-//! The request middleware and the extractor come with the middleware work; today the scope
-//! serves liveness.
-//!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = qiflow_core::Config::load()?;
-//! let (observer, _guard) = qiflow_core::init(&config)?;
-//! actix_web::HttpServer::new(move || {
-//!     actix_web::App::new().service(qiflow_actix::scope(observer.clone()))
-//! })
-//! .bind("127.0.0.1:3000")?
-//! .run()
-//! .await?;
-//! # Ok(()) }
+//! use actix_web::{App, HttpResponse, HttpServer, web};
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = qiflow_core::Config::load()?;
+//!     let (observer, _guard) = qiflow_core::init(&config)?;
+//!     // only when `[metrics] listen` is set: the endpoints on their own address
+//!     qiflow_actix::serve_internal(observer.clone())?;
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .route("/users/{id}", web::get().to(HttpResponse::Ok))
+//!             // /metrics, /health/live, /health/ready, /health
+//!             .configure(qiflow_actix::configure(observer.clone()))
+//!             // request ids, access log, RED metrics; wrap it last so it sees every request
+//!             .wrap(qiflow_actix::Observe::new(observer.clone()))
+//!     })
+//!     .bind(config.server.addr)?
+//!     .run()
+//!     .await?;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! - [`Observe`]: the request middleware (an actix-web `Transform`; its service is
+//!   [`ObserveMiddleware`]). The route label is the matched template from
+//!   `HttpRequest::match_pattern()` (`/users/{id}`); requests that match no route are
+//!   `route="unmatched"`.
+//! - [`configure`]: the qiflow endpoints at their configured paths; [`scope`] (health only) and
+//!   [`metrics_resource`] mount them piecemeal.
+//! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
+//!
+//! [`Observer`]: qiflow_core::Observer
+//!
+//! The semantics are those of `qiflow-tower`: the same metric names and labels, request-id
+//! policy, access line and panic handling. The middleware is transparent: it never changes a
+//! response the inner service produced (it only adds `x-request-id` when the response has none)
+//! or an error it returned.
+//!
+//! # When things happen
+//!
+//! - `call`: the request id is settled (a sane incoming `x-request-id`, at most 128 visible ASCII
+//!   characters; else a new UUID v7), set as the request's `x-request-id` header and inserted
+//!   into its extensions with the `Observer`; the `request` span opens and
+//!   `http_server_active_requests` goes up. The inner service runs inside the span.
+//! - the inner future resolves `Ok(response)`: its status and the error in its error slot
+//!   (`HttpResponse::error()`, where actix-web puts a handler's `Err`) finish the request —
+//!   latency, `http_server_requests_total`, `http_server_request_duration_seconds`, the access
+//!   line — and `x-request-id` is echoed.
+//! - it resolves `Err(e)`: finished with `e`'s status code and message; `Err(e)` is returned
+//!   unchanged (actix-web answers it, without `x-request-id`).
+//! - it panics (in `call` or in `poll`): logged on target `qiflow::panic`, finished as a panicked
+//!   500, and answered with an error that actix-web turns into an empty 500 carrying
+//!   `x-request-id`. The worker lives on.
+//! - the future is dropped first (the client went away): counted on
+//!   `qiflow_client_disconnects_total`.
+//! - requests to qiflow's own endpoints (`Observer::is_internal_path`: `/metrics` and the health
+//!   paths) are passed through unobserved, so scrapes and probes do not skew the figures.
+//!
+//! Mount the endpoints on an internal address instead of the application's port by setting
+//! `[metrics] listen` and calling [`serve_internal`] at startup; [`configure`] then registers
+//! nothing.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, Scope, web};
-use qiflow_core::Observer;
-use qiflow_core::health::HealthReport;
+mod endpoints;
+mod extract;
+mod future;
+mod middleware;
+mod request;
+mod transform;
 
-/// A scope at `{health.path}` (default `/health`) serving `GET …/live`.
-pub fn scope(observer: Observer) -> Scope {
-    let base = observer
-        .config()
-        .health
-        .path
-        .trim_end_matches('/')
-        .to_owned();
-    web::scope(&base)
-        .app_data(web::Data::new(observer))
-        .route("/live", web::get().to(live))
-}
-
-async fn live(observer: web::Data<Observer>) -> HttpResponse {
-    health_response(&observer.liveness())
-}
-
-/// Turns a health report into a JSON response (503 when unhealthy).
-pub fn health_response(report: &HealthReport) -> HttpResponse {
-    let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(report.to_json())
-}
+pub use endpoints::{
+    configure, health_response, metrics_resource, metrics_response, scope, serve_internal,
+};
+pub use extract::{Qiflow, RequestId};
+pub use future::ResponseFuture;
+pub use middleware::ObserveMiddleware;
+pub use request::REQUEST_ID_HEADER;
+pub use transform::Observe;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::{App, test};
-
-    #[actix_web::test]
-    async fn live_answers_json() {
-        let config = qiflow_core::config::Loader::new()
-            .toml_str("[logging]\ndir = \"\"\nstdout = false\n")
-            .env([("QIFLOW_UNUSED", "")])
-            .load()
-            .unwrap();
-        let (observer, _guard) = qiflow_core::Observer::builder(config)
-            .install_global(false)
-            .build()
-            .unwrap();
-        let app = test::init_service(App::new().service(scope(observer))).await;
-        let response = test::call_service(
-            &app,
-            test::TestRequest::get().uri("/health/live").to_request(),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let json: serde_json::Value = test::read_body_json(response).await;
-        assert_eq!(json["status"], "healthy");
-    }
-}
+mod tests;

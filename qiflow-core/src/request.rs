@@ -299,3 +299,38 @@ fn status_label(status: u16) -> metrics::SharedString {
         None => metrics::SharedString::from(status.to_string()),
     }
 }
+
+/// The request-id header adapters read from requests and echo on responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest incoming request id that is honoured; longer ones are replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether an incoming request id may be honoured: 1 to [`MAX_REQUEST_ID_LEN`] characters of
+/// visible ASCII (no spaces, quotes or backslashes), so a client cannot forge log lines or blow
+/// up label sizes through it. The one policy every adapter applies.
+///
+/// ```
+/// use qiflow_core::request::is_sane_request_id;
+/// assert!(is_sane_request_id("01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f"));
+/// assert!(!is_sane_request_id("has space"));
+/// assert!(!is_sane_request_id(""));
+/// ```
+pub fn is_sane_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// The text of a panic payload (`&str` or `String`), for adapters that catch panics.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

@@ -108,16 +108,7 @@ where
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
+pub(crate) use qiflow_core::request::panic_message;
 
 /// An empty 500 response, with the request id when known.
 pub(crate) fn internal_error<B: Default>(request_id: Option<HeaderValue>) -> Response<B> {

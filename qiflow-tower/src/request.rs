@@ -4,11 +4,7 @@ use std::sync::Arc;
 
 use qiflow_core::request::RequestInfo;
 
-/// The request-id header read from requests and echoed on responses.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The longest incoming request id that is honoured; longer ones are ignored.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub use qiflow_core::request::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, is_sane_request_id};
 
 /// Builds the core's [`RequestInfo`] from an [`http::Request`]'s head.
 ///
@@ -31,16 +27,6 @@ pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo {
         info = info.with_user_agent(ua);
     }
     info
-}
-
-/// Whether an incoming request id may be honoured: 1 to [`MAX_REQUEST_ID_LEN`] characters of
-/// visible ASCII (no spaces, quotes or backslashes).
-pub fn is_sane_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 /// The request id of the current request, inserted into the request's extensions by

@@ -1,0 +1,106 @@
+//! Turning an actix-web request into the core's [`RequestInfo`], and the panic answer.
+
+use std::fmt;
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use qiflow_core::request::RequestInfo;
+
+/// The request-id header read from requests and echoed on responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// [`REQUEST_ID_HEADER`] as a header name.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// Builds the core's [`RequestInfo`] from a request's head: method, path, route template
+/// (`match_pattern()`), a sane incoming `x-request-id`, and the user agent.
+pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo {
+    let mut info = RequestInfo::new(request.method().as_str(), request.path());
+    if let Some(route) = request.match_pattern() {
+        info = info.with_route(route);
+    }
+    let headers = request.headers();
+    if let Some(id) = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_sane_request_id(id))
+    {
+        info = info.with_request_id(id);
+    }
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        info = info.with_user_agent(ua);
+    }
+    info
+}
+
+pub(crate) use qiflow_core::request::is_sane_request_id;
+
+pub(crate) use qiflow_core::request::panic_message;
+
+/// The error [`ObserveMiddleware`](crate::ObserveMiddleware) returns when the inner service
+/// panicked: actix-web answers it with an empty `500 Internal Server Error` carrying the request
+/// id. (A `ServiceResponse` would need the `HttpRequest`, which the middleware cannot keep: a
+/// clone held across the inner call makes actix-web's router panic.)
+#[derive(Debug)]
+pub(crate) struct Panicked {
+    pub(crate) request_id: Option<HeaderValue>,
+}
+
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request handler panicked")
+    }
+}
+
+impl ResponseError for Panicked {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::InternalServerError();
+        if let Some(id) = &self.request_id {
+            response.insert_header((REQUEST_ID, id.clone()));
+        }
+        response.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insane_request_ids_are_refused() {
+        for bad in [
+            "",
+            "a b",
+            "x\"y",
+            "back\\slash",
+            "tab\t",
+            "é",
+            &"a".repeat(129),
+        ] {
+            assert!(!is_sane_request_id(bad), "{bad:?}");
+        }
+        for good in [
+            "abc-123",
+            "01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f",
+            &"a".repeat(128),
+        ] {
+            assert!(is_sane_request_id(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_the_payload() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&42_u8), "panic with a non-string payload");
+    }
+}
