@@ -1,4 +1,6 @@
-//! qiflow benchmarks. This library is empty; the benches live in `benches/`.
+//! qiflow benchmarks. The benches live in `benches/`; this library only holds [`load`], the shared
+//! pieces of the load-test servers in `src/bin/` that `load/run.sh` drives with wrk (see
+//! `docs/performance.md`).
 //!
 //! `benches/config.rs` measures encrypted configuration values: one `ENC:` decryption, one
 //! encryption, and a full `Loader::load` of a realistic `qiflow.toml` with 10 encrypted secrets
@@ -21,3 +23,5 @@
 //! ```text
 //! cargo bench -p qiflow-benches --bench logging
 //! ```
+
+pub mod load;

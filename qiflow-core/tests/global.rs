@@ -17,7 +17,10 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
     log::warn!("from the log crate");
 
     let text = observer.render_metrics();
-    assert!(text.contains(r#"app_orders_total{kind="book"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"app_orders_total{kind="book"} 2"#),
+        "{text}"
+    );
 
     // A second init in the same process says what to do instead of silently doing nothing.
     let err = qiflow_core::init(&config).unwrap_err();
@@ -27,6 +30,12 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
     assert!(observer.flush(Duration::from_secs(5)));
     drop(guard);
     let log = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
-    assert!(log.contains(r#""message":"order placed","order":7"#), "{log}");
-    assert!(log.contains(r#""level":"WARN""#) && log.contains("from the log crate"), "{log}");
+    assert!(
+        log.contains(r#""message":"order placed","order":7"#),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#""level":"WARN""#) && log.contains("from the log crate"),
+        "{log}"
+    );
 }

@@ -1,0 +1,197 @@
+//! axum load-test server for `load/run.sh`: `GET /users/{id}` answered with a small JSON body,
+//! on tokio's current-thread runtime (one thread serves every connection), in one of these modes:
+//!
+//! | mode | what wraps the router |
+//! |---|---|
+//! | `bare` | nothing |
+//! | `qiflow` | `qiflow_axum::layer` and `qiflow_axum::routes`, the observer from `qiflow_core::init` (global subscriber and recorder): JSON access line to a rotating file in a temp dir, stdout off, metrics, request id |
+//! | `qiflow-noaccess` | the same with `[logging] access_log = false` |
+//! | `trace` | tower-http's `TraceLayer` (span and response event at `INFO`), tracing-subscriber's JSON fmt layer through `tracing_appender::non_blocking` to a daily file in a temp dir |
+//! | `sentry` | sentry-tower's `NewSentryLayer` and `SentryHttpLayer` with transactions, `traces_sample_rate = 1.0`, sentry's ureq transport to the `load_sink` on `127.0.0.1:$LOAD_SENTRY_PORT` |
+//! | `axum-prometheus` | `axum_prometheus::PrometheusMetricLayer::pair()` and its `/metrics` |
+//! | `assembled` | `trace`, `sentry` and `axum-prometheus` together |
+//!
+//! `load_axum MODE` (or `LOAD_MODE`), listening on `127.0.0.1:$LOAD_PORT` (default 3100). It
+//! stops on SIGTERM or SIGINT, flushes its pipelines and prints a `load-summary` line on stderr.
+
+use std::process::ExitCode;
+
+use axum::extract::{Path, Request};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use qiflow_benches::load;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// What wraps the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bare,
+    Qiflow,
+    QiflowNoAccess,
+    Trace,
+    Sentry,
+    AxumPrometheus,
+    Assembled,
+}
+
+impl Mode {
+    const ALL: [(&'static str, Mode); 7] = [
+        ("bare", Mode::Bare),
+        ("qiflow", Mode::Qiflow),
+        ("qiflow-noaccess", Mode::QiflowNoAccess),
+        ("trace", Mode::Trace),
+        ("sentry", Mode::Sentry),
+        ("axum-prometheus", Mode::AxumPrometheus),
+        ("assembled", Mode::Assembled),
+    ];
+
+    fn parse(name: &str) -> Option<Mode> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+}
+
+/// What must live until the server has stopped, dropped in this order (each flushes).
+#[derive(Default)]
+struct Guards {
+    sentry: Option<sentry::ClientInitGuard>,
+    appender: Option<tracing_appender::non_blocking::WorkerGuard>,
+    qiflow: Option<qiflow_core::Guard>,
+}
+
+fn main() -> ExitCode {
+    let name = load::mode();
+    let Some(mode) = Mode::parse(&name) else {
+        let names: Vec<_> = Mode::ALL.iter().map(|(n, _)| *n).collect();
+        eprintln!(
+            "load_axum: unknown mode {name:?}; use one of {}",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("qiflow-load-axum-")
+        .tempdir()
+        .expect("a temp dir for the log files");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let addr = load::addr();
+    let mut guards = Guards::default();
+    let served = runtime.block_on(async {
+        let app = app(mode, dir.path(), &mut guards);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        eprintln!("load_axum: {name} listening on http://{addr}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(load::shutdown_signal())
+            .await
+    });
+    drop(runtime);
+    let Guards {
+        sentry,
+        appender,
+        qiflow,
+    } = guards;
+    drop(sentry);
+    drop(appender);
+    if let Some(guard) = qiflow {
+        let _report = guard.shutdown();
+    }
+    load::print_summary("axum", &name, Some(dir.path()));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load_axum: cannot serve on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn user(Path(id): Path<u64>) -> Json<serde_json::Value> {
+    Json(load::user(id))
+}
+
+/// The router of `mode`; call it inside the runtime (axum-prometheus spawns its upkeep task).
+fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
+    let router = Router::new().route("/users/{id}", get(user));
+    match mode {
+        Mode::Bare => router,
+        Mode::Qiflow | Mode::QiflowNoAccess => {
+            let config = load::qiflow_config(dir, mode == Mode::Qiflow)
+                .expect("the benchmark's qiflow configuration is valid");
+            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
+            guards.qiflow = Some(guard);
+            router
+                .merge(qiflow_axum::routes(observer.clone()))
+                .fallback(|| async { StatusCode::NOT_FOUND })
+                .layer(qiflow_axum::layer(observer))
+        }
+        Mode::Trace => {
+            guards.appender = Some(load::install_json_file_subscriber(dir, false));
+            router.layer(trace_layer())
+        }
+        Mode::Sentry => {
+            guards.sentry = Some(init_sentry());
+            with_sentry(router)
+        }
+        Mode::AxumPrometheus => with_axum_prometheus(router),
+        Mode::Assembled => {
+            guards.appender = Some(load::install_json_file_subscriber(dir, false));
+            guards.sentry = Some(init_sentry());
+            // Outermost last: sentry's hub and transaction, then TraceLayer, then the metrics.
+            with_sentry(with_axum_prometheus(router).layer(trace_layer()))
+        }
+    }
+}
+
+/// tower-http's `TraceLayer` as tutorials set it up for a JSON access log: the request span and
+/// the response event at `INFO` (their defaults are `DEBUG`, which an `info` filter hides).
+fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    DefaultMakeSpan,
+    tower_http::trace::DefaultOnRequest,
+    DefaultOnResponse,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .on_response(DefaultOnResponse::new().level(Level::INFO))
+}
+
+/// sentry's client, tracing every request, sending through its ureq transport to the sink.
+///
+/// # Panics
+///
+/// When `LOAD_SENTRY_PORT` is not set to a port number.
+fn init_sentry() -> sentry::ClientInitGuard {
+    let port: u16 = std::env::var("LOAD_SENTRY_PORT")
+        .expect("LOAD_SENTRY_PORT: the port of load_sink, sentry's DSN target")
+        .parse()
+        .expect("LOAD_SENTRY_PORT must be a port number");
+    let guard = sentry::init(
+        sentry::ClientOptions::new()
+            .dsn(&format!("http://public@127.0.0.1:{port}/1"))
+            .release("0.1.0")
+            .traces_sample_rate(1.0),
+    );
+    assert!(guard.is_enabled(), "sentry is enabled with the sink's DSN");
+    guard
+}
+
+/// sentry-tower's layers as sentry's docs mount them: a hub per request, then the HTTP layer
+/// starting a transaction.
+fn with_sentry(router: Router) -> Router {
+    router
+        .layer(sentry_tower::SentryHttpLayer::new().enable_transaction())
+        .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top())
+}
+
+/// axum-prometheus's layer and its `/metrics` route; `pair()` installs its global recorder and
+/// spawns its upkeep.
+fn with_axum_prometheus(router: Router) -> Router {
+    let (layer, handle) = axum_prometheus::PrometheusMetricLayer::pair();
+    router
+        .route("/metrics", get(move || async move { handle.render() }))
+        .layer(layer)
+}

@@ -1,0 +1,179 @@
+//! Shared pieces of the load-test servers (`src/bin/load_axum.rs`, `src/bin/load_actix.rs`) that
+//! `load/run.sh` drives with wrk. See `docs/performance.md`.
+//!
+//! Every server reads its mode from its first argument (or `LOAD_MODE`) and its port from
+//! `LOAD_PORT`, listens on `127.0.0.1` only, serves `GET /users/{id}` with [`user`], and stops on
+//! SIGTERM. On the way out it prints one `load-summary` line on stderr with the number of log
+//! lines its temp directory holds, so the script can check that every request was logged.
+
+use std::io::Read;
+use std::path::Path;
+
+use qiflow_core::Config;
+use qiflow_core::config::ConfigError;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The port when `LOAD_PORT` is not set.
+pub const DEFAULT_PORT: u16 = 3100;
+
+/// The server's mode: its first argument, else `LOAD_MODE`, else `"bare"`.
+pub fn mode() -> String {
+    std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("LOAD_MODE").ok())
+        .unwrap_or_else(|| "bare".to_owned())
+}
+
+/// The listen address, `127.0.0.1:$LOAD_PORT` (defaults to [`DEFAULT_PORT`]).
+///
+/// # Panics
+///
+/// When `LOAD_PORT` is set but is not a port number.
+pub fn addr() -> std::net::SocketAddr {
+    let port = match std::env::var("LOAD_PORT") {
+        Ok(port) => port.parse().expect("LOAD_PORT must be a port number"),
+        Err(_) => DEFAULT_PORT,
+    };
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The response body of `GET /users/{id}`: `{"id":42,"name":"user 42"}`.
+pub fn user(id: u64) -> serde_json::Value {
+    serde_json::json!({ "id": id, "name": format!("user {id}") })
+}
+
+/// qiflow's configuration for the `qiflow` modes: JSON lines to a rotating file in `dir` (daily,
+/// or at the default 100 MiB), stdout off, the access line on or off, metrics on, the audit trail
+/// off, level `info`. `QIFLOW__…` variables still override it, as in any service.
+pub fn qiflow_config(dir: &Path, access_log: bool) -> Result<Config, ConfigError> {
+    let dir = dir.display();
+    qiflow_core::config::Loader::new()
+        .dotenv(None)
+        .toml_str(format!(
+            r#"
+            [service]
+            name = "load-bench"
+            version = "0.1.0"
+            [logging]
+            level = "info"
+            format = "json"
+            stdout = false
+            dir = "{dir}"
+            rotation = "daily"
+            access_log = {access_log}
+            [metrics]
+            enabled = true
+            [audit]
+            enabled = false
+            dir = "{dir}/audit"
+            [baseline]
+            state_file = "{dir}/baselines.json"
+            "#
+        ))
+        .load()
+}
+
+/// Installs the subscriber users assemble today: level `info`, and tracing-subscriber's JSON fmt
+/// layer writing through `tracing_appender::non_blocking` (its defaults: lossy, 128,000 lines) to
+/// `tracing_appender::rolling::daily(dir, "app.log")`. With `span_close`, a line is also written
+/// when a span closes (`FmtSpan::CLOSE`), which is how tracing-actix-web's request span becomes
+/// a log line. Keep the guard until the end.
+///
+/// # Panics
+///
+/// When a global subscriber is already installed.
+pub fn install_json_file_subscriber(dir: &Path, span_close: bool) -> WorkerGuard {
+    let (writer, guard) =
+        tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "app.log"));
+    let span_events = if span_close {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_span_events(span_events)
+                .with_writer(writer),
+        )
+        .try_init()
+        .expect("no other global subscriber is installed");
+    guard
+}
+
+/// Counts the log lines under `dir` (recursively): in the plain files, and in the gzip archives
+/// whose uncompressed original is gone (qiflow deletes it only once the `.gz` is complete). Files
+/// being compressed (`*.tmp`) are skipped. Returns the lines and the number of archives.
+pub fn log_lines(dir: &Path) -> (u64, u64) {
+    let mut lines = 0;
+    let mut archives = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if path.is_dir() {
+            let (l, a) = log_lines(&path);
+            lines += l;
+            archives += a;
+        } else if extension == "tmp" {
+            continue;
+        } else if extension == "gz" {
+            archives += 1;
+            if !path.with_extension("").exists()
+                && let Ok(file) = std::fs::File::open(&path)
+            {
+                lines += count_newlines(flate2::read::MultiGzDecoder::new(file));
+            }
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            lines += count_newlines(file);
+        }
+    }
+    (lines, archives)
+}
+
+fn count_newlines(mut reader: impl Read) -> u64 {
+    let mut lines = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    lines
+}
+
+/// Prints the `load-summary` line on stderr: the server, its mode and what its log dir holds.
+pub fn print_summary(server: &str, mode: &str, dir: Option<&Path>) {
+    let (lines, archives) = dir.map(log_lines).unwrap_or_default();
+    eprintln!("load-summary server={server} mode={mode} log_lines={lines} log_archives={archives}");
+}
+
+/// Resolves on SIGTERM (what `load/run.sh` sends) or SIGINT. Call it inside a tokio runtime.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
