@@ -15,6 +15,9 @@ use crate::logging::{BLOCK_TIMEOUT, LogLayer, Redactor};
 use crate::metrics::Metrics;
 use crate::worker::{Overflow, PipelineOptions, Worker};
 
+/// How long the log writer lets lines gather before writing a batch.
+const LOG_LINGER: Duration = Duration::from_millis(5);
+
 /// Builds an [`Observer`] and its [`Guard`] from a [`Config`].
 ///
 /// A builder with no settings is what [`crate::init`] uses.
@@ -124,6 +127,8 @@ impl ObserverBuilder {
                 .capacity(logging.queue_capacity)
                 .overflow(overflow)
                 .batch_size(1024)
+                // Gather lines for a few ms: one wake-up and one write per batch, not per line.
+                .linger(LOG_LINGER)
                 .report_errors(false)
                 .flush_last(true),
             sink,

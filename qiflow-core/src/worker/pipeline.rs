@@ -431,24 +431,16 @@ async fn run<T: Send + 'static, S: Sink<T>>(
                 if pull(&rx, Some(item), &mut batch, &shared, options.batch_size)
                     && !options.linger.is_zero()
                 {
-                    // Wait for a fuller batch, but never past a flush request.
-                    let deadline = tokio::time::Instant::now() + options.linger;
-                    while batch.len() < options.batch_size {
+                    // Let a batch gather: sleep (one wake-up, not one per item) until the
+                    // linger ends or a flush is asked for, then take what arrived.
+                    if batch.len() < options.batch_size {
+                        let deadline = tokio::time::Instant::now() + options.linger;
                         tokio::select! {
                             biased;
-                            c = control.recv_async() => {
-                                command = Some(c);
-                                break;
-                            }
-                            next = tokio::time::timeout_at(deadline, rx.recv_async()) => match next {
-                                Ok(Ok(item)) => {
-                                    if !pull(&rx, Some(item), &mut batch, &shared, options.batch_size) {
-                                        break;
-                                    }
-                                }
-                                _ => break,
-                            },
+                            c = control.recv_async() => command = Some(c),
+                            () = tokio::time::sleep_until(deadline) => {}
                         }
+                        pull(&rx, None, &mut batch, &shared, options.batch_size);
                     }
                 }
                 if !batch.is_empty() {
