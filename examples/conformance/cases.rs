@@ -1,0 +1,885 @@
+//! The conformance suite shared by the three examples (`quickstart` on axum, `actix-app` on
+//! actix-web, `tower-hyper` on plain hyper + tower): the same cases, checked identically against
+//! each example's real binary over loopback HTTP/1.1.
+//!
+//! Not a crate: each example includes this file in an integration test with
+//! `#[path = "../../conformance/cases.rs"] mod cases;` and calls
+//! `cases::run_all(env!("CARGO_BIN_EXE_<example>"))`. It needs nothing beyond the standard
+//! library and `serde_json` (a dependency of every example).
+//!
+//! What [`run_all`] checks, after starting the binary on a free port in a fresh temp dir (logs to
+//! `<tmp>/logs`, stdout logging and the audit trail off, no `QIFLOW*` variable inherited):
+//!
+//! - (a) request ids are generated: a UUID v7 on `GET /users/7` (200, JSON);
+//! - (b) a sane incoming `x-request-id` is honoured and echoed, an insane one (`bad"quote`) is
+//!   replaced;
+//! - (c) `/fail` → 500, `/panic` → 500 (with a request id) and the server lives on, `POST /login`
+//!   → 200 for `demo`/`demo` and 401 otherwise, unknown paths → 404, `/slow?ms=N` → 200;
+//! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
+//!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
+//!   every family, and no series for qiflow's own endpoints;
+//! - (e) `/health/live`, `/health/ready`, `/health`: 200 JSON `{"status":"healthy","checks":{…}}`;
+//! - (f) SIGTERM while a request is in flight: the request finishes, the process exits 0 within
+//!   15 s;
+//! - (g) the log file: exactly one access line (`"target":"qiflow::access"`) per observed request,
+//!   with `method`, `route`, `path`, `status`, `latency_ms`, `request_id`, `user_agent`; an `error`
+//!   field on `/fail`, `"panicked":true` on `/panic`, no error on 2xx and 4xx (4xx are not
+//!   errors); no access line for `/metrics` or the health endpoints; the login password nowhere.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// The user agent every request of the suite sends; the access lines must carry it.
+const USER_AGENT: &str = "qiflow-conformance/1";
+
+/// A wrong password sent to `POST /login`: it must appear in no log line and no output.
+const CANARY_PASSWORD: &str = "CANARY-pw-123";
+
+/// How many distinct unknown paths the suite requests.
+const UNKNOWN_PATHS: usize = 20;
+
+/// How long the binary may take to answer `/health/live` after it starts.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the binary may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one request may take (the slowest is the in-flight `/slow` during shutdown).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the request in flight at SIGTERM runs.
+const IN_FLIGHT_MS: u64 = 1_500;
+
+/// Runs every case against the server binary `bin`, panicking with a message naming the case
+/// and the stack on the first failure. The temp dir is removed on success and kept (its path in
+/// the message) on failure.
+pub(crate) fn run_all(bin: &str) {
+    let mut server = Server::start(bin);
+    let mut suite = Suite {
+        addr: server.addr,
+        stack: stack_name(bin),
+        observed: Vec::new(),
+    };
+
+    suite.request_ids_are_generated();
+    suite.request_ids_are_honoured_or_replaced();
+    suite.demo_routes_answer();
+    suite.metrics_use_route_templates();
+    suite.health_endpoints_answer();
+    suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
+    suite.access_lines_match_the_requests(&server.dir);
+    suite.the_password_is_never_written(&server.dir);
+
+    server.cleanup();
+}
+
+/// A request the middleware observed, as the client saw it.
+#[derive(Debug, Clone)]
+struct Observed {
+    method: &'static str,
+    /// The path without the query string.
+    path: String,
+    status: u16,
+    request_id: String,
+}
+
+/// The state the cases share: the server's address and the observed requests so far.
+struct Suite {
+    addr: SocketAddr,
+    stack: String,
+    observed: Vec<Observed>,
+}
+
+impl Suite {
+    /// Sends a request and returns the response, failing the suite on a transport error.
+    fn send(
+        &self,
+        method: &'static str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(self.addr, method, target, headers, body)
+            .unwrap_or_else(|e| panic!("[{}] {method} {target}: {e}", self.stack))
+    }
+
+    /// Sends a request the middleware observes, checks its status and that it carries a request
+    /// id, and remembers it for the access-line case.
+    fn observed(
+        &mut self,
+        method: &'static str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        status: u16,
+    ) -> Response {
+        let response = self.send(method, target, headers, body);
+        assert_eq!(
+            response.status,
+            status,
+            "[{}] {method} {target}: status; body: {}",
+            self.stack,
+            response.text()
+        );
+        let request_id = response
+            .header("x-request-id")
+            .unwrap_or_else(|| {
+                panic!(
+                    "[{}] {method} {target}: no x-request-id on the response: {:?}",
+                    self.stack, response.headers
+                )
+            })
+            .to_owned();
+        let path = target.split('?').next().unwrap_or(target).to_owned();
+        self.observed.push(Observed {
+            method,
+            path,
+            status,
+            request_id,
+        });
+        response
+    }
+
+    /// (a) `GET /users/7`: 200, JSON, and a generated UUID v7 request id; ids differ per request.
+    fn request_ids_are_generated(&mut self) {
+        let stack = self.stack.clone();
+        let response = self.observed("GET", "/users/7", &[], b"", 200);
+        let id = response
+            .header("x-request-id")
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            is_uuid_v7(&id),
+            "[{stack}] generated id is not a UUID v7: {id:?}"
+        );
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "[{stack}] /users/7 content-type: {:?}",
+            response.headers
+        );
+        let user: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+            panic!(
+                "[{stack}] /users/7 body is not JSON ({e}): {}",
+                response.text()
+            )
+        });
+        assert_eq!(user["id"], 7, "[{stack}] /users/7 body: {user}");
+
+        let again = self.observed("GET", "/users/7", &[], b"", 200);
+        let other = again.header("x-request-id").unwrap_or_default();
+        assert!(is_uuid_v7(other), "[{stack}] {other:?}");
+        assert_ne!(other, id, "[{stack}] two requests got the same id");
+    }
+
+    /// (b) A sane incoming id is honoured and echoed; an insane one is replaced by a new UUID v7.
+    fn request_ids_are_honoured_or_replaced(&mut self) {
+        let stack = self.stack.clone();
+        let honoured = self.observed("GET", "/hello", &[("x-request-id", "conf-123")], b"", 200);
+        assert_eq!(
+            honoured.header("x-request-id"),
+            Some("conf-123"),
+            "[{stack}] a sane incoming x-request-id is echoed"
+        );
+        let replaced = self.observed("GET", "/hello", &[("x-request-id", "bad\"quote")], b"", 200);
+        let id = replaced.header("x-request-id").unwrap_or_default();
+        assert!(
+            is_uuid_v7(id),
+            "[{stack}] an insane x-request-id is replaced by a UUID v7, got {id:?}"
+        );
+    }
+
+    /// (c) The demo routes: handler error and panic → 500 (the server lives on), login 200/401,
+    /// unknown paths 404, `/slow` 200.
+    fn demo_routes_answer(&mut self) {
+        let stack = self.stack.clone();
+        let hello = self.observed("GET", "/hello", &[], b"", 200);
+        assert!(
+            hello.text().contains("hello"),
+            "[{stack}] /hello body: {}",
+            hello.text()
+        );
+        self.observed("GET", "/fail", &[], b"", 500);
+        for _ in 0..2 {
+            self.observed("GET", "/panic", &[], b"", 500);
+            // The server lives on after a panic.
+            self.observed("GET", "/hello", &[], b"", 200);
+        }
+        let json = [("content-type", "application/json")];
+        let good = br#"{"user":"demo","password":"demo"}"#;
+        self.observed("POST", "/login", &json, good, 200);
+        let bad = format!(r#"{{"user":"mallory","password":"{CANARY_PASSWORD}"}}"#);
+        self.observed("POST", "/login", &json, bad.as_bytes(), 401);
+        for i in 0..UNKNOWN_PATHS {
+            self.observed("GET", &format!("/conformance/probe-{i}.php"), &[], b"", 404);
+        }
+        let slow = self.observed("GET", "/slow?ms=20", &[], b"", 200);
+        assert!(
+            slow.text().contains("20"),
+            "[{stack}] /slow?ms=20 body: {}",
+            slow.text()
+        );
+    }
+
+    /// (d) `/metrics`: the RED series by route template, bounded labels, HELP text.
+    fn metrics_use_route_templates(&mut self) {
+        let stack = self.stack.clone();
+        let response = self.send("GET", "/metrics", &[], b"");
+        assert_eq!(
+            response.status,
+            200,
+            "[{stack}] /metrics: {}",
+            response.text()
+        );
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|ct| ct.starts_with("text/plain")),
+            "[{stack}] /metrics content-type: {:?}",
+            response.headers
+        );
+        let text = response.text();
+        let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
+        for (series, value) in [
+            (
+                r#"http_server_requests_total{method="GET",route="/users/{id}",status="200"}"#,
+                2,
+            ),
+            (
+                r#"http_server_requests_total{method="GET",route="/fail",status="500"}"#,
+                1,
+            ),
+            (
+                r#"http_server_requests_total{method="GET",route="/panic",status="500"}"#,
+                panics,
+            ),
+            (
+                r#"http_server_requests_total{method="POST",route="/login",status="200"}"#,
+                1,
+            ),
+            (
+                r#"http_server_requests_total{method="POST",route="/login",status="401"}"#,
+                1,
+            ),
+            (
+                r#"http_server_requests_total{method="GET",route="unmatched",status="404"}"#,
+                UNKNOWN_PATHS,
+            ),
+            (
+                r#"http_server_requests_total{method="GET",route="/slow",status="200"}"#,
+                1,
+            ),
+            (
+                r#"http_server_active_requests{method="GET",route="/users/{id}"}"#,
+                0,
+            ),
+            (
+                r#"http_server_request_duration_seconds_count{method="GET",route="unmatched",status="404"}"#,
+                UNKNOWN_PATHS,
+            ),
+        ] {
+            assert_eq!(
+                sample(&text, series),
+                Some(value as f64),
+                "[{stack}] /metrics: {series} should be {value}:\n{text}"
+            );
+        }
+        for needle in [
+            r#"http_server_request_duration_seconds_bucket{method="GET",route="/users/{id}",status="200",le=""#,
+            r#"http_server_request_duration_seconds_count{method="GET",route="/panic",status="500"}"#,
+            "# TYPE http_server_request_duration_seconds histogram",
+            "# TYPE http_server_requests_total counter",
+            "# TYPE http_server_active_requests gauge",
+            "qiflow_build_info{",
+        ] {
+            assert!(
+                text.contains(needle),
+                "[{stack}] /metrics lacks {needle}:\n{text}"
+            );
+        }
+        // Route labels are templates: no raw path, and qiflow's own endpoints are not observed.
+        for raw in [
+            "probe-",
+            "/users/7",
+            "/conformance",
+            "route=\"/health",
+            "route=\"/metrics",
+        ] {
+            assert!(
+                !text.contains(raw),
+                "[{stack}] /metrics contains {raw:?}:\n{text}"
+            );
+        }
+        // Every family has HELP text (promtool would refuse it otherwise).
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        for family in [
+            "http_server_requests_total",
+            "http_server_request_duration_seconds",
+            "http_server_active_requests",
+            "qiflow_build_info",
+        ] {
+            assert!(
+                families.contains(&family),
+                "[{stack}] /metrics has no # TYPE for {family}:\n{text}"
+            );
+        }
+        for family in families {
+            assert!(
+                text.lines().any(|l| l
+                    .strip_prefix("# HELP ")
+                    .and_then(|l| l.strip_prefix(family))
+                    .is_some_and(|rest| rest.starts_with(' ') && rest.len() > 1)),
+                "[{stack}] /metrics has no # HELP for {family}:\n{text}"
+            );
+        }
+    }
+
+    /// (e) The health endpoints: 200, JSON, healthy, with a `checks` object.
+    fn health_endpoints_answer(&mut self) {
+        let stack = self.stack.clone();
+        for path in ["/health/live", "/health/ready", "/health"] {
+            let response = self.send("GET", path, &[], b"");
+            assert_eq!(
+                response.status,
+                200,
+                "[{stack}] {path}: {}",
+                response.text()
+            );
+            assert!(
+                response
+                    .header("content-type")
+                    .is_some_and(|ct| ct.starts_with("application/json")),
+                "[{stack}] {path} content-type: {:?}",
+                response.headers
+            );
+            let report: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+                panic!("[{stack}] {path} is not JSON ({e}): {}", response.text())
+            });
+            assert_eq!(report["status"], "healthy", "[{stack}] {path}: {report}");
+            assert!(
+                report["checks"].is_object(),
+                "[{stack}] {path} has no checks object: {report}"
+            );
+        }
+    }
+
+    /// (f) SIGTERM with a request in flight: it finishes with 200, then the process exits 0.
+    fn sigterm_finishes_in_flight_requests_and_exits_0(&mut self, server: &mut Server) {
+        let stack = self.stack.clone();
+        let addr = self.addr;
+        let target = format!("/slow?ms={IN_FLIGHT_MS}");
+        let in_flight = std::thread::spawn(move || request(addr, "GET", &target, &[], b""));
+        // Let the request reach its handler before the signal.
+        std::thread::sleep(Duration::from_millis(500));
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "[{stack}] kill -TERM failed: {kill}");
+
+        let response = in_flight
+            .join()
+            .expect("the in-flight request thread")
+            .unwrap_or_else(|e| {
+                panic!("[{stack}] the request in flight at SIGTERM did not finish: {e}")
+            });
+        assert_eq!(
+            response.status,
+            200,
+            "[{stack}] the request in flight at SIGTERM: {}",
+            response.text()
+        );
+        self.observed.push(Observed {
+            method: "GET",
+            path: "/slow".into(),
+            status: 200,
+            request_id: response
+                .header("x-request-id")
+                .unwrap_or_default()
+                .to_owned(),
+        });
+
+        let status = server.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "[{stack}] still running {EXIT_TIMEOUT:?} after SIGTERM{}",
+                server.output()
+            )
+        });
+        assert!(
+            status.success(),
+            "[{stack}] exit status after SIGTERM: {status}{}",
+            server.output()
+        );
+        assert!(
+            sent.elapsed() < EXIT_TIMEOUT,
+            "[{stack}] took {:?} to exit",
+            sent.elapsed()
+        );
+    }
+
+    /// (g) Exactly one access line per observed request, with every field; errors only on 5xx;
+    /// none for `/metrics` and the health endpoints.
+    fn access_lines_match_the_requests(&self, dir: &Path) {
+        let stack = &self.stack;
+        let log = dir.join("logs").join("app.log");
+        let text = std::fs::read_to_string(&log)
+            .unwrap_or_else(|e| panic!("[{stack}] cannot read {}: {e}", log.display()));
+        let mut access = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "[{stack}] {}:{} is not JSON ({e}): {line}",
+                    log.display(),
+                    n + 1
+                )
+            });
+            if value["target"] == "qiflow::access" {
+                access.push(value);
+            }
+        }
+        for line in &access {
+            let path = line["path"].as_str().unwrap_or_default();
+            assert!(
+                !path.starts_with("/metrics") && !path.starts_with("/health"),
+                "[{stack}] qiflow's own endpoints have no access line: {line}"
+            );
+        }
+        assert_eq!(
+            access.len(),
+            self.observed.len(),
+            "[{stack}] one access line per observed request; lines:\n{}",
+            lines(&access)
+        );
+        for request in &self.observed {
+            let matching: Vec<&Value> = access
+                .iter()
+                .filter(|l| l["request_id"] == request.request_id.as_str())
+                .collect();
+            assert_eq!(
+                matching.len(),
+                1,
+                "[{stack}] {request:?}: access lines with its request id:\n{}",
+                lines(&access)
+            );
+            let line = matching[0];
+            let route = route_of(&request.path);
+            assert_eq!(line["method"], request.method, "[{stack}] method: {line}");
+            assert_eq!(line["route"], route, "[{stack}] route: {line}");
+            assert_eq!(
+                line["path"],
+                request.path.as_str(),
+                "[{stack}] path: {line}"
+            );
+            assert_eq!(line["status"], request.status, "[{stack}] status: {line}");
+            assert!(
+                line["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+                "[{stack}] latency_ms: {line}"
+            );
+            assert_eq!(
+                line["user_agent"], USER_AGENT,
+                "[{stack}] user_agent: {line}"
+            );
+            assert!(
+                line["message"].is_string() && line["timestamp"].is_string(),
+                "[{stack}] message and timestamp: {line}"
+            );
+            let error = line.get("error").and_then(Value::as_str);
+            let panicked = line.get("panicked").and_then(Value::as_bool) == Some(true);
+            match request.path.as_str() {
+                "/fail" => {
+                    assert!(
+                        error.is_some_and(|e| !e.is_empty()),
+                        "[{stack}] /fail carries its error: {line}"
+                    );
+                    assert!(!panicked, "[{stack}] /fail did not panic: {line}");
+                }
+                "/panic" => {
+                    assert!(panicked, "[{stack}] /panic is marked panicked: {line}");
+                }
+                _ => assert!(
+                    error.is_none() && !panicked,
+                    "[{stack}] a {} is not an error: {line}",
+                    request.status
+                ),
+            }
+        }
+        assert!(
+            access.iter().any(|l| l["request_id"] == "conf-123"),
+            "[{stack}] the honoured request id reaches the access line"
+        );
+        assert!(
+            access
+                .iter()
+                .any(|l| l["path"] == "/slow" && l["latency_ms"].as_f64() >= Some(20.0)),
+            "[{stack}] /slow?ms=20 took at least 20 ms:\n{}",
+            lines(&access)
+        );
+    }
+
+    /// The login password is in no file the server wrote and in none of its output.
+    fn the_password_is_never_written(&self, dir: &Path) {
+        for file in files_under(dir) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !contains(&bytes, CANARY_PASSWORD.as_bytes()),
+                "[{}] the login password was written to {}",
+                self.stack,
+                file.display()
+            );
+        }
+    }
+}
+
+/// The route template the middleware should report for a path of the suite.
+fn route_of(path: &str) -> &str {
+    if path.starts_with("/users/") {
+        "/users/{id}"
+    } else if path.starts_with("/conformance/") {
+        "unmatched"
+    } else {
+        path
+    }
+}
+
+/// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Whether `id` is a UUID v7 in its hyphenated form.
+fn is_uuid_v7(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+        && bytes[14] == b'7'
+        && matches!(bytes[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
+}
+
+fn lines(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// The example's name, from its binary's path, for messages.
+fn stack_name(bin: &str) -> String {
+    Path::new(bin)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| bin.to_owned())
+}
+
+/// The example's process, in its own temp dir; killed on drop if a case fails first.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    exited: Option<ExitStatus>,
+    clean: bool,
+}
+
+impl Server {
+    /// Starts `bin` on a free loopback port in a new temp dir and waits for `/health/live`.
+    fn start(bin: &str) -> Self {
+        let dir = temp_dir(&stack_name(bin));
+        let addr = free_port();
+        let stdout = File::create(dir.join("stdout.txt")).expect("create stdout.txt");
+        let stderr = File::create(dir.join("stderr.txt")).expect("create stderr.txt");
+        let mut command = Command::new(bin);
+        // Only the suite's settings: nothing from the developer's environment.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("QIFLOW") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .current_dir(&dir)
+            .env("QIFLOW_ADDR", addr.to_string())
+            .env("QIFLOW__LOGGING__DIR", dir.join("logs"))
+            .env("QIFLOW__LOGGING__STDOUT", "false")
+            .env("QIFLOW__AUDIT__ENABLED", "false")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut server = Self {
+            child,
+            addr,
+            dir,
+            exited: None,
+            clean: false,
+        };
+        server.wait_ready(bin);
+        server
+    }
+
+    /// Waits (bounded) until `/health/live` answers 200.
+    fn wait_ready(&mut self, bin: &str) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+                panic!(
+                    "{bin} exited before it was ready: {status}{}",
+                    self.output()
+                );
+            }
+            if let Ok(response) = request(self.addr, "GET", "/health/live", &[], b"")
+                && response.status == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{bin} did not answer /health/live on {} within {STARTUP_TIMEOUT:?}{}",
+                self.addr,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's stderr and stdout, and where its files are, for failure messages.
+    fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "\n--- files kept in {}\n--- stderr:\n{}\n--- stdout:\n{}",
+            self.dir.display(),
+            tail(&read("stderr.txt")),
+            tail(&read("stdout.txt"))
+        )
+    }
+
+    /// Removes the temp dir (after every case passed).
+    fn cleanup(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if self.clean {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("conformance: files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// The last 60 lines of `text`.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// A new, empty directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "qiflow-conformance-{name}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr")
+}
+
+/// An HTTP response: status, headers (names lower case) and the decoded body.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (lower case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request with `connection: close` and reads the whole response.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\nuser-agent: {USER_AGENT}\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn invalid(message: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message.into())
+}
+
+/// Parses a whole HTTP/1.1 response (status line, headers, body by content-length, chunked
+/// encoding or connection close).
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid(format!("no end of head in {} bytes", raw.len())))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|e| invalid(e.to_string()))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if value("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = value("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| invalid(format!("bad content-length {len:?}")))?;
+        rest.get(..len)
+            .ok_or_else(|| invalid(format!("body cut short: {} of {len} bytes", rest.len())))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| invalid("chunk size line cut short"))?;
+        let size_line = std::str::from_utf8(&rest[..eol]).map_err(|e| invalid(e.to_string()))?;
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| invalid(format!("bad chunk size {size_line:?}")))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest.get(..size).ok_or_else(|| invalid("chunk cut short"))?;
+        body.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+}
