@@ -381,8 +381,20 @@ impl Suite {
         let addr = self.addr;
         let target = format!("/slow?ms={IN_FLIGHT_MS}");
         let in_flight = std::thread::spawn(move || request(addr, "GET", &target, &[], b""));
-        // Let the request reach its handler before the signal.
-        std::thread::sleep(Duration::from_millis(500));
+        // Signal only once the server has the request: its in-flight gauge says so.
+        let gauge = r#"http_server_active_requests{method="GET",route="/slow"}"#;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let metrics = self.send("GET", "/metrics", &[], b"").text();
+            if sample(&metrics, gauge) == Some(1.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && !in_flight.is_finished(),
+                "[{stack}] the /slow request never showed in {gauge}:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let sent = Instant::now();
         let kill = Command::new("kill")
             .args(["-TERM", &server.child.id().to_string()])
