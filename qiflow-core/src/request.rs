@@ -1,6 +1,10 @@
 //! Core-owned request types: what an adapter hands the core when a request starts and when its
 //! response head is ready. The core never sees framework or `http` types.
 
+use std::sync::Arc;
+
+use crate::metrics::RouteMetrics;
+
 /// A request as it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -106,13 +110,14 @@ impl RequestOutcome {
 pub struct InFlight {
     observer: crate::Observer,
     method: &'static str,
-    route: metrics::SharedString,
+    route: Arc<RouteMetrics>,
     path: String,
     request_id: String,
     user_agent: Option<String>,
     start: std::time::Instant,
     span: tracing::Span,
-    active: Option<metrics::Gauge>,
+    /// Set while `http_server_active_requests` counts this request.
+    active: bool,
     done: bool,
 }
 
@@ -120,7 +125,7 @@ impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight")
             .field("method", &self.method)
-            .field("route", &&*self.route)
+            .field("route", &self.route())
             .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }
@@ -130,29 +135,22 @@ impl InFlight {
     pub(crate) fn begin(observer: &crate::Observer, info: RequestInfo) -> Self {
         let metrics = observer.metrics();
         let method = crate::metrics::method_label(&info.method);
-        let route = metrics.route_label(info.route.as_deref());
+        let route = metrics.route(info.route.as_deref());
         let request_id = info
             .request_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let span = tracing::info_span!(
             target: "qiflow::request",
             "request",
-            request_id = %request_id,
+            request_id = request_id.as_str(),
             http.request.method = method,
-            http.route = &*route,
-            url.path = %info.path,
+            http.route = &**route.label(),
+            url.path = info.path.as_str(),
         );
-        let active = metrics.enabled().then(|| {
-            let g = metrics.gauge(
-                "http_server_active_requests",
-                vec![
-                    metrics::Label::new("method", method),
-                    metrics::Label::new("route", route.clone()),
-                ],
-            );
-            g.increment(1.0);
-            g
-        });
+        let active = metrics.enabled();
+        if active {
+            route.method(metrics, method).active().increment(1.0);
+        }
         Self {
             observer: observer.clone(),
             method,
@@ -181,57 +179,58 @@ impl InFlight {
 
     /// The route label used in metrics (`unmatched`, `other`, or the template).
     pub fn route(&self) -> &str {
-        &self.route
+        self.route.label()
     }
 
     /// Records the outcome: metrics, the access line.
+    ///
+    /// The access line is a root event (no parent span): it carries the request's own fields,
+    /// so repeating the `request` span's would only double them.
     pub fn finish(mut self, outcome: RequestOutcome) {
         self.done = true;
         let latency = self.start.elapsed();
         let metrics = self.observer.metrics();
-        if let Some(g) = self.active.take() {
-            g.decrement(1.0);
-        }
-        if metrics.enabled() {
-            let status = status_label(outcome.status);
-            let labels = vec![
-                metrics::Label::new("method", self.method),
-                metrics::Label::new("route", self.route.clone()),
-                metrics::Label::new("status", status),
-            ];
-            metrics
-                .counter("http_server_requests_total", labels.clone())
-                .increment(1);
-            metrics
-                .histogram("http_server_request_duration_seconds", labels)
-                .record(latency.as_secs_f64());
+        if self.active {
+            self.active = false;
+            let handles = self.route.method(metrics, self.method);
+            handles.active().decrement(1.0);
+            handles.record(
+                metrics,
+                self.method,
+                self.route.label(),
+                outcome.status,
+                latency.as_secs_f64(),
+            );
         }
         if self.observer.config().logging.access_log {
             let latency_ms = latency.as_secs_f64() * 1_000.0;
-            let _enter = self.span.enter();
+            let route: &str = self.route.label();
+            let user_agent = self.user_agent.as_deref().unwrap_or("");
             match &outcome.error {
                 Some(error) => tracing::info!(
                     target: "qiflow::access",
+                    parent: None,
                     method = self.method,
-                    route = &*self.route,
-                    path = %self.path,
+                    route,
+                    path = self.path.as_str(),
                     status = outcome.status,
                     latency_ms,
-                    request_id = %self.request_id,
-                    user_agent = self.user_agent.as_deref().unwrap_or(""),
+                    request_id = self.request_id.as_str(),
+                    user_agent,
                     panicked = outcome.panicked,
-                    error = %error,
+                    error = error.as_str(),
                     "request finished"
                 ),
                 None => tracing::info!(
                     target: "qiflow::access",
+                    parent: None,
                     method = self.method,
-                    route = &*self.route,
-                    path = %self.path,
+                    route,
+                    path = self.path.as_str(),
                     status = outcome.status,
                     latency_ms,
-                    request_id = %self.request_id,
-                    user_agent = self.user_agent.as_deref().unwrap_or(""),
+                    request_id = self.request_id.as_str(),
+                    user_agent,
                     "request finished"
                 ),
             }
@@ -244,59 +243,23 @@ impl Drop for InFlight {
         if self.done {
             return;
         }
-        if let Some(g) = self.active.take() {
-            g.decrement(1.0);
-        }
         let metrics = self.observer.metrics();
-        if metrics.enabled() {
-            metrics
-                .counter(
-                    "qiflow_client_disconnects_total",
-                    vec![
-                        metrics::Label::new("method", self.method),
-                        metrics::Label::new("route", self.route.clone()),
-                    ],
-                )
-                .increment(1);
+        if self.active {
+            let handles = self.route.method(metrics, self.method);
+            handles.active().decrement(1.0);
+            handles.disconnects().increment(1);
         }
-        let _enter = self.span.enter();
+        let route: &str = self.route.label();
         tracing::info!(
             target: "qiflow::access",
+            parent: None,
             method = self.method,
-            route = &*self.route,
-            path = %self.path,
-            request_id = %self.request_id,
+            route,
+            path = self.path.as_str(),
+            request_id = self.request_id.as_str(),
             latency_ms = self.start.elapsed().as_secs_f64() * 1_000.0,
             "client disconnected before the response"
         );
-    }
-}
-
-/// Status codes as label values without allocating for the common ones.
-fn status_label(status: u16) -> metrics::SharedString {
-    const COMMON: &[(u16, &str)] = &[
-        (200, "200"),
-        (201, "201"),
-        (204, "204"),
-        (301, "301"),
-        (302, "302"),
-        (304, "304"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (405, "405"),
-        (409, "409"),
-        (422, "422"),
-        (429, "429"),
-        (500, "500"),
-        (502, "502"),
-        (503, "503"),
-        (504, "504"),
-    ];
-    match COMMON.iter().find(|(code, _)| *code == status) {
-        Some((_, text)) => metrics::SharedString::const_str(text),
-        None => metrics::SharedString::from(status.to_string()),
     }
 }
 

@@ -65,9 +65,10 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(internal_error(this.request_id.take())));
         };
-        let span = this.in_flight.as_ref().map(|f| f.span().clone());
-        let _enter = span.as_ref().map(|s| s.enter());
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let polled = {
+            let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
+            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        };
         let result = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(mut response))) => {
@@ -96,7 +97,10 @@ where
             }
             Err(panic) => {
                 let message = panic_message(&*panic);
-                tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
+                {
+                    let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
+                    tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
+                }
                 if let Some(f) = this.in_flight.take() {
                     f.finish(RequestOutcome::panicked(message));
                 }

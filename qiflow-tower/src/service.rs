@@ -70,17 +70,17 @@ where
             info.route = route(request.extensions());
         }
         let in_flight = self.observer.begin_request(info);
-        let id = in_flight.request_id().to_owned();
-        let header = HeaderValue::from_str(&id).ok();
+        let header = HeaderValue::from_str(in_flight.request_id()).ok();
         if let Some(value) = &header {
             request
                 .headers_mut()
                 .insert(REQUEST_ID_HEADER, value.clone());
         }
-        request.extensions_mut().insert(RequestId(id.into()));
-        let span = in_flight.span().clone();
+        request
+            .extensions_mut()
+            .insert(RequestId(in_flight.request_id().into()));
         let called = {
-            let _enter = span.enter();
+            let _enter = in_flight.span().enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
         };
         match called {
@@ -88,7 +88,7 @@ where
             Err(panic) => {
                 let message = crate::future::panic_message(&*panic);
                 {
-                    let _enter = span.enter();
+                    let _enter = in_flight.span().enter();
                     tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
                 }
                 in_flight.finish(RequestOutcome::panicked(message));

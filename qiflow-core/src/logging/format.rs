@@ -19,22 +19,47 @@ pub(crate) enum FieldValue {
     Redacted,
 }
 
+/// Bytes that `json_escape` must look at: control characters, `"`, `\`, DEL, and `0xE2` (the
+/// lead byte of U+2028 and U+2029).
+static NEEDS_CARE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table[0xe2] = true;
+    table
+};
+
 /// Appends `s` as a JSON string (with quotes). Control characters, DEL, U+2028 and U+2029 are
 /// escaped, so a value can never end a line or carry a terminal escape sequence.
 pub(crate) fn json_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
+    json_escape(buf, s);
+    buf.push(b'"');
+}
+
+/// Appends the JSON escape of `s`, without quotes.
+pub(crate) fn json_escape(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let escape: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x00..=0x1f | 0x7f => None,
+        if !NEEDS_CARE[b as usize] {
+            i += 1;
+            continue;
+        }
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
             0xe2 if bytes.get(i + 1) == Some(&0x80)
                 && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
             {
@@ -48,23 +73,60 @@ pub(crate) fn json_str(buf: &mut Vec<u8>, s: &str) {
                 start = i;
                 continue;
             }
-            _ => {
+            0xe2 => {
                 i += 1;
+                continue;
+            }
+            _ => {
+                buf.extend_from_slice(&bytes[start..i]);
+                let _ = write!(ByteWriter(buf), "\\u{b:04x}");
+                i += 1;
+                start = i;
                 continue;
             }
         };
         buf.extend_from_slice(&bytes[start..i]);
-        match escape {
-            Some(e) => buf.extend_from_slice(e),
-            None => {
-                let _ = write!(ByteWriter(buf), "\\u{b:04x}");
-            }
-        }
+        buf.extend_from_slice(escape);
         i += 1;
         start = i;
     }
     buf.extend_from_slice(&bytes[start..]);
-    buf.push(b'"');
+}
+
+/// A `fmt::Write` that appends JSON-escaped text to a line, keeping at most [`FIELD_CAP`] bytes
+/// of the unescaped text and counting the rest, so `Debug`/`Display` values are written into the
+/// line without an intermediate `String`. Call [`finish`](Self::finish) to add the cut marker.
+pub(crate) struct JsonCapped<'a> {
+    buf: &'a mut Vec<u8>,
+    kept: usize,
+    cut: usize,
+}
+
+impl<'a> JsonCapped<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        Self {
+            buf,
+            kept: 0,
+            cut: 0,
+        }
+    }
+
+    /// Appends the marker when something was cut.
+    pub(crate) fn finish(self) {
+        if self.cut > 0 {
+            json_escape(self.buf, &cut_marker(self.cut));
+        }
+    }
+}
+
+impl std::fmt::Write for JsonCapped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let (kept, cut) = cap(s, FIELD_CAP - self.kept);
+        json_escape(self.buf, kept);
+        self.kept += kept.len();
+        self.cut += cut;
+        Ok(())
+    }
 }
 
 /// Appends `s` for human-readable output: control characters, U+2028/9 and quotes escaped.
@@ -157,14 +219,10 @@ pub(crate) fn timestamp(buf: &mut Vec<u8>, at: SystemTime) {
 pub(crate) fn json_value(buf: &mut Vec<u8>, value: &FieldValue) {
     match value {
         FieldValue::Str(s) => json_str(buf, s),
-        FieldValue::I64(v) => {
-            let _ = write!(ByteWriter(buf), "{v}");
-        }
-        FieldValue::U64(v) => {
-            let _ = write!(ByteWriter(buf), "{v}");
-        }
+        FieldValue::I64(v) => buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+        FieldValue::U64(v) => buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
         FieldValue::F64(v) if v.is_finite() => {
-            let _ = write!(ByteWriter(buf), "{v}");
+            buf.extend_from_slice(ryu::Buffer::new().format_finite(*v).as_bytes());
         }
         FieldValue::F64(v) => json_str(buf, &v.to_string()),
         FieldValue::Bool(v) => buf.extend_from_slice(if *v { b"true" } else { b"false" }),
@@ -203,6 +261,30 @@ mod tests {
         let mut buf = Vec::new();
         json_str(&mut buf, s);
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn capped_writer_escapes_and_caps_like_cap_string() {
+        for s in [
+            "plain".to_owned(),
+            "quote \" nul\0 sep \u{2028} ✓ â€".to_owned(),
+            "é".repeat(5000),
+            "x".repeat(FIELD_CAP + 7),
+        ] {
+            let mut direct = Vec::new();
+            let mut w = JsonCapped::new(&mut direct);
+            // In pieces, as `fmt` hands them over.
+            for piece in s.split_inclusive('é') {
+                w.write_str(piece).unwrap();
+            }
+            w.finish();
+            let mut expected = Vec::new();
+            json_escape(&mut expected, &cap_string(s.clone()));
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Collector<'_> {
         if name.starts_with("log.") {
             return; // Normalized `log` crate metadata.
         }
-        let value = if self.redactor.is_sensitive(name) {
+        let value = if self.redactor.is_sensitive_static(name) {
             FieldValue::Redacted
         } else {
             value()
@@ -162,6 +162,115 @@ impl Visit for Collector<'_> {
     }
 }
 
+/// Writes an event's fields straight into a JSON line, with no intermediate values: the
+/// request path's access line is built in one buffer.
+struct JsonEvent<'a> {
+    redactor: &'a Redactor,
+    line: &'a mut Vec<u8>,
+    /// Names written so far, so a span field never repeats an event field.
+    names: &'a mut smallvec::SmallVec<[&'static str; 16]>,
+    has_message: bool,
+}
+
+impl JsonEvent<'_> {
+    /// Writes `,"name":` and returns whether the value should follow (`false` for skipped
+    /// fields; redacted ones are written here).
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name == "message" {
+            if self.has_message {
+                return false;
+            }
+            self.has_message = true;
+            self.line.extend_from_slice(b",\"message\":");
+            return true;
+        }
+        if name.starts_with("log.") || self.names.contains(&name) {
+            return false; // `log` crate metadata, or a repeated name: the first wins.
+        }
+        self.names.push(name);
+        self.line.push(b',');
+        if RESERVED.contains(&name) {
+            self.line.extend_from_slice(b"\"fields.");
+            format::json_escape(self.line, name);
+            self.line.push(b'"');
+        } else {
+            format::json_str(self.line, name);
+        }
+        self.line.push(b':');
+        if self.redactor.is_sensitive_static(name) {
+            format::json_str(self.line, super::REDACTED);
+            return false;
+        }
+        true
+    }
+
+    fn debug(&mut self, value: &dyn std::fmt::Debug) {
+        self.line.push(b'"');
+        let mut w = format::JsonCapped::new(self.line);
+        let _ = write!(w, "{value:?}");
+        w.finish();
+        self.line.push(b'"');
+    }
+}
+
+impl Visit for JsonEvent<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.key(field) {
+            self.debug(value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.key(field) {
+            self.line.push(b'"');
+            let mut w = format::JsonCapped::new(self.line);
+            let _ = w.write_str(value);
+            w.finish();
+            self.line.push(b'"');
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field) {
+            self.line.push(b'"');
+            let mut w = format::JsonCapped::new(self.line);
+            let _ = write!(w, "{value}");
+            let mut source = value.source();
+            while let Some(e) = source {
+                let _ = write!(w, ": {e}");
+                source = e.source();
+            }
+            w.finish();
+            self.line.push(b'"');
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            format::json_value(self.line, &FieldValue::I64(value));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            format::json_value(self.line, &FieldValue::U64(value));
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            format::json_value(self.line, &FieldValue::F64(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            format::json_value(self.line, &FieldValue::Bool(value));
+        }
+    }
+}
+
 const RESERVED: &[&str] = &["timestamp", "level", "target", "message"];
 
 fn level_str(level: &Level) -> &'static str {
@@ -204,64 +313,82 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut message = String::new();
-        let mut fields = Vec::new();
-        event.record(&mut Collector {
-            redactor: &self.inner.redactor,
-            fields: &mut fields,
-            message: Some(&mut message),
-        });
-        let message = format::cap_string(message);
-        // Span fields, innermost first; an inner span or the event wins over an outer one.
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                let extensions = span.extensions();
-                if let Some(span_fields) = extensions.get::<SpanFields>() {
+        let now = self.inner.clock.now();
+        // An access line is about 300 bytes: one allocation, no regrowth.
+        let mut line = Vec::with_capacity(512);
+        if !matches!(self.inner.format, LogFormat::Pretty) {
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            format::timestamp(&mut line, now);
+            line.extend_from_slice(b"\",\"level\":\"");
+            line.extend_from_slice(level_str(meta.level()).as_bytes());
+            line.extend_from_slice(b"\",\"target\":");
+            format::json_str(&mut line, meta.target());
+            let mut names = smallvec::SmallVec::new();
+            let mut visitor = JsonEvent {
+                redactor: &self.inner.redactor,
+                line: &mut line,
+                names: &mut names,
+                has_message: false,
+            };
+            event.record(&mut visitor);
+            if !visitor.has_message {
+                line.extend_from_slice(b",\"message\":\"\"");
+            }
+            // Span fields, innermost first; an inner span or the event wins over an outer one.
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    let extensions = span.extensions();
+                    let Some(span_fields) = extensions.get::<SpanFields>() else {
+                        continue;
+                    };
                     for (name, value) in &span_fields.0 {
-                        if !fields.iter().any(|(n, _)| n == name) {
-                            fields.push((name, value.clone()));
+                        if *name == "message" || names.contains(name) {
+                            continue;
+                        }
+                        names.push(name);
+                        line.push(b',');
+                        if RESERVED.contains(name) {
+                            format::json_str(&mut line, &format!("fields.{name}"));
+                        } else {
+                            format::json_str(&mut line, name);
+                        }
+                        line.push(b':');
+                        format::json_value(&mut line, value);
+                    }
+                }
+            }
+            line.push(b'}');
+        } else {
+            let mut message = String::new();
+            let mut fields = Vec::new();
+            event.record(&mut Collector {
+                redactor: &self.inner.redactor,
+                fields: &mut fields,
+                message: Some(&mut message),
+            });
+            let message = format::cap_string(message);
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    let extensions = span.extensions();
+                    if let Some(span_fields) = extensions.get::<SpanFields>() {
+                        for (name, value) in &span_fields.0 {
+                            if !fields.iter().any(|(n, _)| n == name) {
+                                fields.push((name, value.clone()));
+                            }
                         }
                     }
                 }
             }
-        }
-
-        let mut line = Vec::with_capacity(192 + message.len());
-        let now = self.inner.clock.now();
-        match self.inner.format {
-            LogFormat::Pretty => {
-                format::timestamp(&mut line, now);
-                let _ = write!(ByteWriter(&mut line), " {:>5} ", level_str(meta.level()));
-                format::text_str(&mut line, meta.target(), false);
-                line.extend_from_slice(b": ");
-                format::text_str(&mut line, &message, false);
-                for (name, value) in &fields {
-                    line.push(b' ');
-                    line.extend_from_slice(name.as_bytes());
-                    line.push(b'=');
-                    format::text_value(&mut line, value);
-                }
-            }
-            _ => {
-                line.extend_from_slice(b"{\"timestamp\":\"");
-                format::timestamp(&mut line, now);
-                line.extend_from_slice(b"\",\"level\":\"");
-                line.extend_from_slice(level_str(meta.level()).as_bytes());
-                line.extend_from_slice(b"\",\"target\":");
-                format::json_str(&mut line, meta.target());
-                line.extend_from_slice(b",\"message\":");
-                format::json_str(&mut line, &message);
-                for (name, value) in &fields {
-                    line.push(b',');
-                    if RESERVED.contains(name) {
-                        format::json_str(&mut line, &format!("fields.{name}"));
-                    } else {
-                        format::json_str(&mut line, name);
-                    }
-                    line.push(b':');
-                    format::json_value(&mut line, value);
-                }
-                line.push(b'}');
+            format::timestamp(&mut line, now);
+            let _ = write!(ByteWriter(&mut line), " {:>5} ", level_str(meta.level()));
+            format::text_str(&mut line, meta.target(), false);
+            line.extend_from_slice(b": ");
+            format::text_str(&mut line, &message, false);
+            for (name, value) in &fields {
+                line.push(b' ');
+                line.extend_from_slice(name.as_bytes());
+                line.push(b'=');
+                format::text_value(&mut line, value);
             }
         }
         line.push(b'\n');

@@ -33,7 +33,19 @@ pub const BUILTIN: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     extra: Vec<String>,
+    /// Identifies the `extra` list in the per-thread cache of decisions: `0` for the built-in
+    /// names alone, else unique per [`Redactor::new`].
+    id: usize,
 }
+
+/// Decisions cached per thread, keyed by (redactor id, name address, name length). Field names
+/// from tracing are `&'static str`, so their address identifies them.
+type DecisionCache =
+    std::collections::HashMap<(usize, usize, usize), bool, foldhash::fast::FixedState>;
+
+/// The most decisions one thread caches; past it the cache starts over (names are per callsite,
+/// so a program has a bounded number of them, but a bound costs nothing).
+const CACHE_CAP: usize = 4096;
 
 impl Redactor {
     /// The built-in names plus `extra`.
@@ -42,13 +54,42 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self {
-            extra: extra
-                .into_iter()
-                .map(|s| normalize(s.as_ref()))
-                .filter(|s| !s.is_empty())
-                .collect(),
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let extra: Vec<String> = extra
+            .into_iter()
+            .map(|s| normalize(s.as_ref()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let id = if extra.is_empty() {
+            0
+        } else {
+            NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
+        Self { extra, id }
+    }
+
+    /// [`is_sensitive`](Self::is_sensitive) for a `'static` name (a tracing field name),
+    /// remembered per thread so each name is checked once.
+    pub(crate) fn is_sensitive_static(&self, name: &'static str) -> bool {
+        thread_local! {
+            static CACHE: std::cell::RefCell<DecisionCache> =
+                std::cell::RefCell::new(DecisionCache::default());
         }
+        let key = (self.id, name.as_ptr() as usize, name.len());
+        CACHE.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return self.is_sensitive(name);
+            };
+            if let Some(known) = cache.get(&key) {
+                return *known;
+            }
+            if cache.len() >= CACHE_CAP {
+                cache.clear();
+            }
+            let sensitive = self.is_sensitive(name);
+            cache.insert(key, sensitive);
+            sensitive
+        })
     }
 
     /// Whether a field with this name must be redacted.
@@ -110,6 +151,21 @@ mod tests {
         }
         for name in ["user", "message", "route", "latency_ms", "pass"] {
             assert!(!r.is_sensitive(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn cached_decisions_belong_to_their_redactor() {
+        let builtin = Redactor::default();
+        let extra = Redactor::new(["ssn"]);
+        let other = Redactor::new(["user"]);
+        for _ in 0..3 {
+            assert!(!builtin.is_sensitive_static("customer_ssn"));
+            assert!(extra.is_sensitive_static("customer_ssn"));
+            assert!(!other.is_sensitive_static("customer_ssn"));
+            assert!(other.is_sensitive_static("user"));
+            assert!(!extra.is_sensitive_static("user"));
+            assert!(builtin.is_sensitive_static("password"));
         }
     }
 }

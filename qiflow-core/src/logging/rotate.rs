@@ -29,7 +29,10 @@
 //!   their name, then the counter) and deletes those older than `max_age` (by the time in their
 //!   name).
 //! - **Compression** runs on one background thread per [`RotatingFile`] (named
-//!   `qiflow-log-compress`, started with the first archive), so writers never wait for it: it
+//!   `qiflow-log-compress`, started with the first archive), so writers never wait for it. On
+//!   Linux that thread runs under `SCHED_IDLE`: it only gets CPU time nothing else wants, so on a
+//!   saturated machine archives wait, uncompressed, until load drops (they are still counted by
+//!   retention, and recovered at the next start if the process ends first). It
 //!   writes `<archive>.gz.tmp`, fsyncs it, renames it to `<archive>.gz`, fsyncs the directory, and
 //!   only then deletes the uncompressed archive.
 //! - **Recovery** at [`RotatingFile::open`]: a `*.tmp` left by a crash is deleted and its archive
@@ -1049,6 +1052,7 @@ impl Compressor {
             let spawned = std::thread::Builder::new()
                 .name(THREAD_NAME.into())
                 .spawn(move || {
+                    lower_priority();
                     for job in receiver {
                         if let Err(e) = compress(&job) {
                             shared.record(e);
@@ -1078,6 +1082,25 @@ impl Compressor {
             )));
             self.shared.done_one();
         }
+    }
+}
+
+/// Makes the calling thread run only when a CPU would otherwise idle (Linux `SCHED_IDLE`; any
+/// normal thread that wakes preempts it at once), so compressing an archive never takes CPU from
+/// request handling. Best effort: where the policy cannot be set, compression runs at normal
+/// priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
     }
 }
 

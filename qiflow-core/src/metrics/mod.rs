@@ -17,8 +17,8 @@
 //! `route="unmatched"`, and past `[metrics] max_routes` distinct templates new ones fold into
 //! `route="other"`. Methods outside the standard ones are `method="_OTHER"`.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -43,7 +43,150 @@ struct Inner {
     handle: PrometheusHandle,
     enabled: bool,
     max_routes: usize,
-    routes: RwLock<HashSet<Arc<str>>>,
+    /// Known route templates and their cached metric handles.
+    routes: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>, foldhash::fast::RandomState>>,
+    unmatched: Arc<RouteMetrics>,
+    other: Arc<RouteMetrics>,
+}
+
+/// The standard methods, in the order of [`METHODS`]' slots; `_OTHER` is the last slot.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+/// The metric handles of one route label, registered once and reused by every request, so the
+/// request path never builds a [`Key`] or looks one up in the registry.
+pub(crate) struct RouteMetrics {
+    label: SharedString,
+    methods: [OnceLock<MethodMetrics>; METHODS.len()],
+}
+
+/// The handles of one (route, method): the in-flight gauge, the disconnect counter, and the
+/// request counter and latency histogram per status code seen so far.
+pub(crate) struct MethodMetrics {
+    active: Gauge,
+    disconnects: Counter,
+    /// Status codes are at most three digits, so this holds at most 900 entries; in practice a
+    /// handful, searched linearly.
+    statuses: RwLock<Vec<(u16, Counter, Histogram)>>,
+}
+
+impl RouteMetrics {
+    fn new(label: SharedString) -> Self {
+        Self {
+            label,
+            methods: Default::default(),
+        }
+    }
+
+    /// The route label (`/users/{id}`, `unmatched` or `other`).
+    pub(crate) fn label(&self) -> &SharedString {
+        &self.label
+    }
+
+    /// The handles for `method` (a value of [`method_label`]), registered on first use.
+    pub(crate) fn method(&self, metrics: &Metrics, method: &'static str) -> &MethodMetrics {
+        let slot = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        self.methods[slot].get_or_init(|| {
+            let labels = || {
+                vec![
+                    Label::new("method", method),
+                    Label::new("route", self.label.clone()),
+                ]
+            };
+            MethodMetrics {
+                active: metrics.gauge("http_server_active_requests", labels()),
+                disconnects: metrics.counter("qiflow_client_disconnects_total", labels()),
+                statuses: RwLock::new(Vec::new()),
+            }
+        })
+    }
+}
+
+impl MethodMetrics {
+    /// `http_server_active_requests{method,route}`.
+    pub(crate) fn active(&self) -> &Gauge {
+        &self.active
+    }
+
+    /// `qiflow_client_disconnects_total{method,route}`.
+    pub(crate) fn disconnects(&self) -> &Counter {
+        &self.disconnects
+    }
+
+    /// Counts one finished request and records its latency, registering the handles for a
+    /// status code the first time it is seen.
+    pub(crate) fn record(
+        &self,
+        metrics: &Metrics,
+        method: &'static str,
+        route: &SharedString,
+        status: u16,
+        seconds: f64,
+    ) {
+        {
+            let statuses = self.statuses.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, counter, histogram)) = statuses.iter().find(|(s, ..)| *s == status) {
+                counter.increment(1);
+                histogram.record(seconds);
+                return;
+            }
+        }
+        let mut statuses = self
+            .statuses
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = match statuses.iter().position(|(s, ..)| *s == status) {
+            Some(index) => index,
+            None => {
+                let labels = vec![
+                    Label::new("method", method),
+                    Label::new("route", route.clone()),
+                    Label::new("status", status_label(status)),
+                ];
+                statuses.push((
+                    status,
+                    metrics.counter("http_server_requests_total", labels.clone()),
+                    metrics.histogram("http_server_request_duration_seconds", labels),
+                ));
+                statuses.len() - 1
+            }
+        };
+        let (_, counter, histogram) = &statuses[index];
+        counter.increment(1);
+        histogram.record(seconds);
+    }
+}
+
+/// Status codes as label values without allocating for the common ones.
+fn status_label(status: u16) -> SharedString {
+    const COMMON: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (422, "422"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    match COMMON.iter().find(|(code, _)| *code == status) {
+        Some((_, text)) => SharedString::const_str(text),
+        None => SharedString::from(status.to_string()),
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,7 +218,9 @@ impl Metrics {
                 handle,
                 enabled: m.enabled,
                 max_routes: m.max_routes,
-                routes: RwLock::new(HashSet::new()),
+                routes: RwLock::new(HashMap::default()),
+                unmatched: Arc::new(RouteMetrics::new(SharedString::const_str(UNMATCHED))),
+                other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER))),
             }),
         };
         this.describe();
@@ -195,29 +340,39 @@ impl Metrics {
 
     /// The route label for a matched template (capped) or an unmatched request.
     pub fn route_label(&self, route: Option<&str>) -> SharedString {
+        self.route(route).label.clone()
+    }
+
+    /// The cached handles for a route: the template's own while fewer than `[metrics]
+    /// max_routes` are known, else `other`; `unmatched` for `None`.
+    pub(crate) fn route(&self, route: Option<&str>) -> Arc<RouteMetrics> {
         let Some(route) = route else {
-            return SharedString::const_str(UNMATCHED);
+            return self.inner.unmatched.clone();
         };
         if let Some(known) = self
             .inner
             .routes
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get(route)
         {
-            return SharedString::from(known.to_string());
+            return known.clone();
         }
         let mut routes = self
             .inner
             .routes
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if routes.len() >= self.inner.max_routes && !routes.contains(route) {
-            return SharedString::const_str(OTHER);
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = routes.get(route) {
+            return known.clone();
         }
-        let route: Arc<str> = Arc::from(route);
-        routes.insert(route.clone());
-        SharedString::from(route.to_string())
+        if routes.len() >= self.inner.max_routes {
+            return self.inner.other.clone();
+        }
+        let name: Arc<str> = Arc::from(route);
+        let entry = Arc::new(RouteMetrics::new(SharedString::from(name.clone())));
+        routes.insert(name, entry.clone());
+        entry
     }
 }
 
