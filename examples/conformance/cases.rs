@@ -246,7 +246,20 @@ impl Suite {
             "[{stack}] /metrics content-type: {:?}",
             response.headers
         );
-        let text = response.text();
+        let raw = response.text();
+        // Every series carries the global labels from `[service]` (set by `start` below) ...
+        for line in raw.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            assert!(
+                line.contains(GLOBAL_LABELS),
+                "[{stack}] /metrics: {line:?} lacks the global labels {GLOBAL_LABELS}"
+            );
+        }
+        assert!(
+            raw.contains(&format!("qiflow_build_info{{{GLOBAL_LABELS}}} 1")),
+            "[{stack}] /metrics lacks qiflow_build_info:\n{raw}"
+        );
+        // ... which the checks below leave out.
+        let text = without_global_labels(&raw);
         let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
         for (series, value) in [
             (
@@ -298,7 +311,6 @@ impl Suite {
             "# TYPE http_server_request_duration_seconds histogram",
             "# TYPE http_server_requests_total counter",
             "# TYPE http_server_active_requests gauge",
-            "qiflow_build_info{",
         ] {
             assert!(
                 text.contains(needle),
@@ -385,7 +397,7 @@ impl Suite {
         let gauge = r#"http_server_active_requests{method="GET",route="/slow"}"#;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let metrics = self.send("GET", "/metrics", &[], b"").text();
+            let metrics = without_global_labels(&self.send("GET", "/metrics", &[], b"").text());
             if sample(&metrics, gauge) == Some(1.0) {
                 break;
             }
@@ -567,6 +579,15 @@ fn route_of(path: &str) -> &str {
 }
 
 /// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
+/// The labels `[metrics] global_labels` adds to every series, as `start` configures `[service]`.
+const GLOBAL_LABELS: &str = r#"service="conformance",environment="test",version="9.9.9""#;
+
+/// The exposition with [`GLOBAL_LABELS`] taken out of every label set.
+fn without_global_labels(text: &str) -> String {
+    text.replace(&format!("{GLOBAL_LABELS},"), "")
+        .replace(&format!("{{{GLOBAL_LABELS}}}"), "")
+}
+
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         line.strip_prefix(series)?
@@ -655,6 +676,9 @@ impl Server {
             .env("QIFLOW__LOGGING__DIR", dir.join("logs"))
             .env("QIFLOW__LOGGING__STDOUT", "false")
             .env("QIFLOW__AUDIT__ENABLED", "false")
+            .env("QIFLOW__SERVICE__NAME", "conformance")
+            .env("QIFLOW__SERVICE__ENVIRONMENT", "test")
+            .env("QIFLOW__SERVICE__VERSION", "9.9.9")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(stdout)

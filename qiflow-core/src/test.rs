@@ -175,7 +175,8 @@ impl crate::clock::Clock for ManualClock {
 }
 
 /// A configuration for tests: logs go nowhere (no file, no stdout) and auditing is off, so a
-/// test writes no files into the working directory.
+/// test writes no files into the working directory; `[metrics] global_labels` is off, so series
+/// read exactly as a test spells them (`http_server_requests_total{method="GET",…}`).
 ///
 /// ```
 /// let config = qiflow_core::test::quiet_config();
@@ -186,5 +187,6 @@ pub fn quiet_config() -> crate::Config {
     config.logging.dir = std::path::PathBuf::new();
     config.logging.stdout = false;
     config.audit.enabled = false;
+    config.metrics.global_labels = false;
     config
 }

@@ -1,5 +1,5 @@
 //! `init` installs the process-wide pieces: host `tracing` events reach qiflow's log file and host
-//! `metrics` calls reach `/metrics`. (Its own test binary: globals are per process.)
+//! `metrics` calls reach `/metrics`, with the global labels from `[service]`. (Its own test binary: globals are per process.)
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -10,6 +10,10 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = qiflow_core::test::quiet_config();
     config.logging.dir = dir.path().to_path_buf();
+    config.metrics.global_labels = true;
+    config.service.name = "shop".into();
+    config.service.environment = "prod".into();
+    config.service.version = "1.2.3".into();
     let (observer, guard) = qiflow_core::init(&config).unwrap();
 
     metrics::counter!("app_orders_total", "kind" => "book").increment(2);
@@ -18,7 +22,9 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
 
     let text = observer.render_metrics();
     assert!(
-        text.contains(r#"app_orders_total{kind="book"} 2"#),
+        text.contains(
+            r#"app_orders_total{service="shop",environment="prod",version="1.2.3",kind="book"} 2"#
+        ),
         "{text}"
     );
 

@@ -38,6 +38,8 @@ impl Server {
             .env("QIFLOW__LOGGING__DIR", dir.path().join("logs"))
             .env("QIFLOW__LOGGING__STDOUT", "false")
             .env("QIFLOW__AUDIT__ENABLED", "false")
+            // Series as the assertions spell them; the conformance suite checks global labels.
+            .env("QIFLOW__METRICS__GLOBAL_LABELS", "false")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)

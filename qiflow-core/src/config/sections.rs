@@ -263,6 +263,10 @@ pub struct MetricsConfig {
     /// Serve `/metrics` and the health endpoints on this separate address instead of the
     /// application's port. Defaults to unset.
     pub listen: Option<SocketAddr>,
+    /// Add `service`, `environment` and `version` (from `[service]`) to every series, the
+    /// application's own `metrics::counter!` series included. Defaults to `true`; turn it off
+    /// when Prometheus attaches these as target labels, and join on `qiflow_build_info`.
+    pub global_labels: bool,
 }
 
 impl Default for MetricsConfig {
@@ -275,6 +279,7 @@ impl Default for MetricsConfig {
             ],
             max_routes: 200,
             listen: None,
+            global_labels: true,
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - `qiflow_build_info{service,environment,version}`
 //! - `qiflow_dropped_total{pipeline}`
 //!
+//! With `[metrics] global_labels` on (the default), every series also carries `service`,
+//! `environment` and `version` from `[service]`.
+//!
 //! `route` is the route template, never the raw path: requests that matched no route are
 //! `route="unmatched"`, and past `[metrics] max_routes` distinct templates new ones fold into
 //! `route="other"`. Methods outside the standard ones are `method="_OTHER"`.
@@ -202,7 +205,22 @@ impl Metrics {
     /// Builds the recorder from `[metrics]` and `[service]`.
     pub(crate) fn new(config: &Config) -> Result<Self, String> {
         let m = &config.metrics;
-        let recorder = PrometheusBuilder::new()
+        let s = &config.service;
+        let mut builder = PrometheusBuilder::new();
+        if m.global_labels {
+            // Added at render time: no cost on the request path. A series' own label of the same
+            // name wins (qiflow_build_info's are the same values anyway).
+            for (name, value) in [
+                ("service", &s.name),
+                ("environment", &s.environment),
+                ("version", &s.version),
+            ] {
+                if !value.is_empty() {
+                    builder = builder.add_global_label(name, value.clone());
+                }
+            }
+        }
+        let recorder = builder
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(
                     "http_server_request_duration_seconds".into(),
@@ -224,7 +242,6 @@ impl Metrics {
             }),
         };
         this.describe();
-        let s = &config.service;
         this.gauge(
             "qiflow_build_info",
             vec![
