@@ -7,6 +7,7 @@ use actix_web::Error;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::HeaderValue;
 use pin_project_lite::pin_project;
+use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::{InFlight, RequestOutcome};
 
 use crate::request::{Panicked, REQUEST_ID, panic_message};
@@ -89,7 +90,7 @@ where
             Ok(Poll::Ready(Ok(mut response))) => {
                 let mut outcome = RequestOutcome::new(response.status().as_u16());
                 if let Some(error) = response.response().error() {
-                    outcome = outcome.with_error(error.to_string());
+                    outcome = outcome.with_error(actix_error_detail(error));
                 }
                 if let Some(id) = this.request_id.take()
                     && !response.headers().contains_key(&REQUEST_ID)
@@ -104,7 +105,8 @@ where
             Ok(Poll::Ready(Err(error))) => {
                 let status = error.as_response_error().status_code().as_u16();
                 if let Some(in_flight) = this.in_flight.take() {
-                    in_flight.finish(RequestOutcome::new(status).with_error(error.to_string()));
+                    in_flight
+                        .finish(RequestOutcome::new(status).with_error(actix_error_detail(&error)));
                 }
                 Err(error)
             }
@@ -123,4 +125,14 @@ where
         this.inner.set(None);
         Poll::Ready(result)
     }
+}
+
+/// An actix-web error as a chain of one: its `Display` text, and its type as its `Debug` output
+/// names it (actix-web erases the concrete type).
+fn actix_error_detail(error: &actix_web::Error) -> ErrorDetail {
+    let debug = format!("{:?}", error.as_response_error());
+    ErrorDetail::message(
+        qiflow_core::capture::type_from_debug(&debug).as_deref(),
+        error.to_string(),
+    )
 }

@@ -15,7 +15,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Builds the core's [`RequestInfo`] from a request's head: method, path, route template
-/// (`match_pattern()`), a sane incoming `x-request-id`, and the user agent.
+/// (`match_pattern()`), a sane incoming `x-request-id`, the user agent, the query and the host.
 pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo {
     let mut info = RequestInfo::new(request.method().as_str(), request.path());
     if let Some(route) = request.match_pattern() {
@@ -34,6 +34,12 @@ pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo {
         .and_then(|v| v.to_str().ok())
     {
         info = info.with_user_agent(ua);
+    }
+    if !request.query_string().is_empty() {
+        info = info.with_query(request.query_string());
+    }
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        info = info.with_host(host);
     }
     info
 }

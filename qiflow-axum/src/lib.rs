@@ -23,8 +23,6 @@
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //! - [`Error`]: a handler error type answered as 500 whose source chain the middleware reports.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
@@ -172,18 +170,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Qiflow {
 /// }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Error(Arc<dyn std::error::Error + Send + Sync>);
+pub struct Error(HandlerError);
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
     fn from(error: E) -> Self {
-        Self(Arc::new(error))
+        Self(HandlerError::new(error))
+    }
+}
+
+impl Error {
+    /// The wrapped error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.0.error()
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        response.extensions_mut().insert(HandlerError(self.0));
+        response.extensions_mut().insert(self.0);
         response
     }
 }

@@ -31,6 +31,8 @@
 //!
 //! # What is where
 //!
+//! - [`capture`]: error capture: reports from panics, handler errors and `error!` events, the
+//!   local [`ErrorStore`](capture::ErrorStore), and forwarding to Sentry.
 //! - [`config`]: the `qiflow.toml` sections and the [`Loader`](config::Loader).
 //! - [`secret`]: `ENC:v1:` values, the [`Keyring`](secret::Keyring), the redacting
 //!   [`Secret`](secret::Secret).
@@ -46,6 +48,7 @@
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod health;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::capture::{ErrorDetail, ErrorKind, ErrorReport, RequestContext, Severity};
 use crate::metrics::RouteMetrics;
 
 /// A request as it starts.
@@ -19,6 +20,11 @@ pub struct RequestInfo {
     pub request_id: Option<String>,
     /// The `user-agent` header, when present.
     pub user_agent: Option<String>,
+    /// The raw query string, without `?`, when present (sensitive values are redacted before it
+    /// is logged or reported).
+    pub query: Option<String>,
+    /// The `Host` header (or the URI's authority), when present.
+    pub host: Option<String>,
 }
 
 impl RequestInfo {
@@ -30,6 +36,8 @@ impl RequestInfo {
             route: None,
             request_id: None,
             user_agent: None,
+            query: None,
+            host: None,
         }
     }
 
@@ -53,6 +61,20 @@ impl RequestInfo {
         self.user_agent = Some(ua.into());
         self
     }
+
+    /// Sets the query string (without `?`).
+    #[must_use]
+    pub fn with_query(mut self, query: impl Into<String>) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
+    /// Sets the host.
+    #[must_use]
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
 }
 
 /// How a request ended, as far as qiflow needs to know: told by the adapter when the response
@@ -64,8 +86,9 @@ pub struct RequestOutcome {
     pub status: u16,
     /// The inner service panicked; the adapter answered 500.
     pub panicked: bool,
-    /// A description of the handler's error, when the framework carries one (never a secret).
-    pub error: Option<String>,
+    /// The handler's error with its source chain, when the framework carries one (for a panic:
+    /// its message).
+    pub error: Option<ErrorDetail>,
 }
 
 impl RequestOutcome {
@@ -83,14 +106,14 @@ impl RequestOutcome {
         Self {
             status: 500,
             panicked: true,
-            error: Some(message.into()),
+            error: Some(ErrorDetail::message(Some("panic"), message)),
         }
     }
 
-    /// Attaches the handler's error description.
+    /// Attaches the handler's error.
     #[must_use]
-    pub fn with_error(mut self, error: impl Into<String>) -> Self {
-        self.error = Some(error.into());
+    pub fn with_error(mut self, error: ErrorDetail) -> Self {
+        self.error = Some(error);
         self
     }
 }
@@ -112,6 +135,9 @@ pub struct InFlight {
     method: &'static str,
     route: Arc<RouteMetrics>,
     path: String,
+    /// The query string with sensitive values redacted.
+    query: Option<String>,
+    host: Option<String>,
     request_id: String,
     user_agent: Option<String>,
     start: std::time::Instant,
@@ -139,6 +165,10 @@ impl InFlight {
         let request_id = info
             .request_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let query = info
+            .query
+            .filter(|q| !q.is_empty())
+            .map(|q| crate::capture::scrub_query(&q, &observer.capturer().redactor));
         let span = tracing::info_span!(
             target: "qiflow::request",
             "request",
@@ -146,6 +176,9 @@ impl InFlight {
             http.request.method = method,
             http.route = &**route.label(),
             url.path = info.path.as_str(),
+            url.query = query.as_deref(),
+            server.address = info.host.as_deref(),
+            enduser.id = tracing::field::Empty,
         );
         let active = metrics.enabled();
         if active {
@@ -156,6 +189,8 @@ impl InFlight {
             method,
             route,
             path: info.path,
+            query,
+            host: info.host,
             request_id,
             user_agent: info.user_agent,
             start: std::time::Instant::now(),
@@ -202,6 +237,7 @@ impl InFlight {
                 latency.as_secs_f64(),
             );
         }
+        self.capture(&outcome);
         if self.observer.config().logging.access_log {
             let latency_ms = latency.as_secs_f64() * 1_000.0;
             let route: &str = self.route.label();
@@ -218,7 +254,7 @@ impl InFlight {
                     request_id = self.request_id.as_str(),
                     user_agent,
                     panicked = outcome.panicked,
-                    error = error.as_str(),
+                    error = %error,
                     "request finished"
                 ),
                 None => tracing::info!(
@@ -235,6 +271,60 @@ impl InFlight {
                 ),
             }
         }
+    }
+}
+
+impl InFlight {
+    /// Reports the outcome when the `[errors] capture` policy says so: every panic (unless the
+    /// panic hook already reported it), 5xx, and 4xx with `"4xx+5xx"`.
+    fn capture(&self, outcome: &RequestOutcome) {
+        let capturer = self.observer.capturer();
+        let severity = if outcome.panicked {
+            if crate::capture::take_panic_captured() {
+                return;
+            }
+            Severity::Fatal
+        } else {
+            match capturer.severity_for_status(outcome.status) {
+                Some(severity) => severity,
+                None => return,
+            }
+        };
+        let (kind, detail) = match (&outcome.error, outcome.panicked) {
+            (Some(detail), true) => (ErrorKind::Panic, detail.clone()),
+            (Some(detail), false) => (ErrorKind::Handler, detail.clone()),
+            (None, _) => (
+                ErrorKind::Status,
+                ErrorDetail::message(
+                    Some("HttpStatus"),
+                    format!(
+                        "{} {} answered {}",
+                        self.method,
+                        self.route(),
+                        outcome.status
+                    ),
+                ),
+            ),
+        };
+        let scope = crate::capture::request_scope_of_span(&self.span);
+        let user_id = scope.as_ref().and_then(|s| s.user_id.clone());
+        let mut report = ErrorReport::new(kind, severity, detail).with_request(RequestContext {
+            method: self.method.to_owned(),
+            route: self.route().to_owned(),
+            url: crate::capture::scrub_url(
+                self.host.as_deref(),
+                &self.path,
+                self.query.as_deref(),
+                &capturer.redactor,
+            ),
+            request_id: self.request_id.clone(),
+            user_id,
+        });
+        report.status = Some(outcome.status);
+        if let Some(scope) = scope {
+            report.breadcrumbs = scope.breadcrumbs;
+        }
+        capturer.capture(report);
     }
 }
 

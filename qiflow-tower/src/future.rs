@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
+use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::{InFlight, RequestOutcome};
 
 use crate::request::{HandlerError, REQUEST_ID_HEADER};
@@ -74,7 +75,7 @@ where
             Ok(Poll::Ready(Ok(mut response))) => {
                 let mut outcome = RequestOutcome::new(response.status().as_u16());
                 if let Some(error) = response.extensions().get::<HandlerError>() {
-                    outcome = outcome.with_error(error.chain());
+                    outcome = outcome.with_error(error.detail());
                 }
                 if let Some(id) = this.request_id.take() {
                     response
@@ -89,9 +90,10 @@ where
             }
             Ok(Poll::Ready(Err(e))) => {
                 if let Some(f) = this.in_flight.take() {
-                    f.finish(
-                        RequestOutcome::new(500).with_error("the inner service returned an error"),
-                    );
+                    f.finish(RequestOutcome::new(500).with_error(ErrorDetail::message(
+                        Some("ServiceError"),
+                        "the inner service returned an error",
+                    )));
                 }
                 Err(e)
             }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::RequestInfo;
 
 pub use qiflow_core::request::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, is_sane_request_id};
@@ -26,6 +27,16 @@ pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo {
     {
         info = info.with_user_agent(ua);
     }
+    if let Some(query) = request.uri().query() {
+        info = info.with_query(query);
+    }
+    if let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+    {
+        info = info.with_host(host);
+    }
     info
 }
 
@@ -42,21 +53,49 @@ impl RequestId {
 }
 
 /// A handler's error, attached to its response's extensions, so the middleware reports it (with
-/// its source chain) as the cause of the response. Framework adapters attach it for you.
+/// its source chain) as the cause of the response, and error capture reports it with its type.
+/// Framework adapters attach it for you.
 #[derive(Debug, Clone)]
-pub struct HandlerError(pub Arc<dyn std::error::Error + Send + Sync>);
+pub struct HandlerError {
+    error: Arc<dyn std::error::Error + Send + Sync>,
+    type_name: Option<&'static str>,
+}
 
 impl HandlerError {
+    /// Wraps `error`, keeping its type name.
+    pub fn new<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        Self {
+            error: Arc::new(error),
+            type_name: Some(std::any::type_name::<E>()),
+        }
+    }
+
+    /// Wraps an error known only as `dyn Error`, with the type name it was created from, when
+    /// known.
+    pub fn from_arc(
+        error: Arc<dyn std::error::Error + Send + Sync>,
+        type_name: Option<&'static str>,
+    ) -> Self {
+        Self { error, type_name }
+    }
+
+    /// The error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The error's chain, outermost first, with its type name.
+    pub fn detail(&self) -> ErrorDetail {
+        let mut detail = ErrorDetail::from_dyn(&*self.error);
+        if let (Some(first), Some(name)) = (detail.chain.first_mut(), self.type_name) {
+            first.type_name = Some(name.to_owned());
+        }
+        detail
+    }
+
     /// The error's message followed by its sources, `": "`-separated.
     pub fn chain(&self) -> String {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            text.push_str(": ");
-            text.push_str(&e.to_string());
-            source = e.source();
-        }
-        text
+        ErrorDetail::from_dyn(&*self.error).to_string()
     }
 }
 

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::ParseIntError;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -288,7 +287,7 @@ fn fail() -> Response<Body> {
             let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
             response
                 .extensions_mut()
-                .insert(HandlerError(Arc::new(PortError { source })));
+                .insert(HandlerError::new(PortError { source }));
             response
         }
     }

@@ -233,6 +233,9 @@ pub struct ErrorsConfig {
     pub capture: CapturePolicy,
     /// Error groups kept in the local store. Defaults to `100`.
     pub recent_capacity: usize,
+    /// `tracing` events at this level or more severe become error reports: `"error"` or
+    /// `"warn"`. Defaults to `"error"`.
+    pub event_level: String,
 }
 
 impl Default for ErrorsConfig {
@@ -242,6 +245,7 @@ impl Default for ErrorsConfig {
             sample_rate: 1.0,
             capture: CapturePolicy::ServerErrors,
             recent_capacity: 100,
+            event_level: "error".into(),
         }
     }
 }

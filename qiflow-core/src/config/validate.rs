@@ -58,6 +58,18 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
     if errors.recent_capacity == 0 {
         bad("errors.recent_capacity", "must be at least 1".into());
     }
+    if !matches!(
+        errors.event_level.to_ascii_lowercase().as_str(),
+        "error" | "warn"
+    ) {
+        bad(
+            "errors.event_level",
+            format!(
+                "{:?} is not a capture level; use \"error\" or \"warn\"",
+                errors.event_level
+            ),
+        );
+    }
     if let Some(dsn) = &errors.sentry_dsn
         && !dsn.is_empty()
         && let Err(why) = check_dsn(dsn.expose())
@@ -307,5 +319,8 @@ fn check_dsn(text: &str) -> Result<(), String> {
             "has no project id; a Sentry DSN looks like https://<key>@<host>/<project>".into(),
         );
     }
+    <sentry::types::Dsn as std::str::FromStr>::from_str(text).map_err(|e| {
+        format!("is not a valid Sentry DSN ({e}); it looks like https://<key>@<host>/<project>")
+    })?;
     Ok(())
 }

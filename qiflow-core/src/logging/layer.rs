@@ -73,9 +73,10 @@ impl LogLayer {
     }
 }
 
-/// Fields recorded on a span, kept in its extensions.
+/// Fields recorded on a span, kept in its extensions (error capture reads a request's context
+/// from them).
 #[derive(Default)]
-struct SpanFields(Vec<(&'static str, FieldValue)>);
+pub(crate) struct SpanFields(pub(crate) Vec<(&'static str, FieldValue)>);
 
 struct Collector<'a> {
     redactor: &'a Redactor,

@@ -11,7 +11,7 @@
 //! - `http_server_request_duration_seconds{method,route,status}` (histogram, `[metrics] buckets`)
 //! - `http_server_active_requests{method,route}`
 //! - `qiflow_build_info{service,environment,version}`
-//! - `qiflow_dropped_total{pipeline}`
+//! - `qiflow_dropped_total{pipeline,reason}` (reasons: `queue_full`, `closed`, `sink_error`, `shutdown`, `rate_limited`)
 //!
 //! With `[metrics] global_labels` on (the default), every series also carries `service`,
 //! `environment` and `version` from `[service]`.
@@ -266,7 +266,7 @@ impl Metrics {
             d(
                 "qiflow_dropped_total",
                 None,
-                "Items qiflow could not deliver (log lines, error reports, audit records, alerts), by pipeline.",
+                "Items qiflow could not deliver (log lines, error reports, audit records, alerts), by pipeline and reason.",
             ),
             d(
                 "qiflow_alerts_sent_total",

@@ -6,6 +6,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::{Guard, Inner, Observer};
+use crate::capture::{
+    CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, Reporter, SentryOptions,
+    SentryReporter,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OverflowPolicy};
 use crate::health::{DirWritableCheck, DiskSpaceCheck, HealthCheck, LOW_DISK_BYTES};
@@ -29,6 +33,7 @@ pub struct ObserverBuilder {
     install_global: bool,
     clock: Arc<dyn Clock>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    reporters: Vec<Arc<dyn Reporter>>,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -52,7 +57,15 @@ impl ObserverBuilder {
             install_global: true,
             clock: Arc::new(SystemClock),
             health_checks: Vec::new(),
+            reporters: Vec::new(),
         }
+    }
+
+    /// Adds a [`Reporter`] that every error report goes to after the local store (and after
+    /// Sentry, when `[errors] sentry_dsn` is set).
+    pub fn reporter(mut self, reporter: impl Reporter) -> Self {
+        self.reporters.push(Arc::new(reporter));
+        self
     }
 
     /// Adds a readiness check named `name` (see [`crate::health`]). The built-in ones (log
@@ -63,8 +76,9 @@ impl ObserverBuilder {
     }
 
     /// Whether `build` installs the process-wide pieces: the tracing subscriber (`EnvFilter` from
-    /// `[logging] level` plus [`Observer::log_layer`]), which also captures `log` records, and
-    /// qiflow's metrics recorder as the global `metrics` recorder.
+    /// `[logging] level` plus [`Observer::log_layer`] and [`Observer::capture_layer`]), which also
+    /// captures `log` records, qiflow's metrics recorder as the global `metrics` recorder, and
+    /// the panic hook ([`install_panic_hook`](crate::capture::install_panic_hook)).
     /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
@@ -157,12 +171,55 @@ impl ObserverBuilder {
             });
         }
 
+        let errors_config = &self.config.errors;
+        let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
+        if let Some(dsn) = errors_config.sentry_dsn.as_ref().filter(|d| !d.is_empty()) {
+            let mut options = SentryOptions::new(
+                self.config.service.environment.clone(),
+                self.config.service.version.clone(),
+            );
+            options.sample_rate = errors_config.sample_rate as f32;
+            options.redactor = Redactor::new(&logging.redact);
+            let sentry =
+                SentryReporter::new(dsn.expose(), options).map_err(|message| InitError {
+                    kind: InitErrorKind::Config,
+                    message,
+                })?;
+            reporters.push(Arc::new(sentry.with_metrics(metrics.clone())));
+        }
+        reporters.extend(self.reporters);
+        let error_store = Arc::new(ErrorStore::new(errors_config.recent_capacity));
+        let errors = worker.add(
+            PipelineOptions::new("errors")
+                .capacity(crate::capture::QUEUE_CAPACITY)
+                .overflow(Overflow::Drop)
+                .batch_size(1)
+                .report_errors(false),
+            ErrorSink::new(error_store.clone(), reporters),
+        );
+        let capturer = Arc::new(Capturer {
+            pipeline: errors,
+            redactor: Redactor::new(&logging.redact),
+            event_level: if errors_config.event_level.eq_ignore_ascii_case("warn") {
+                tracing::Level::WARN
+            } else {
+                tracing::Level::ERROR
+            },
+            policy: errors_config.capture,
+            release: self.config.service.version.clone(),
+            environment: self.config.service.environment.clone(),
+            global_breadcrumbs: GlobalBreadcrumbs::default(),
+            metrics: metrics.clone(),
+        });
+        let capture_layer = CaptureLayer::new(capturer.clone());
+
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
             tracing_subscriber::registry()
                 .with(filter)
                 .with(log_layer.clone())
+                .with(capture_layer)
                 .try_init()
                 .map_err(|e| InitError {
                     kind: InitErrorKind::GlobalAlreadySet,
@@ -203,8 +260,13 @@ impl ObserverBuilder {
                 log_layer,
                 metrics,
                 health_checks,
+                capturer,
+                error_store,
             }),
         };
+        if self.install_global {
+            crate::capture::install_panic_hook(&observer);
+        }
         Ok((observer, guard))
     }
 }

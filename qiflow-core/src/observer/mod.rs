@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub use builder::{InitError, InitErrorKind, ObserverBuilder};
 pub use guard::Guard;
 
+use crate::capture::{
+    CaptureLayer, Capturer, ErrorDetail, ErrorKind, ErrorReport, ErrorStore, Severity,
+};
 use crate::config::Config;
 use crate::health::{HealthCheck, HealthReport};
 use crate::logging::LogLayer;
@@ -31,6 +34,8 @@ struct Inner {
     log_layer: LogLayer,
     metrics: Metrics,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    capturer: Arc<Capturer>,
+    error_store: Arc<ErrorStore>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -51,6 +56,43 @@ impl Observer {
     /// The configuration the observer was built from (secrets stay redacted in `Debug`).
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Captures an error from application code: a report with its `source()` chain and, inside
+    /// a request, that request's context and breadcrumbs, queued for the local store and the
+    /// reporters. Never waits; a full queue drops the report and counts it.
+    pub fn capture_error<E: std::error::Error + 'static>(&self, error: &E) {
+        let mut report = ErrorReport::new(
+            ErrorKind::Manual,
+            Severity::Error,
+            ErrorDetail::from_error(error),
+        );
+        if let Some(scope) = crate::capture::request_scope_of_current() {
+            report.request = scope.context;
+            report.breadcrumbs = scope.breadcrumbs;
+        }
+        self.capture(report);
+    }
+
+    /// Captures a report built by the caller (release, environment and fingerprint are filled
+    /// in when empty). Never waits.
+    pub fn capture(&self, report: ErrorReport) {
+        self.inner.capturer.capture(report);
+    }
+
+    /// The error groups behind `/qiflow/api/errors`.
+    pub fn error_store(&self) -> &ErrorStore {
+        &self.inner.error_store
+    }
+
+    /// The tracing layer that turns `error!` events into reports and keeps breadcrumbs; `init`
+    /// installs it (see [`CaptureLayer`]).
+    pub fn capture_layer(&self) -> CaptureLayer {
+        CaptureLayer::new(self.inner.capturer.clone())
+    }
+
+    pub(crate) fn capturer(&self) -> Arc<Capturer> {
+        self.inner.capturer.clone()
     }
 
     /// How long ago the observer was built.
@@ -114,16 +156,21 @@ impl Observer {
     }
 
     /// The Prometheus text exposition served at `GET /metrics`, with the pipeline counters
-    /// (`qiflow_dropped_total{pipeline}`) brought up to date first.
+    /// (`qiflow_dropped_total{pipeline,reason}`) brought up to date first.
     pub fn render_metrics(&self) -> String {
         let metrics = &self.inner.metrics;
         for stats in self.stats() {
-            metrics
-                .counter(
-                    "qiflow_dropped_total",
-                    vec![metrics::Label::new("pipeline", stats.name)],
-                )
-                .absolute(stats.dropped());
+            for reason in crate::worker::DropReason::ALL {
+                metrics
+                    .counter(
+                        "qiflow_dropped_total",
+                        vec![
+                            metrics::Label::new("pipeline", stats.name),
+                            metrics::Label::new("reason", reason.label()),
+                        ],
+                    )
+                    .absolute(stats.dropped_for(reason));
+            }
         }
         metrics.render()
     }

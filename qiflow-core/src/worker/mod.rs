@@ -6,7 +6,7 @@
 //! same under axum, actix-web (per-worker runtimes) or a plain thread.
 //!
 //! Nothing is lost silently: every item that is not delivered is counted by reason in
-//! [`PipelineStats`] and on `qiflow_dropped_total{pipeline}`.
+//! [`PipelineStats`] and on `qiflow_dropped_total{pipeline,reason}`.
 
 mod pipeline;
 mod sink;

@@ -99,6 +99,32 @@ pub enum DropReason {
     SinkError,
     /// The guard's flush deadline passed while the item was queued or being written.
     Shutdown,
+    /// The destination asked qiflow to back off (HTTP 429 and its `Retry-After`), and the item
+    /// came while it did.
+    RateLimited,
+}
+
+impl DropReason {
+    /// Every reason, in the order `qiflow_dropped_total{reason}` lists them.
+    pub const ALL: [DropReason; 5] = [
+        Self::QueueFull,
+        Self::Closed,
+        Self::SinkError,
+        Self::Shutdown,
+        Self::RateLimited,
+    ];
+
+    /// The `reason` label value (`queue_full`, `closed`, `sink_error`, `shutdown`,
+    /// `rate_limited`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Closed => "closed",
+            Self::SinkError => "sink_error",
+            Self::Shutdown => "shutdown",
+            Self::RateLimited => "rate_limited",
+        }
+    }
 }
 
 impl std::fmt::Display for DropReason {
@@ -108,6 +134,7 @@ impl std::fmt::Display for DropReason {
             Self::Closed => "the pipeline is shut down",
             Self::SinkError => "the sink failed",
             Self::Shutdown => "the shutdown deadline passed",
+            Self::RateLimited => "the destination asked to back off",
         })
     }
 }
@@ -139,6 +166,8 @@ pub struct PipelineStats {
     pub dropped_sink_error: u64,
     /// Dropped because the flush deadline passed.
     pub dropped_shutdown: u64,
+    /// Dropped because the destination asked to back off.
+    pub dropped_rate_limited: u64,
 }
 
 impl PipelineStats {
@@ -148,6 +177,18 @@ impl PipelineStats {
             + self.dropped_closed
             + self.dropped_sink_error
             + self.dropped_shutdown
+            + self.dropped_rate_limited
+    }
+
+    /// The items dropped for one reason.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::QueueFull => self.dropped_queue_full,
+            DropReason::Closed => self.dropped_closed,
+            DropReason::SinkError => self.dropped_sink_error,
+            DropReason::Shutdown => self.dropped_shutdown,
+            DropReason::RateLimited => self.dropped_rate_limited,
+        }
     }
 }
 
@@ -156,6 +197,7 @@ struct Accounting {
     in_flight: u64,
     delivered: u64,
     failed: u64,
+    rate_limited: u64,
     shutdown: u64,
     abandoned: bool,
 }
@@ -200,6 +242,10 @@ impl Shared {
                 self.accounting().shutdown += n;
                 0
             }
+            DropReason::RateLimited => {
+                self.accounting().rate_limited += n;
+                0
+            }
         };
     }
 
@@ -216,8 +262,8 @@ impl Shared {
         }
     }
 
-    /// The worker finished writing `n` items, `failed` of which were lost.
-    fn finish(&self, n: u64, failed: u64) {
+    /// The worker finished writing `n` items, `failed` of which were lost for `reason`.
+    fn finish(&self, n: u64, failed: u64, reason: DropReason) {
         let failed = failed.min(n);
         let mut acct = self.accounting();
         if acct.abandoned {
@@ -225,7 +271,10 @@ impl Shared {
         }
         acct.in_flight = acct.in_flight.saturating_sub(n);
         acct.delivered += n - failed;
-        acct.failed += failed;
+        match reason {
+            DropReason::RateLimited => acct.rate_limited += failed,
+            _ => acct.failed += failed,
+        }
     }
 
     /// Items dropped so far, whatever the reason.
@@ -234,6 +283,7 @@ impl Shared {
         self.dropped_full.load(Ordering::Relaxed)
             + self.dropped_closed.load(Ordering::Relaxed)
             + acct.failed
+            + acct.rate_limited
             + acct.shutdown
     }
 }
@@ -378,6 +428,7 @@ impl<T: Send + 'static> Controlled for Controller<T> {
             dropped_closed: self.shared.dropped_closed.load(Ordering::Relaxed),
             dropped_sink_error: acct.failed,
             dropped_shutdown: acct.shutdown,
+            dropped_rate_limited: acct.rate_limited,
         }
     }
 }
@@ -516,9 +567,9 @@ async fn write<T, S: Sink<T>>(
     {
         tracing::warn!(target: "qiflow::worker", pipeline = shared.name, items = n, error = %e, "sink failed; items dropped");
     }
-    let failed = match &result {
-        Ok(()) => 0,
-        Err(e) => e.undelivered().unwrap_or(n),
+    let (failed, reason) = match &result {
+        Ok(()) => (0, DropReason::SinkError),
+        Err(e) => (e.undelivered().unwrap_or(n), e.reason()),
     };
-    shared.finish(n, failed);
+    shared.finish(n, failed, reason);
 }

@@ -56,6 +56,7 @@ impl<T: Send + 'static> Sink<T> for NoopSink {
 pub struct SinkError {
     message: String,
     undelivered: Option<u64>,
+    rate_limited: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -65,7 +66,25 @@ impl SinkError {
         Self {
             message: message.into(),
             undelivered: None,
+            rate_limited: false,
             source: None,
+        }
+    }
+
+    /// The destination asked to back off (HTTP 429): the items count as dropped with reason
+    /// `rate_limited` instead of `sink_error`.
+    #[must_use]
+    pub fn rate_limited(mut self) -> Self {
+        self.rate_limited = true;
+        self
+    }
+
+    /// The reason the lost items are counted under.
+    pub fn reason(&self) -> super::DropReason {
+        if self.rate_limited {
+            super::DropReason::RateLimited
+        } else {
+            super::DropReason::SinkError
         }
     }
 
@@ -89,6 +108,7 @@ impl SinkError {
         Self {
             message: message.into(),
             undelivered: None,
+            rate_limited: false,
             source: Some(Box::new(source)),
         }
     }
