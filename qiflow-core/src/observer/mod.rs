@@ -114,7 +114,8 @@ impl Observer {
     /// let events = observer.pipeline::<String, _>(PipelineOptions::new("events"), NoopSink);
     /// events.submit("hello".to_owned()).unwrap();
     /// let report = guard.shutdown();
-    /// assert_eq!(report.stats[0].delivered, 1);
+    /// let stats = report.stats.iter().find(|s| s.name == "events").unwrap();
+    /// assert_eq!(stats.delivered, 1);
     /// ```
     pub fn pipeline<T, S>(&self, options: PipelineOptions, sink: S) -> Pipeline<T>
     where
