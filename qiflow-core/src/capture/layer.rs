@@ -130,10 +130,18 @@ fn scope_of<'a, R: LookupSpan<'a>>(span: &SpanRef<'a, R>) -> RequestScope {
                 })
                 .unwrap_or_default()
         };
+        let host = text("server.address");
+        let query = text("url.query");
         RequestContext {
             method: text("http.request.method"),
             route: text("http.route"),
-            url: text("url.path"),
+            // The span's query is already scrubbed.
+            url: super::scrub_url(
+                Some(host.as_str()),
+                &text("url.path"),
+                Some(query.as_str()),
+                &crate::logging::Redactor::default(),
+            ),
             request_id: text("request_id"),
             user_id: user_id.clone(),
         }
