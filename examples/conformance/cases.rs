@@ -73,6 +73,7 @@ pub(crate) fn run_all(bin: &str) {
     suite.demo_routes_answer();
     suite.metrics_use_route_templates();
     suite.health_endpoints_answer();
+    suite.errors_are_captured();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
     suite.the_password_is_never_written(&server.dir);
@@ -385,6 +386,56 @@ impl Suite {
                 "[{stack}] {path} has no checks object: {report}"
             );
         }
+    }
+
+    /// (e2) `/qiflow/api/errors`: the panic and the handler error are captured, with the same
+    /// report fields on every stack; no 4xx is.
+    fn errors_are_captured(&mut self) {
+        let stack = self.stack.clone();
+        // Reports reach the store on qiflow's worker: wait for them (bounded).
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let json = loop {
+            let response = self.send("GET", "/qiflow/api/errors", &[], b"");
+            assert_eq!(response.status, 200, "[{stack}] /qiflow/api/errors: {}", response.text());
+            let json: Value = serde_json::from_slice(&response.body)
+                .unwrap_or_else(|e| panic!("[{stack}] /qiflow/api/errors is not JSON ({e})"));
+            let groups = json["groups"].as_array().map_or(0, Vec::len);
+            if groups >= 2 || Instant::now() >= deadline {
+                break json;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let groups = json["groups"].as_array().cloned().unwrap_or_default();
+        let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
+        let panic = groups
+            .iter()
+            .find(|g| g["kind"] == "panic")
+            .unwrap_or_else(|| panic!("[{stack}] no panic captured: {json}"));
+        assert_eq!(panic["type_name"], "panic", "[{stack}] {panic}");
+        assert_eq!(panic["severity"], "fatal", "[{stack}] {panic}");
+        assert_eq!(panic["route"], "/panic", "[{stack}] {panic}");
+        assert_eq!(
+            panic["message"], "index out of bounds: the len is 0 but the index is 0",
+            "[{stack}] {panic}"
+        );
+        assert_eq!(panic["count"], panics, "[{stack}] {panic}");
+        let last = panic["last_request_id"].as_str().unwrap_or_default();
+        assert!(
+            self.observed.iter().any(|o| o.path == "/panic" && o.request_id == last),
+            "[{stack}] the panic's request id {last:?} is not one of the /panic requests"
+        );
+        let fail = groups
+            .iter()
+            .find(|g| g["route"] == "/fail")
+            .unwrap_or_else(|| panic!("[{stack}] /fail not captured: {json}"));
+        assert_eq!(fail["kind"], "handler", "[{stack}] {fail}");
+        assert_eq!(fail["last_status"], 500, "[{stack}] {fail}");
+        // 401, 404, 415 and 422 answers were sent too: none is an error under "5xx".
+        for group in &groups {
+            let status = group["last_status"].as_u64().unwrap_or(500);
+            assert!(status >= 500, "[{stack}] a {status} was captured: {group}");
+        }
+        assert_eq!(groups.len(), 2, "[{stack}] {json}");
     }
 
     /// (f) SIGTERM with a request in flight: it finishes with 200, then the process exits 0.

@@ -114,10 +114,34 @@ fn endpoints(observer: Observer) -> impl FnOnce(&mut web::ServiceConfig) {
                     .app_data(data)
                     .route(web::get().to(ready)),
             );
+        config.service(
+            web::resource(format!("{}{{view}}", qiflow_core::API_PREFIX))
+                .app_data(web::Data::new(observer.clone()))
+                .route(web::get().to(api)),
+        );
         if observer.config().metrics.enabled {
             config.service(metrics_resource(observer));
         }
     }
+}
+
+async fn api(
+    observer: web::Data<Observer>,
+    view: web::Path<String>,
+    request: HttpRequest,
+) -> HttpResponse {
+    if !observer.authorized(authorization(&request)) {
+        return HttpResponse::Unauthorized()
+            .content_type("application/json")
+            .body(
+                "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}",
+            );
+    }
+    let query = Some(request.query_string()).filter(|q| !q.is_empty());
+    let (status, body) = observer.api(&view, query);
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .content_type("application/json")
+        .body(body)
 }
 
 /// The Prometheus text exposition of `observer`'s metrics, as a response.

@@ -43,8 +43,9 @@ pub fn layer(observer: Observer) -> ObserveLayer {
 }
 
 /// A router with qiflow's endpoints, to merge into the application's router: `GET
-/// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), and `GET {health.path}/live`,
-/// `{health.path}/ready`, `{health.path}` (default `/health/…`).
+/// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`,
+/// `{health.path}/ready`, `{health.path}` (default `/health/…`), and the JSON views
+/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, …).
 ///
 /// When `[metrics] listen` is set, the endpoints are served there instead (see
 /// [`serve_internal`]) and this router is empty.
@@ -92,7 +93,32 @@ fn endpoints(observer: Observer) -> Router {
     if observer.config().metrics.enabled {
         router = router.route(&observer.config().metrics.path, get(metrics));
     }
-    router.with_state(observer)
+    router
+        .route(&format!("{}{{view}}", qiflow_core::API_PREFIX), get(api))
+        .with_state(observer)
+}
+
+async fn api(
+    State(observer): State<Observer>,
+    axum::extract::Path(view): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !observer.authorized(authorization(&headers)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}",
+        )
+            .into_response();
+    }
+    let (status, body) = observer.api(&view, uri.query());
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {

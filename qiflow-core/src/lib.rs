@@ -62,7 +62,9 @@ pub mod test;
 pub mod worker;
 
 pub use config::Config;
-pub use observer::{Guard, InitError, InitErrorKind, Observer, ObserverBuilder};
+pub use observer::{
+    API_PREFIX, API_VIEWS, Guard, InitError, InitErrorKind, Observer, ObserverBuilder,
+};
 
 /// Builds the [`Observer`] and its [`Guard`] from a loaded [`Config`], with default settings.
 ///

@@ -112,15 +112,25 @@ fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     assert_eq!(exceptions[0]["value"], "db down");
     assert_eq!(exceptions[1]["value"], "loading user 42 failed");
     assert!(
-        exceptions[1]["type"].as_str().unwrap().ends_with("QueryFailed"),
+        exceptions[1]["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("QueryFailed"),
         "{event}"
     );
     assert_eq!(event["request"]["method"], "GET");
     let url = event["request"]["url"].as_str().unwrap();
     assert!(url.starts_with("http://shop.test/users/42"), "{url}");
     let query = event["request"]["query_string"].as_str().unwrap();
-    assert!(query.contains("page=2") && query.contains("token=[REDACTED]"), "{query}");
-    assert!(event["request"].get("headers").is_none_or(|h| h.as_object().is_none_or(|h| h.is_empty())));
+    assert!(
+        query.contains("page=2") && query.contains("token=[REDACTED]"),
+        "{query}"
+    );
+    assert!(
+        event["request"]
+            .get("headers")
+            .is_none_or(|h| h.as_object().is_none_or(|h| h.is_empty()))
+    );
     assert!(event.get("user").is_none(), "no user was set: {event}");
 
     // The same report is grouped locally.
@@ -131,7 +141,10 @@ fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     assert_eq!(groups[0].last_request_id.as_deref(), Some("req-42"));
     assert_eq!(groups[0].severity, Severity::Error);
     let stats = errors(&observer.stats());
-    assert_eq!((stats.submitted, stats.delivered, stats.dropped()), (1, 1, 0));
+    assert_eq!(
+        (stats.submitted, stats.delivered, stats.dropped()),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -150,7 +163,9 @@ fn a_malformed_dsn_is_a_config_error_naming_the_key() {
 /// its budget, and `submitted == delivered + dropped`.
 fn survives(mode: Option<Mode>, reports: usize) -> (PipelineStats, usize, String) {
     let sentry = mode.map(FakeSentry::start);
-    let dsn = sentry.as_ref().map_or_else(closed_port_dsn, FakeSentry::dsn);
+    let dsn = sentry
+        .as_ref()
+        .map_or_else(closed_port_dsn, FakeSentry::dsn);
     let budget = Duration::from_secs(1);
     let (observer, guard) = observer(Some(dsn), budget);
     for i in 0..reports {
@@ -200,15 +215,16 @@ fn sentry_that_never_answers_cannot_hold_shutdown() {
     let (stats, requests, _) = survives(Some(Mode::Hang), 20);
     assert_eq!(stats.delivered, 0);
     assert!(requests >= 1);
-    assert!(stats.dropped_shutdown > 0, "abandoned at the deadline: {stats:?}");
+    assert!(
+        stats.dropped_shutdown > 0,
+        "abandoned at the deadline: {stats:?}"
+    );
 }
 
 #[test]
 fn a_429_backs_off_for_its_retry_after() {
-    let (stats, requests, metrics) = survives(
-        Some(Mode::TooMany(vec![("Retry-After", "30".into())])),
-        20,
-    );
+    let (stats, requests, metrics) =
+        survives(Some(Mode::TooMany(vec![("Retry-After", "30".into())])), 20);
     assert_eq!(requests, 1, "no request while backing off");
     assert_eq!(stats.dropped_rate_limited, 20, "{stats:?}");
     assert!(
@@ -216,7 +232,9 @@ fn a_429_backs_off_for_its_retry_after() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("qiflow_errors_forwarded_total{reporter=\"sentry\",outcome=\"rate_limited\"} 20"),
+        metrics.contains(
+            "qiflow_errors_forwarded_total{reporter=\"sentry\",outcome=\"rate_limited\"} 20"
+        ),
         "{metrics}"
     );
 }
@@ -260,7 +278,11 @@ fn without_sentry_reports_still_reach_the_local_store_and_the_api() {
     let json: serde_json::Value = serde_json::from_str(&observer.error_store().to_json()).unwrap();
     assert_eq!(json["recorded"], 6);
     let groups = json["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 2, "five failures of one kind, one panic: {json}");
+    assert_eq!(
+        groups.len(),
+        2,
+        "five failures of one kind, one panic: {json}"
+    );
     let panic = groups.iter().find(|g| g["kind"] == "panic").unwrap();
     assert_eq!(panic["type_name"], "panic");
     assert_eq!(panic["severity"], "fatal");
@@ -301,4 +323,3 @@ fn client_errors_are_captured_only_when_the_policy_says_so() {
     assert_eq!(groups[0].severity, Severity::Warning);
     assert_eq!(groups[0].last_status, Some(404));
 }
-

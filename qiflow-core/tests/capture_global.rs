@@ -123,15 +123,30 @@ fn a_thousand_concurrent_requests_never_mix_their_context() {
     let mut seen = HashSet::new();
     for report in &reports {
         let request = report.request.as_ref().unwrap();
-        let i: usize = request.request_id.strip_prefix("iso-").unwrap().parse().unwrap();
+        let i: usize = request
+            .request_id
+            .strip_prefix("iso-")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(i % 2 == 1, "request {i} succeeded but was reported");
         assert!(seen.insert(i), "request {i} reported twice");
         assert_eq!(request.url, format!("http://shop.test/iso/{i}"));
-        assert_eq!(request.user_id.as_deref(), Some(format!("user-{i}").as_str()));
-        let crumbs: Vec<&str> = report.breadcrumbs.iter().map(|b| b.message.as_str()).collect();
+        assert_eq!(
+            request.user_id.as_deref(),
+            Some(format!("user-{i}").as_str())
+        );
+        let crumbs: Vec<&str> = report
+            .breadcrumbs
+            .iter()
+            .map(|b| b.message.as_str())
+            .collect();
         assert_eq!(
             crumbs,
-            [format!("loaded cart {i}"), format!("slow price lookup for {i}")],
+            [
+                format!("loaded cart {i}"),
+                format!("slow price lookup for {i}")
+            ],
             "request {i} carries another request's breadcrumbs"
         );
     }
@@ -158,9 +173,8 @@ fn error_events_become_reports_with_their_request_and_fields() {
     tracing::error!(target: "app::jobs", "nightly export failed");
     flush();
 
-    let in_request = recording.reports_where(|r| {
-        r.request.as_ref().is_some_and(|q| q.request_id == "evt-1")
-    });
+    let in_request =
+        recording.reports_where(|r| r.request.as_ref().is_some_and(|q| q.request_id == "evt-1"));
     assert_eq!(in_request.len(), 1, "the event, not the 201");
     let report = &in_request[0];
     assert_eq!(report.kind, ErrorKind::Event);
@@ -221,9 +235,16 @@ fn the_panic_hook_reports_once_and_chains_the_previous_hook() {
     assert!(outside[0].tags["panic.location"].contains("capture_global.rs"));
 
     let inside = recording.reports_where(|r| r.detail.top_message() == "handler exploded");
-    assert_eq!(inside.len(), 1, "the hook's report, not a second from the middleware");
+    assert_eq!(
+        inside.len(),
+        1,
+        "the hook's report, not a second from the middleware"
+    );
     let request = inside[0].request.as_ref().unwrap();
     assert_eq!(request.request_id, "panic-1");
     assert_eq!(request.route, "/panic");
-    assert_eq!(inside[0].detail, ErrorDetail::message(Some("panic"), "handler exploded"));
+    assert_eq!(
+        inside[0].detail,
+        ErrorDetail::message(Some("panic"), "handler exploded")
+    );
 }

@@ -409,14 +409,19 @@ enum Endpoint {
     Metrics,
     Live,
     Ready,
+    /// `/qiflow/api/<view>`: qiflow's JSON views.
+    Api,
 }
 
 /// Which qiflow endpoint `path` is: `{metrics.path}` (when `[metrics] enabled`),
-/// `{health.path}/live`, `{health.path}/ready` or `{health.path}`.
+/// `{health.path}/live`, `{health.path}/ready`, `{health.path}`, or `/qiflow/api/<view>`.
 fn qiflow_endpoint(observer: &Observer, path: &str) -> Option<Endpoint> {
     let config = observer.config();
     if config.metrics.enabled && path == config.metrics.path {
         return Some(Endpoint::Metrics);
+    }
+    if path.starts_with(qiflow_core::API_PREFIX) {
+        return Some(Endpoint::Api);
     }
     let base = config.health.path.trim_end_matches('/');
     match path.strip_prefix(base)? {
@@ -449,6 +454,20 @@ impl Endpoint {
                 );
                 response
             }
+            Self::Api => {
+                if !observer.authorized(authorization) {
+                    return json_text(
+                        StatusCode::UNAUTHORIZED,
+                        "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}".into(),
+                    );
+                }
+                let view = request
+                    .uri()
+                    .path()
+                    .trim_start_matches(qiflow_core::API_PREFIX);
+                let (status, body) = observer.api(view, request.uri().query());
+                json_text(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
+            }
             // Liveness never needs the token and shows no details beyond the service.
             Self::Live => health(&observer.liveness(), true),
             Self::Ready => health(
@@ -467,6 +486,10 @@ fn health(report: &HealthReport, detailed: bool) -> Response<Body> {
     } else {
         report.summary()
     };
+    json_text(status, body)
+}
+
+fn json_text(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -19,6 +19,12 @@ use crate::metrics::Metrics;
 use crate::request::{InFlight, RequestInfo};
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
 
+/// Where the adapters mount [`Observer::api`]'s views: `/qiflow/api/<view>`.
+pub const API_PREFIX: &str = "/qiflow/api/";
+
+/// The views [`Observer::api`] serves.
+pub const API_VIEWS: &[&str] = &["errors"];
+
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
 ///
 /// Built by [`crate::init`] or [`Observer::builder`], which also return the [`Guard`].
@@ -182,9 +188,30 @@ impl Observer {
         let config = self.config();
         let health = config.health.path.trim_end_matches('/');
         path == config.metrics.path
+            || path.starts_with(API_PREFIX)
             || (!health.is_empty()
                 && path.starts_with(health)
                 && matches!(&path[health.len()..], "" | "/" | "/live" | "/ready"))
+    }
+
+    /// The JSON views of qiflow's local stores, served by the adapters at
+    /// `/qiflow/api/<view>` (token-protected like the health details when `[health] token` is
+    /// set): `errors` ([`ErrorStore::to_json`]). `query` is the request's query string, for
+    /// views that take parameters. Returns the HTTP status and the JSON body; an unknown view is
+    /// a 404 that lists the known ones.
+    pub fn api(&self, view: &str, query: Option<&str>) -> (u16, String) {
+        let _ = query;
+        match view {
+            "errors" => (200, self.error_store().to_json()),
+            _ => (
+                404,
+                format!(
+                    "{{\"error\":\"no view {}; the views are {}\"}}",
+                    serde_json::Value::String(view.to_owned()),
+                    API_VIEWS.join(", ")
+                ),
+            ),
+        }
     }
 
     /// Starts observing a request: see [`InFlight`] for what happens when. This is the one call

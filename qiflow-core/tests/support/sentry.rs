@@ -168,7 +168,8 @@ fn serve(
             }
             Mode::Status(code) => format!("HTTP/1.1 {code} Error\r\ncontent-length: 0\r\n\r\n"),
             Mode::TooMany(extra) => {
-                let mut response = "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n".to_owned();
+                let mut response =
+                    "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n".to_owned();
                 for (name, value) in extra {
                     response.push_str(&format!("{name}: {value}\r\n"));
                 }
