@@ -158,7 +158,7 @@ for ((round = 1; round <= rounds; round++)); do
         port=$((port + 1))
         tag="$fw-$mode-r$round"
         sentry_env=()
-        if [[ "$fw" == axum && ("$mode" == sentry || "$mode" == assembled) ]]; then
+        if [[ "$fw" == axum && ("$mode" == sentry || "$mode" == assembled || "$mode" == *-fail10 && "$mode" != bare-fail10) ]]; then
             LOAD_SINK_PORT="$sink_port" taskset -c "$client_cpu" "$bin/load_sink" 2>"$out/$tag.sink.err" &
             sink_pid=$!
             wait_port "$sink_port" "$sink_pid" || die "load_sink did not start (see $out/$tag.sink.err)"

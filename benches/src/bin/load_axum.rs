@@ -10,6 +10,9 @@
 //! | `sentry` | sentry-tower's `NewSentryLayer` and `SentryHttpLayer` with transactions, `traces_sample_rate = 1.0`, sentry's ureq transport to the `load_sink` on `127.0.0.1:$LOAD_SENTRY_PORT` |
 //! | `axum-prometheus` | `axum_prometheus::PrometheusMetricLayer::pair()` and its `/metrics` |
 //! | `assembled` | `trace`, `sentry` and `axum-prometheus` together |
+//! | `bare-fail10` | `bare`, with every 10th request failing (500) |
+//! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
+//! | `sentry-tower-fail10` | `qiflow` without a DSN plus sentry-tower's `NewSentryLayer` and `SentryHttpLayer` (no transactions); every 10th request fails and the handler reports it with `sentry::capture_error`, as sentry-tower users do (the layer does not capture 5xx), through sentry's ureq transport to the `load_sink` |
 //!
 //! `load_axum MODE` (or `LOAD_MODE`), listening on `127.0.0.1:$LOAD_PORT` (default 3100). It
 //! stops on SIGTERM or SIGINT, flushes its pipelines and prints a `load-summary` line on stderr.
@@ -34,10 +37,13 @@ enum Mode {
     Sentry,
     AxumPrometheus,
     Assembled,
+    BareFail10,
+    QiflowFail10,
+    SentryTowerFail10,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 7] = [
+    const ALL: [(&'static str, Mode); 10] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -45,6 +51,9 @@ impl Mode {
         ("sentry", Mode::Sentry),
         ("axum-prometheus", Mode::AxumPrometheus),
         ("assembled", Mode::Assembled),
+        ("bare-fail10", Mode::BareFail10),
+        ("qiflow-fail10", Mode::QiflowFail10),
+        ("sentry-tower-fail10", Mode::SentryTowerFail10),
     ];
 
     fn parse(name: &str) -> Option<Mode> {
@@ -113,11 +122,76 @@ async fn user(Path(id): Path<u64>) -> Json<serde_json::Value> {
     Json(load::user(id))
 }
 
+/// Every 10th request fails.
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn fails() -> bool {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10 == 9
+}
+
+/// The error the failing requests carry, with a source.
+fn lookup_error(id: u64) -> std::io::Error {
+    std::io::Error::other(format!("user {id}: the profile store timed out"))
+}
+
+async fn user_fail10_bare(Path(id): Path<u64>) -> Result<Json<serde_json::Value>, StatusCode> {
+    if fails() {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    Ok(Json(load::user(id)))
+}
+
+async fn user_fail10_qiflow(
+    Path(id): Path<u64>,
+) -> Result<Json<serde_json::Value>, qiflow_axum::Error> {
+    if fails() {
+        return Err(lookup_error(id).into());
+    }
+    Ok(Json(load::user(id)))
+}
+
+async fn user_fail10_sentry(Path(id): Path<u64>) -> Result<Json<serde_json::Value>, StatusCode> {
+    if fails() {
+        sentry::capture_error(&lookup_error(id));
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    Ok(Json(load::user(id)))
+}
+
 /// The router of `mode`; call it inside the runtime (axum-prometheus spawns its upkeep task).
 fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
-    let router = Router::new().route("/users/{id}", get(user));
+    let router = match mode {
+        Mode::BareFail10 => Router::new().route("/users/{id}", get(user_fail10_bare)),
+        Mode::QiflowFail10 => Router::new().route("/users/{id}", get(user_fail10_qiflow)),
+        Mode::SentryTowerFail10 => Router::new().route("/users/{id}", get(user_fail10_sentry)),
+        _ => Router::new().route("/users/{id}", get(user)),
+    };
     match mode {
-        Mode::Bare => router,
+        Mode::Bare | Mode::BareFail10 => router,
+        Mode::QiflowFail10 => {
+            let mut config = load::qiflow_config(dir, true)
+                .expect("the benchmark's qiflow configuration is valid");
+            config.errors.sentry_dsn = Some(qiflow_core::secret::Secret::new(sink_dsn()));
+            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
+            guards.qiflow = Some(guard);
+            router
+                .merge(qiflow_axum::routes(observer.clone()))
+                .fallback(|| async { StatusCode::NOT_FOUND })
+                .layer(qiflow_axum::layer(observer))
+        }
+        Mode::SentryTowerFail10 => {
+            let config = load::qiflow_config(dir, true)
+                .expect("the benchmark's qiflow configuration is valid");
+            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
+            guards.qiflow = Some(guard);
+            guards.sentry = Some(init_sentry_errors_only());
+            let router = router
+                .merge(qiflow_axum::routes(observer.clone()))
+                .fallback(|| async { StatusCode::NOT_FOUND })
+                .layer(sentry_tower::SentryHttpLayer::new())
+                .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top());
+            router.layer(qiflow_axum::layer(observer))
+        }
         Mode::Qiflow | Mode::QiflowNoAccess => {
             let config = load::qiflow_config(dir, mode == Mode::Qiflow)
                 .expect("the benchmark's qiflow configuration is valid");
@@ -157,6 +231,30 @@ fn trace_layer() -> TraceLayer<
     TraceLayer::new_for_http()
         .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
         .on_response(DefaultOnResponse::new().level(Level::INFO))
+}
+
+/// The `load_sink`'s address as a Sentry DSN.
+///
+/// # Panics
+///
+/// When `LOAD_SENTRY_PORT` is not set to a port number.
+fn sink_dsn() -> String {
+    let port: u16 = std::env::var("LOAD_SENTRY_PORT")
+        .expect("LOAD_SENTRY_PORT: the port of load_sink, sentry's DSN target")
+        .parse()
+        .expect("LOAD_SENTRY_PORT must be a port number");
+    format!("http://public@127.0.0.1:{port}/1")
+}
+
+/// sentry's client for error events only (no transactions), through its ureq transport.
+fn init_sentry_errors_only() -> sentry::ClientInitGuard {
+    let guard = sentry::init(
+        sentry::ClientOptions::new()
+            .dsn(&sink_dsn())
+            .release("0.1.0"),
+    );
+    assert!(guard.is_enabled(), "sentry is enabled with the sink's DSN");
+    guard
 }
 
 /// sentry's client, tracing every request, sending through its ureq transport to the sink.

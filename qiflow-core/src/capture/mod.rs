@@ -296,6 +296,24 @@ pub struct RequestContext {
     pub user_id: Option<String>,
 }
 
+impl RequestContext {
+    /// A context with the user id unset.
+    pub fn new(
+        method: impl Into<String>,
+        route: impl Into<String>,
+        url: impl Into<String>,
+        request_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            method: method.into(),
+            route: route.into(),
+            url: url.into(),
+            request_id: request_id.into(),
+            user_id: None,
+        }
+    }
+}
+
 /// An event noted before an error, kept with the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Breadcrumb {
