@@ -396,7 +396,12 @@ impl Suite {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let json = loop {
             let response = self.send("GET", "/qiflow/api/errors", &[], b"");
-            assert_eq!(response.status, 200, "[{stack}] /qiflow/api/errors: {}", response.text());
+            assert_eq!(
+                response.status,
+                200,
+                "[{stack}] /qiflow/api/errors: {}",
+                response.text()
+            );
             let json: Value = serde_json::from_slice(&response.body)
                 .unwrap_or_else(|e| panic!("[{stack}] /qiflow/api/errors is not JSON ({e})"));
             let groups = json["groups"].as_array().map_or(0, Vec::len);
@@ -421,7 +426,9 @@ impl Suite {
         assert_eq!(panic["count"], panics, "[{stack}] {panic}");
         let last = panic["last_request_id"].as_str().unwrap_or_default();
         assert!(
-            self.observed.iter().any(|o| o.path == "/panic" && o.request_id == last),
+            self.observed
+                .iter()
+                .any(|o| o.path == "/panic" && o.request_id == last),
             "[{stack}] the panic's request id {last:?} is not one of the /panic requests"
         );
         let fail = groups

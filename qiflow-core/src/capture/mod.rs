@@ -71,29 +71,14 @@ pub(crate) struct Capturer {
     /// Events at this level or more severe become reports.
     pub(crate) event_level: tracing::Level,
     pub(crate) policy: crate::config::CapturePolicy,
-    pub(crate) release: String,
-    pub(crate) environment: String,
     pub(crate) global_breadcrumbs: GlobalBreadcrumbs,
     pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Capturer {
-    /// Completes the report (release, environment, fingerprint), counts it on
-    /// `qiflow_errors_captured_total{kind}` and offers it to the queue; never waits.
-    pub(crate) fn capture(&self, mut report: ErrorReport) {
-        if report.release.is_empty() {
-            report.release.clone_from(&self.release);
-        }
-        if report.environment.is_empty() {
-            report.environment.clone_from(&self.environment);
-        }
-        if report.fingerprint.is_empty() {
-            report.fingerprint = fingerprint(
-                report.detail.type_name(),
-                report.detail.top_message(),
-                report.route(),
-            );
-        }
+    /// Counts the report on `qiflow_errors_captured_total{kind}` and offers it to the queue;
+    /// never waits. The worker completes it (`complete`) before anything reads it.
+    pub(crate) fn capture(&self, report: ErrorReport) {
         if self.metrics.enabled() {
             self.metrics
                 .counter(
@@ -409,6 +394,24 @@ pub trait Reporter: Send + Sync + 'static {
 
     /// Delivers one report.
     fn report<'a>(&'a self, report: &'a ErrorReport) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Fills what the caller left empty: release, environment and the fingerprint. Done on the
+/// worker, off the request path.
+pub(crate) fn complete(report: &mut ErrorReport, release: &str, environment: &str) {
+    if report.release.is_empty() {
+        release.clone_into(&mut report.release);
+    }
+    if report.environment.is_empty() {
+        environment.clone_into(&mut report.environment);
+    }
+    if report.fingerprint.is_empty() {
+        report.fingerprint = fingerprint(
+            report.detail.type_name(),
+            report.detail.top_message(),
+            report.route(),
+        );
+    }
 }
 
 /// The grouping key: the error type, the message with its variable parts (numbers, ids,

@@ -10,16 +10,31 @@ use crate::worker::{BoxFuture, Sink, SinkError};
 pub(crate) struct ErrorSink {
     store: Arc<ErrorStore>,
     reporters: Vec<Arc<dyn Reporter>>,
+    release: String,
+    environment: String,
 }
 
 impl ErrorSink {
-    pub(crate) fn new(store: Arc<ErrorStore>, reporters: Vec<Arc<dyn Reporter>>) -> Self {
-        Self { store, reporters }
+    pub(crate) fn new(
+        store: Arc<ErrorStore>,
+        reporters: Vec<Arc<dyn Reporter>>,
+        release: String,
+        environment: String,
+    ) -> Self {
+        Self {
+            store,
+            reporters,
+            release,
+            environment,
+        }
     }
 }
 
 impl Sink<ErrorReport> for ErrorSink {
-    fn write(&mut self, batch: Vec<ErrorReport>) -> BoxFuture<'_, Result<(), SinkError>> {
+    fn write(&mut self, mut batch: Vec<ErrorReport>) -> BoxFuture<'_, Result<(), SinkError>> {
+        for report in &mut batch {
+            super::complete(report, &self.release, &self.environment);
+        }
         Box::pin(async move {
             let total = batch.len() as u64;
             let mut failed: Option<(u64, SinkError)> = None;

@@ -195,7 +195,12 @@ impl ObserverBuilder {
                 .overflow(Overflow::Drop)
                 .batch_size(1)
                 .report_errors(false),
-            ErrorSink::new(error_store.clone(), reporters),
+            ErrorSink::new(
+                error_store.clone(),
+                reporters,
+                self.config.service.version.clone(),
+                self.config.service.environment.clone(),
+            ),
         );
         let capturer = Arc::new(Capturer {
             pipeline: errors,
@@ -206,8 +211,6 @@ impl ObserverBuilder {
                 tracing::Level::ERROR
             },
             policy: errors_config.capture,
-            release: self.config.service.version.clone(),
-            environment: self.config.service.environment.clone(),
             global_breadcrumbs: GlobalBreadcrumbs::default(),
             metrics: metrics.clone(),
         });
