@@ -18,6 +18,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::alert::testing::RecordingChannel;
 use crate::worker::{BoxFuture, Sink, SinkError};
 
 /// Records every item it is given; clones share the record.
@@ -174,8 +175,8 @@ impl crate::clock::Clock for ManualClock {
     }
 }
 
-/// A configuration for tests: logs go nowhere (no file, no stdout) and auditing is off, so a
-/// test writes no files into the working directory.
+/// A configuration for tests: logs go nowhere (no file, no stdout), auditing is off and the
+/// alert state stays in memory, so a test writes no files into the working directory.
 ///
 /// ```
 /// let config = qiflow_core::test::quiet_config();
@@ -186,5 +187,6 @@ pub fn quiet_config() -> crate::Config {
     config.logging.dir = std::path::PathBuf::new();
     config.logging.stdout = false;
     config.audit.enabled = false;
+    config.alerts.state_file = std::path::PathBuf::new();
     config
 }

@@ -162,6 +162,37 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "must be at least 1 notification per minute".into(),
         );
     }
+    if alerts.queue_capacity == 0 {
+        bad("alerts.queue_capacity", "must be at least 1".into());
+    }
+    if alerts.retry_initial.is_zero() || alerts.retry_initial > alerts.retry_max {
+        bad(
+            "alerts.retry_initial",
+            "must be greater than zero and at most alerts.retry_max".into(),
+        );
+    }
+    for (i, silence) in alerts.silences.iter().enumerate() {
+        let base = format!("alerts.silences.{i}");
+        if silence.matchers.is_empty() {
+            bad(
+                &format!("{base}.matchers"),
+                "needs at least one label matcher (a silence of everything would hide every alert)"
+                    .into(),
+            );
+        }
+        if let Err(e) = time::OffsetDateTime::parse(
+            &silence.expires,
+            &time::format_description::well_known::Rfc3339,
+        ) {
+            bad(
+                &format!("{base}.expires"),
+                format!(
+                    "{:?} is not an RFC 3339 time ({e}); write it like \"2026-12-01T00:00:00Z\"",
+                    silence.expires
+                ),
+            );
+        }
+    }
     let mut names = HashSet::new();
     for (i, ch) in alerts.channels.iter().enumerate() {
         let base = ch.key_path(i);
@@ -231,6 +262,27 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             bad(
                 &format!("{base}.to"),
                 "needs at least one phone number".into(),
+            );
+        }
+        if ch.kind == ChannelKind::Sms && ch.max_length == 0 {
+            bad(
+                &format!("{base}.max_length"),
+                "must be at least 1 character".into(),
+            );
+        }
+        if ch.kind == ChannelKind::Webhook
+            && (ch.signature_header.is_empty()
+                || !ch
+                    .signature_header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            bad(
+                &format!("{base}.signature_header"),
+                format!(
+                    "{:?} is not a usable header name; use letters, digits and '-'",
+                    ch.signature_header
+                ),
             );
         }
         if ch.timeout.is_zero() {

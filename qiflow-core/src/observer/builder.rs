@@ -6,6 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::{Guard, Inner, Observer};
+use crate::alert::AlertChannel;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OverflowPolicy};
 use crate::health::{DirWritableCheck, DiskSpaceCheck, HealthCheck, LOW_DISK_BYTES};
@@ -29,6 +30,7 @@ pub struct ObserverBuilder {
     install_global: bool,
     clock: Arc<dyn Clock>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    alert_channels: Vec<(String, Arc<dyn AlertChannel>)>,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -52,7 +54,16 @@ impl ObserverBuilder {
             install_global: true,
             clock: Arc::new(SystemClock),
             health_checks: Vec::new(),
+            alert_channels: Vec::new(),
         }
+    }
+
+    /// Adds an alert channel of your own named `name` (the `channel` label of its metrics), next
+    /// to those of `[[alerts.channels]]`, with `[alerts] min_level` and no label matchers. When
+    /// neither is given, alerts go to the log channel.
+    pub fn alert_channel(mut self, name: impl Into<String>, channel: impl AlertChannel) -> Self {
+        self.alert_channels.push((name.into(), Arc::new(channel)));
+        self
     }
 
     /// Adds a readiness check named `name` (see [`crate::health`]). The built-in ones (log
@@ -157,6 +168,23 @@ impl ObserverBuilder {
             });
         }
 
+        let alerts = crate::alert::start(
+            &self.config,
+            self.clock.clone(),
+            metrics.clone(),
+            self.alert_channels,
+            |options, sink| worker.add(options, sink),
+            worker.handle(),
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Config,
+            message,
+        })?;
+        {
+            let alerts = alerts.clone();
+            worker.on_shutdown(Box::new(move || alerts.abandon()));
+        }
+
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
@@ -184,6 +212,7 @@ impl ObserverBuilder {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
         let mut health_checks = self.health_checks;
+        health_checks.push(("alerts".into(), Arc::new(alerts.health_check())));
         if !self.config.logging.dir.as_os_str().is_empty() {
             let dir = self.config.logging.dir.clone();
             health_checks.push((
@@ -203,6 +232,7 @@ impl ObserverBuilder {
                 log_layer,
                 metrics,
                 health_checks,
+                alerts,
             }),
         };
         Ok((observer, guard))

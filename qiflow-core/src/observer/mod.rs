@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub use builder::{InitError, InitErrorKind, ObserverBuilder};
 pub use guard::Guard;
 
+use crate::alert::{Alert, Alerts};
 use crate::config::Config;
 use crate::health::{HealthCheck, HealthReport};
 use crate::logging::LogLayer;
@@ -31,6 +32,7 @@ struct Inner {
     log_layer: LogLayer,
     metrics: Metrics,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    alerts: Alerts,
 }
 
 impl std::fmt::Debug for Observer {
@@ -82,6 +84,32 @@ impl Observer {
         self.inner.worker.add(options, sink)
     }
 
+    /// Raises an alert: queued for the router on qiflow's runtime, never blocking the caller
+    /// (see [`crate::alert`] for what happens next). When the queue is full or the observer is
+    /// shut down, the alert is dropped and counted on `qiflow_dropped_total{pipeline="alerts"}`.
+    ///
+    /// ```
+    /// use qiflow_core::alert::{Alert, AlertLevel};
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// observer.alert(
+    ///     Alert::new("payment_provider_down", AlertLevel::Critical)
+    ///         .summary("stripe answers 503")
+    ///         .label("provider", "stripe"),
+    /// );
+    /// ```
+    pub fn alert(&self, alert: Alert) {
+        let _ = self.inner.alerts.raise(alert);
+    }
+
+    /// The alert subsystem: active alerts, silences, drops.
+    pub fn alerts(&self) -> &Alerts {
+        &self.inner.alerts
+    }
+
     /// Counters of every pipeline, in registration order.
     pub fn stats(&self) -> Vec<PipelineStats> {
         self.inner.worker.stats()
@@ -118,13 +146,22 @@ impl Observer {
     pub fn render_metrics(&self) -> String {
         let metrics = &self.inner.metrics;
         for stats in self.stats() {
+            // The alert router's own drops (rate limits, failed sends) count for its pipeline.
+            let extra = if stats.name == "alerts" {
+                self.inner.alerts.router_dropped()
+            } else {
+                0
+            };
             metrics
                 .counter(
                     "qiflow_dropped_total",
                     vec![metrics::Label::new("pipeline", stats.name)],
                 )
-                .absolute(stats.dropped());
+                .absolute(stats.dropped() + extra);
         }
+        metrics
+            .gauge("qiflow_alerts_queue_depth", Vec::new())
+            .set(self.inner.alerts.queued() as f64);
         metrics.render()
     }
 
