@@ -35,6 +35,7 @@
 //! The built-in channels are in [`channels`]; any type implementing [`AlertChannel`] can be
 //! added with [`ObserverBuilder::alert_channel`](crate::ObserverBuilder::alert_channel).
 
+mod api;
 mod channel;
 pub mod channels;
 mod model;
@@ -48,6 +49,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use api::ApiResponse;
 pub use channel::{AlertChannel, LogChannel, NoopChannel, SendError};
 pub use model::{Alert, AlertLevel, AlertStatus, Notice, Notification, level_name};
 pub use router::{ActiveAlert, AlertsView, ChannelStatus, RecentAlert, RecentNotification};

@@ -76,6 +76,8 @@ struct RouteQueue {
     started: Option<SystemTime>,
     /// Notices taken by the dispatcher and not yet delivered or given up.
     sending: usize,
+    /// The shutdown counted what was pending: nothing more is settled.
+    abandoned: bool,
 }
 
 /// A token bucket: `rate` tokens per minute, holding at most `rate`.
@@ -559,11 +561,14 @@ impl Router {
                 )),
             )
         };
-        self.settle(route, &notification, outcome, attempts, error);
         {
             let mut q = route.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if q.abandoned {
+                return; // The shutdown already counted these as abandoned.
+            }
             q.sending = q.sending.saturating_sub(n);
         }
+        self.settle(route, &notification, outcome, attempts, error);
         self.save();
     }
 
@@ -712,6 +717,7 @@ impl Router {
         for route in &self.routes {
             let mut q = route.queue.lock().unwrap_or_else(PoisonError::into_inner);
             let n = q.group.len() + q.sending;
+            q.abandoned = true;
             q.group.clear();
             q.sending = 0;
             q.started = None;
