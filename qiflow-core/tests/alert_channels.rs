@@ -344,13 +344,14 @@ matchers = {{ route = "/orders*" }}
 }
 
 #[test]
-fn templates_with_unknown_fields_fail_the_build_naming_the_key() {
-    let err = Observer::builder(config(
-        "[[alerts.channels]]\nkind = \"slack\"\nname = \"ops\"\nurl = \"http://127.0.0.1:9/x\"\nsubject = \"{{nope}}\"\n",
-    ))
-    .install_global(false)
-    .build()
-    .unwrap_err();
+fn templates_with_unknown_fields_fail_the_config_check_naming_the_key() {
+    let err = qiflow_core::config::Loader::new()
+        .toml_str(
+            "[[alerts.channels]]\nkind = \"slack\"\nname = \"ops\"\nurl = \"http://127.0.0.1:9/x\"\nsubject = \"{{nope}}\"\n",
+        )
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("alerts.channels.ops.subject") && text.contains("unknown field"),

@@ -264,6 +264,24 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
                 "needs at least one phone number".into(),
             );
         }
+        let sms = ch.kind == ChannelKind::Sms;
+        let extra: &[&str] = if sms {
+            &["to", "message", "token"]
+        } else {
+            &[]
+        };
+        for (key, template) in [
+            ("subject", ch.subject.as_deref()),
+            ("body", ch.body.as_deref()),
+            ("message", ch.message.as_deref()),
+        ] {
+            let fields = if key == "message" { &[][..] } else { extra };
+            if let Some(Err(why)) =
+                template.map(|t| crate::alert::template::Template::parse(t, fields))
+            {
+                bad(&format!("{base}.{key}"), why);
+            }
+        }
         if ch.kind == ChannelKind::Sms && ch.max_length == 0 {
             bad(
                 &format!("{base}.max_length"),
