@@ -298,7 +298,9 @@ pub(crate) fn start(
     let pipeline = add_pipeline(
         PipelineOptions::new("alerts")
             .capacity(alerts.queue_capacity)
-            .batch_size(256),
+            .batch_size(256)
+            // After the host's pipelines (their flushes may raise alerts), before the logs.
+            .flush_late(),
         Box::new(RouterSink(router.clone())),
     );
     Ok(Alerts { pipeline, router })

@@ -266,6 +266,8 @@ pub(crate) struct Router {
     metrics: Metrics,
     pub(crate) counters: Counters,
     flushing: AtomicBool,
+    /// The state changed since it was last written.
+    dirty: AtomicBool,
     save_lock: Mutex<()>,
 }
 
@@ -309,11 +311,19 @@ impl Router {
             metrics,
             counters: Counters::default(),
             flushing: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             save_lock: Mutex::new(()),
         })
     }
 
+    /// The state, marked as changed (callers may change it).
     fn state(&self) -> MutexGuard<'_, State> {
+        self.dirty.store(true, Ordering::Release);
+        self.read_state()
+    }
+
+    /// The state, for reading.
+    fn read_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -769,7 +779,7 @@ impl Router {
 
     pub(crate) fn view(&self) -> AlertsView {
         let now = self.clock.now();
-        let state = self.state();
+        let state = self.read_state();
         let silences: Vec<Silence> = state
             .silences
             .iter()
@@ -825,8 +835,11 @@ impl Router {
             .save_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return; // Nothing changed: no write (and no file for a service that never alerted).
+        }
         let json = {
-            let mut state = self.state();
+            let mut state = self.read_state();
             let now = self.clock.now();
             state.silences.retain(|s| s.active(now));
             state.version = 1;
@@ -841,6 +854,7 @@ impl Router {
             std::fs::rename(&tmp, path)
         });
         if let Err(e) = result {
+            self.dirty.store(true, Ordering::Release); // Try again at the next save.
             tracing::warn!(target: "qiflow::alert", path = %path.display(), error = %e, "cannot write the alert state file; a restart may send alerts again");
         }
     }

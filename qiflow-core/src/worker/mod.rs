@@ -47,14 +47,15 @@ impl Worker {
         &self.handle
     }
 
-    /// The pipelines in flush order: registration order, `flush_last` ones at the end.
+    /// The pipelines in flush order: registration order, then the alerts, then the `flush_last`
+    /// ones (the logs).
     fn pipelines(&self) -> Vec<Arc<dyn Controlled>> {
         let mut all = self
             .pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        all.sort_by_key(|p| p.flush_last());
+        all.sort_by_key(|p| p.flush_rank());
         all
     }
 
