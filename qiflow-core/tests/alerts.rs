@@ -423,3 +423,27 @@ fn alerts_after_shutdown_are_counted_as_dropped() {
     observer.alert(disk("db-1"));
     assert_eq!(observer.alerts().dropped(), 1);
 }
+
+#[test]
+fn sensitive_labels_are_redacted_like_the_logs() {
+    let clock = start();
+    let channel = RecordingChannel::new();
+    let mut config = config("[alerts]\ngroup_wait = \"0s\"\n");
+    config.logging.redact = vec!["ssn".into()];
+    let (observer, _guard) = Observer::builder(config)
+        .install_global(false)
+        .clock(clock.clone())
+        .alert_channel("rec", channel.clone())
+        .build()
+        .unwrap();
+    observer.alert(
+        disk("db-1")
+            .label("api_token", "tok-123")
+            .label("customer_ssn", "078-05-1120"),
+    );
+    assert!(observer.flush(WAIT));
+    let labels = &channel.sent()[0].alerts[0].alert.labels;
+    assert_eq!(labels["api_token"], "[REDACTED]");
+    assert_eq!(labels["customer_ssn"], "[REDACTED]");
+    assert_eq!(labels["host"], "db-1");
+}

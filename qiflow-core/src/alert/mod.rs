@@ -6,7 +6,8 @@
 //! 1. [`Observer::alert`](crate::Observer::alert) queues the alert on the bounded `alerts`
 //!    pipeline and returns at once (a full queue drops it, counted on
 //!    `qiflow_dropped_total{pipeline="alerts"}`). It never blocks and never does I/O.
-//! 2. The router takes it on qiflow's runtime. A **resolved** alert ([`Alert::resolved`],
+//! 2. The router takes it on qiflow's runtime. Label values under sensitive names (the log
+//!    redaction policy: `password`, `token`, … and `[logging] redact`) become `[REDACTED]`. A **resolved** alert ([`Alert::resolved`],
 //!    [`Alert::resolve`]) is sent to every channel that was told it fired, and leaves the active
 //!    set. A **firing** alert is remembered by fingerprint; when it is **silenced** (a
 //!    [`Silence`] matches its labels) or the same fingerprint was notified less than
@@ -286,7 +287,7 @@ pub(crate) fn start(
         });
     }
     let router = Arc::new(Router::new(
-        Settings::from_config(alerts, &config.service),
+        Settings::from_config(alerts, &config.service, &config.logging.redact),
         clock,
         routes,
         silences,

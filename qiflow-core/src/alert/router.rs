@@ -236,12 +236,15 @@ pub(crate) struct Settings {
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) service: String,
     pub(crate) environment: String,
+    /// `[logging] redact` plus the built-in names: label values under these keys are redacted.
+    pub(crate) redactor: crate::logging::Redactor,
 }
 
 impl Settings {
     pub(crate) fn from_config(
         config: &AlertsConfig,
         service: &crate::config::ServiceConfig,
+        redact: &[String],
     ) -> Self {
         Self {
             cooldown: config.cooldown,
@@ -253,6 +256,7 @@ impl Settings {
                 .then(|| config.state_file.clone()),
             service: service.name.clone(),
             environment: service.environment.clone(),
+            redactor: crate::logging::Redactor::new(redact),
         }
     }
 }
@@ -341,6 +345,12 @@ impl Router {
         let now = self.clock.now();
         let fp = alert.fingerprint_value();
         alert.set_fingerprint(fp.clone());
+        // The same redaction policy as the logs: label values under sensitive names never leave.
+        for (key, value) in alert.labels.iter_mut() {
+            if self.settings.redactor.is_sensitive(key) {
+                crate::logging::REDACTED.clone_into(value);
+            }
+        }
         if alert.is_resolved() {
             self.resolve(alert, fp, now);
             return;
