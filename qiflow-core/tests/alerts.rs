@@ -447,3 +447,42 @@ fn sensitive_labels_are_redacted_like_the_logs() {
     assert_eq!(labels["customer_ssn"], "[REDACTED]");
     assert_eq!(labels["host"], "db-1");
 }
+
+/// A channel that panics on every send.
+struct PanickingChannel;
+
+impl AlertChannel for PanickingChannel {
+    fn send<'a>(&'a self, _: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async { panic!("channel bug") })
+    }
+}
+
+#[test]
+fn a_panicking_channel_fails_its_notifications_and_keeps_running() {
+    let clock = start();
+    let (observer, _guard) = Observer::builder(config("[alerts]\ngroup_wait = \"0s\"\n"))
+        .install_global(false)
+        .clock(clock.clone())
+        .alert_channel("buggy", PanickingChannel)
+        .build()
+        .unwrap();
+    observer.alert(disk("db-1"));
+    assert!(observer.flush(WAIT));
+    observer.alert(disk("db-2"));
+    assert!(observer.flush(WAIT), "the dispatcher still runs");
+    let view = observer.alerts().view();
+    assert_eq!(view.recent.len(), 2);
+    assert!(
+        view.recent
+            .iter()
+            .all(|r| r.outcome == "failed" && r.attempts == 1)
+    );
+    assert!(
+        view.channels[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("panicked")
+    );
+    assert_eq!(observer.alerts().dropped(), 2);
+}

@@ -681,12 +681,24 @@ impl Router {
         loop {
             attempts += 1;
             let started = Instant::now();
-            let result = match tokio::time::timeout(route.timeout, route.channel.send(n)).await {
-                Ok(result) => result,
-                Err(_) => Err(SendError::retryable(format!(
-                    "{}: no answer within {:?}",
-                    route.name, route.timeout
+            // Each attempt is a task of its own: a channel that panics fails the notification
+            // (not retried) instead of killing the channel's dispatcher.
+            let channel = route.channel.clone();
+            let notification = n.clone();
+            let mut task = tokio::spawn(async move { channel.send(&notification).await });
+            let result = match tokio::time::timeout(route.timeout, &mut task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => Err(SendError::permanent(format!(
+                    "{}: the channel panicked: {e}",
+                    route.name
                 ))),
+                Err(_) => {
+                    task.abort();
+                    Err(SendError::retryable(format!(
+                        "{}: no answer within {:?}",
+                        route.name, route.timeout
+                    )))
+                }
             };
             histogram.record(started.elapsed().as_secs_f64());
             let error = match result {
