@@ -8,6 +8,8 @@
 //! - `alerts/notify/qiflow_webhook`: one alert raised and delivered to an in-process webhook
 //!   receiver (router, JSON body, HMAC signature, HTTP POST over loopback, answer), waited for
 //!   one at a time: notifications per second through the router.
+//! - `alerts/notify/qiflow_counting_channel`: the same with a channel that only counts: the
+//!   router's own cost (queue, dedup, grouping, rate limit, the attempt task, metrics).
 //! - `alerts/notify/bare_reqwest_post`: the baseline, a plain reqwest POST of a body of the same
 //!   size to the same receiver.
 //! - `alerts/burst_1000/qiflow_webhook`: 1,000 distinct alerts raised at once and delivered
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use qiflow_core::Observer;
-use qiflow_core::alert::{Alert, AlertLevel};
+use qiflow_core::alert::{Alert, AlertChannel, AlertLevel, Notification, SendError};
+use qiflow_core::worker::BoxFuture;
 
 const CHUNK: u64 = 50_000;
 
@@ -75,6 +78,16 @@ fn receiver() -> Receiver {
         url,
         hits,
         _runtime: runtime,
+    }
+}
+
+/// A channel that only counts what it is given.
+struct Counting(Arc<AtomicU64>);
+
+impl AlertChannel for Counting {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        self.0.fetch_add(n.alerts.len() as u64, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -151,6 +164,26 @@ fn notify(c: &mut Criterion) {
             let before = rx.hits.load(Ordering::Relaxed);
             observer.alert(alert(i));
             while rx.hits.load(Ordering::Relaxed) == before {
+                std::hint::spin_loop();
+                std::thread::yield_now();
+            }
+        });
+    });
+    // The router alone: the same path with a channel that only counts.
+    let counted = Arc::new(AtomicU64::new(0));
+    let (counting, _counting_guard) = Observer::builder(quiet_config(
+        "group_wait = \"0s\"\ncooldown = \"0s\"\nrate_limit = 1000000000\n",
+    ))
+    .install_global(false)
+    .alert_channel("count", Counting(counted.clone()))
+    .build()
+    .expect("observer");
+    group.bench_function("qiflow_counting_channel", |b| {
+        b.iter(|| {
+            i += 1;
+            let before = counted.load(Ordering::Relaxed);
+            counting.alert(alert(i));
+            while counted.load(Ordering::Relaxed) == before {
                 std::hint::spin_loop();
                 std::thread::yield_now();
             }

@@ -211,6 +211,24 @@ async fn a_health_token_hides_details_and_guards_metrics() {
     assert!(detailed.contains("\"checks\""), "{detailed}");
     let metrics = app.clone().oneshot(with_token("/metrics")).await.unwrap();
     assert_eq!(metrics.status(), 200);
+    // The alerts API is guarded by the same token.
+    assert_eq!(get_path(&app, "/qiflow/api/alerts").await.status(), 401);
+    let denied = app
+        .clone()
+        .oneshot(
+            Request::post("/qiflow/api/alerts/silences")
+                .body(Body::from(r#"{"matchers":{"a":"b"},"duration":"1h"}"#))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let alerts = app
+        .clone()
+        .oneshot(with_token("/qiflow/api/alerts"))
+        .await
+        .unwrap();
+    assert_eq!(alerts.status(), 200);
     let wrong = app
         .clone()
         .oneshot(
