@@ -346,10 +346,14 @@ fn failed_attempts_are_retried_and_delivered_once() {
 struct GateChannel {
     gate: Arc<tokio::sync::Semaphore>,
     inner: RecordingChannel,
+    /// Sends that reached the gate.
+    entered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AlertChannel for GateChannel {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             self.gate.acquire().await.unwrap().forget();
             self.inner.send(n).await
@@ -363,6 +367,7 @@ fn distinct_alerts_past_the_channel_queue_are_dropped_and_counted() {
     let gate = GateChannel {
         gate: Arc::new(tokio::sync::Semaphore::new(0)),
         inner: RecordingChannel::new(),
+        entered: Arc::default(),
     };
     // The receiver is stuck: the channel's queue fills at 1,000 (50 in flight, 950 waiting).
     let (observer, _guard) = Observer::builder(config(
@@ -485,4 +490,40 @@ fn a_panicking_channel_fails_its_notifications_and_keeps_running() {
             .contains("panicked")
     );
     assert_eq!(observer.alerts().dropped(), 2);
+}
+
+#[test]
+fn a_resolve_during_the_firing_send_still_reaches_the_channel() {
+    let clock = start();
+    let gate = GateChannel {
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        inner: RecordingChannel::new(),
+        entered: Arc::default(),
+    };
+    let (observer, _guard) = Observer::builder(config("[alerts]\ngroup_wait = \"0s\"\n"))
+        .install_global(false)
+        .clock(clock.clone())
+        .alert_channel("rec", gate.clone())
+        .build()
+        .unwrap();
+    let alert = disk("db-1");
+    let fp = alert.fingerprint_value();
+    observer.alert(alert);
+    // The firing notification is being sent (held at the gate) when the resolve arrives.
+    assert!(wait_until(WAIT, || gate
+        .entered
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1));
+    observer.alert(Alert::resolve(&fp));
+    assert!(wait_until(WAIT, || observer
+        .alerts()
+        .view()
+        .active
+        .is_empty()));
+    gate.gate.add_permits(2);
+    assert!(observer.flush(WAIT));
+    let sent = gate.inner.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].alerts[0].alert.status, AlertStatus::Firing);
+    assert_eq!(sent[1].alerts[0].alert.status, AlertStatus::Resolved);
 }

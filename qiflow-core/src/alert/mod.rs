@@ -125,7 +125,7 @@ impl Alerts {
             comment: comment.into(),
             created_by: "api".into(),
         };
-        self.router.add_silence(silence.clone());
+        self.router.add_silence(silence.clone())?;
         Ok(silence)
     }
 

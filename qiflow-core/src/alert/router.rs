@@ -24,6 +24,8 @@ const MAX_RECORDS: usize = 10_000;
 /// The most alerts waiting for one channel (grouping or a slow receiver); more are dropped and
 /// counted, so memory stays bounded whatever the receiver does.
 const MAX_PENDING: usize = 1_000;
+/// The most silences in force at once (so the API cannot grow memory without bound).
+const MAX_SILENCES: usize = 1_000;
 /// Notifications kept for `/qiflow/api/alerts`.
 const MAX_RECENT: usize = 100;
 /// How often a waiting dispatcher looks at the clock (group_wait runs on the clock seam).
@@ -129,6 +131,9 @@ struct Record {
     /// Channels whose queue holds it now (not persisted: a restart empties queues).
     #[serde(skip)]
     queued: Vec<String>,
+    /// Channels sending it now (they get the resolve too, should it come meanwhile).
+    #[serde(skip)]
+    sending: Vec<String>,
 }
 
 /// One sent (or failed) notification, for `/qiflow/api/alerts`.
@@ -375,6 +380,7 @@ impl Router {
             total: 0,
             notified: Vec::new(),
             queued: Vec::new(),
+            sending: Vec::new(),
         });
         if let Some(start) = record.alert.starts_at {
             alert.starts_at = Some(start);
@@ -456,7 +462,13 @@ impl Router {
                     .retain(|n| n.fingerprint != fp);
             }
         }
-        for name in &record.notified {
+        let mut told = record.notified.clone();
+        for name in &record.sending {
+            if !told.contains(name) {
+                told.push(name.clone());
+            }
+        }
+        for name in &told {
             if let Some(route) = self.routes.iter().find(|r| &r.name == name) {
                 let mut q = route.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 if q.group.len() + q.sending >= MAX_PENDING {
@@ -548,6 +560,7 @@ impl Router {
             for fp in &fps {
                 if let Some(r) = state.records.get_mut(fp) {
                     r.queued.retain(|q| q != &route.name);
+                    r.sending.push(route.name.clone());
                 }
             }
         }
@@ -633,6 +646,11 @@ impl Router {
             }
         }
         let mut state = self.state();
+        for notice in &n.alerts {
+            if let Some(r) = state.records.get_mut(&notice.fingerprint) {
+                r.sending.retain(|c| c != &route.name);
+            }
+        }
         if outcome == "sent" {
             for notice in &n.alerts {
                 if notice.alert.status == AlertStatus::Firing
@@ -781,9 +799,20 @@ impl Router {
             .collect()
     }
 
-    pub(crate) fn add_silence(&self, silence: Silence) {
-        self.state().silences.push(silence);
+    pub(crate) fn add_silence(&self, silence: Silence) -> Result<(), String> {
+        {
+            let now = self.clock.now();
+            let mut state = self.state();
+            state.silences.retain(|s| s.active(now));
+            if state.silences.len() >= MAX_SILENCES {
+                return Err(format!(
+                    "there are already {MAX_SILENCES} silences in force; remove some first"
+                ));
+            }
+            state.silences.push(silence);
+        }
         self.save();
+        Ok(())
     }
 
     pub(crate) fn remove_silence(&self, id: &str) -> bool {
