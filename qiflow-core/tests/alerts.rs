@@ -527,3 +527,29 @@ fn a_resolve_during_the_firing_send_still_reaches_the_channel() {
     assert_eq!(sent[0].alerts[0].alert.status, AlertStatus::Firing);
     assert_eq!(sent[1].alerts[0].alert.status, AlertStatus::Resolved);
 }
+
+#[test]
+fn an_alert_nobody_received_is_tried_again_on_its_next_occurrence() {
+    let clock = start();
+    let channel = RecordingChannel::failing_first(1);
+    let (observer, _guard) = build(
+        "[alerts]\ngroup_wait = \"0s\"\ncooldown = \"5m\"\nretry_deadline = \"1ms\"\n",
+        &clock,
+        &channel,
+    );
+    observer.alert(disk("db-1"));
+    assert!(observer.flush(WAIT));
+    assert!(channel.sent().is_empty());
+    assert_eq!(observer.alerts().view().recent[0].outcome, "failed");
+    // Within the cooldown, but the first notification reached nobody: this one goes out,
+    // counting both occurrences.
+    observer.alert(disk("db-1"));
+    assert!(observer.flush(WAIT));
+    let sent = channel.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].alerts[0].count, 2);
+    // Now it was received: the cooldown holds the next one back.
+    observer.alert(disk("db-1"));
+    assert!(observer.flush(WAIT));
+    assert_eq!(channel.sent().len(), 1);
+}

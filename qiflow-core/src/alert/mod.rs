@@ -11,7 +11,8 @@
 //!    [`Alert::resolve`]) is sent to every channel that was told it fired, and leaves the active
 //!    set. A **firing** alert is remembered by fingerprint; when it is **silenced** (a
 //!    [`Silence`] matches its labels) or the same fingerprint was notified less than
-//!    `[alerts] cooldown` ago, it is only counted. Otherwise it joins the group of every channel
+//!    `[alerts] cooldown` ago (and some channel received that notification), it is only
+//!    counted. Otherwise it joins the group of every channel
 //!    whose `min_level` it reaches and whose `matchers` match its labels.
 //! 3. A channel's group is sent as one [`Notification`] `group_wait` after its first alert (at
 //!    once when it holds 50). Repeats of an alert while it waits, and those held back by the

@@ -649,6 +649,17 @@ impl Router {
         for notice in &n.alerts {
             if let Some(r) = state.records.get_mut(&notice.fingerprint) {
                 r.sending.retain(|c| c != &route.name);
+                // Nobody was told: the next occurrence tries again (with this count), instead
+                // of the cooldown holding it back.
+                if outcome != "sent"
+                    && notice.alert.status == AlertStatus::Firing
+                    && r.notified.is_empty()
+                    && r.sending.is_empty()
+                    && r.queued.is_empty()
+                {
+                    r.last_notified = None;
+                    r.suppressed += notice.count;
+                }
             }
         }
         if outcome == "sent" {
