@@ -358,3 +358,36 @@ fn templates_with_unknown_fields_fail_the_config_check_naming_the_key() {
         "{text}"
     );
 }
+
+#[test]
+fn email_with_starttls_never_falls_back_to_plain_text() {
+    // The test server offers no STARTTLS: the mail must not go out in the clear.
+    let smtp = SmtpServer::start();
+    let (observer, _guard) = observer(&format!(
+        r#"[alerts]
+group_wait = "0s"
+retry_deadline = "1ms"
+[[alerts.channels]]
+kind = "email"
+name = "mail"
+smtp_host = "127.0.0.1"
+smtp_port = {}
+tls = "starttls"
+username = "alerts"
+password = "pw-never-sent"
+from = "alerts@example.com"
+to = ["oncall@example.com"]
+"#,
+        smtp.addr.port()
+    ));
+    observer.alert(alert());
+    assert!(observer.flush(WAIT));
+    assert!(smtp.mails().is_empty());
+    let recent = &observer.alerts().view().recent[0];
+    assert_eq!(recent.outcome, "failed");
+    let error = recent.error.as_deref().unwrap();
+    assert!(
+        error.contains("email: 127.0.0.1:") && !error.contains("pw-never-sent"),
+        "{error}"
+    );
+}
