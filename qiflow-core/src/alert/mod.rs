@@ -41,11 +41,13 @@ mod api;
 mod channel;
 pub mod channels;
 mod model;
+mod rate_limit;
 mod router;
 mod silence;
 pub mod template;
 #[cfg(feature = "test")]
 pub(crate) mod testing;
+mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,8 +56,8 @@ use std::time::SystemTime;
 pub use api::ApiResponse;
 pub use channel::{AlertChannel, LogChannel, NoopChannel, SendError};
 pub use model::{Alert, AlertLevel, AlertStatus, Notice, Notification, level_name};
-pub use router::{ActiveAlert, AlertsView, ChannelStatus, RecentAlert, RecentNotification};
 pub use silence::Silence;
+pub use view::{ActiveAlert, AlertsView, ChannelStatus, RecentAlert, RecentNotification};
 
 use crate::clock::Clock;
 use crate::config::Config;
