@@ -391,3 +391,33 @@ to = ["oncall@example.com"]
         "{error}"
     );
 }
+
+#[test]
+fn plain_text_smtp_to_a_remote_host_is_warned_about() {
+    let load = |host: &str| {
+        qiflow_core::config::Loader::new()
+            .toml_str(format!(
+                "[[alerts.channels]]\nkind = \"email\"\nname = \"mail\"\nsmtp_host = \"{host}\"\ntls = \"none\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n"
+            ))
+            .env(Vec::<(String, String)>::new())
+            .load()
+            .unwrap()
+    };
+    let remote = load("smtp.example.com");
+    let warning = remote
+        .warnings()
+        .iter()
+        .find(|w| w.path() == "alerts.channels.mail.tls")
+        .expect("a warning");
+    assert!(
+        warning.message().contains("plain text"),
+        "{}",
+        warning.message()
+    );
+    assert!(
+        load("127.0.0.1")
+            .warnings()
+            .iter()
+            .all(|w| w.path() != "alerts.channels.mail.tls")
+    );
+}

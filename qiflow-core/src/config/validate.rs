@@ -257,6 +257,18 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             for (j, addr) in ch.to.iter().enumerate() {
                 check_address(&format!("{base}.to.{j}"), addr, &mut bad);
             }
+            let host = ch.smtp_host.as_deref().unwrap_or_default();
+            let local = matches!(host, "localhost" | "::1") || host.starts_with("127.");
+            if ch.tls == super::SmtpTls::None && !local {
+                warnings.push(Problem::new(
+                    ProblemKind::Advice,
+                    &format!("{base}.tls"),
+                    format!(
+                        "is \"none\": mail{} goes to {host} in plain text; use \"starttls\" or \"tls\" unless the relay is on a trusted network",
+                        if ch.password.is_some() { " and the SMTP password" } else { "" }
+                    ),
+                ));
+            }
         }
         if ch.kind == ChannelKind::Sms && ch.to.is_empty() {
             bad(
