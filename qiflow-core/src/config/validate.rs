@@ -262,7 +262,7 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             if ch.tls == super::SmtpTls::None && !local {
                 warnings.push(Problem::new(
                     ProblemKind::Advice,
-                    &format!("{base}.tls"),
+                    format!("{base}.tls"),
                     format!(
                         "is \"none\": mail{} goes to {host} in plain text; use \"starttls\" or \"tls\" unless the relay is on a trusted network",
                         if ch.password.is_some() { " and the SMTP password" } else { "" }
