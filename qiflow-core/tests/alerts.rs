@@ -553,3 +553,25 @@ fn an_alert_nobody_received_is_tried_again_on_its_next_occurrence() {
     assert!(observer.flush(WAIT));
     assert_eq!(channel.sent().len(), 1);
 }
+
+#[test]
+fn the_state_file_is_written_soon_after_a_notification_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alerts.json");
+    let clock = start();
+    let channel = RecordingChannel::new();
+    let (observer, _guard) = build(
+        &format!(
+            "[alerts]\ngroup_wait = \"0s\"\nstate_file = {:?}\n",
+            state.display().to_string()
+        ),
+        &clock,
+        &channel,
+    );
+    assert!(!state.exists(), "nothing happened yet: no file");
+    observer.alert(disk("db-1"));
+    assert!(wait_until(WAIT, || {
+        std::fs::read_to_string(&state).is_ok_and(|text| text.contains("disk_full"))
+    }));
+    assert_eq!(channel.sent().len(), 1);
+}

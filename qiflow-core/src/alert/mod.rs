@@ -29,8 +29,9 @@
 //!    each attempt's duration is on
 //!    `qiflow_alert_send_duration_seconds{channel}`. A channel whose last notification failed
 //!    makes `/health/ready` degraded, naming it.
-//! 6. What was sent when, the cooldowns and the silences are written to `[alerts] state_file`,
-//!    so a restart within the cooldown does not page again. The guard's flush sends every group
+//! 6. What was sent when, the cooldowns and the silences are written to `[alerts] state_file`
+//!    (within a second of a change, at each flush and at shutdown), so a restart within the
+//!    cooldown does not page again. The guard's flush sends every group
 //!    at once and waits for it within its budget; what is still pending then is counted as
 //!    `outcome="abandoned"` and dropped.
 //!
@@ -299,6 +300,7 @@ pub(crate) fn start(
     for route in router.routes() {
         runtime.spawn(router.clone().dispatch(route.clone()));
     }
+    runtime.spawn(router.clone().run_saver());
     let pipeline = add_pipeline(
         PipelineOptions::new("alerts")
             .capacity(alerts.queue_capacity)

@@ -30,6 +30,8 @@ const MAX_PENDING: usize = 1_000;
 const MAX_SILENCES: usize = 1_000;
 /// Notifications kept for `/qiflow/api/alerts`.
 const MAX_RECENT: usize = 100;
+/// How often the state file is written at most (besides flush and shutdown).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How often a waiting dispatcher looks at the clock (group_wait runs on the clock seam).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -493,7 +495,8 @@ impl Router {
             q.sending = q.sending.saturating_sub(n);
         }
         self.settle(route, &notification, outcome, attempts, error);
-        self.save();
+        // The state file is written by `run_saver` (at most once a second), by flush and at
+        // shutdown: not once per notification.
     }
 
     fn settle(
@@ -776,6 +779,22 @@ impl Router {
                     }
                 })
                 .collect(),
+        }
+    }
+
+    /// Writes the state file once a second when it changed, off the async threads.
+    pub(crate) async fn run_saver(self: Arc<Self>) {
+        if self.settings.state_file.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.dirty.load(Ordering::Acquire) {
+                let router = self.clone();
+                let _ = tokio::task::spawn_blocking(move || router.save()).await;
+            }
         }
     }
 
