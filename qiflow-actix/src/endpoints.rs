@@ -114,11 +114,7 @@ fn endpoints(observer: Observer) -> impl FnOnce(&mut web::ServiceConfig) {
                     .app_data(data)
                     .route(web::get().to(ready)),
             );
-        config.service(
-            web::resource(format!("{}{{view}}", qiflow_core::API_PREFIX))
-                .app_data(web::Data::new(observer.clone()))
-                .route(web::get().to(api)),
-        );
+        config.service(api_scope(observer.clone()));
         if observer.config().metrics.enabled {
             config.service(metrics_resource(observer));
         }
@@ -131,17 +127,75 @@ async fn api(
     request: HttpRequest,
 ) -> HttpResponse {
     if !observer.authorized(authorization(&request)) {
-        return HttpResponse::Unauthorized()
-            .content_type("application/json")
-            .body(
-                "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}",
-            );
+        return api_unauthorized();
     }
     let query = Some(request.query_string()).filter(|q| !q.is_empty());
     let (status, body) = observer.api(&view, query);
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
         .content_type("application/json")
         .body(body)
+}
+
+/// A scope at `/qiflow/api` with the alerts API: `GET /qiflow/api/alerts` (active, recent and
+/// silenced alerts), `POST /qiflow/api/alerts/silences` and `DELETE
+/// /qiflow/api/alerts/silences/{id}`; all need `Authorization: Bearer <token>` when
+/// `[health] token` is set. [`configure`] registers it.
+pub fn api_scope(observer: Observer) -> Scope {
+    web::scope("/qiflow/api")
+        .app_data(web::Data::new(observer))
+        .route("/alerts", web::get().to(api_alerts))
+        .route("/alerts/silences", web::post().to(api_create_silence))
+        .route(
+            "/alerts/silences/{id}",
+            web::delete().to(api_delete_silence),
+        )
+        // The other views of `Observer::api` (`errors`, …), after the specific routes.
+        .route("/{view}", web::get().to(api))
+}
+
+fn api_response(answer: qiflow_core::alert::ApiResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if answer.body.is_empty() {
+        return HttpResponse::build(status).finish();
+    }
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(answer.body)
+}
+
+fn api_unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .content_type("application/json")
+        .body(r#"{"error":"/qiflow/api needs Authorization: Bearer <[health] token>"}"#)
+}
+
+async fn api_alerts(observer: web::Data<Observer>, request: HttpRequest) -> HttpResponse {
+    if !observer.authorized(authorization(&request)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_view())
+}
+
+async fn api_create_silence(
+    observer: web::Data<Observer>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if !observer.authorized(authorization(&request)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_create_silence(&body))
+}
+
+async fn api_delete_silence(
+    observer: web::Data<Observer>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if !observer.authorized(authorization(&request)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_delete_silence(&id))
 }
 
 /// The Prometheus text exposition of `observer`'s metrics, as a response.

@@ -739,3 +739,53 @@ async fn a_real_server_answers_a_panic_with_500_and_lives_on() {
         "{text}"
     );
 }
+
+#[actix_web::test]
+async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
+    let (observer, _guard) = observer();
+    let app = test::init_service(app(&observer)).await;
+    observer.alert(
+        qiflow_core::alert::Alert::new("disk_full", qiflow_core::alert::AlertLevel::Critical)
+            .label("host", "db-1"),
+    );
+    let o = observer.clone();
+    std::thread::spawn(move || o.flush(Duration::from_secs(10)))
+        .join()
+        .unwrap();
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/qiflow/api/alerts")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let view: serde_json::Value = test::read_body_json(response).await;
+    assert_eq!(view["active"][0]["alert"]["name"], "disk_full");
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/qiflow/api/alerts/silences")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(r#"{"matchers":{"host":"db-*"},"duration":"2h"}"#)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let silence: serde_json::Value = test::read_body_json(response).await;
+    let id = silence["id"].as_str().unwrap().to_owned();
+    let delete = |id: &str| {
+        test::TestRequest::delete()
+            .uri(&format!("/qiflow/api/alerts/silences/{id}"))
+            .to_request()
+    };
+    assert_eq!(
+        test::call_service(&app, delete(&id)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        test::call_service(&app, delete(&id)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -28,7 +28,7 @@ use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use qiflow_core::Observer;
 use qiflow_core::health::HealthReport;
 pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
@@ -44,8 +44,10 @@ pub fn layer(observer: Observer) -> ObserveLayer {
 
 /// A router with qiflow's endpoints, to merge into the application's router: `GET
 /// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`,
-/// `{health.path}/ready`, `{health.path}` (default `/health/…`), and the JSON views
-/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, …).
+/// `{health.path}/ready`, `{health.path}` (default `/health/…`), the JSON views
+/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, `alerts`, …), and the alert silences
+/// API: `POST /qiflow/api/alerts/silences`, `DELETE /qiflow/api/alerts/silences/{id}`
+/// (token-protected when `[health] token` is set).
 ///
 /// When `[metrics] listen` is set, the endpoints are served there instead (see
 /// [`serve_internal`]) and this router is empty.
@@ -93,6 +95,13 @@ fn endpoints(observer: Observer) -> Router {
     if observer.config().metrics.enabled {
         router = router.route(&observer.config().metrics.path, get(metrics));
     }
+    router = router
+        .route("/qiflow/api/alerts", get(api_alerts))
+        .route("/qiflow/api/alerts/silences", post(api_create_silence))
+        .route(
+            "/qiflow/api/alerts/silences/{id}",
+            delete(api_delete_silence),
+        );
     router
         .route(&format!("{}{{view}}", qiflow_core::API_PREFIX), get(api))
         .with_state(observer)
@@ -150,6 +159,57 @@ async fn metrics(State(observer): State<Observer>, headers: HeaderMap) -> Respon
         observer.render_metrics(),
     )
         .into_response()
+}
+
+fn api_response(answer: qiflow_core::alert::ApiResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if answer.body.is_empty() {
+        return status.into_response();
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+        .into_response()
+}
+
+fn api_unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"/qiflow/api needs Authorization: Bearer <[health] token>"}"#,
+    )
+        .into_response()
+}
+
+async fn api_alerts(State(observer): State<Observer>, headers: HeaderMap) -> Response {
+    if !observer.authorized(authorization(&headers)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_view())
+}
+
+async fn api_create_silence(
+    State(observer): State<Observer>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !observer.authorized(authorization(&headers)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_create_silence(&body))
+}
+
+async fn api_delete_silence(
+    State(observer): State<Observer>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if !observer.authorized(authorization(&headers)) {
+        return api_unauthorized();
+    }
+    api_response(observer.alerts().api_delete_silence(&id))
 }
 
 /// Turns a health report into a JSON response (503 when unhealthy); without `detailed`, the body

@@ -211,6 +211,24 @@ async fn a_health_token_hides_details_and_guards_metrics() {
     assert!(detailed.contains("\"checks\""), "{detailed}");
     let metrics = app.clone().oneshot(with_token("/metrics")).await.unwrap();
     assert_eq!(metrics.status(), 200);
+    // The alerts API is guarded by the same token.
+    assert_eq!(get_path(&app, "/qiflow/api/alerts").await.status(), 401);
+    let denied = app
+        .clone()
+        .oneshot(
+            Request::post("/qiflow/api/alerts/silences")
+                .body(Body::from(r#"{"matchers":{"a":"b"},"duration":"1h"}"#))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let alerts = app
+        .clone()
+        .oneshot(with_token("/qiflow/api/alerts"))
+        .await
+        .unwrap();
+    assert_eq!(alerts.status(), 200);
     let wrong = app
         .clone()
         .oneshot(
@@ -245,4 +263,64 @@ async fn endpoints_move_to_the_internal_listener() {
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("qiflow_build_info"), "{response}");
+}
+
+#[tokio::test]
+async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
+    let (observer, _guard) = observer();
+    let app = app(&observer);
+    observer.alert(
+        qiflow_core::alert::Alert::new("disk_full", qiflow_core::alert::AlertLevel::Critical)
+            .label("host", "db-1"),
+    );
+    let o = observer.clone();
+    tokio::task::spawn_blocking(move || o.flush(std::time::Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let response = get_path(&app, "/qiflow/api/alerts").await;
+    assert_eq!(response.status(), 200);
+    let view: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
+    assert_eq!(view["active"][0]["alert"]["name"], "disk_full");
+    assert_eq!(view["channels"][0]["name"], "log");
+
+    let create = |json: &'static str| {
+        Request::post("/qiflow/api/alerts/silences")
+            .header("content-type", "application/json")
+            .body(Body::from(json))
+            .unwrap()
+    };
+    let response = app
+        .clone()
+        .oneshot(create(
+            r#"{"matchers":{"host":"db-*"},"duration":"2h","comment":"swap"}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let silence: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
+    let id = silence["id"].as_str().unwrap().to_owned();
+    let view: serde_json::Value =
+        serde_json::from_str(&body(get_path(&app, "/qiflow/api/alerts").await).await).unwrap();
+    assert_eq!(view["silenced"][0]["comment"], "swap");
+
+    let response = app
+        .clone()
+        .oneshot(create(r#"{"matchers":{}}"#))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    let delete = |id: &str| {
+        Request::delete(format!("/qiflow/api/alerts/silences/{id}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        app.clone().oneshot(delete(&id)).await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        app.clone().oneshot(delete(&id)).await.unwrap().status(),
+        404
+    );
 }

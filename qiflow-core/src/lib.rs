@@ -43,11 +43,13 @@
 //! - [`logging`]: the JSON log layer, redaction, and the rotating file.
 //! - [`metrics`]: qiflow's Prometheus recorder and the HTTP server metrics.
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
+//! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
 //!
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
+pub mod alert;
 pub mod capture;
 pub mod clock;
 pub mod config;

@@ -18,6 +18,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::alert::testing::RecordingChannel;
 use crate::worker::{BoxFuture, Sink, SinkError};
 
 /// Records every item it is given; clones share the record.
@@ -174,9 +175,10 @@ impl crate::clock::Clock for ManualClock {
     }
 }
 
-/// A configuration for tests: logs go nowhere (no file, no stdout) and auditing is off, so a
-/// test writes no files into the working directory; `[metrics] global_labels` is off, so series
-/// read exactly as a test spells them (`http_server_requests_total{method="GET",…}`).
+/// A configuration for tests: logs go nowhere (no file, no stdout), auditing is off and the
+/// alert state stays in memory, so a test writes no files into the working directory;
+/// `[metrics] global_labels` is off, so series read exactly as a test spells them
+/// (`http_server_requests_total{method="GET",…}`).
 ///
 /// ```
 /// let config = qiflow_core::test::quiet_config();
@@ -188,5 +190,6 @@ pub fn quiet_config() -> crate::Config {
     config.logging.stdout = false;
     config.audit.enabled = false;
     config.metrics.global_labels = false;
+    config.alerts.state_file = std::path::PathBuf::new();
     config
 }

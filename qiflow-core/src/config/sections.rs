@@ -409,6 +409,39 @@ pub struct AlertsConfig {
     pub rate_limit: u32,
     /// The channels (`[[alerts.channels]]`). Defaults to none: alerts go to the log channel.
     pub channels: Vec<ChannelConfig>,
+    /// Where what was sent when, cooldowns and silences persist across restarts, so a redeploy
+    /// does not page again; `""` keeps them in memory only. Defaults to `"data/alerts.json"`.
+    pub state_file: PathBuf,
+    /// Alerts that may wait for the router; more are dropped and counted. Defaults to `1024`.
+    pub queue_capacity: usize,
+    /// First pause before retrying a failed send; doubled (with jitter) on each retry.
+    /// Defaults to `"1s"`.
+    #[serde(with = "units::duration")]
+    pub retry_initial: Duration,
+    /// The longest pause between two retries. Defaults to `"30s"`.
+    #[serde(with = "units::duration")]
+    pub retry_max: Duration,
+    /// A notification not delivered within this time of its first attempt is given up (counted
+    /// as `outcome="failed"`). Defaults to `"5m"`.
+    #[serde(with = "units::duration")]
+    pub retry_deadline: Duration,
+    /// Silences from the configuration (`[[alerts.silences]]`); more can be added at run time.
+    pub silences: Vec<SilenceConfig>,
+}
+
+/// One `[[alerts.silences]]` entry: alerts whose labels match every matcher are not sent until
+/// `expires`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SilenceConfig {
+    /// Label matchers: `name = "value"` matches exactly; a `*` in the value matches any run of
+    /// characters (`"db-*"`). The label `alertname` is the alert's name and `severity` its level.
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// When the silence ends, as an RFC 3339 time (`"2026-12-01T00:00:00Z"`). Required.
+    pub expires: String,
+    /// Why (shown by `/qiflow/api/alerts`).
+    pub comment: String,
 }
 
 impl Default for AlertsConfig {
@@ -419,6 +452,12 @@ impl Default for AlertsConfig {
             group_wait: Duration::from_secs(30),
             rate_limit: 100,
             channels: Vec::new(),
+            state_file: PathBuf::from("data/alerts.json"),
+            queue_capacity: 1024,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(300),
+            silences: Vec::new(),
         }
     }
 }
@@ -503,11 +542,20 @@ pub struct ChannelConfig {
     pub subject: Option<String>,
     /// Body template (email, SMS, webhook). Defaults to the built-in one.
     pub body: Option<String>,
-    /// Only alerts whose labels match all of these are sent here.
+    /// Only alerts whose labels match all of these are sent here (`*` in a value matches any
+    /// run of characters; `alertname` and `severity` are the alert's name and level).
     pub matchers: std::collections::BTreeMap<String, String>,
     /// Per-attempt timeout. Defaults to `"10s"`.
     #[serde(with = "units::duration")]
     pub timeout: Duration,
+    /// SMS text template (the `{{message}}` of the request `body`). Defaults to
+    /// `"[{{level}}] {{name}}: {{summary}}"`.
+    pub message: Option<String>,
+    /// The longest SMS text, in characters; longer ones are cut and end with `…`. Defaults to `160`.
+    pub max_length: usize,
+    /// Header carrying the webhook's HMAC-SHA256 signature (`sha256=<hex>`) when `secret` is set.
+    /// Defaults to `"X-Qiflow-Signature"`.
+    pub signature_header: String,
 }
 
 impl Default for ChannelConfig {
@@ -532,6 +580,9 @@ impl Default for ChannelConfig {
             body: None,
             matchers: Default::default(),
             timeout: Duration::from_secs(10),
+            message: None,
+            max_length: 160,
+            signature_header: "X-Qiflow-Signature".into(),
         }
     }
 }

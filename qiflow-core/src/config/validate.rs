@@ -174,6 +174,37 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "must be at least 1 notification per minute".into(),
         );
     }
+    if alerts.queue_capacity == 0 {
+        bad("alerts.queue_capacity", "must be at least 1".into());
+    }
+    if alerts.retry_initial.is_zero() || alerts.retry_initial > alerts.retry_max {
+        bad(
+            "alerts.retry_initial",
+            "must be greater than zero and at most alerts.retry_max".into(),
+        );
+    }
+    for (i, silence) in alerts.silences.iter().enumerate() {
+        let base = format!("alerts.silences.{i}");
+        if silence.matchers.is_empty() {
+            bad(
+                &format!("{base}.matchers"),
+                "needs at least one label matcher (a silence of everything would hide every alert)"
+                    .into(),
+            );
+        }
+        if let Err(e) = time::OffsetDateTime::parse(
+            &silence.expires,
+            &time::format_description::well_known::Rfc3339,
+        ) {
+            bad(
+                &format!("{base}.expires"),
+                format!(
+                    "{:?} is not an RFC 3339 time ({e}); write it like \"2026-12-01T00:00:00Z\"",
+                    silence.expires
+                ),
+            );
+        }
+    }
     let mut names = HashSet::new();
     for (i, ch) in alerts.channels.iter().enumerate() {
         let base = ch.key_path(i);
@@ -238,11 +269,62 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             for (j, addr) in ch.to.iter().enumerate() {
                 check_address(&format!("{base}.to.{j}"), addr, &mut bad);
             }
+            let host = ch.smtp_host.as_deref().unwrap_or_default();
+            let local = matches!(host, "localhost" | "::1") || host.starts_with("127.");
+            if ch.tls == super::SmtpTls::None && !local {
+                warnings.push(Problem::new(
+                    ProblemKind::Advice,
+                    format!("{base}.tls"),
+                    format!(
+                        "is \"none\": mail{} goes to {host} in plain text; use \"starttls\" or \"tls\" unless the relay is on a trusted network",
+                        if ch.password.is_some() { " and the SMTP password" } else { "" }
+                    ),
+                ));
+            }
         }
         if ch.kind == ChannelKind::Sms && ch.to.is_empty() {
             bad(
                 &format!("{base}.to"),
                 "needs at least one phone number".into(),
+            );
+        }
+        let sms = ch.kind == ChannelKind::Sms;
+        let extra: &[&str] = if sms {
+            &["to", "message", "token"]
+        } else {
+            &[]
+        };
+        for (key, template) in [
+            ("subject", ch.subject.as_deref()),
+            ("body", ch.body.as_deref()),
+            ("message", ch.message.as_deref()),
+        ] {
+            let fields = if key == "message" { &[][..] } else { extra };
+            if let Some(Err(why)) =
+                template.map(|t| crate::alert::template::Template::parse(t, fields))
+            {
+                bad(&format!("{base}.{key}"), why);
+            }
+        }
+        if ch.kind == ChannelKind::Sms && ch.max_length == 0 {
+            bad(
+                &format!("{base}.max_length"),
+                "must be at least 1 character".into(),
+            );
+        }
+        if ch.kind == ChannelKind::Webhook
+            && (ch.signature_header.is_empty()
+                || !ch
+                    .signature_header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            bad(
+                &format!("{base}.signature_header"),
+                format!(
+                    "{:?} is not a usable header name; use letters, digits and '-'",
+                    ch.signature_header
+                ),
             );
         }
         if ch.timeout.is_zero() {

@@ -15,6 +15,8 @@
 //!
 //! With `[metrics] global_labels` on (the default), every series also carries `service`,
 //! `environment` and `version` from `[service]`.
+//! - `qiflow_alerts_sent_total{channel,outcome}`, `qiflow_alert_send_duration_seconds{channel}`
+//!   (histogram), `qiflow_alerts_queue_depth` (see [`crate::alert`])
 //!
 //! `route` is the route template, never the raw path: requests that matched no route are
 //! `route="unmatched"`, and past `[metrics] max_routes` distinct templates new ones fold into
@@ -32,6 +34,11 @@ use crate::config::Config;
 pub const UNMATCHED: &str = "unmatched";
 /// The route label of routes past `[metrics] max_routes`.
 pub const OTHER: &str = "other";
+
+/// Buckets of `qiflow_alert_send_duration_seconds`: from a local log line to a slow SMTP relay.
+const ALERT_SEND_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
@@ -228,6 +235,13 @@ impl Metrics {
                 &m.buckets,
             )
             .map_err(|e| format!("metrics.buckets: {e}"))?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "qiflow_alert_send_duration_seconds".into(),
+                ),
+                ALERT_SEND_BUCKETS,
+            )
+            .map_err(|e| format!("alert send buckets: {e}"))?
             .build_recorder();
         let handle = recorder.handle();
         let this = Self {
@@ -271,7 +285,7 @@ impl Metrics {
             d(
                 "qiflow_alerts_sent_total",
                 None,
-                "Alert notifications by channel and outcome.",
+                "Alerts by channel and outcome (sent, failed, rate_limited, queue_full, abandoned).",
             ),
             d(
                 "qiflow_audit_records_total",
@@ -301,6 +315,16 @@ impl Metrics {
             "http_server_request_duration_seconds".into(),
             Some(Unit::Seconds),
             "Time from the request's arrival to its response head, by method, route template and status code.".into(),
+        );
+        r.describe_histogram(
+            "qiflow_alert_send_duration_seconds".into(),
+            Some(Unit::Seconds),
+            "Duration of each alert delivery attempt, by channel.".into(),
+        );
+        r.describe_gauge(
+            "qiflow_alerts_queue_depth".into(),
+            None,
+            "Alerts waiting: queued for the router, grouped, or being sent.".into(),
         );
         r.describe_gauge(
             "http_server_active_requests".into(),

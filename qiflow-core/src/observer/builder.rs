@@ -6,6 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::{Guard, Inner, Observer};
+use crate::alert::AlertChannel;
 use crate::capture::{
     CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, Reporter, SentryOptions,
     SentryReporter,
@@ -34,6 +35,7 @@ pub struct ObserverBuilder {
     clock: Arc<dyn Clock>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     reporters: Vec<Arc<dyn Reporter>>,
+    alert_channels: Vec<(String, Arc<dyn AlertChannel>)>,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -58,6 +60,7 @@ impl ObserverBuilder {
             clock: Arc::new(SystemClock),
             health_checks: Vec::new(),
             reporters: Vec::new(),
+            alert_channels: Vec::new(),
         }
     }
 
@@ -65,6 +68,14 @@ impl ObserverBuilder {
     /// Sentry, when `[errors] sentry_dsn` is set).
     pub fn reporter(mut self, reporter: impl Reporter) -> Self {
         self.reporters.push(Arc::new(reporter));
+        self
+    }
+
+    /// Adds an alert channel of your own named `name` (the `channel` label of its metrics), next
+    /// to those of `[[alerts.channels]]`, with `[alerts] min_level` and no label matchers. When
+    /// neither is given, alerts go to the log channel.
+    pub fn alert_channel(mut self, name: impl Into<String>, channel: impl AlertChannel) -> Self {
+        self.alert_channels.push((name.into(), Arc::new(channel)));
         self
     }
 
@@ -215,6 +226,22 @@ impl ObserverBuilder {
             metrics: metrics.clone(),
         });
         let capture_layer = CaptureLayer::new(capturer.clone());
+        let alerts = crate::alert::start(
+            &self.config,
+            self.clock.clone(),
+            metrics.clone(),
+            self.alert_channels,
+            |options, sink| worker.add(options, sink),
+            worker.handle(),
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Config,
+            message,
+        })?;
+        {
+            let alerts = alerts.clone();
+            worker.on_shutdown(Box::new(move || alerts.abandon()));
+        }
 
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
@@ -244,6 +271,7 @@ impl ObserverBuilder {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
         let mut health_checks = self.health_checks;
+        health_checks.push(("alerts".into(), Arc::new(alerts.health_check())));
         if !self.config.logging.dir.as_os_str().is_empty() {
             let dir = self.config.logging.dir.clone();
             health_checks.push((
@@ -265,6 +293,7 @@ impl ObserverBuilder {
                 health_checks,
                 capturer,
                 error_store,
+                alerts,
             }),
         };
         if self.install_global {

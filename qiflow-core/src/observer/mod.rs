@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub use builder::{InitError, InitErrorKind, ObserverBuilder};
 pub use guard::Guard;
 
+use crate::alert::{Alert, Alerts};
 use crate::capture::{
     CaptureLayer, Capturer, ErrorDetail, ErrorKind, ErrorReport, ErrorStore, Severity,
 };
@@ -23,7 +24,7 @@ use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
 pub const API_PREFIX: &str = "/qiflow/api/";
 
 /// The views [`Observer::api`] serves.
-pub const API_VIEWS: &[&str] = &["errors"];
+pub const API_VIEWS: &[&str] = &["errors", "alerts"];
 
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
 ///
@@ -42,6 +43,7 @@ struct Inner {
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
     error_store: Arc<ErrorStore>,
+    alerts: Alerts,
 }
 
 impl std::fmt::Debug for Observer {
@@ -131,6 +133,32 @@ impl Observer {
         self.inner.worker.add(options, sink)
     }
 
+    /// Raises an alert: queued for the router on qiflow's runtime, never blocking the caller
+    /// (see [`crate::alert`] for what happens next). When the queue is full or the observer is
+    /// shut down, the alert is dropped and counted on `qiflow_dropped_total{pipeline="alerts"}`.
+    ///
+    /// ```
+    /// use qiflow_core::alert::{Alert, AlertLevel};
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// observer.alert(
+    ///     Alert::new("payment_provider_down", AlertLevel::Critical)
+    ///         .summary("stripe answers 503")
+    ///         .label("provider", "stripe"),
+    /// );
+    /// ```
+    pub fn alert(&self, alert: Alert) {
+        let _ = self.inner.alerts.raise(alert);
+    }
+
+    /// The alert subsystem: active alerts, silences, drops.
+    pub fn alerts(&self) -> &Alerts {
+        &self.inner.alerts
+    }
+
     /// Counters of every pipeline, in registration order.
     pub fn stats(&self) -> Vec<PipelineStats> {
         self.inner.worker.stats()
@@ -178,11 +206,28 @@ impl Observer {
                     )
                     .absolute(stats.dropped_for(reason));
             }
+            if stats.name == "alerts" {
+                // The alert router's own drops (`reason="channel"`): rate-limited, a channel's queue
+                // full, a send that failed for good, or pending at shutdown.
+                metrics
+                    .counter(
+                        "qiflow_dropped_total",
+                        vec![
+                            metrics::Label::new("pipeline", stats.name),
+                            metrics::Label::new("reason", "channel"),
+                        ],
+                    )
+                    .absolute(self.inner.alerts.router_dropped());
+            }
         }
+        metrics
+            .gauge("qiflow_alerts_queue_depth", Vec::new())
+            .set(self.inner.alerts.queued() as f64);
         metrics.render()
     }
 
-    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths), which the
+    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths,
+    /// `/qiflow/api/*`), which the
     /// middleware does not observe, so scrapes and probes do not skew the request figures.
     pub fn is_internal_path(&self, path: &str) -> bool {
         let config = self.config();
@@ -196,13 +241,17 @@ impl Observer {
 
     /// The JSON views of qiflow's local stores, served by the adapters at
     /// `/qiflow/api/<view>` (token-protected like the health details when `[health] token` is
-    /// set): `errors` ([`ErrorStore::to_json`]). `query` is the request's query string, for
+    /// set): `errors` ([`ErrorStore::to_json`]), `alerts` (active, recent and silenced alerts). `query` is the request's query string, for
     /// views that take parameters. Returns the HTTP status and the JSON body; an unknown view is
     /// a 404 that lists the known ones.
     pub fn api(&self, view: &str, query: Option<&str>) -> (u16, String) {
         let _ = query;
         match view {
             "errors" => (200, self.error_store().to_json()),
+            "alerts" => {
+                let answer = self.alerts().api_view();
+                (answer.status, answer.body)
+            }
             _ => (
                 404,
                 format!(

@@ -24,6 +24,7 @@ pub(crate) struct Worker {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pipelines: Mutex<Vec<Arc<dyn Controlled>>>,
+    on_shutdown: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Worker {
@@ -38,6 +39,7 @@ impl Worker {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             pipelines: Mutex::new(Vec::new()),
+            on_shutdown: Mutex::new(Vec::new()),
         })
     }
 
@@ -45,14 +47,15 @@ impl Worker {
         &self.handle
     }
 
-    /// The pipelines in flush order: registration order, `flush_last` ones at the end.
+    /// The pipelines in flush order: registration order, then the alerts, then the `flush_last`
+    /// ones (the logs).
     fn pipelines(&self) -> Vec<Arc<dyn Controlled>> {
         let mut all = self
             .pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        all.sort_by_key(|p| p.flush_last());
+        all.sort_by_key(|p| p.flush_rank());
         all
     }
 
@@ -77,6 +80,15 @@ impl Worker {
             .unwrap_or_else(PoisonError::into_inner)
             .push(controlled);
         producer
+    }
+
+    /// Runs `hook` at shutdown, after every pipeline was abandoned (to count what a sink still
+    /// held beyond its pipeline, like the alert router's groups).
+    pub(crate) fn on_shutdown(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     pub(crate) fn stats(&self) -> Vec<PipelineStats> {
@@ -122,6 +134,14 @@ impl Worker {
         let pipelines = self.pipelines();
         for p in &pipelines {
             p.abandon();
+        }
+        for hook in self
+            .on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            hook();
         }
         if let Some(runtime) = self
             .runtime

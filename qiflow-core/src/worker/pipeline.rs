@@ -27,6 +27,7 @@ pub struct PipelineOptions {
     pub(crate) linger: Duration,
     pub(crate) report_errors: bool,
     pub(crate) flush_last: bool,
+    pub(crate) flush_late: bool,
 }
 
 impl PipelineOptions {
@@ -43,6 +44,7 @@ impl PipelineOptions {
             linger: Duration::ZERO,
             report_errors: true,
             flush_last: false,
+            flush_late: false,
         }
     }
 
@@ -80,8 +82,17 @@ impl PipelineOptions {
 
     /// Flush this pipeline after all others (the log pipeline, so it takes what their flushes
     /// report). Defaults to `false`: pipelines flush in registration order.
+    ///
+    /// (Inside qiflow, the alerts pipeline flushes after the others and before the logs, so
+    /// alerts raised by the other pipelines' flushes are still sent.)
     pub fn flush_last(mut self, last: bool) -> Self {
         self.flush_last = last;
+        self
+    }
+
+    /// Flush after the pipelines of the host and before the `flush_last` ones (the alerts).
+    pub(crate) fn flush_late(mut self) -> Self {
+        self.flush_late = true;
         self
     }
 }
@@ -365,7 +376,8 @@ pub(crate) enum Control {
 /// The guard's and the observer's handle on a running pipeline, whatever its item type.
 pub(crate) trait Controlled: Send + Sync {
     fn name(&self) -> &'static str;
-    fn flush_last(&self) -> bool;
+    /// 0: registration order; 1: after those (alerts); 2: last (logs).
+    fn flush_rank(&self) -> u8;
     /// Asks the worker to drain the queue and flush the sink; `ack` is sent when done.
     fn request_flush(&self, ack: mpsc::Sender<()>) -> bool;
     /// Gives up on the pipeline: no more submissions, everything queued or in flight is counted
@@ -378,7 +390,7 @@ pub(crate) trait Controlled: Send + Sync {
 
 pub(crate) struct Controller<T> {
     shared: Arc<Shared>,
-    flush_last: bool,
+    flush_rank: u8,
     rx: flume::Receiver<T>,
     control: flume::Sender<Control>,
 }
@@ -388,8 +400,8 @@ impl<T: Send + 'static> Controlled for Controller<T> {
         self.shared.name
     }
 
-    fn flush_last(&self) -> bool {
-        self.flush_last
+    fn flush_rank(&self) -> u8 {
+        self.flush_rank
     }
 
     fn request_flush(&self, ack: mpsc::Sender<()>) -> bool {
@@ -456,7 +468,11 @@ where
     };
     let controlled: Arc<dyn Controlled> = Arc::new(Controller {
         shared: shared.clone(),
-        flush_last: options.flush_last,
+        flush_rank: if options.flush_last {
+            2
+        } else {
+            u8::from(options.flush_late)
+        },
         rx: rx.clone(),
         control: control_tx,
     });

@@ -1,0 +1,162 @@
+//! `kind = "webhook"`: the notification as JSON, optionally signed with HMAC-SHA256.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::Render;
+use super::http::{host_of, send};
+use crate::alert::model::{Notification, level_name, rfc3339};
+use crate::alert::{AlertChannel, SendError};
+use crate::config::{ChannelConfig, Config};
+use crate::worker::BoxFuture;
+
+/// POSTs every alert field as JSON to a URL.
+///
+/// The body is `{"version":"1","status","channel","service","environment","alerts":[{"name",
+/// "level","status","summary","description","labels","source","fingerprint","count",
+/// "starts_at","ends_at"}]}`, or the channel's `body` template when set. With a `secret`, the
+/// header `signature_header` (default `X-Qiflow-Signature`) carries `sha256=<hex>`, the
+/// HMAC-SHA256 of the exact body bytes keyed by the secret (see [`webhook_signature`]).
+#[derive(Debug)]
+pub struct WebhookChannel {
+    url: String,
+    host: String,
+    secret: Option<String>,
+    signature_header: String,
+    headers: BTreeMap<String, String>,
+    render: Option<Render>,
+    client: reqwest::Client,
+    name: String,
+}
+
+impl WebhookChannel {
+    pub(super) fn from_config(
+        config: &Config,
+        ch: &ChannelConfig,
+        name: &str,
+        base: &str,
+        url: String,
+        client: reqwest::Client,
+    ) -> Result<Self, String> {
+        let render = match &ch.body {
+            Some(_) => Some(Render::new(config, ch, name, base, "")?),
+            None => None,
+        };
+        for (k, v) in &ch.headers {
+            check_header(base, k, v)?;
+        }
+        Ok(Self {
+            host: host_of(&url),
+            url,
+            secret: ch.secret.as_ref().map(|s| s.expose().to_owned()),
+            signature_header: ch.signature_header.clone(),
+            headers: ch.headers.clone(),
+            render,
+            client,
+            name: name.to_owned(),
+        })
+    }
+
+    fn body(&self, n: &Notification) -> String {
+        if let Some(render) = &self.render {
+            return render.body(n, "\n");
+        }
+        json_body(n).to_string()
+    }
+}
+
+/// The default webhook body.
+pub(crate) fn json_body(n: &Notification) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = n
+        .alerts
+        .iter()
+        .map(|notice| {
+            let a = &notice.alert;
+            serde_json::json!({
+                "name": a.name,
+                "level": level_name(a.level),
+                "status": a.status.as_str(),
+                "summary": a.summary,
+                "description": a.description,
+                "labels": a.labels,
+                "source": a.source,
+                "fingerprint": notice.fingerprint,
+                "count": notice.count,
+                "starts_at": a.starts_at.map(rfc3339),
+                "ends_at": a.ends_at.map(rfc3339),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "1",
+        "status": n.status().as_str(),
+        "channel": n.channel,
+        "service": n.service,
+        "environment": n.environment,
+        "alerts": alerts,
+    })
+}
+
+/// `sha256=<lowercase hex>` of the HMAC-SHA256 of `body` keyed by `secret`: what a receiver
+/// recomputes to check a webhook.
+///
+/// ```
+/// let sig = qiflow_core::alert::channels::webhook_signature("key", b"{}");
+/// assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+/// ```
+pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
+    let mut out = String::from("sha256=");
+    for b in hmac_sha256(secret.as_bytes(), body) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// HMAC-SHA256 of `message` keyed by `key`.
+pub(super) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+pub(super) fn check_header(base: &str, key: &str, value: &str) -> Result<(), String> {
+    if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
+        return Err(format!(
+            "{base}.headers: {key:?} is not a valid header name"
+        ));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(format!(
+            "{base}.headers.{key}: a header value cannot contain a line break"
+        ));
+    }
+    Ok(())
+}
+
+impl AlertChannel for WebhookChannel {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let body = self.body(n);
+            let mut request = self
+                .client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            for (k, v) in &self.headers {
+                request = request.header(k, v);
+            }
+            if let Some(secret) = &self.secret {
+                request = request.header(
+                    self.signature_header.as_str(),
+                    webhook_signature(secret, body.as_bytes()),
+                );
+            }
+            send(request.body(body), &self.name, &self.host).await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! Tier 2: alerts through a real SMTP server (Debian's python3-aiosmtpd) and a real Alertmanager
+//! (Debian's prometheus-alertmanager), both started on loopback by `.ci/tier2-alerts.sh`, which
+//! runs these tests with `--ignored` and the servers' addresses in the environment:
+//!
+//! - `QIFLOW_TIER2_SMTP`: `127.0.0.1:PORT` of `python3 -m aiosmtpd -c aiosmtpd.handlers.Mailbox DIR`
+//! - `QIFLOW_TIER2_MAILDIR`: that maildir
+//! - `QIFLOW_TIER2_ALERTMANAGER`: `http://127.0.0.1:PORT` of `prometheus-alertmanager`
+//!
+//! Run by hand without them, they fail saying how to get the servers.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use qiflow_core::Observer;
+use qiflow_core::alert::{Alert, AlertLevel};
+use support::{config, wait_until};
+
+const HOW: &str = "run `bash .ci/tier2-alerts.sh`, which starts aiosmtpd and Alertmanager \
+    (apt-get update && apt-get install -y python3-aiosmtpd prometheus-alertmanager)";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW}"))
+}
+
+#[test]
+#[ignore = "tier 2: needs aiosmtpd; run by .ci/tier2-alerts.sh"]
+fn email_reaches_a_real_smtp_server() {
+    let smtp = env("QIFLOW_TIER2_SMTP");
+    let maildir = std::path::PathBuf::from(env("QIFLOW_TIER2_MAILDIR"));
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let (observer, guard) = Observer::builder(config(&format!(
+        r#"[alerts]
+group_wait = "0s"
+[[alerts.channels]]
+kind = "email"
+smtp_host = "{host}"
+smtp_port = {port}
+tls = "none"
+from = "qiflow <alerts@example.com>"
+to = ["oncall@example.com", "lead@example.com"]
+"#
+    )))
+    .install_global(false)
+    .build()
+    .unwrap();
+    let marker = format!("tier2-{}", std::process::id());
+    observer.alert(
+        Alert::new("disk_full", AlertLevel::Critical)
+            .summary(format!("{marker}\r\nBcc: victim@example.net"))
+            .description("the /var volume is 97% full"),
+    );
+    assert!(observer.flush(Duration::from_secs(20)));
+    let recent = &observer.alerts().view().recent[0];
+    assert_eq!(recent.outcome, "sent", "{recent:?}");
+    drop(guard);
+    let mut found = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+                return false;
+            };
+            for entry in entries.flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if text.contains(&marker) {
+                    found = Some(text);
+                    return true;
+                }
+            }
+            false
+        }),
+        "no mail containing {marker} in {}",
+        maildir.display()
+    );
+    let text = found.unwrap();
+    let head = text.split("\n\n").next().unwrap().replace("\n ", " ");
+    assert!(
+        head.lines().all(|l| !l.starts_with("Bcc:")),
+        "header injected: {head}"
+    );
+    assert!(
+        head.contains("To: oncall@example.com, lead@example.com"),
+        "{head}"
+    );
+    assert!(text.contains("the /var volume is 97% full"), "{text}");
+}
+
+#[test]
+#[ignore = "tier 2: needs Alertmanager; run by .ci/tier2-alerts.sh"]
+fn alertmanager_shows_the_alert_and_its_resolve() {
+    let base = env("QIFLOW_TIER2_ALERTMANAGER");
+    let (observer, _guard) = Observer::builder(config(&format!(
+        "[alerts]\ngroup_wait = \"0s\"\n[[alerts.channels]]\nkind = \"alertmanager\"\nurl = \"{base}\"\n"
+    )))
+    .install_global(false)
+    .build()
+    .unwrap();
+    let name = format!("qiflow_tier2_{}", std::process::id());
+    let alert = Alert::new(&name, AlertLevel::Error)
+        .summary("checkout 5xx above 5%")
+        .label("route", "/orders");
+    let fp = alert.fingerprint_value();
+    observer.alert(alert);
+    assert!(observer.flush(Duration::from_secs(20)));
+    assert_eq!(observer.alerts().view().recent[0].outcome, "sent");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let list = || -> Vec<serde_json::Value> {
+        runtime.block_on(async {
+            let text = client
+                .get(format!("{base}/api/v2/alerts"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+        })
+    };
+    let mine = |alerts: &[serde_json::Value]| {
+        alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name.as_str())
+            .cloned()
+    };
+    let got = mine(&list()).unwrap_or_else(|| panic!("{name} not in Alertmanager"));
+    assert_eq!(got["labels"]["severity"], "error");
+    assert_eq!(got["labels"]["route"], "/orders");
+    assert_eq!(got["labels"]["service"], "checkout");
+    assert_eq!(got["annotations"]["summary"], "checkout 5xx above 5%");
+    assert_eq!(got["status"]["state"], "active");
+
+    observer.alert(Alert::resolve(&fp));
+    assert!(observer.flush(Duration::from_secs(20)));
+    assert!(
+        wait_until(Duration::from_secs(10), || mine(&list()).is_none()),
+        "the resolve did not end {name} in Alertmanager"
+    );
+}
