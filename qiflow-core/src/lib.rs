@@ -40,12 +40,15 @@
 //! - [`health`]: the health report of the `/health/*` endpoints.
 //! - [`logging`]: the JSON log layer, redaction, and the rotating file.
 //! - [`metrics`]: qiflow's Prometheus recorder and the HTTP server metrics.
+//! - [`audit`]: the tamper-evident audit trail ([`Observer::audit`], the file and PostgreSQL
+//!   sinks, [`audit::verify_dir`]).
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
 //! - `test` (feature `test`): test doubles.
 //!
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod health;

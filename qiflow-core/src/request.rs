@@ -15,6 +15,9 @@ pub struct RequestInfo {
     pub request_id: Option<String>,
     /// The `user-agent` header, when present.
     pub user_agent: Option<String>,
+    /// The actor of an automatically audited request, resolved by the adapter (see
+    /// [`Observer::auto_audit`](crate::Observer::auto_audit)).
+    pub actor: Option<String>,
 }
 
 impl RequestInfo {
@@ -26,7 +29,15 @@ impl RequestInfo {
             route: None,
             request_id: None,
             user_agent: None,
+            actor: None,
         }
+    }
+
+    /// Sets the actor (for automatic auditing).
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 
     /// Sets the matched route template.
@@ -113,6 +124,7 @@ pub struct InFlight {
     start: std::time::Instant,
     span: tracing::Span,
     active: Option<metrics::Gauge>,
+    audit: Option<Box<crate::audit::PendingAudit>>,
     done: bool,
 }
 
@@ -131,6 +143,7 @@ impl InFlight {
         let metrics = observer.metrics();
         let method = crate::metrics::method_label(&info.method);
         let route = metrics.route_label(info.route.as_deref());
+        let audit = crate::audit::PendingAudit::begin(observer, &info);
         let request_id = info
             .request_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -163,6 +176,7 @@ impl InFlight {
             start: std::time::Instant::now(),
             span,
             active,
+            audit,
             done: false,
         }
     }
@@ -191,6 +205,9 @@ impl InFlight {
         let metrics = self.observer.metrics();
         if let Some(g) = self.active.take() {
             g.decrement(1.0);
+        }
+        if let Some(audit) = self.audit.take() {
+            audit.finish(&self.observer, outcome.status, &self.request_id);
         }
         if metrics.enabled() {
             let status = status_label(outcome.status);

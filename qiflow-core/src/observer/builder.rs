@@ -29,6 +29,7 @@ pub struct ObserverBuilder {
     install_global: bool,
     clock: Arc<dyn Clock>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
+    audit: crate::audit::AuditOptions,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -52,7 +53,54 @@ impl ObserverBuilder {
             install_global: true,
             clock: Arc::new(SystemClock),
             health_checks: Vec::new(),
+            audit: crate::audit::AuditOptions::default(),
         }
+    }
+
+    /// Stores audit records in `sink` instead of the one `[audit] sink` names; `store` answers
+    /// [`Observer::audit_query`] (none: queries fail). Defaults to the configured sink.
+    pub fn audit_sink(
+        mut self,
+        sink: impl crate::audit::AuditSink,
+        store: Option<Arc<dyn crate::audit::AuditStore>>,
+    ) -> Self {
+        self.audit.sink = Some((Box::new(sink), store));
+        self
+    }
+
+    /// Called whenever audit records are lost (queue full past `[audit] block_timeout`, the
+    /// sink failing past its retries, the pipeline shut down), after they are counted and
+    /// logged: the place to raise a critical alert. Defaults to none.
+    pub fn on_audit_loss(
+        mut self,
+        hook: impl Fn(&crate::audit::AuditLoss) + Send + Sync + 'static,
+    ) -> Self {
+        self.audit.on_loss = Some(Arc::new(hook));
+        self
+    }
+
+    /// Resolves the actor of automatically audited requests (`[audit] routes`) from the request
+    /// headers, instead of `[audit] actor_header`. The closure gets a header lookup.
+    ///
+    /// ```
+    /// # let config = qiflow_core::test::quiet_config();
+    /// let builder = qiflow_core::Observer::builder(config).audit_actor(|header| {
+    ///     header("x-forwarded-user").or_else(|| header("x-user"))
+    /// });
+    /// ```
+    pub fn audit_actor(
+        mut self,
+        actor: impl Fn(&dyn Fn(&str) -> Option<String>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.audit.actor = Some(Arc::new(actor));
+        self
+    }
+
+    /// The keyring that encrypts audit records at rest (`[audit] encrypt = true`). Defaults to
+    /// the one of `QIFLOW_MASTER_KEY` / `QIFLOW_MASTER_KEY_FILE`.
+    pub fn audit_keyring(mut self, keyring: Arc<crate::secret::Keyring>) -> Self {
+        self.audit.keyring = Some(keyring);
+        self
     }
 
     /// Adds a readiness check named `name` (see [`crate::health`]). The built-in ones (log
@@ -157,6 +205,17 @@ impl ObserverBuilder {
             });
         }
 
+        let auditor = crate::audit::start(
+            &self.config,
+            &worker,
+            &metrics,
+            self.clock.clone(),
+            self.audit,
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Audit,
+            message,
+        })?;
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
@@ -203,6 +262,7 @@ impl ObserverBuilder {
                 log_layer,
                 metrics,
                 health_checks,
+                auditor,
             }),
         };
         Ok((observer, guard))
@@ -219,6 +279,8 @@ pub enum InitErrorKind {
     Config,
     /// Another global tracing subscriber or `log` logger is already installed.
     GlobalAlreadySet,
+    /// The audit trail cannot be opened (its directory, its last segment, the keyring).
+    Audit,
 }
 
 /// `init` or [`ObserverBuilder::build`] failed.
