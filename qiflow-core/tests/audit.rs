@@ -491,3 +491,193 @@ fn auto_audit_rules_and_outcomes() {
         ]
     );
 }
+
+fn qiflow(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qiflow"))
+        .args(args)
+        .env_remove("QIFLOW_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn cli_verify_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    write_trail(dir.path(), 42, 10, keyed);
+    let config = dir.path().join("qiflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ndir = {:?}\nsigning_key = {:?}\n",
+            dir.path().display().to_string(),
+            std::str::from_utf8(KEY).unwrap()
+        ),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let c = config.to_str().unwrap();
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ok: ") && text.contains("42 records"),
+        "{text}"
+    );
+    // Without the key: ok, with a warning that signatures were not checked.
+    let (code, text) = qiflow(&["audit", "verify", d]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("not checked"), "{text}");
+    // The directory from the config.
+    let (code, _) = qiflow(&["audit", "verify", "--config", c]);
+    assert_eq!(code, 0);
+
+    // An open tail fails unless allowed.
+    let seg = &segments(dir.path())[0];
+    let mut l = lines(seg);
+    l.pop();
+    put_lines(seg, &l);
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("open tail"), "{text}");
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c, "--allow-open-tail"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("41 records") || text.contains("42 records"),
+        "{text}"
+    );
+
+    // A changed record is named.
+    l[7] = l[7].replace("user", "resu");
+    let seq = seq_of(&l[7]);
+    put_lines(seg, &l);
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c, "--allow-open-tail"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(":8: record seq {seq}: hash does not match")),
+        "{text}"
+    );
+
+    let (code, text) = qiflow(&["audit", "verify", "/nonexistent/trail"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot list"), "{text}");
+}
+
+/// The child of `sigkill_during_batched_writes`: writes records from 4 threads until killed,
+/// printing `acked <i>` once each is durably stored.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("QIFLOW_AUDIT_CRASH_DIR") else {
+        return; // only runs as the child
+    };
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.into();
+    config.audit.batch_size = 50;
+    config.audit.flush_interval = Duration::from_millis(2);
+    config.audit.digest_every = 170;
+    config.audit.signing_key = Some(qiflow_core::secret::Secret::new(
+        String::from_utf8(KEY.to_vec()).unwrap(),
+    ));
+    let (observer, _guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let base: u64 = std::env::var("QIFLOW_AUDIT_CRASH_BASE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next = Arc::new(AtomicU64::new(base));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let observer = observer.clone();
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    rt.block_on(observer.audit_durable(event(i))).unwrap();
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "acked {i}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+#[test]
+fn sigkill_during_batched_writes_loses_no_acknowledged_record() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut open_tails = 0;
+    for round in 0..3u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("QIFLOW_AUDIT_CRASH_DIR", dir.path())
+            .env("QIFLOW_AUDIT_CRASH_BASE", (round * 1_000_000).to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut acked = Vec::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(i) = line.strip_prefix("acked ") {
+                acked.push(i.parse::<u64>().unwrap());
+                if acked.len() as u64 >= 400 + round * 137 {
+                    child.kill().unwrap(); // SIGKILL
+                    break;
+                }
+            }
+        }
+        child.wait().unwrap();
+        // The trail verifies up to the last complete record; an open tail is expected.
+        let v = verify_dir(dir.path(), Some(KEY)).unwrap();
+        assert!(v.records as usize >= acked.len(), "{v:?}");
+        open_tails += usize::from(v.open_tail());
+        let mut stored = std::collections::HashSet::new();
+        let mut q = AuditQuery::new();
+        q.limit = Some(1000);
+        loop {
+            let p = FileStore::new(dir.path(), None).query_blocking(&q).unwrap();
+            for r in &p.records {
+                if r.request_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("req-"))
+                {
+                    stored.insert(r.metadata["i"].as_u64().unwrap());
+                }
+            }
+            match p.next {
+                Some(n) => q.before = Some(n),
+                None => break,
+            }
+        }
+        for i in &acked {
+            assert!(
+                stored.contains(i),
+                "acknowledged record {i} lost in round {round}"
+            );
+        }
+    }
+    assert!(open_tails > 0, "no kill landed between digests");
+    // The next start continues the chain and a clean shutdown seals it.
+    let mut sink = keyed(dir.path().to_owned()).open().unwrap();
+    sink.append(&[event(9_000_000)]).unwrap();
+    sink.seal(qiflow_core::audit::SealReason::Flush).unwrap();
+    let v = verify_dir(dir.path(), Some(KEY)).unwrap();
+    assert!(!v.open_tail(), "{v:?}");
+}
