@@ -46,7 +46,8 @@ pub fn layer(observer: Observer) -> ObserveLayer {
 
 /// A router with qiflow's endpoints, to merge into the application's router: `GET
 /// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), and `GET {health.path}/live`,
-/// `{health.path}/ready`, `{health.path}` (default `/health/…`).
+/// `{health.path}/ready`, `{health.path}` (default `/health/…`), and `GET /qiflow/api/audit`
+/// (the audit trail, paged; token-protected like `/metrics`).
 ///
 /// When `[metrics] listen` is set, the endpoints are served there instead (see
 /// [`serve_internal`]) and this router is empty.
@@ -94,6 +95,7 @@ fn endpoints(observer: Observer) -> Router {
     if observer.config().metrics.enabled {
         router = router.route(&observer.config().metrics.path, get(metrics));
     }
+    router = router.route(qiflow_core::audit::api::API_PATH, get(audit));
     router.with_state(observer)
 }
 
@@ -124,6 +126,25 @@ async fn metrics(State(observer): State<Observer>, headers: HeaderMap) -> Respon
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         observer.render_metrics(),
+    )
+        .into_response()
+}
+
+async fn audit(
+    State(observer): State<Observer>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let answer = qiflow_core::audit::api::api(
+        &observer,
+        uri.query().unwrap_or(""),
+        authorization(&headers),
+    )
+    .await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
     )
         .into_response()
 }

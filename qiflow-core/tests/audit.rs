@@ -16,7 +16,7 @@ const KEY: &[u8] = b"a signing key of some length!!";
 fn event(i: u64) -> AuditEvent {
     AuditEvent::builder(format!("user{}", i % 3), "doc.update")
         .resource(format!("doc/{i}"))
-        .outcome(if i % 5 == 0 {
+        .outcome(if i.is_multiple_of(5) {
             Outcome::Denied
         } else {
             Outcome::Success

@@ -14,10 +14,13 @@ use crate::metrics::Metrics;
 use crate::secret::Keyring;
 use crate::worker::{Overflow, PipelineOptions, Worker};
 
+/// A sink and the store that queries what it wrote.
+type SinkAndStore = (Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>);
+
 /// What the host set on the builder.
 #[derive(Default)]
 pub(crate) struct AuditOptions {
-    pub(crate) sink: Option<(Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>)>,
+    pub(crate) sink: Option<SinkAndStore>,
     pub(crate) on_loss: Option<LossHook>,
     pub(crate) actor: Option<ActorFn>,
     pub(crate) keyring: Option<Arc<Keyring>>,
@@ -46,7 +49,7 @@ pub(crate) fn start(
         .signing_key
         .as_ref()
         .map(|k| k.expose().as_bytes().to_vec());
-    let (sink, store): (Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>) = match options.sink {
+    let (sink, store): SinkAndStore = match options.sink {
         Some(custom) => custom,
         None => match audit.sink {
             AuditSinkKind::Postgres => postgres(config, keyring.clone(), clock.clone())?,
@@ -115,7 +118,7 @@ fn postgres(
     config: &Config,
     keyring: Option<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
-) -> Result<(Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>), String> {
+) -> Result<SinkAndStore, String> {
     let audit = &config.audit;
     let Some(url) = &audit.postgres_url else {
         return Err("audit.postgres_url: is required when audit.sink = \"postgres\"".into());
@@ -138,7 +141,7 @@ fn postgres(
     _config: &Config,
     _keyring: Option<Arc<Keyring>>,
     _clock: Arc<dyn Clock>,
-) -> Result<(Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>), String> {
+) -> Result<SinkAndStore, String> {
     Err(
         "audit.sink: \"postgres\" needs qiflow-core's `postgres` feature; enable it in Cargo.toml"
             .into(),

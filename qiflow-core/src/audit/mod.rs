@@ -25,6 +25,7 @@
 //!
 //! The record format, the chain and what verification proves are in `docs/audit.md`.
 
+pub mod api;
 mod auto;
 mod build;
 mod chain;

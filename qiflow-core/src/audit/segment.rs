@@ -61,7 +61,10 @@ pub(crate) fn list(dir: &Path) -> std::io::Result<Vec<SegmentFile>> {
 
 /// Reads a segment's lines: `(line number, bytes without the newline)`, and whether the last
 /// line was complete (ended with a newline).
-pub(crate) fn read_lines(segment: &SegmentFile) -> std::io::Result<(Vec<(u64, Vec<u8>)>, bool)> {
+/// Numbered lines (1-based) and whether the last one was complete.
+pub(crate) type Lines = (Vec<(u64, Vec<u8>)>, bool);
+
+pub(crate) fn read_lines(segment: &SegmentFile) -> std::io::Result<Lines> {
     let file = std::fs::File::open(&segment.path)?;
     let reader: Box<dyn Read> = if segment.gzip {
         Box::new(flate2::read::MultiGzDecoder::new(file))

@@ -249,3 +249,86 @@ impl<S: AuditSink> Sink<Queued> for Writer<S> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Fails its first `failures` writes, then stores.
+    struct Flaky {
+        failures: u64,
+        stored: Arc<AtomicU64>,
+    }
+
+    impl AuditSink for Flaky {
+        fn write<'a>(
+            &'a mut self,
+            batch: &'a [AuditEvent],
+        ) -> BoxFuture<'a, Result<(), AuditError>> {
+            Box::pin(async move {
+                if self.failures > 0 {
+                    self.failures -= 1;
+                    return Err(AuditError::new(AuditErrorKind::Database, "down"));
+                }
+                self.stored.fetch_add(batch.len() as u64, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    fn queued(n: usize) -> Vec<Queued> {
+        (0..n)
+            .map(|i| Queued {
+                event: AuditEvent::builder("a", format!("x{i}")).build(),
+                ack: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_batch_is_retried_then_stored_or_lost_loudly() {
+        let metrics = Metrics::new(&Config::default()).unwrap();
+        let losses = Arc::new(AtomicU64::new(0));
+        let l = losses.clone();
+        let hook: LossHook = Arc::new(move |loss: &AuditLoss| {
+            l.fetch_add(loss.records, Ordering::SeqCst);
+        });
+        let stored = Arc::new(AtomicU64::new(0));
+        let accounts = Accounts::new(&metrics, "flaky", Some(hook));
+        let mut writer = Writer::new(
+            Flaky {
+                failures: 3,
+                stored: stored.clone(),
+            },
+            accounts.clone(),
+        )
+        .retry_for(Duration::from_secs(5));
+        writer.write(queued(4)).await.unwrap();
+        assert_eq!(stored.load(Ordering::SeqCst), 4);
+        assert_eq!(losses.load(Ordering::SeqCst), 0);
+
+        let mut writer = Writer::new(
+            Flaky {
+                failures: u64::MAX,
+                stored: stored.clone(),
+            },
+            accounts,
+        )
+        .retry_for(Duration::from_secs(5));
+        assert!(writer.write(queued(3)).await.is_err());
+        assert_eq!(losses.load(Ordering::SeqCst), 3);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"qiflow_audit_records_total{sink="flaky",outcome="lost"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"qiflow_audit_records_total{sink="flaky",outcome="written"} 4"#),
+            "{text}"
+        );
+    }
+}

@@ -169,7 +169,7 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
         let (path, why) = why
             .split_once(": ")
             .unwrap_or(("audit.routes", why.as_str()));
-        bad(&path.to_owned(), why.to_owned());
+        bad(path, why.to_owned());
     }
     match (&audit.sink, &audit.postgres_url) {
         (AuditSinkKind::Postgres, None) => bad(

@@ -129,12 +129,14 @@ impl Observer {
         metrics.render()
     }
 
-    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths), which the
+    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths,
+    /// `/qiflow/api/*`), which the
     /// middleware does not observe, so scrapes and probes do not skew the request figures.
     pub fn is_internal_path(&self, path: &str) -> bool {
         let config = self.config();
         let health = config.health.path.trim_end_matches('/');
         path == config.metrics.path
+            || path.starts_with("/qiflow/api/")
             || (!health.is_empty()
                 && path.starts_with(health)
                 && matches!(&path[health.len()..], "" | "/" | "/live" | "/ready"))
