@@ -53,7 +53,7 @@ async fn reset(url: &str) {
 fn event(i: u64) -> AuditEvent {
     AuditEvent::builder(format!("user{}", i % 4), "order.create")
         .resource(format!("order/{i}"))
-        .outcome(if i % 7 == 0 {
+        .outcome(if i.is_multiple_of(7) {
             Outcome::Failure
         } else {
             Outcome::Success
