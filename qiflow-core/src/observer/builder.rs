@@ -205,6 +205,7 @@ impl ObserverBuilder {
             });
         }
 
+        let audit_custom_sink = self.audit.sink.is_some();
         let auditor = crate::audit::start(
             &self.config,
             &worker,
@@ -252,6 +253,15 @@ impl ObserverBuilder {
             health_checks.push((
                 "disk".into(),
                 Arc::new(DiskSpaceCheck::new(dir, LOW_DISK_BYTES)),
+            ));
+        }
+        if auditor.is_some()
+            && self.config.audit.sink == crate::config::AuditSinkKind::File
+            && !audit_custom_sink
+        {
+            health_checks.push((
+                "audit_dir".into(),
+                Arc::new(DirWritableCheck::new(self.config.audit.dir.clone())),
             ));
         }
         let observer = Observer {
