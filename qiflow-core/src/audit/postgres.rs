@@ -465,6 +465,11 @@ impl AuditSink for PostgresAuditSink {
                 .as_ref()
                 .is_some_and(|p| p.first_id == first_id && p.first_id.is_some());
             if !same {
+                if self.pending.take().is_some() {
+                    // The previous batch was given up (lost) — or committed after all, with its
+                    // answer lost: read where the chain stands from the table again.
+                    self.state = None;
+                }
                 let mut state = self.resume().await?;
                 let now = self.clock.now();
                 let mut rows = Vec::with_capacity(batch.len() + 1);
@@ -501,8 +506,10 @@ impl AuditSink for PostgresAuditSink {
 
     fn seal(&mut self, reason: SealReason) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
-            // A batch still pending after failed retries was given up: its records were lost.
-            self.pending = None;
+            // A batch still pending after failed retries was given up: re-read the chain state.
+            if self.pending.take().is_some() {
+                self.state = None;
+            }
             let mut state = self.resume().await?;
             if state.unsealed_records == 0 {
                 return Ok(());
