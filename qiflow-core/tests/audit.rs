@@ -681,3 +681,58 @@ fn sigkill_during_batched_writes_loses_no_acknowledged_record() {
     let v = verify_dir(dir.path(), Some(KEY)).unwrap();
     assert!(!v.open_tail(), "{v:?}");
 }
+
+#[test]
+fn the_api_view_is_token_protected_and_validates_its_query() {
+    use qiflow_core::audit::api::{api, parse_query};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.path().to_owned();
+    config.health.token = Some(qiflow_core::secret::Secret::new("t0ken-t0ken-t0ken"));
+    let (observer, guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    for i in 0..12 {
+        observer.audit(event(i)).unwrap();
+    }
+    assert!(observer.flush(Duration::from_secs(5)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bearer = Some("Bearer t0ken-t0ken-t0ken");
+    assert_eq!(rt.block_on(api(&observer, "", None)).status, 401);
+    assert_eq!(
+        rt.block_on(api(&observer, "", Some("Bearer nope"))).status,
+        401
+    );
+    let ok = rt.block_on(api(&observer, "actor=user2&limit=2", bearer));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let page: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_u64().unwrap();
+    let older = rt.block_on(api(
+        &observer,
+        &format!("actor=user2&limit=2&before={next}"),
+        bearer,
+    ));
+    let older: serde_json::Value = serde_json::from_str(&older.body).unwrap();
+    assert!(older["records"][0]["seq"].as_u64().unwrap() < next);
+    for bad in ["outcome=maybe", "limit=x", "from=yesterday", "colour=red"] {
+        let r = rt.block_on(api(&observer, bad, bearer));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.body.contains("error"), "{}", r.body);
+    }
+    assert!(parse_query("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
+    drop(guard);
+
+    // Auditing off: 503.
+    let (observer, guard) = qiflow_core::Observer::builder(quiet_config())
+        .install_global(false)
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(api(&observer, "", None)).status, 503);
+    drop(guard);
+}
