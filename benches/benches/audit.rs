@@ -1,9 +1,11 @@
 //! Audit trail throughput and request-path cost (criterion).
 //!
-//! - `audit_file/<batch>/chained`: records/s into [`FileAuditSink`] (hash chain, a keyed digest
-//!   every 1000 records, one fsync per batch), batches of 100 and 1,000.
-//! - `audit_file/<batch>/plain_jsonl`: the baseline in the same run: the same records as JSON
-//!   lines (serde_json, no chain, no digest) appended to a file with one fsync per batch.
+//! - `audit_file_{disk,tmpfs}/<batch>/chained`: records/s into [`FileAuditSink`] (hash chain, a
+//!   keyed digest every 1000 records, one fsync per batch), batches of 100 and 1,000, on the temp
+//!   dir's disk and on `/dev/shm` (where fsync costs nearly nothing, so the ratio is the CPU cost).
+//! - `audit_file_{disk,tmpfs}/<batch>/plain_jsonl`: the baseline in the same run: the same
+//!   records as JSON lines (serde_json, no chain, no digest) appended to a file with one fsync
+//!   per batch.
 //! - `audit_postgres/<batch>/chained`: records/s into [`PostgresAuditSink`], only when
 //!   `QIFLOW_BENCH_POSTGRES_URL` is set (e.g. the cluster of `.ci/tier2-audit.sh`); the table is
 //!   dropped first.
@@ -51,44 +53,54 @@ fn plain_line(e: &AuditEvent, out: &mut Vec<u8>) {
 }
 
 fn file_sink(c: &mut Criterion) {
-    let mut group = c.benchmark_group("audit_file");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    for size in [100usize, 1000] {
-        let events = batch(size);
-        group.throughput(Throughput::Elements(size as u64));
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let mut sink = FileAuditSink::builder(dir.path().join("chained"))
-            .signing_key(Some(b"bench signing key, 32 bytes long"))
-            .digest_every(1000)
-            .open()
-            .unwrap_or_else(|e| panic!("open: {e}"));
-        group.bench_function(BenchmarkId::new(size.to_string(), "chained"), |b| {
-            b.iter(|| {
-                sink.append(&events)
-                    .unwrap_or_else(|e| panic!("append: {e}"))
-            });
-        });
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("plain.jsonl"))
-            .unwrap_or_else(|e| panic!("open: {e}"));
-        let mut buf = Vec::with_capacity(size * 300);
-        group.bench_function(BenchmarkId::new(size.to_string(), "plain_jsonl"), |b| {
-            b.iter(|| {
-                buf.clear();
-                for e in &events {
-                    plain_line(e, &mut buf);
-                }
-                file.write_all(&buf)
-                    .unwrap_or_else(|e| panic!("write: {e}"));
-                file.sync_data().unwrap_or_else(|e| panic!("fsync: {e}"));
-            });
-        });
+    // On the disk of the temp dir (fsync is real), and on tmpfs when there is one (fsync is
+    // nearly free, so the ratio shows the CPU cost of the chain and digests alone).
+    let mut places = vec![(
+        "disk",
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+    )];
+    if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+        places.push(("tmpfs", shm));
     }
-    group.finish();
+    for (place, dir) in &places {
+        let mut group = c.benchmark_group(format!("audit_file_{place}"));
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(8));
+        for size in [100usize, 1000] {
+            let events = batch(size);
+            group.throughput(Throughput::Elements(size as u64));
+            let mut sink = FileAuditSink::builder(dir.path().join(format!("chained-{size}")))
+                .signing_key(Some(b"bench signing key, 32 bytes long"))
+                .digest_every(1000)
+                .open()
+                .unwrap_or_else(|e| panic!("open: {e}"));
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join(format!("plain-{size}.jsonl")))
+                .unwrap_or_else(|e| panic!("open: {e}"));
+            let mut buf = Vec::with_capacity(size * 300);
+            group.bench_function(BenchmarkId::new(size.to_string(), "plain_jsonl"), |b| {
+                b.iter(|| {
+                    buf.clear();
+                    for e in &events {
+                        plain_line(e, &mut buf);
+                    }
+                    file.write_all(&buf)
+                        .unwrap_or_else(|e| panic!("write: {e}"));
+                    file.sync_data().unwrap_or_else(|e| panic!("fsync: {e}"));
+                });
+            });
+            group.bench_function(BenchmarkId::new(size.to_string(), "chained"), |b| {
+                b.iter(|| {
+                    sink.append(&events)
+                        .unwrap_or_else(|e| panic!("append: {e}"))
+                });
+            });
+        }
+        group.finish();
+    }
 }
 
 fn postgres_sink(c: &mut Criterion) {

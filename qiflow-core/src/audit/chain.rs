@@ -186,9 +186,20 @@ impl Line {
 
     /// Sets `hash` and returns the line as stored (JSON, no trailing newline).
     pub(crate) fn seal(mut self) -> (Self, Vec<u8>) {
-        let hash = self.compute_hash();
-        self.set_hash(hash);
-        let json = to_json(&self);
+        self.set_hash(String::new());
+        // `hash` is every line's last field: the stored line is the canonical form with
+        // `,"hash":"…"` before its closing brace, so it is serialized once.
+        let mut json = to_json(&self);
+        let hash = hex(&Sha256::digest(&json));
+        if json.pop() == Some(b'}') {
+            json.extend_from_slice(b",\"hash\":\"");
+            json.extend_from_slice(hash.as_bytes());
+            json.extend_from_slice(b"\"}");
+            self.set_hash(hash);
+        } else {
+            self.set_hash(hash);
+            json = to_json(&self);
+        }
         (self, json)
     }
 }
@@ -681,5 +692,29 @@ impl Verifier {
             last_digest: self.last_digest.map(|d| (d.seq, d.signature)),
             torn_tail: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_sealed_line_is_its_own_serialization_and_verifies() {
+        let mut state = ChainState::default();
+        let event = AuditEvent::builder("a\"b\n", "x")
+            .metadata("z", 1.5)
+            .metadata("a", serde_json::json!({"k": [1, null]}))
+            .build();
+        for _ in 0..3 {
+            let (line, json) = state.record(&event, None).unwrap();
+            assert_eq!(json, to_json(&line));
+            assert_eq!(Line::parse(&json).unwrap(), line);
+            assert_eq!(line.compute_hash(), line.hash());
+        }
+        let (line, json) = state.digest("flush", OffsetDateTime::now_utc(), Some(b"k"));
+        assert_eq!(json, to_json(&line));
+        assert_eq!(line.compute_hash(), line.hash());
     }
 }
