@@ -432,7 +432,15 @@ fn a_full_queue_loses_records_loudly() {
         )),
         "{text}"
     );
+    // The guard's budget runs out on the stuck sink: what was queued or in flight is lost too,
+    // and reported: every one of the 10 records is accounted for.
     drop(guard);
+    assert_eq!(lost.load(Ordering::SeqCst), 10);
+    assert!(
+        observer
+            .render_metrics()
+            .contains("qiflow_audit_records_total{sink=\"custom\",outcome=\"lost\"} 10")
+    );
 }
 
 #[test]

@@ -92,6 +92,24 @@ pub(crate) fn start(
         Writer::new(sink, accounts.clone()),
     );
     {
+        // Records the guard had to abandon (its budget ran out) are lost too: say so loudly.
+        let accounts = accounts.clone();
+        worker.on_shutdown(Box::new(move |stats| {
+            let abandoned: u64 = stats
+                .iter()
+                .filter(|s| s.name == "audit")
+                .map(|s| s.dropped_shutdown)
+                .sum();
+            if abandoned > 0 {
+                accounts.lose(
+                    abandoned,
+                    "the guard's flush budget ran out with audit records queued or in flight"
+                        .into(),
+                );
+            }
+        }));
+    }
+    {
         // Timed digests while no records arrive.
         let pipeline = pipeline.clone();
         let every = audit.digest_interval;

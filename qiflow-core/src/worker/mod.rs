@@ -24,7 +24,11 @@ pub(crate) struct Worker {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pipelines: Mutex<Vec<Arc<dyn Controlled>>>,
+    on_shutdown: Mutex<Vec<ShutdownHook>>,
 }
+
+/// Called with the final counters once the guard's shutdown has abandoned what was left.
+pub(crate) type ShutdownHook = Box<dyn Fn(&[PipelineStats]) + Send>;
 
 impl Worker {
     pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
@@ -38,6 +42,7 @@ impl Worker {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             pipelines: Mutex::new(Vec::new()),
+            on_shutdown: Mutex::new(Vec::new()),
         })
     }
 
@@ -77,6 +82,14 @@ impl Worker {
             .unwrap_or_else(PoisonError::into_inner)
             .push(controlled);
         producer
+    }
+
+    /// Registers a hook called at the end of [`Worker::shutdown`] with the final counters.
+    pub(crate) fn on_shutdown(&self, hook: ShutdownHook) {
+        self.on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     pub(crate) fn stats(&self) -> Vec<PipelineStats> {
@@ -131,10 +144,19 @@ impl Worker {
         {
             runtime.shutdown_background();
         }
+        let stats = self.stats();
+        for hook in self
+            .on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            hook(&stats);
+        }
         ShutdownReport {
             elapsed: start.elapsed(),
             timed_out: late.iter().map(|p| p.name()).collect(),
-            stats: self.stats(),
+            stats,
         }
     }
 }
