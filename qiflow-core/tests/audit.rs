@@ -744,3 +744,55 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
     assert_eq!(rt.block_on(api(&observer, "", None)).status, 503);
     drop(guard);
 }
+
+#[test]
+fn encryption_at_rest_through_the_observer_needs_a_keyring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.path().to_owned();
+    config.audit.encrypt = true;
+    // No keyring in the environment of this test, and none given: a clear error at build.
+    if std::env::var_os("QIFLOW_MASTER_KEY").is_none()
+        && std::env::var_os("QIFLOW_MASTER_KEY_FILE").is_none()
+    {
+        let err = qiflow_core::Observer::builder(config.clone())
+            .install_global(false)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), qiflow_core::InitErrorKind::Audit);
+        assert!(err.to_string().contains("audit.encrypt"), "{err}");
+    }
+    let keyring = Arc::new(Keyring::parse(&Keyring::generate_key()).unwrap());
+    let (observer, guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .audit_keyring(keyring)
+        .build()
+        .unwrap();
+    observer
+        .audit(
+            AuditEvent::builder("carol", "secret.read")
+                .resource("vault/1")
+                .build(),
+        )
+        .unwrap();
+    assert!(observer.flush(Duration::from_secs(5)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = rt
+        .block_on(observer.audit_query(&AuditQuery::new()))
+        .unwrap();
+    assert_eq!(page.records[0].actor, "carol");
+    drop(guard);
+    let raw: String = segments(dir.path())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        !raw.contains("carol") && raw.contains("\"kind\":\"encrypted\""),
+        "{raw}"
+    );
+    assert_eq!(verify_dir(dir.path(), None).unwrap().records, 1);
+}
