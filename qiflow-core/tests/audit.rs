@@ -796,3 +796,33 @@ fn encryption_at_rest_through_the_observer_needs_a_keyring() {
     );
     assert_eq!(verify_dir(dir.path(), None).unwrap().records, 1);
 }
+
+#[test]
+fn resuming_after_a_crash_is_not_fooled_by_metadata_that_looks_like_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut sink = keyed(dir.path().to_owned())
+            .segment_size(4096)
+            .digest_every(1000)
+            .open()
+            .unwrap();
+        while segments(dir.path()).len() < 2 {
+            sink.append(&[event(1)]).unwrap();
+        }
+        let tricky = AuditEvent::builder("x", "y")
+            .metadata("kind", "digest")
+            .build();
+        sink.append(&[tricky.clone(), tricky]).unwrap();
+        // dropped without a seal: a crash with an open tail
+    }
+    let v = verify_dir(dir.path(), Some(KEY)).unwrap();
+    assert!(v.open_tail());
+    let mut sink = keyed(dir.path().to_owned())
+        .segment_size(4096)
+        .open()
+        .unwrap();
+    sink.append(&[event(2)]).unwrap();
+    sink.seal(qiflow_core::audit::SealReason::Flush).unwrap();
+    let v = verify_dir(dir.path(), Some(KEY)).unwrap();
+    assert!(!v.open_tail(), "{v:?}");
+}

@@ -232,9 +232,9 @@ impl FileAuditSink {
         // one has none (it ends with one: every segment is sealed when it is closed).
         let (lines, complete) = segment::read_lines(last)
             .map_err(|e| self.err(&format!("cannot read {}", last.name()), e))?;
-        let has_digest = lines
-            .iter()
-            .any(|(_, l)| l.windows(17).any(|w| w == b"\"kind\":\"digest\""));
+        let has_digest = lines.iter().any(|(_, l)| {
+            l.starts_with(b"{\"kind\":\"digest\"") && matches!(Line::parse(l), Ok(Line::Digest(_)))
+        });
         let mut state = ChainState::default();
         let mut absorbed = false;
         if !has_digest && segments.len() > 1 {
