@@ -60,7 +60,7 @@ where
             return ResponseFuture::passthrough(self.service.call(request));
         }
         let mut info = request_info(&request);
-        if let Some(auto) = self.observer.auto_audit().filter(|a| a.needs_headers()) {
+        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
             let headers = request.headers();
             info.actor = auto.actor(&|name| {
                 headers

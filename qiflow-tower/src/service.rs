@@ -69,7 +69,7 @@ where
         if let Some(route) = &self.route {
             info.route = route(request.extensions());
         }
-        if let Some(auto) = self.observer.auto_audit().filter(|a| a.needs_headers()) {
+        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
             let headers = request.headers();
             info.actor = auto.actor(&|name| {
                 headers

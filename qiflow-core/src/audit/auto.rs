@@ -122,6 +122,13 @@ impl AutoAudit {
     pub fn needs_headers(&self) -> bool {
         !matches!(self.actor, ActorSource::None)
     }
+
+    /// Whether an adapter should resolve the actor of this request: it is audited and the actor
+    /// comes from its headers. Other requests pay no header lookup.
+    pub fn wants_actor(&self, info: &RequestInfo) -> bool {
+        self.needs_headers()
+            && self.matches(&info.method, info.route.as_deref().unwrap_or(&info.path))
+    }
 }
 
 /// A request that will be audited when it finishes (held by

@@ -130,8 +130,8 @@ impl Observer {
     }
 
     /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths,
-    /// `/qiflow/api/*`), which the
-    /// middleware does not observe, so scrapes and probes do not skew the request figures.
+    /// `/qiflow/api/*`), which the middleware does not observe, so scrapes and probes do not skew
+    /// the request figures.
     pub fn is_internal_path(&self, path: &str) -> bool {
         let config = self.config();
         let health = config.health.path.trim_end_matches('/');
@@ -248,7 +248,7 @@ impl Observer {
 
     /// The automatic-audit rules (`[audit] routes`), when any: adapters resolve the actor from
     /// the request headers with [`AutoAudit::actor`](crate::audit::AutoAudit::actor) when
-    /// [`AutoAudit::needs_headers`](crate::audit::AutoAudit::needs_headers) says so.
+    /// [`AutoAudit::wants_actor`](crate::audit::AutoAudit::wants_actor) says so.
     pub fn auto_audit(&self) -> Option<&crate::audit::AutoAudit> {
         self.inner.auditor.as_ref()?.auto()
     }
