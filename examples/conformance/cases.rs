@@ -8,7 +8,8 @@
 //! library and `serde_json` (a dependency of every example).
 //!
 //! What [`run_all`] checks, after starting the binary on a free port in a fresh temp dir (logs to
-//! `<tmp>/logs`, stdout logging and the audit trail off, no `QIFLOW*` variable inherited):
+//! `<tmp>/logs`, the audit trail to `<tmp>/audit`, stdout logging off, no `QIFLOW*` variable
+//! inherited):
 //!
 //! - (a) request ids are generated: a UUID v7 on `GET /users/7` (200, JSON);
 //! - (b) a sane incoming `x-request-id` is honoured and echoed, an insane one (`bad"quote`) is
@@ -25,6 +26,10 @@
 //!   with `method`, `route`, `path`, `status`, `latency_ms`, `request_id`, `user_agent`; an `error`
 //!   field on `/fail`, `"panicked":true` on `/panic`, no error on 2xx and 4xx (4xx are not
 //!   errors); no access line for `/metrics` or the health endpoints; the login password nowhere.
+//! - (h) the audit trail: `GET /qiflow/api/audit?action=user.login` lists the two logins
+//!   (`mallory` denied, `demo` success, newest first) with their request ids; after the graceful
+//!   shutdown the trail on disk has exactly those two records, is sealed by a digest (no open
+//!   tail), and every line's hash chain holds.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -74,9 +79,11 @@ pub(crate) fn run_all(bin: &str) {
     suite.metrics_use_route_templates();
     suite.health_endpoints_answer();
     suite.errors_are_captured();
+    suite.logins_are_audited();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
     suite.the_password_is_never_written(&server.dir);
+    suite.the_audit_trail_is_sealed(&server.dir);
 
     server.cleanup();
 }
@@ -611,6 +618,107 @@ impl Suite {
         );
     }
 
+    /// (h) The two logins are in the audit view, newest first.
+    fn logins_are_audited(&mut self) {
+        let stack = self.stack.clone();
+        // Records are written within `[audit] flush_interval` (1 s by default).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let page = loop {
+            let response = self.send(
+                "GET",
+                "/qiflow/api/audit?action=user.login&limit=10",
+                &[],
+                b"",
+            );
+            assert_eq!(
+                response.status,
+                200,
+                "[{stack}] /qiflow/api/audit: {}",
+                response.text()
+            );
+            let page: Value = serde_json::from_str(&response.text()).unwrap_or_else(|e| {
+                panic!(
+                    "[{stack}] /qiflow/api/audit is not JSON ({e}): {}",
+                    response.text()
+                )
+            });
+            let done = page["records"].as_array().is_some_and(|r| r.len() >= 2);
+            if done || Instant::now() > deadline {
+                break page;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let seen: Vec<(String, String)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap_or("").to_owned(),
+                    r["outcome"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("mallory".to_owned(), "denied".to_owned()),
+                ("demo".to_owned(), "success".to_owned())
+            ],
+            "[{stack}] audited logins: {page}"
+        );
+        assert!(
+            records.iter().all(
+                |r| r["request_id"].as_str().is_some_and(|id| !id.is_empty())
+                    && r["resource"] == "session"
+                    && r["hash"].as_str().is_some_and(|h| h.len() == 64)
+            ),
+            "[{stack}] audit records carry request ids and hashes: {page}"
+        );
+    }
+
+    /// (h) After the graceful shutdown: two records, sealed, and the hash chain holds.
+    fn the_audit_trail_is_sealed(&self, dir: &Path) {
+        let stack = &self.stack;
+        let mut lines: Vec<Value> = Vec::new();
+        let mut segments: Vec<PathBuf> = files_under(&dir.join("audit"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
+            .collect();
+        segments.sort();
+        for seg in &segments {
+            let text = std::fs::read_to_string(seg).unwrap_or_default();
+            for line in text.lines() {
+                lines.push(serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!(
+                        "[{stack}] {} has a line that is not JSON ({e}): {line}",
+                        seg.display()
+                    )
+                }));
+            }
+        }
+        let records: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
+        assert_eq!(
+            records.len(),
+            2,
+            "[{stack}] audit records on disk: {lines:?}"
+        );
+        assert_eq!(
+            lines.last().map(|l| l["kind"].clone()),
+            Some(Value::from("digest")),
+            "[{stack}] the trail ends with the shutdown digest: {lines:?}"
+        );
+        for pair in lines.windows(2) {
+            assert_eq!(
+                pair[1]["prev_hash"], pair[0]["hash"],
+                "[{stack}] chain: {lines:?}"
+            );
+            assert_eq!(
+                pair[1]["seq"].as_u64(),
+                pair[0]["seq"].as_u64().map(|s| s + 1)
+            );
+        }
+    }
+
     /// The login password is in no file the server wrote and in none of its output.
     fn the_password_is_never_written(&self, dir: &Path) {
         for file in files_under(dir) {
@@ -733,7 +841,7 @@ impl Server {
             .env("QIFLOW_ADDR", addr.to_string())
             .env("QIFLOW__LOGGING__DIR", dir.join("logs"))
             .env("QIFLOW__LOGGING__STDOUT", "false")
-            .env("QIFLOW__AUDIT__ENABLED", "false")
+            .env("QIFLOW__AUDIT__DIR", dir.join("audit"))
             .env("QIFLOW__SERVICE__NAME", "conformance")
             .env("QIFLOW__SERVICE__ENVIRONMENT", "test")
             .env("QIFLOW__SERVICE__VERSION", "9.9.9")

@@ -1,5 +1,5 @@
 //! qiflow's endpoints: `GET {metrics.path}`, `{health.path}/live`, `{health.path}/ready`,
-//! `{health.path}`.
+//! `{health.path}`, `/qiflow/api/audit`.
 
 use std::net::SocketAddr;
 
@@ -93,6 +93,29 @@ pub fn metrics_resource(observer: Observer) -> Resource {
         .route(web::get().to(metrics))
 }
 
+/// A resource at `/qiflow/api/audit` serving the audit trail as JSON, paged (query parameters
+/// `actor`, `action`, `resource`, `outcome`, `from`, `to`, `limit`, `before`; 401 without the
+/// `[health] token` when one is set). [`configure`] registers it.
+pub fn audit_resource(observer: Observer) -> Resource {
+    web::resource(qiflow_core::audit::api::API_PATH)
+        .app_data(web::Data::new(observer))
+        .route(web::get().to(audit))
+}
+
+async fn audit(request: HttpRequest, observer: web::Data<Observer>) -> HttpResponse {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let answer =
+        qiflow_core::audit::api::api(&observer, request.query_string(), authorization).await;
+    HttpResponse::build(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type("application/json")
+    .body(answer.body)
+}
+
 /// The endpoints, whatever `[metrics] listen` says.
 fn endpoints(observer: Observer) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
@@ -114,6 +137,8 @@ fn endpoints(observer: Observer) -> impl FnOnce(&mut web::ServiceConfig) {
                     .app_data(data)
                     .route(web::get().to(ready)),
             );
+        // The audit resource first: the API scope would otherwise take `/qiflow/api/audit`.
+        config.service(audit_resource(observer.clone()));
         config.service(api_scope(observer.clone()));
         if observer.config().metrics.enabled {
             config.service(metrics_resource(observer));

@@ -71,8 +71,8 @@ mod request;
 mod transform;
 
 pub use endpoints::{
-    api_scope, configure, health_response, metrics_resource, metrics_response, scope,
-    serve_internal,
+    api_scope, audit_resource, configure, health_response, metrics_resource, metrics_response,
+    scope, serve_internal,
 };
 pub use extract::{Qiflow, RequestId};
 pub use future::ResponseFuture;

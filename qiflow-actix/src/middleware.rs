@@ -59,7 +59,17 @@ where
         if self.observer.is_internal_path(request.path()) {
             return ResponseFuture::passthrough(self.service.call(request));
         }
-        let in_flight = self.observer.begin_request(request_info(&request));
+        let mut info = request_info(&request);
+        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
+            let headers = request.headers();
+            info.actor = auto.actor(&|name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+        }
+        let in_flight = self.observer.begin_request(info);
         let id = in_flight.request_id();
         // Always valid: a sane incoming id is visible ASCII, a generated one is a UUID.
         let header = HeaderValue::from_str(id).ok();

@@ -789,3 +789,52 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[actix_web::test]
+async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = qiflow_core::test::quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.path().to_owned();
+    config.audit.routes = vec!["GET /users/{id}".into(), "* /panic".into()];
+    config.audit.actor_header = "x-user".into();
+    let (observer, guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let app = test::init_service(app(&observer)).await;
+    let request = test::TestRequest::get()
+        .uri("/users/9")
+        .insert_header(("x-user", "bob"))
+        .to_request();
+    assert_eq!(test::call_service(&app, request).await.status(), 200);
+    let panicked =
+        test::try_call_service(&app, test::TestRequest::get().uri("/panic").to_request())
+            .await
+            .unwrap_err();
+    assert_eq!(panicked.as_response_error().status_code(), 500);
+    assert!(observer.flush(Duration::from_secs(5)));
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/qiflow/api/audit?limit=10")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let page: serde_json::Value = test::read_body_json(response).await;
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{page}");
+    assert_eq!(records[0]["action"], "GET /panic");
+    assert_eq!(records[0]["outcome"], "failure");
+    assert_eq!(records[1]["actor"], "bob");
+    assert_eq!(records[1]["action"], "GET /users/{id}");
+    assert_eq!(records[1]["outcome"], "success");
+    drop(guard);
+    assert_eq!(
+        qiflow_core::audit::verify_dir(dir.path(), None)
+            .unwrap()
+            .records,
+        2
+    );
+}

@@ -45,9 +45,9 @@ pub fn layer(observer: Observer) -> ObserveLayer {
 /// A router with qiflow's endpoints, to merge into the application's router: `GET
 /// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`,
 /// `{health.path}/ready`, `{health.path}` (default `/health/…`), the JSON views
-/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, `alerts`, …), and the alert silences
-/// API: `POST /qiflow/api/alerts/silences`, `DELETE /qiflow/api/alerts/silences/{id}`
-/// (token-protected when `[health] token` is set).
+/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, `alerts`), `GET /qiflow/api/audit`
+/// (the audit trail, paged), and the alert silences API: `POST /qiflow/api/alerts/silences`,
+/// `DELETE /qiflow/api/alerts/silences/{id}` (all token-protected when `[health] token` is set).
 ///
 /// When `[metrics] listen` is set, the endpoints are served there instead (see
 /// [`serve_internal`]) and this router is empty.
@@ -101,7 +101,8 @@ fn endpoints(observer: Observer) -> Router {
         .route(
             "/qiflow/api/alerts/silences/{id}",
             delete(api_delete_silence),
-        );
+        )
+        .route(qiflow_core::audit::api::API_PATH, get(audit));
     router
         .route(&format!("{}{{view}}", qiflow_core::API_PREFIX), get(api))
         .with_state(observer)
@@ -157,6 +158,25 @@ async fn metrics(State(observer): State<Observer>, headers: HeaderMap) -> Respon
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         observer.render_metrics(),
+    )
+        .into_response()
+}
+
+async fn audit(
+    State(observer): State<Observer>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let answer = qiflow_core::audit::api::api(
+        &observer,
+        uri.query().unwrap_or(""),
+        authorization(&headers),
+    )
+    .await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
     )
         .into_response()
 }

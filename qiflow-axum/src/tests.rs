@@ -324,3 +324,45 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = qiflow_core::test::quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.path().to_owned();
+    config.audit.routes = vec!["* /users/*".into(), "GET /fail".into()];
+    config.audit.actor_header = "X-User".into();
+    let (observer, guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let app = app(&observer);
+    let request = Request::get("/users/7")
+        .header("x-user", "alice")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 200);
+    assert_eq!(get_path(&app, "/fail").await.status(), 500);
+    assert_eq!(get_path(&app, "/health/live").await.status(), 200); // not audited
+    assert!(observer.flush(std::time::Duration::from_secs(5)));
+    let response = get_path(&app, "/qiflow/api/audit?limit=10").await;
+    assert_eq!(response.status(), 200);
+    let page: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{page}");
+    assert_eq!(records[0]["actor"], "anonymous");
+    assert_eq!(records[0]["action"], "GET /fail");
+    assert_eq!(records[0]["outcome"], "failure");
+    assert_eq!(records[1]["actor"], "alice");
+    assert_eq!(records[1]["action"], "GET /users/{id}");
+    assert_eq!(records[1]["resource"], "/users/7");
+    assert_eq!(records[1]["outcome"], "success");
+    drop(guard);
+    assert_eq!(
+        qiflow_core::audit::verify_dir(dir.path(), None)
+            .unwrap()
+            .records,
+        2
+    );
+}

@@ -42,6 +42,8 @@
 //! - [`health`]: the health report of the `/health/*` endpoints.
 //! - [`logging`]: the JSON log layer, redaction, and the rotating file.
 //! - [`metrics`]: qiflow's Prometheus recorder and the HTTP server metrics.
+//! - [`audit`]: the tamper-evident audit trail ([`Observer::audit`], the file and PostgreSQL
+//!   sinks, [`audit::verify_dir`]).
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
 //! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
@@ -50,6 +52,7 @@
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
 pub mod alert;
+pub mod audit;
 pub mod capture;
 pub mod clock;
 pub mod config;

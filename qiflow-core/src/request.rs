@@ -25,6 +25,9 @@ pub struct RequestInfo {
     pub query: Option<String>,
     /// The `Host` header (or the URI's authority), when present.
     pub host: Option<String>,
+    /// The actor of an automatically audited request, resolved by the adapter (see
+    /// [`Observer::auto_audit`](crate::Observer::auto_audit)).
+    pub actor: Option<String>,
 }
 
 impl RequestInfo {
@@ -38,7 +41,15 @@ impl RequestInfo {
             user_agent: None,
             query: None,
             host: None,
+            actor: None,
         }
+    }
+
+    /// Sets the actor (for automatic auditing).
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 
     /// Sets the matched route template.
@@ -144,6 +155,7 @@ pub struct InFlight {
     span: tracing::Span,
     /// Set while `http_server_active_requests` counts this request.
     active: bool,
+    audit: Option<Box<crate::audit::PendingAudit>>,
     done: bool,
 }
 
@@ -162,6 +174,7 @@ impl InFlight {
         let metrics = observer.metrics();
         let method = crate::metrics::method_label(&info.method);
         let route = metrics.route(info.route.as_deref());
+        let audit = crate::audit::PendingAudit::begin(observer, &info);
         let request_id = info
             .request_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -196,6 +209,7 @@ impl InFlight {
             start: std::time::Instant::now(),
             span,
             active,
+            audit,
             done: false,
         }
     }
@@ -225,6 +239,9 @@ impl InFlight {
         self.done = true;
         let latency = self.start.elapsed();
         let metrics = self.observer.metrics();
+        if let Some(audit) = self.audit.take() {
+            audit.finish(&self.observer, outcome.status, &self.request_id);
+        }
         if self.active {
             self.active = false;
             let handles = self.route.method(metrics, self.method);

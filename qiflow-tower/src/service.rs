@@ -69,6 +69,15 @@ where
         if let Some(route) = &self.route {
             info.route = route(request.extensions());
         }
+        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
+            let headers = request.headers();
+            info.actor = auto.actor(&|name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+        }
         let in_flight = self.observer.begin_request(info);
         let header = HeaderValue::from_str(in_flight.request_id()).ok();
         if let Some(value) = &header {

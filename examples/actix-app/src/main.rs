@@ -117,10 +117,29 @@ struct Login {
     password: String,
 }
 
-async fn login(login: web::Json<Login>) -> HttpResponse {
-    // The password is never logged: only the user name and the outcome.
+async fn login(
+    qiflow_actix::Qiflow(observer): qiflow_actix::Qiflow,
+    request_id: qiflow_actix::RequestId,
+    login: web::Json<Login>,
+) -> HttpResponse {
+    // The password is never logged nor audited: only the user name and the outcome.
+    let login = login.into_inner();
     let ok = login.user == "demo" && login.password == "demo";
     tracing::info!(user = %login.user, ok, "login attempt");
+    let outcome = if ok {
+        qiflow_core::audit::Outcome::Success
+    } else {
+        qiflow_core::audit::Outcome::Denied
+    };
+    let event = qiflow_core::audit::AuditEvent::builder(login.user, "user.login")
+        .resource("session")
+        .outcome(outcome)
+        .request_id(request_id.as_str())
+        .build();
+    if observer.audit(event).is_err() {
+        // Lost: already counted, logged and alerted by qiflow. Refuse rather than go unaudited.
+        return HttpResponse::new(StatusCode::SERVICE_UNAVAILABLE);
+    }
     HttpResponse::new(if ok {
         StatusCode::OK
     } else {

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use qiflow_core::Observer;
+use qiflow_core::audit::{AuditEvent, Outcome};
 
 fn main() -> ExitCode {
     let config = match qiflow_core::Config::load() {
@@ -70,6 +71,8 @@ fn app(observer: Observer) -> Router {
         .route("/login", post(login))
         .merge(qiflow_axum::routes(observer.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
+        // Handlers reach the observer through the `Qiflow` extractor.
+        .layer(axum::Extension(observer.clone()))
         .layer(qiflow_axum::layer(observer))
 }
 
@@ -115,10 +118,28 @@ struct Login {
     password: String,
 }
 
-async fn login(Json(login): Json<Login>) -> StatusCode {
-    // The password is never logged: only the user name and the outcome.
+async fn login(
+    qiflow_axum::Qiflow(observer): qiflow_axum::Qiflow,
+    axum::Extension(request_id): axum::Extension<qiflow_axum::RequestId>,
+    Json(login): Json<Login>,
+) -> StatusCode {
+    // The password is never logged nor audited: only the user name and the outcome.
     let ok = login.user == "demo" && login.password == "demo";
     tracing::info!(user = %login.user, ok, "login attempt");
+    let outcome = if ok {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    };
+    let event = AuditEvent::builder(login.user, "user.login")
+        .resource("session")
+        .outcome(outcome)
+        .request_id(request_id.as_str())
+        .build();
+    if observer.audit(event).is_err() {
+        // Lost: already counted, logged and alerted by qiflow. Refuse rather than go unaudited.
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     if ok {
         StatusCode::OK
     } else {

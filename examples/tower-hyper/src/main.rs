@@ -253,7 +253,7 @@ async fn handle(observer: &Observer, request: Request<Incoming>) -> Response<Bod
         FAIL if get => fail(),
         PANIC if get => panic(),
         SLOW if get => slow(request.uri().query()).await,
-        LOGIN if post => login(request).await,
+        LOGIN if post => login(observer, request).await,
         LOGIN => method_not_allowed("POST"),
         _ => method_not_allowed("GET"),
     }
@@ -349,7 +349,11 @@ struct Login {
     password: String,
 }
 
-async fn login(request: Request<Incoming>) -> Response<Body> {
+async fn login(observer: &Observer, request: Request<Incoming>) -> Response<Body> {
+    let request_id = request
+        .extensions()
+        .get::<qiflow_tower::RequestId>()
+        .map(|id| id.as_str().to_owned());
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -383,9 +387,24 @@ async fn login(request: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
-    // The password is never logged: only the user name and the outcome.
+    // The password is never logged nor audited: only the user name and the outcome.
     let ok = login.user == "demo" && login.password == "demo";
     tracing::info!(user = %login.user, ok, "login attempt");
+    let outcome = if ok {
+        qiflow_core::audit::Outcome::Success
+    } else {
+        qiflow_core::audit::Outcome::Denied
+    };
+    let mut event = qiflow_core::audit::AuditEvent::builder(login.user, "user.login")
+        .resource("session")
+        .outcome(outcome);
+    if let Some(id) = request_id {
+        event = event.request_id(id);
+    }
+    if observer.audit(event.build()).is_err() {
+        // Lost: already counted, logged and alerted by qiflow. Refuse rather than go unaudited.
+        return empty(StatusCode::SERVICE_UNAVAILABLE);
+    }
     let status = if ok {
         StatusCode::OK
     } else {
@@ -409,6 +428,8 @@ enum Endpoint {
     Metrics,
     Live,
     Ready,
+    /// `/qiflow/api/audit`: the audit trail (async queries).
+    Audit,
     /// `/qiflow/api/<view>`: qiflow's JSON views.
     Api,
 }
@@ -419,6 +440,9 @@ fn qiflow_endpoint(observer: &Observer, path: &str) -> Option<Endpoint> {
     let config = observer.config();
     if config.metrics.enabled && path == config.metrics.path {
         return Some(Endpoint::Metrics);
+    }
+    if path == qiflow_core::audit::api::API_PATH {
+        return Some(Endpoint::Audit);
     }
     if path.starts_with(qiflow_core::API_PREFIX) {
         return Some(Endpoint::Api);
@@ -474,6 +498,18 @@ impl Endpoint {
                 &observer.readiness().await,
                 observer.authorized(authorization),
             ),
+            Self::Audit => {
+                let query = request.uri().query().unwrap_or("");
+                let answer = qiflow_core::audit::api::api(observer, query, authorization).await;
+                let mut response = Response::new(Body::from(answer.body));
+                *response.status_mut() = StatusCode::from_u16(answer.status)
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
         }
     }
 }

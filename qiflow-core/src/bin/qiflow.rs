@@ -5,6 +5,8 @@
 //! qiflow encrypt --name database.password     plaintext on stdin  -> ENC:v1:… on stdout
 //! qiflow decrypt --name database.password     ENC:v1:… on stdin   -> plaintext on stdout
 //! qiflow check qiflow.toml                    load, decrypt and validate; one line per problem
+//! qiflow audit verify data/audit --config qiflow.toml [--allow-open-tail]
+//! qiflow audit verify --postgres postgres://… --config qiflow.toml
 //! ```
 //!
 //! The key comes from `QIFLOW_MASTER_KEY` (base64) or `QIFLOW_MASTER_KEY_FILE`, read from the
@@ -60,6 +62,33 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify an audit trail: every hash, the chain, the digests and their signatures.
+    ///
+    /// Exits 0 and prints the record count when the trail is intact; exits 1 naming the first
+    /// broken record (file:line, seq) and why. A trail whose last line is not a digest (an open
+    /// tail: a live trail, a crash, or a cut) exits 1 unless --allow-open-tail.
+    Verify {
+        /// The trail directory (`[audit] dir`). Defaults to the one in --config.
+        dir: Option<PathBuf>,
+        /// The configuration whose `[audit] signing_key` (ENC: allowed) checks the digests.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Verify the `qiflow_audit` table of this PostgreSQL database instead of a directory.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Accept records after the last digest (a live trail, or one cut by a crash).
+        #[arg(long)]
+        allow_open_tail: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +98,15 @@ fn main() -> ExitCode {
         Command::Encrypt { name } => encrypt(&name),
         Command::Decrypt { name } => decrypt(&name),
         Command::Check { file, strict } => return check(file, strict),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    dir,
+                    config,
+                    postgres,
+                    allow_open_tail,
+                },
+        } => return audit_verify(dir, config, postgres, allow_open_tail),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +232,108 @@ fn check(file: PathBuf, strict: bool) -> ExitCode {
                 println!("{level}: {shown}: {p}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    postgres: Option<String>,
+    allow_open_tail: bool,
+) -> ExitCode {
+    let config = match config {
+        Some(file) => {
+            let shown = file.display().to_string();
+            match Loader::new().file(file).load() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    for p in e.problems() {
+                        eprintln!("qiflow: {shown}: {p}");
+                    }
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    let key = config
+        .as_ref()
+        .and_then(|c| c.audit.signing_key.as_ref())
+        .map(|k| k.expose().as_bytes().to_vec());
+    let (what, result) = if let Some(url) = postgres {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("qiflow: cannot start a runtime: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let shown = url::Url::parse(&url)
+            .map(|mut u| {
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_else(|_| "the database".into());
+        (
+            shown,
+            runtime.block_on(qiflow_core::audit::verify_postgres(&url, key.as_deref())),
+        )
+    } else {
+        let Some(dir) = dir.or_else(|| config.as_ref().map(|c| c.audit.dir.clone())) else {
+            eprintln!(
+                "qiflow: name the trail directory, or pass --config (its [audit] dir), or --postgres URL"
+            );
+            return ExitCode::from(2);
+        };
+        (
+            dir.display().to_string(),
+            qiflow_core::audit::verify_dir(&dir, key.as_deref()),
+        )
+    };
+    match result {
+        Err(broken) => {
+            println!("broken: {broken}");
+            ExitCode::FAILURE
+        }
+        Ok(v) => {
+            if key.is_none() && v.unchecked_signatures > 0 {
+                println!(
+                    "warning: {} digest signature(s) not checked: no signing key (pass --config with [audit] signing_key)",
+                    v.unchecked_signatures
+                );
+            }
+            if let Some((seq, signature)) = &v.last_digest {
+                println!("last digest: seq {seq}, signature {signature}");
+            }
+            let range = match v.last_seq {
+                Some(last) => format!("seq {}..={last}", v.first_seq),
+                None => "empty".into(),
+            };
+            if v.open_tail() {
+                let torn = if v.torn_tail {
+                    " and a torn last line (cut mid-write)"
+                } else {
+                    ""
+                };
+                let msg = format!(
+                    "open tail: {} record(s) after the last digest{torn} are not sealed (a live trail, a crash, or a cut tail)",
+                    v.unsealed
+                );
+                if !allow_open_tail {
+                    println!("broken: {what}: {msg}; pass --allow-open-tail for a live trail");
+                    return ExitCode::FAILURE;
+                }
+                println!("warning: {msg}");
+            }
+            println!(
+                "ok: {what}: {} records, {} digests ({range})",
+                v.records, v.digests
+            );
+            ExitCode::SUCCESS
         }
     }
 }

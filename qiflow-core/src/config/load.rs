@@ -286,6 +286,7 @@ fn schema() -> Value {
     let mut sample = Config::default();
     sample.metrics.listen = Some(([127, 0, 0, 1], 0).into());
     sample.audit.retention = Some(std::time::Duration::from_secs(1));
+    sample.audit.routes = vec![String::new()];
     let channel = super::ChannelConfig {
         name: Some(String::new()),
         min_level: Some(super::AlertLevel::Info),

@@ -360,6 +360,34 @@ pub struct AuditConfig {
     /// chained but not keyed, and `qiflow check` warns.
     #[serde(skip_serializing)]
     pub signing_key: Option<Secret>,
+    /// Records that may wait for the writer. Defaults to `10000`.
+    pub queue_capacity: usize,
+    /// When the queue is full, `observer.audit()` waits this long for room before the record is
+    /// counted as lost (with an error and an alert). Defaults to `"1s"`.
+    #[serde(with = "units::duration")]
+    pub block_timeout: Duration,
+    /// A digest record after this many records. Defaults to `1000`.
+    pub digest_every: u64,
+    /// A digest record when records have waited this long unsealed. Defaults to `"60s"`.
+    #[serde(with = "units::duration")]
+    pub digest_interval: Duration,
+    /// File sink: start a new segment at this size. Defaults to `"64MiB"`.
+    #[serde(with = "units::size")]
+    pub segment_size: u64,
+    /// File sink: start a new segment at this age. Defaults to `"1d"`.
+    #[serde(with = "units::duration")]
+    pub segment_age: Duration,
+    /// File sink: gzip closed segments (they still verify). Defaults to `false`.
+    pub compress: bool,
+    /// Encrypt records at rest (AES-256-GCM) with the keyring of `QIFLOW_MASTER_KEY` /
+    /// `QIFLOW_MASTER_KEY_FILE`. Defaults to `false`.
+    pub encrypt: bool,
+    /// Requests audited automatically by the middleware: `"METHOD ROUTE"` rules such as
+    /// `"POST /login"`, `"DELETE *"`, `"* /admin/*"`. Defaults to none.
+    pub routes: Vec<String>,
+    /// The request header naming the actor of automatically audited requests (e.g. `x-user`).
+    /// Defaults to `""`: none (actor `anonymous`, unless the host sets a closure).
+    pub actor_header: String,
 }
 
 impl Default for AuditConfig {
@@ -373,6 +401,16 @@ impl Default for AuditConfig {
             flush_interval: Duration::from_secs(1),
             retention: None,
             signing_key: None,
+            queue_capacity: 10_000,
+            block_timeout: Duration::from_secs(1),
+            digest_every: 1000,
+            digest_interval: Duration::from_secs(60),
+            segment_size: 64 * 1024 * 1024,
+            segment_age: Duration::from_secs(24 * 3600),
+            compress: false,
+            encrypt: false,
+            routes: Vec::new(),
+            actor_header: String::new(),
         }
     }
 }

@@ -141,6 +141,48 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "must be at least \"1h\" (or unset to keep everything)".into(),
         );
     }
+    if audit.queue_capacity == 0 || audit.queue_capacity > 1_000_000 {
+        bad(
+            "audit.queue_capacity",
+            format!("{} is out of range; use 1 to 1000000", audit.queue_capacity),
+        );
+    }
+    if audit.block_timeout > std::time::Duration::from_secs(60) {
+        bad(
+            "audit.block_timeout",
+            "must be at most \"60s\": callers wait this long when the queue is full".into(),
+        );
+    }
+    if audit.digest_every == 0 || audit.digest_every > 1_000_000 {
+        bad(
+            "audit.digest_every",
+            format!("{} is out of range; use 1 to 1000000", audit.digest_every),
+        );
+    }
+    if audit.digest_interval.is_zero() {
+        bad(
+            "audit.digest_interval",
+            "must be greater than zero, like \"60s\"".into(),
+        );
+    }
+    if audit.segment_size < 4096 {
+        bad(
+            "audit.segment_size",
+            "must be at least \"4KiB\", like \"64MiB\"".into(),
+        );
+    }
+    if audit.segment_age < std::time::Duration::from_secs(60) {
+        bad(
+            "audit.segment_age",
+            "must be at least \"1m\", like \"1d\"".into(),
+        );
+    }
+    if let Err(why) = crate::audit::AutoAudit::new(&audit.routes, crate::audit::ActorSource::None) {
+        let (path, why) = why
+            .split_once(": ")
+            .unwrap_or(("audit.routes", why.as_str()));
+        bad(path, why.to_owned());
+    }
     match (&audit.sink, &audit.postgres_url) {
         (AuditSinkKind::Postgres, None) => bad(
             "audit.postgres_url",

@@ -36,6 +36,7 @@ pub struct ObserverBuilder {
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     reporters: Vec<Arc<dyn Reporter>>,
     alert_channels: Vec<(String, Arc<dyn AlertChannel>)>,
+    audit: crate::audit::AuditOptions,
 }
 
 impl std::fmt::Debug for ObserverBuilder {
@@ -61,6 +62,7 @@ impl ObserverBuilder {
             health_checks: Vec::new(),
             reporters: Vec::new(),
             alert_channels: Vec::new(),
+            audit: crate::audit::AuditOptions::default(),
         }
     }
 
@@ -76,6 +78,52 @@ impl ObserverBuilder {
     /// neither is given, alerts go to the log channel.
     pub fn alert_channel(mut self, name: impl Into<String>, channel: impl AlertChannel) -> Self {
         self.alert_channels.push((name.into(), Arc::new(channel)));
+        self
+    }
+
+    /// Stores audit records in `sink` instead of the one `[audit] sink` names; `store` answers
+    /// [`Observer::audit_query`] (none: queries fail). Defaults to the configured sink.
+    pub fn audit_sink(
+        mut self,
+        sink: impl crate::audit::AuditSink,
+        store: Option<Arc<dyn crate::audit::AuditStore>>,
+    ) -> Self {
+        self.audit.sink = Some((Box::new(sink), store));
+        self
+    }
+
+    /// Called whenever audit records are lost (queue full past `[audit] block_timeout`, the
+    /// sink failing past its retries, the pipeline shut down), after they are counted and
+    /// logged: the place to raise a critical alert. Defaults to none.
+    pub fn on_audit_loss(
+        mut self,
+        hook: impl Fn(&crate::audit::AuditLoss) + Send + Sync + 'static,
+    ) -> Self {
+        self.audit.on_loss = Some(Arc::new(hook));
+        self
+    }
+
+    /// Resolves the actor of automatically audited requests (`[audit] routes`) from the request
+    /// headers, instead of `[audit] actor_header`. The closure gets a header lookup.
+    ///
+    /// ```
+    /// # let config = qiflow_core::test::quiet_config();
+    /// let builder = qiflow_core::Observer::builder(config).audit_actor(|header| {
+    ///     header("x-forwarded-user").or_else(|| header("x-user"))
+    /// });
+    /// ```
+    pub fn audit_actor(
+        mut self,
+        actor: impl Fn(&dyn Fn(&str) -> Option<String>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.audit.actor = Some(Arc::new(actor));
+        self
+    }
+
+    /// The keyring that encrypts audit records at rest (`[audit] encrypt = true`). Defaults to
+    /// the one of `QIFLOW_MASTER_KEY` / `QIFLOW_MASTER_KEY_FILE`.
+    pub fn audit_keyring(mut self, keyring: Arc<crate::secret::Keyring>) -> Self {
+        self.audit.keyring = Some(keyring);
         self
     }
 
@@ -240,9 +288,45 @@ impl ObserverBuilder {
         })?;
         {
             let alerts = alerts.clone();
-            worker.on_shutdown(Box::new(move || alerts.abandon()));
+            worker.on_shutdown(Box::new(move |_| alerts.abandon()));
         }
 
+        // Lost audit records raise a critical alert (then call the application's own hook).
+        let mut audit_options = self.audit;
+        {
+            let alerts = alerts.clone();
+            let hook = audit_options.on_loss.take();
+            audit_options.on_loss = Some(Arc::new(move |loss: &crate::audit::AuditLoss| {
+                let _ = alerts.raise(
+                    crate::alert::Alert::new(
+                        "audit_records_lost",
+                        crate::alert::AlertLevel::Critical,
+                    )
+                    .summary(format!(
+                        "{} audit record(s) lost in the {} sink",
+                        loss.records, loss.sink
+                    ))
+                    .description(loss.reason.clone())
+                    .label("sink", loss.sink)
+                    .source("audit"),
+                );
+                if let Some(hook) = &hook {
+                    hook(loss);
+                }
+            }));
+        }
+        let audit_custom_sink = audit_options.sink.is_some();
+        let auditor = crate::audit::start(
+            &self.config,
+            &worker,
+            &metrics,
+            self.clock.clone(),
+            audit_options,
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Audit,
+            message,
+        })?;
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
@@ -283,6 +367,15 @@ impl ObserverBuilder {
                 Arc::new(DiskSpaceCheck::new(dir, LOW_DISK_BYTES)),
             ));
         }
+        if auditor.is_some()
+            && self.config.audit.sink == crate::config::AuditSinkKind::File
+            && !audit_custom_sink
+        {
+            health_checks.push((
+                "audit_dir".into(),
+                Arc::new(DirWritableCheck::new(self.config.audit.dir.clone())),
+            ));
+        }
         let observer = Observer {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -294,6 +387,7 @@ impl ObserverBuilder {
                 capturer,
                 error_store,
                 alerts,
+                auditor,
             }),
         };
         if self.install_global {
@@ -313,6 +407,8 @@ pub enum InitErrorKind {
     Config,
     /// Another global tracing subscriber or `log` logger is already installed.
     GlobalAlreadySet,
+    /// The audit trail cannot be opened (its directory, its last segment, the keyring).
+    Audit,
 }
 
 /// `init` or [`ObserverBuilder::build`] failed.

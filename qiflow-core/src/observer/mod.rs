@@ -44,6 +44,7 @@ struct Inner {
     capturer: Arc<Capturer>,
     error_store: Arc<ErrorStore>,
     alerts: Alerts,
+    auditor: Option<crate::audit::Auditor>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -227,8 +228,8 @@ impl Observer {
     }
 
     /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths,
-    /// `/qiflow/api/*`), which the
-    /// middleware does not observe, so scrapes and probes do not skew the request figures.
+    /// `/qiflow/api/*`), which the middleware does not observe, so scrapes and probes do not skew
+    /// the request figures.
     pub fn is_internal_path(&self, path: &str) -> bool {
         let config = self.config();
         let health = config.health.path.trim_end_matches('/');
@@ -287,6 +288,95 @@ impl Observer {
             None => true,
             Some(token) => crate::health::bearer_matches(authorization, token.expose()),
         }
+    }
+
+    /// Records an audit event (see [`crate::audit`] for what happens when). Returns at once
+    /// unless the audit queue is full, then waits up to `[audit] block_timeout`; a record that
+    /// still finds no room is lost: counted, logged as an error, reported to the loss hook, and
+    /// the error returned. With `[audit] enabled = false` the event is discarded and `Ok`
+    /// returned.
+    ///
+    /// ```
+    /// use qiflow_core::audit::{AuditEvent, Outcome};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut config = qiflow_core::test::quiet_config(); // auditing off there: turn it on
+    /// config.audit.enabled = true;
+    /// config.audit.dir = dir.path().to_owned();
+    /// let (observer, guard) = qiflow_core::Observer::builder(config)
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// observer
+    ///     .audit(AuditEvent::builder("alice", "user.login").outcome(Outcome::Success).build())
+    ///     .unwrap();
+    /// drop(guard); // writes what is queued, then a digest
+    /// let verified = qiflow_core::audit::verify_dir(dir.path(), None).unwrap();
+    /// assert_eq!(verified.records, 1);
+    /// assert!(!verified.open_tail());
+    /// ```
+    pub fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), crate::audit::AuditError> {
+        match &self.inner.auditor {
+            Some(auditor) => auditor.audit(event),
+            None => Ok(()),
+        }
+    }
+
+    /// Records an audit event and resolves once it is stored durably (its batch fsynced or
+    /// committed): an acknowledged record. Queueing behaves as in [`Observer::audit`].
+    pub fn audit_durable(
+        &self,
+        event: crate::audit::AuditEvent,
+    ) -> impl std::future::Future<Output = Result<(), crate::audit::AuditError>> + Send + 'static
+    {
+        let pending = self.inner.auditor.as_ref().map(|a| a.audit_durable(event));
+        async move {
+            match pending {
+                Some(p) => p.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Queries the stored trail (what `GET /qiflow/api/audit` serves). Fails when auditing is
+    /// disabled or the sink has no query support.
+    pub async fn audit_query(
+        &self,
+        query: &crate::audit::AuditQuery,
+    ) -> Result<crate::audit::AuditPage, crate::audit::AuditError> {
+        let store = self
+            .inner
+            .auditor
+            .as_ref()
+            .and_then(|a| a.store().cloned())
+            .ok_or_else(|| {
+                crate::audit::AuditError::new(
+                    crate::audit::AuditErrorKind::Config,
+                    "the audit trail cannot be queried: [audit] enabled = false, or a custom sink without a store",
+                )
+            })?;
+        let query = query.clone();
+        // On qiflow's runtime, so it works under any executor.
+        self.runtime()
+            .spawn(async move { store.query(&query).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::audit::AuditError::new(
+                    crate::audit::AuditErrorKind::Io,
+                    format!("audit query failed: {e}"),
+                ))
+            })
+    }
+
+    /// The automatic-audit rules (`[audit] routes`), when any: adapters resolve the actor from
+    /// the request headers with [`AutoAudit::actor`](crate::audit::AutoAudit::actor) when
+    /// [`AutoAudit::wants_actor`](crate::audit::AutoAudit::wants_actor) says so.
+    pub fn auto_audit(&self) -> Option<&crate::audit::AutoAudit> {
+        self.inner.auditor.as_ref()?.auto()
+    }
+
+    pub(crate) fn auditor(&self) -> Option<&crate::audit::Auditor> {
+        self.inner.auditor.as_ref()
     }
 
     /// The liveness report: the process is up. It checks no dependency, so it stays healthy when

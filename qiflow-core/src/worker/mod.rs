@@ -24,8 +24,11 @@ pub(crate) struct Worker {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pipelines: Mutex<Vec<Arc<dyn Controlled>>>,
-    on_shutdown: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    on_shutdown: Mutex<Vec<ShutdownHook>>,
 }
+
+/// Called with the final counters once the guard's shutdown has abandoned what was left.
+pub(crate) type ShutdownHook = Box<dyn Fn(&[PipelineStats]) + Send>;
 
 impl Worker {
     pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
@@ -82,9 +85,10 @@ impl Worker {
         producer
     }
 
-    /// Runs `hook` at shutdown, after every pipeline was abandoned (to count what a sink still
-    /// held beyond its pipeline, like the alert router's groups).
-    pub(crate) fn on_shutdown(&self, hook: Box<dyn Fn() + Send + Sync>) {
+    /// Registers a hook called at the end of [`Worker::shutdown`], after every pipeline was
+    /// abandoned and the runtime stopped, with the final counters (to count what a sink still
+    /// held beyond its pipeline, like the alert router's groups, or to report audit losses).
+    pub(crate) fn on_shutdown(&self, hook: ShutdownHook) {
         self.on_shutdown
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -135,14 +139,6 @@ impl Worker {
         for p in &pipelines {
             p.abandon();
         }
-        for hook in self
-            .on_shutdown
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            hook();
-        }
         if let Some(runtime) = self
             .runtime
             .lock()
@@ -151,10 +147,19 @@ impl Worker {
         {
             runtime.shutdown_background();
         }
+        let stats = self.stats();
+        for hook in self
+            .on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            hook(&stats);
+        }
         ShutdownReport {
             elapsed: start.elapsed(),
             timed_out: late.iter().map(|p| p.name()).collect(),
-            stats: self.stats(),
+            stats,
         }
     }
 }

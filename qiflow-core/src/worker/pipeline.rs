@@ -305,6 +305,7 @@ impl Shared {
 /// send bounded by a timeout with [`Overflow::Block`]) and an atomic increment.
 pub struct Pipeline<T> {
     tx: flume::Sender<T>,
+    control: flume::Sender<Control>,
     shared: Arc<Shared>,
     overflow: Overflow,
 }
@@ -313,6 +314,7 @@ impl<T> Clone for Pipeline<T> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            control: self.control.clone(),
             shared: self.shared.clone(),
             overflow: self.overflow,
         }
@@ -356,6 +358,13 @@ impl<T: Send + 'static> Pipeline<T> {
     /// The pipeline's name.
     pub fn name(&self) -> &'static str {
         self.shared.name
+    }
+
+    /// Asks the worker to drain the queue and flush the sink, without waiting (timed digests
+    /// of the audit trail).
+    pub(crate) fn request_flush(&self) {
+        let (ack, _) = mpsc::channel();
+        let _ = self.control.send(Control::Flush(ack));
     }
 
     /// Items waiting in the queue now.
@@ -463,6 +472,7 @@ where
     let shared = Arc::new(Shared::new(options.name));
     let producer = Pipeline {
         tx,
+        control: control_tx.clone(),
         shared: shared.clone(),
         overflow: options.overflow,
     };

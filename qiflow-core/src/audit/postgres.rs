@@ -1,0 +1,695 @@
+//! [`PostgresAuditSink`]: the trail in a PostgreSQL table, with the same chain and digests as
+//! the file sink; [`PostgresStore`] queries it; [`verify_postgres`] checks it.
+//!
+//! The table (created with its indexes when missing):
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS qiflow_audit (
+//!     seq        BIGINT PRIMARY KEY,      -- position in the chain, digests included
+//!     kind       TEXT NOT NULL,           -- 'record' | 'encrypted' | 'digest'
+//!     id         TEXT,                    -- UUID v7 (records)
+//!     timestamp  TEXT,                    -- RFC 3339 as hashed (records)
+//!     ts         TIMESTAMPTZ,             -- the same instant, for range queries
+//!     actor      TEXT,
+//!     action     TEXT,
+//!     resource   TEXT,
+//!     outcome    TEXT,
+//!     request_id TEXT,
+//!     metadata   TEXT,                    -- canonical JSON, as hashed
+//!     enc        TEXT,                    -- ENC:v1:… (encrypted records)
+//!     digest     TEXT,                    -- the digest record's JSON (digests)
+//!     prev_hash  TEXT NOT NULL,
+//!     hash       TEXT NOT NULL
+//! );
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
+//! ```
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use time::OffsetDateTime;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::chain::{
+    self, AuditRecord, Broken, ChainState, DigestRecord, EncryptedRecord, Line, Location, Verified,
+    Verifier, parse_timestamp,
+};
+use super::{
+    AuditError, AuditErrorKind, AuditEvent, AuditPage, AuditQuery, AuditSink, AuditStore,
+    SealReason,
+};
+use crate::clock::Clock;
+use crate::secret::Keyring;
+use crate::worker::BoxFuture;
+
+/// The table name.
+pub const TABLE: &str = "qiflow_audit";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS qiflow_audit (
+    seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, id TEXT, timestamp TEXT, ts TIMESTAMPTZ,
+    actor TEXT, action TEXT, resource TEXT, outcome TEXT, request_id TEXT, metadata TEXT,
+    enc TEXT, digest TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
+CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
+CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
+CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);";
+
+const COLUMNS: &str = "seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash";
+
+fn db(what: &str, e: impl std::fmt::Display) -> AuditError {
+    AuditError::new(
+        AuditErrorKind::Database,
+        format!("audit database: {what}: {e}"),
+    )
+}
+
+/// Builds a connection pool for `url` (no TLS: use a local socket or a trusted network).
+fn pool(url: &str) -> Result<Pool, AuditError> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        AuditError::new(
+            AuditErrorKind::Config,
+            format!("not a valid PostgreSQL URL ({e}); use postgres://user:password@host:port/db"),
+        )
+    })?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| {
+            AuditError::new(
+                AuditErrorKind::Config,
+                format!("cannot build the pool: {e}"),
+            )
+        })
+}
+
+/// One row, as inserted.
+#[derive(Debug, Clone)]
+struct Row {
+    seq: i64,
+    kind: &'static str,
+    id: Option<String>,
+    timestamp: Option<String>,
+    ts: Option<OffsetDateTime>,
+    actor: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    outcome: Option<String>,
+    request_id: Option<String>,
+    metadata: Option<String>,
+    enc: Option<String>,
+    digest: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Row {
+    fn of(line: &Line) -> Self {
+        let mut row = Row {
+            seq: line.seq() as i64,
+            kind: "record",
+            id: None,
+            timestamp: None,
+            ts: None,
+            actor: None,
+            action: None,
+            resource: None,
+            outcome: None,
+            request_id: None,
+            metadata: None,
+            enc: None,
+            digest: None,
+            prev_hash: line.prev_hash().to_owned(),
+            hash: line.hash().to_owned(),
+        };
+        match line {
+            Line::Record(r) => {
+                row.id = Some(r.id.clone());
+                row.ts = parse_timestamp(&r.timestamp);
+                row.timestamp = Some(r.timestamp.clone());
+                row.actor = Some(r.actor.clone());
+                row.action = Some(r.action.clone());
+                row.resource = Some(r.resource.clone());
+                row.outcome = Some(r.outcome.as_str().to_owned());
+                row.request_id = r.request_id.clone();
+                row.metadata = serde_json::to_string(&r.metadata).ok();
+            }
+            Line::Encrypted(r) => {
+                row.kind = "encrypted";
+                row.enc = Some(r.enc.clone());
+            }
+            Line::Digest(d) => {
+                row.kind = "digest";
+                row.ts = parse_timestamp(&d.timestamp);
+                row.digest = serde_json::to_string(d).ok();
+            }
+        }
+        row
+    }
+
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, String> {
+        let kind: String = row.try_get("kind").map_err(|e| e.to_string())?;
+        let get = |c: &str| -> Result<Option<String>, String> {
+            row.try_get::<_, Option<String>>(c)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Row {
+            seq: row.try_get("seq").map_err(|e| e.to_string())?,
+            kind: match kind.as_str() {
+                "record" => "record",
+                "encrypted" => "encrypted",
+                "digest" => "digest",
+                _ => return Err(format!("unknown kind {kind:?}")),
+            },
+            id: get("id")?,
+            timestamp: get("timestamp")?,
+            ts: None,
+            actor: get("actor")?,
+            action: get("action")?,
+            resource: get("resource")?,
+            outcome: get("outcome")?,
+            request_id: get("request_id")?,
+            metadata: get("metadata")?,
+            enc: get("enc")?,
+            digest: get("digest")?,
+            prev_hash: row.try_get("prev_hash").map_err(|e| e.to_string())?,
+            hash: row.try_get("hash").map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// The line the row stands for (hashes as stored, not recomputed).
+    fn line(&self) -> Result<Line, String> {
+        let need =
+            |v: &Option<String>, c: &str| v.clone().ok_or_else(|| format!("column {c} is NULL"));
+        let seq = u64::try_from(self.seq).map_err(|_| "negative seq".to_owned())?;
+        Ok(match self.kind {
+            "record" => Line::Record(AuditRecord {
+                seq,
+                id: need(&self.id, "id")?,
+                timestamp: need(&self.timestamp, "timestamp")?,
+                actor: need(&self.actor, "actor")?,
+                action: need(&self.action, "action")?,
+                resource: need(&self.resource, "resource")?,
+                outcome: need(&self.outcome, "outcome")?.parse()?,
+                request_id: self.request_id.clone(),
+                metadata: serde_json::from_str(&need(&self.metadata, "metadata")?)
+                    .map_err(|e| format!("metadata: {e}"))?,
+                prev_hash: self.prev_hash.clone(),
+                hash: self.hash.clone(),
+            }),
+            "encrypted" => Line::Encrypted(EncryptedRecord {
+                seq,
+                enc: need(&self.enc, "enc")?,
+                prev_hash: self.prev_hash.clone(),
+                hash: self.hash.clone(),
+            }),
+            _ => {
+                let mut d: DigestRecord = serde_json::from_str(&need(&self.digest, "digest")?)
+                    .map_err(|e| format!("digest: {e}"))?;
+                d.seq = seq;
+                d.prev_hash = self.prev_hash.clone();
+                d.hash = self.hash.clone();
+                Line::Digest(d)
+            }
+        })
+    }
+}
+
+struct Pending {
+    first_id: Option<uuid::Uuid>,
+    rows: Vec<Row>,
+    after: ChainState,
+    sealed_at: Option<SystemTime>,
+}
+
+/// Stores the trail in the `qiflow_audit` table of a PostgreSQL database.
+///
+/// Connects lazily (the first batch creates the table and resumes the chain from its last row),
+/// through a small pool that replaces dead connections, so the sink survives a database restart:
+/// the failed batch is retried with the very same rows, and a batch whose commit succeeded
+/// before the connection broke is recognised by its last row's hash, not inserted twice.
+pub struct PostgresAuditSink {
+    pool: Pool,
+    signing_key: Option<Vec<u8>>,
+    keyring: Option<Arc<Keyring>>,
+    clock: Arc<dyn Clock>,
+    state: Option<ChainState>,
+    pending: Option<Pending>,
+    digest_every: u64,
+    digest_interval: Duration,
+    last_seal: SystemTime,
+}
+
+impl std::fmt::Debug for PostgresAuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresAuditSink")
+            .field("table", &TABLE)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresAuditSink {
+    /// A sink for the database at `url` (no connection is made yet).
+    pub fn new(
+        url: &str,
+        signing_key: Option<&[u8]>,
+        keyring: Option<Arc<Keyring>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuditError> {
+        Ok(Self {
+            pool: pool(url)?,
+            signing_key: signing_key.map(<[u8]>::to_vec),
+            keyring,
+            last_seal: clock.now(),
+            clock,
+            state: None,
+            pending: None,
+            digest_every: 1000,
+            digest_interval: Duration::from_secs(60),
+        })
+    }
+
+    /// A digest after this many records. Defaults to 1000.
+    #[must_use]
+    pub fn digest_every(mut self, n: u64) -> Self {
+        self.digest_every = n.max(1);
+        self
+    }
+
+    /// A digest when records waited this long unsealed. Defaults to 60 s.
+    #[must_use]
+    pub fn digest_interval(mut self, d: Duration) -> Self {
+        self.digest_interval = d;
+        self
+    }
+
+    /// A query store sharing the sink's pool.
+    pub fn store(&self) -> PostgresStore {
+        PostgresStore {
+            pool: self.pool.clone(),
+            keyring: self.keyring.clone(),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, AuditError> {
+        self.pool.get().await.map_err(|e| db("cannot connect", e))
+    }
+
+    /// Creates the table if missing and reads where the chain stands.
+    async fn resume(&mut self) -> Result<ChainState, AuditError> {
+        if let Some(state) = &self.state {
+            return Ok(state.clone());
+        }
+        let client = self.client().await?;
+        client
+            .batch_execute(SCHEMA)
+            .await
+            .map_err(|e| db("cannot create the table qiflow_audit", e))?;
+        let mut state = ChainState::default();
+        let last_digest = client
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM {TABLE} WHERE kind = 'digest' ORDER BY seq DESC LIMIT 1"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| db("cannot read the last digest", e))?;
+        let from: i64 = match &last_digest {
+            Some(row) => {
+                let line = Row::from_pg(row).and_then(|r| r.line()).map_err(|e| {
+                    AuditError::new(
+                        AuditErrorKind::Corrupt,
+                        format!("audit table: last digest: {e}"),
+                    )
+                })?;
+                state.absorb(&line);
+                line.seq() as i64 + 1
+            }
+            None => 0,
+        };
+        let rows = client
+            .query(
+                &format!("SELECT {COLUMNS} FROM {TABLE} WHERE seq >= $1 ORDER BY seq"),
+                &[&from],
+            )
+            .await
+            .map_err(|e| db("cannot read the unsealed rows", e))?;
+        for row in &rows {
+            let line = Row::from_pg(row).and_then(|r| r.line()).map_err(|e| {
+                AuditError::new(AuditErrorKind::Corrupt, format!("audit table: {e}"))
+            })?;
+            state.absorb(&line);
+        }
+        self.state = Some(state.clone());
+        Ok(state)
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.signing_key.as_deref()
+    }
+
+    /// Inserts `rows` in one transaction, unless a previous attempt already committed them.
+    async fn insert(&self, rows: &[Row]) -> Result<(), AuditError> {
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db("cannot begin", e))?;
+        let stored: Option<String> = tx
+            .query_opt(
+                &format!("SELECT hash FROM {TABLE} WHERE seq = $1"),
+                &[&last.seq],
+            )
+            .await
+            .map_err(|e| db("cannot check the batch", e))?
+            .map(|r| r.get(0));
+        if let Some(hash) = stored {
+            if hash == last.hash {
+                return Ok(()); // committed by an attempt whose answer was lost
+            }
+            return Err(AuditError::new(
+                AuditErrorKind::Corrupt,
+                format!(
+                    "audit table: seq {} is already taken by another row: another writer shares the table",
+                    last.seq
+                ),
+            ));
+        }
+        for chunk in rows.chunks(1000) {
+            let mut sql = format!("INSERT INTO {TABLE} ({COLUMNS}) VALUES ");
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 15);
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..15 {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", i * 15 + c + 1));
+                }
+                sql.push(')');
+                params.extend_from_slice(&[
+                    &r.seq,
+                    &r.kind,
+                    &r.id,
+                    &r.timestamp,
+                    &r.ts,
+                    &r.actor,
+                    &r.action,
+                    &r.resource,
+                    &r.outcome,
+                    &r.request_id,
+                    &r.metadata,
+                    &r.enc,
+                    &r.digest,
+                    &r.prev_hash,
+                    &r.hash,
+                ]);
+            }
+            tx.execute(&sql, &params)
+                .await
+                .map_err(|e| db("cannot insert the batch", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db("cannot commit the batch", e))
+    }
+
+    async fn store_pending(&mut self) -> Result<(), AuditError> {
+        let Some(pending) = &self.pending else {
+            return Ok(());
+        };
+        self.insert(&pending.rows).await?;
+        if let Some(p) = self.pending.take() {
+            self.state = Some(p.after);
+            if let Some(at) = p.sealed_at {
+                self.last_seal = at;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AuditSink for PostgresAuditSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            let first_id = batch.first().map(|e| e.id);
+            let same = self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.first_id == first_id && p.first_id.is_some());
+            if !same {
+                if self.pending.take().is_some() {
+                    // The previous batch was given up (lost) — or committed after all, with its
+                    // answer lost: read where the chain stands from the table again.
+                    self.state = None;
+                }
+                let mut state = self.resume().await?;
+                let now = self.clock.now();
+                let mut rows = Vec::with_capacity(batch.len() + 1);
+                let mut sealed_at = None;
+                for event in batch {
+                    let (line, _) = state
+                        .record(event, self.keyring.as_deref())
+                        .map_err(|e| AuditError::new(AuditErrorKind::Encryption, e))?;
+                    rows.push(Row::of(&line));
+                    if state.unsealed_records >= self.digest_every {
+                        let (d, _) = state.digest("count", OffsetDateTime::from(now), self.key());
+                        rows.push(Row::of(&d));
+                        sealed_at = Some(now);
+                    }
+                }
+                if state.unsealed_records > 0
+                    && now.duration_since(self.last_seal).unwrap_or_default()
+                        >= self.digest_interval
+                {
+                    let (d, _) = state.digest("interval", OffsetDateTime::from(now), self.key());
+                    rows.push(Row::of(&d));
+                    sealed_at = Some(now);
+                }
+                self.pending = Some(Pending {
+                    first_id,
+                    rows,
+                    after: state,
+                    sealed_at,
+                });
+            }
+            self.store_pending().await
+        })
+    }
+
+    fn seal(&mut self, reason: SealReason) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async move {
+            // A batch still pending after failed retries was given up: re-read the chain state.
+            if self.pending.take().is_some() {
+                self.state = None;
+            }
+            let mut state = self.resume().await?;
+            if state.unsealed_records == 0 {
+                return Ok(());
+            }
+            let now = self.clock.now();
+            let (d, _) = state.digest(reason.as_str(), OffsetDateTime::from(now), self.key());
+            self.pending = Some(Pending {
+                first_id: None,
+                rows: vec![Row::of(&d)],
+                after: state,
+                sealed_at: Some(now),
+            });
+            let result = self.store_pending().await;
+            self.pending = None;
+            result
+        })
+    }
+}
+
+/// Queries the `qiflow_audit` table.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    keyring: Option<Arc<Keyring>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// A store over the database at `url`.
+    pub fn new(url: &str, keyring: Option<Arc<Keyring>>) -> Result<Self, AuditError> {
+        Ok(Self {
+            pool: pool(url)?,
+            keyring,
+        })
+    }
+
+    async fn run(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
+        let range = query.range()?;
+        let limit = query.page_size();
+        let client = self.pool.get().await.map_err(|e| db("cannot connect", e))?;
+        let encrypted = self.keyring.is_some();
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM {TABLE} WHERE kind IN ('record', 'encrypted') AND seq < $1"
+        );
+        let before = query
+            .before
+            .map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(before)];
+        if !encrypted {
+            let mut add = |column: &str, value: Option<String>| {
+                if let Some(v) = value {
+                    params.push(Box::new(v));
+                    sql.push_str(&format!(" AND {column} = ${}", params.len()));
+                }
+            };
+            add("actor", query.actor.clone());
+            add("action", query.action.clone());
+            add("resource", query.resource.clone());
+            add("outcome", query.outcome.map(|o| o.as_str().to_owned()));
+            if let Some(from) = range.0 {
+                params.push(Box::new(from));
+                sql.push_str(&format!(" AND ts >= ${}", params.len()));
+            }
+            if let Some(to) = range.1 {
+                params.push(Box::new(to));
+                sql.push_str(&format!(" AND ts < ${}", params.len()));
+            }
+        }
+        // Encrypted rows are filtered after decryption, so they are read in chunks.
+        let chunk = if encrypted { 500 } else { limit + 1 };
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {chunk}"));
+        let mut records: Vec<AuditRecord> = Vec::new();
+        let mut cursor = before;
+        loop {
+            params[0] = Box::new(cursor);
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = client
+                .query(&sql, &refs)
+                .await
+                .map_err(|e| db("query failed", e))?;
+            let n = rows.len();
+            for row in &rows {
+                let line = Row::from_pg(row).and_then(|r| r.line()).map_err(|e| {
+                    AuditError::new(AuditErrorKind::Corrupt, format!("audit table: {e}"))
+                })?;
+                cursor = line.seq() as i64;
+                let record = match line {
+                    Line::Record(r) => r,
+                    Line::Encrypted(r) => match &self.keyring {
+                        Some(k) => chain::decrypt(&r, k)
+                            .map_err(|e| AuditError::new(AuditErrorKind::Encryption, e))?,
+                        None => continue,
+                    },
+                    Line::Digest(_) => continue,
+                };
+                if query.matches(&record, &range) {
+                    if records.len() == limit {
+                        let next = records.last().map(|r| r.seq);
+                        return Ok(AuditPage { records, next });
+                    }
+                    records.push(record);
+                }
+            }
+            if n < chunk {
+                return Ok(AuditPage {
+                    records,
+                    next: None,
+                });
+            }
+        }
+    }
+}
+
+impl AuditStore for PostgresStore {
+    fn query<'a>(&'a self, query: &'a AuditQuery) -> BoxFuture<'a, Result<AuditPage, AuditError>> {
+        Box::pin(self.run(query))
+    }
+}
+
+/// Verifies the trail in the `qiflow_audit` table at `url`, as [`verify_dir`](super::verify_dir)
+/// does a directory. Each row is checked as the line its columns stand for.
+pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, Broken> {
+    let at_table = |seq: u64, reason: String| Broken {
+        seq,
+        location: Location {
+            source: format!("table {TABLE}"),
+            line: 0,
+        },
+        reason,
+    };
+    let pool = pool(url).map_err(|e| at_table(0, e.to_string()))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| at_table(0, format!("cannot connect: {e}")))?;
+    let mut verifier = Verifier::new(key);
+    let mut after: i64 = -1;
+    let mut any = false;
+    loop {
+        let rows = client
+            .query(
+                &format!("SELECT {COLUMNS} FROM {TABLE} WHERE seq > $1 ORDER BY seq LIMIT 10000"),
+                &[&after],
+            )
+            .await
+            .map_err(|e| at_table(verifier.expected_seq(), format!("cannot read: {e}")))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            any = true;
+            let seq = verifier.expected_seq();
+            let location = Location {
+                source: format!("table {TABLE}"),
+                line: 0,
+            };
+            let line = Row::from_pg(row)
+                .and_then(|r| {
+                    after = r.seq;
+                    r.line()
+                })
+                .map_err(|e| Broken {
+                    seq,
+                    location: location.clone(),
+                    reason: format!("row cannot be read ({e}): it was edited"),
+                })?;
+            let json = serde_json::to_vec(&line).unwrap_or_default();
+            verifier.push(&json, location)?;
+        }
+    }
+    if !any {
+        return Err(at_table(0, "the table is empty or missing".into()));
+    }
+    verifier.finish()
+}
