@@ -323,3 +323,53 @@ fn client_errors_are_captured_only_when_the_policy_says_so() {
     assert_eq!(groups[0].severity, Severity::Warning);
     assert_eq!(groups[0].last_status, Some(404));
 }
+
+#[test]
+fn reports_become_error_alerts_deduplicated_by_fingerprint() {
+    let channel = qiflow_core::test::RecordingChannel::new();
+    let mut config = qiflow_core::test::quiet_config();
+    config.alerts.group_wait = Duration::ZERO;
+    config.alerts.cooldown = Duration::from_secs(300);
+    let (observer, _guard) = Observer::builder(config)
+        .install_global(false)
+        .alert_channel("rec", channel.clone())
+        .build()
+        .unwrap();
+    // Five failures of one kind (one fingerprint), then a panic (another).
+    for i in 0..5 {
+        failing_request(&observer, i);
+    }
+    observer
+        .begin_request(RequestInfo::new("GET", "/panic").with_route("/panic"))
+        .finish(RequestOutcome::panicked("boom"));
+    assert!(observer.flush(PATIENCE));
+
+    let notices: Vec<_> = channel.sent().into_iter().flat_map(|n| n.alerts).collect();
+    let failures: Vec<_> = notices.iter().filter(|n| n.alert.name == "error").collect();
+    let panics: Vec<_> = notices.iter().filter(|n| n.alert.name == "panic").collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one notification per cooldown: {notices:#?}"
+    );
+    assert_eq!(panics.len(), 1, "{notices:#?}");
+    let failure = &failures[0].alert;
+    assert_eq!(failure.level, qiflow_core::config::AlertLevel::Error);
+    assert_eq!(failure.source, "errors");
+    assert_eq!(failure.labels["route"], "/users/{id}");
+    assert!(
+        failure
+            .summary
+            .ends_with("QueryFailed: loading user 42 failed"),
+        "{}",
+        failure.summary
+    );
+    // The repeats are counted, not sent.
+    let view = observer.alerts().view();
+    let active = view
+        .active
+        .iter()
+        .find(|a| a.alert.name == "error")
+        .unwrap();
+    assert_eq!(failures[0].count + active.suppressed, 5);
+}

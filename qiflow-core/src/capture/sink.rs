@@ -12,6 +12,7 @@ pub(crate) struct ErrorSink {
     reporters: Vec<Arc<dyn Reporter>>,
     release: String,
     environment: String,
+    alerts: Option<crate::alert::Alerts>,
 }
 
 impl ErrorSink {
@@ -26,8 +27,50 @@ impl ErrorSink {
             reporters,
             release,
             environment,
+            alerts: None,
         }
     }
+
+    /// Raises each report as an alert too: `error` level (`warning` for a captured 4xx), the
+    /// report's fingerprint as the alert's, so the router's cooldown keeps a recurring error to
+    /// one notification per cooldown, with the count.
+    pub(crate) fn with_alerts(mut self, alerts: crate::alert::Alerts) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+}
+
+/// The alert of a report (see [`ErrorSink::with_alerts`]).
+pub(crate) fn alert_of(report: &ErrorReport) -> crate::alert::Alert {
+    use crate::alert::{Alert, AlertLevel};
+    let level = match report.severity {
+        super::Severity::Warning => AlertLevel::Warning,
+        _ => AlertLevel::Error,
+    };
+    let name = match report.kind {
+        super::ErrorKind::Panic => "panic",
+        _ => "error",
+    };
+    let mut alert = Alert::new(name, level)
+        .summary(format!(
+            "{}: {}",
+            report.detail.type_name(),
+            report.detail.top_message()
+        ))
+        .description(report.detail.to_string())
+        .label("kind", report.kind.as_str())
+        .label("error_type", report.detail.type_name())
+        .source("errors")
+        .fingerprint(format!("errors:{}", report.fingerprint));
+    if let Some(request) = &report.request {
+        alert = alert
+            .label("route", request.route.clone())
+            .label("request_id", request.request_id.clone());
+    }
+    if let Some(status) = report.status {
+        alert = alert.label("status", status.to_string());
+    }
+    alert
 }
 
 impl Sink<ErrorReport> for ErrorSink {
@@ -40,6 +83,10 @@ impl Sink<ErrorReport> for ErrorSink {
             let mut failed: Option<(u64, SinkError)> = None;
             for (i, report) in batch.iter().enumerate() {
                 self.store.record(report);
+                if let Some(alerts) = &self.alerts {
+                    // Counted by the alerts pipeline when its queue is full.
+                    let _ = alerts.raise(alert_of(report));
+                }
                 let mut first_error = None;
                 for reporter in &self.reporters {
                     if let Err(e) = reporter.report(report).await

@@ -230,6 +230,22 @@ impl ObserverBuilder {
             });
         }
 
+        let alerts = crate::alert::start(
+            &self.config,
+            self.clock.clone(),
+            metrics.clone(),
+            self.alert_channels,
+            |options, sink| worker.add(options, sink),
+            worker.handle(),
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Config,
+            message,
+        })?;
+        {
+            let alerts = alerts.clone();
+            worker.on_shutdown(Box::new(move |_| alerts.abandon()));
+        }
         let errors_config = &self.config.errors;
         let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
         if let Some(dsn) = errors_config.sentry_dsn.as_ref().filter(|d| !d.is_empty()) {
@@ -259,7 +275,8 @@ impl ObserverBuilder {
                 reporters,
                 self.config.service.version.clone(),
                 self.config.service.environment.clone(),
-            ),
+            )
+            .with_alerts(alerts.clone()),
         );
         let capturer = Arc::new(Capturer {
             pipeline: errors,
@@ -274,22 +291,6 @@ impl ObserverBuilder {
             metrics: metrics.clone(),
         });
         let capture_layer = CaptureLayer::new(capturer.clone());
-        let alerts = crate::alert::start(
-            &self.config,
-            self.clock.clone(),
-            metrics.clone(),
-            self.alert_channels,
-            |options, sink| worker.add(options, sink),
-            worker.handle(),
-        )
-        .map_err(|message| InitError {
-            kind: InitErrorKind::Config,
-            message,
-        })?;
-        {
-            let alerts = alerts.clone();
-            worker.on_shutdown(Box::new(move |_| alerts.abandon()));
-        }
 
         // Lost audit records raise a critical alert (then call the application's own hook).
         let mut audit_options = self.audit;
