@@ -366,3 +366,58 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
         2
     );
 }
+
+#[derive(Clone, Default)]
+struct Reports(std::sync::Arc<std::sync::Mutex<Vec<qiflow_core::capture::ErrorReport>>>);
+
+impl qiflow_core::capture::Reporter for Reports {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn report<'a>(
+        &'a self,
+        report: &'a qiflow_core::capture::ErrorReport,
+    ) -> qiflow_core::worker::BoxFuture<'a, Result<(), qiflow_core::worker::SinkError>> {
+        self.0.lock().unwrap().push(report.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_errors_carry_no_credentials_from_headers_or_the_url() {
+    let reports = Reports::default();
+    let (observer, _guard) = Observer::builder(qiflow_core::test::quiet_config())
+        .install_global(false)
+        .reporter(reports.clone())
+        .build()
+        .unwrap();
+    let app = app(&observer);
+    let request = Request::get("/fail?page=2&token=CANARY&password=CANARY")
+        .header("authorization", "Bearer CANARY")
+        .header("cookie", "session=CANARY")
+        .header("x-api-key", "CANARY")
+        .header("host", "admin:CANARY@shop.test")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 500);
+    let o = observer.clone();
+    tokio::task::spawn_blocking(move || o.flush(std::time::Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let reports = reports.0.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    let json = serde_json::to_string(&reports[0]).unwrap();
+    assert!(
+        !json.contains("CANARY"),
+        "a credential reached the report: {json}"
+    );
+    let request = reports[0].request.as_ref().unwrap();
+    assert_eq!(request.route, "/fail");
+    assert_eq!(
+        request.url,
+        "http://shop.test/fail?page=2&token=[REDACTED]&password=[REDACTED]"
+    );
+    assert_eq!(reports[0].detail.top_message(), "disk on fire");
+    assert!(reports[0].detail.type_name().ends_with("io::error::Error"));
+}
