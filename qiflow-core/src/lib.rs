@@ -53,6 +53,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod baseline;
 pub mod capture;
 pub mod clock;
 pub mod config;
