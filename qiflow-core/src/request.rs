@@ -254,6 +254,12 @@ impl InFlight {
                 latency.as_secs_f64(),
             );
         }
+        if let Some(baselines) = self.observer.baselines_arc() {
+            let handles = self.route.method(metrics, self.method);
+            let route = handles.baseline(|| baselines.route(self.method, self.route.label()));
+            let failed = outcome.panicked || outcome.status >= 500;
+            baselines.record(route, latency, failed, &self.request_id);
+        }
         self.capture(&outcome);
         if self.observer.config().logging.access_log {
             let latency_ms = latency.as_secs_f64() * 1_000.0;

@@ -176,7 +176,7 @@ impl crate::clock::Clock for ManualClock {
 }
 
 /// A configuration for tests: logs go nowhere (no file, no stdout), auditing is off and the
-/// alert state stays in memory, so a test writes no files into the working directory;
+/// alert and baseline states stay in memory, so a test writes no files into the working directory;
 /// `[metrics] global_labels` is off, so series read exactly as a test spells them
 /// (`http_server_requests_total{method="GET",…}`).
 ///
@@ -191,5 +191,6 @@ pub fn quiet_config() -> crate::Config {
     config.audit.enabled = false;
     config.metrics.global_labels = false;
     config.alerts.state_file = std::path::PathBuf::new();
+    config.baseline.state_file = std::path::PathBuf::new();
     config
 }

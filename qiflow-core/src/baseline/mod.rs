@@ -1,12 +1,20 @@
-//! Performance baselines (issue 7, in progress): per-route latency and error windows.
+//! Performance baselines: each route learns its normal latency and error rate and qiflow says
+//! when it changes.
 //!
-//! Built so far: [`Window`], the lock-free sliding window each route records into on the
-//! request path (O(1), no lock, no allocation, exact under concurrency), and its [`Snapshot`]
-//! with quantiles, rate and error rate. Still to come, in this module: the per-route map under
-//! `[metrics] max_routes`, the learned baseline from closed windows persisted to
-//! `[baseline] state_file`, deviation and slow-request detection raising alerts, the
-//! `/qiflow/api/baselines` view and the Prometheus gauges. `[baseline]` settings have no effect
-//! until then.
+//! - Every request is recorded into its route's [`Window`] (per method and route template,
+//!   capped with `[metrics] max_routes`): O(1), lock-free, no allocation.
+//! - Every `[baseline] window`, each route's window is compared with its [`Learned`] baseline
+//!   (after `min_samples`): a p95 above `deviation_factor` × the baseline's, or an error rate
+//!   above the baseline's by `error_rate_margin`, raises a warning alert through the alert
+//!   pipeline, resolved when the route is back to normal. Then the window is learned from (an
+//!   exponentially weighted mean; slowly while deviating).
+//! - A request slower than `slow_request`, or than `slow_p99_factor` × the route's baseline p99,
+//!   is logged as `qiflow::slow` (at most once a second per route) and counted on
+//!   `qiflow_slow_requests_total{method,route}`.
+//! - The learned baselines persist in `state_file` and are reloaded at start.
+//! - [`Baselines::to_json`] is `/qiflow/api/baselines`; `qiflow_baseline_p95_seconds` and
+//!   `qiflow_baseline_error_ratio` export the baselines, `qiflow_baseline_deviations_total{route}`
+//!   counts the deviations.
 //!
 //! ```
 //! use std::time::Duration;
@@ -22,6 +30,9 @@
 //! assert_eq!(now.error_rate(), 0.2);
 //! ```
 
+mod routes;
 mod window;
 
+pub(crate) use routes::RouteBaseline;
+pub use routes::{Baselines, Learned, RouteView, WindowView};
 pub use window::{SLOTS, Snapshot, Window};

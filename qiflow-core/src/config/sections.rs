@@ -293,6 +293,8 @@ impl Default for MetricsConfig {
 #[serde(default)]
 #[non_exhaustive]
 pub struct BaselineConfig {
+    /// Learn per-route baselines and detect deviations. Defaults to `true`.
+    pub enabled: bool,
     /// Length of the sliding window. Defaults to `"5m"`.
     #[serde(with = "units::duration")]
     pub window: Duration,
@@ -306,11 +308,20 @@ pub struct BaselineConfig {
     /// Where learned baselines persist across restarts; `""` keeps them in memory only.
     /// Defaults to `"data/baselines.json"`.
     pub state_file: PathBuf,
+    /// A window's error rate above the baseline's by more than this (a fraction: `0.05` is 5
+    /// percentage points) raises an alert. Defaults to `0.05`.
+    pub error_rate_margin: f64,
+    /// A request slower than this × the route's baseline p99 is also logged as `qiflow::slow`;
+    /// `0` turns that off. Defaults to `3.0`.
+    pub slow_p99_factor: f64,
 }
 
 impl Default for BaselineConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
+            error_rate_margin: 0.05,
+            slow_p99_factor: 3.0,
             window: Duration::from_secs(300),
             min_samples: 100,
             deviation_factor: 2.0,

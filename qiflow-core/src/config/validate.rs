@@ -104,6 +104,26 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
     if baseline.min_samples == 0 {
         bad("baseline.min_samples", "must be at least 1".into());
     }
+    if !(0.0..=1.0).contains(&baseline.error_rate_margin) {
+        bad(
+            "baseline.error_rate_margin",
+            format!(
+                "{} is out of range; use a fraction from 0.0 to 1.0, like 0.05",
+                baseline.error_rate_margin
+            ),
+        );
+    }
+    if !baseline.slow_p99_factor.is_finite()
+        || (baseline.slow_p99_factor != 0.0 && baseline.slow_p99_factor < 1.0)
+    {
+        bad(
+            "baseline.slow_p99_factor",
+            format!(
+                "{} must be 0 (off) or at least 1.0, like 3.0",
+                baseline.slow_p99_factor
+            ),
+        );
+    }
     if !baseline.deviation_factor.is_finite() || baseline.deviation_factor <= 1.0 {
         bad(
             "baseline.deviation_factor",

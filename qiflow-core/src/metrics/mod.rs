@@ -76,6 +76,8 @@ pub(crate) struct RouteMetrics {
 pub(crate) struct MethodMetrics {
     active: Gauge,
     disconnects: Counter,
+    /// The route's baseline, made on its first finished request.
+    baseline: OnceLock<Arc<crate::baseline::RouteBaseline>>,
     /// Status codes are at most three digits, so this holds at most 900 entries; in practice a
     /// handful, searched linearly.
     statuses: RwLock<Vec<(u16, Counter, Histogram)>>,
@@ -110,6 +112,7 @@ impl RouteMetrics {
             MethodMetrics {
                 active: metrics.gauge("http_server_active_requests", labels()),
                 disconnects: metrics.counter("qiflow_client_disconnects_total", labels()),
+                baseline: OnceLock::new(),
                 statuses: RwLock::new(Vec::new()),
             }
         })
@@ -125,6 +128,14 @@ impl MethodMetrics {
     /// `qiflow_client_disconnects_total{method,route}`.
     pub(crate) fn disconnects(&self) -> &Counter {
         &self.disconnects
+    }
+
+    /// The route's baseline, made by `make` the first time.
+    pub(crate) fn baseline(
+        &self,
+        make: impl FnOnce() -> Arc<crate::baseline::RouteBaseline>,
+    ) -> &Arc<crate::baseline::RouteBaseline> {
+        self.baseline.get_or_init(make)
     }
 
     /// Counts one finished request and records its latency, registering the handles for a
@@ -303,6 +314,11 @@ impl Metrics {
                 "Latency or error-rate deviations from a route's learned baseline.",
             ),
             d(
+                "qiflow_slow_requests_total",
+                None,
+                "Requests slower than [baseline] slow_request or their route's baseline p99 times slow_p99_factor.",
+            ),
+            d(
                 "qiflow_client_disconnects_total",
                 None,
                 "Requests whose client went away before the response head was ready.",
@@ -330,6 +346,16 @@ impl Metrics {
             "http_server_active_requests".into(),
             None,
             "Requests in flight, by method and route template.".into(),
+        );
+        r.describe_gauge(
+            "qiflow_baseline_p95_seconds".into(),
+            Some(Unit::Seconds),
+            "The learned normal p95 latency of a route.".into(),
+        );
+        r.describe_gauge(
+            "qiflow_baseline_error_ratio".into(),
+            None,
+            "The learned normal error rate of a route (failed / all).".into(),
         );
         r.describe_gauge(
             "qiflow_build_info".into(),

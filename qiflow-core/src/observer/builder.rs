@@ -292,6 +292,42 @@ impl ObserverBuilder {
         });
         let capture_layer = CaptureLayer::new(capturer.clone());
 
+        let baselines = if self.config.baseline.enabled {
+            let baselines = Arc::new(
+                crate::baseline::Baselines::new(
+                    self.config.baseline.clone(),
+                    self.config.metrics.max_routes,
+                    self.clock.clone(),
+                    metrics.clone(),
+                    Some(alerts.clone()),
+                )
+                .map_err(|message| InitError {
+                    kind: InitErrorKind::Config,
+                    message,
+                })?,
+            );
+            {
+                // Evaluate once a window has passed; checked every second (or every slot).
+                let baselines = baselines.clone();
+                let every = (self.config.baseline.window / crate::baseline::SLOTS as u32)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(1));
+                worker.handle().spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        baselines.evaluate();
+                    }
+                });
+            }
+            {
+                let baselines = baselines.clone();
+                worker.on_shutdown(Box::new(move |_| baselines.persist()));
+            }
+            Some(baselines)
+        } else {
+            None
+        };
+
         // Lost audit records raise a critical alert (then call the application's own hook).
         let mut audit_options = self.audit;
         {
@@ -388,6 +424,7 @@ impl ObserverBuilder {
                 capturer,
                 error_store,
                 alerts,
+                baselines,
                 auditor,
             }),
         };

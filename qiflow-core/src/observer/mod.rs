@@ -24,7 +24,7 @@ use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
 pub const API_PREFIX: &str = "/qiflow/api/";
 
 /// The views [`Observer::api`] serves.
-pub const API_VIEWS: &[&str] = &["errors", "alerts"];
+pub const API_VIEWS: &[&str] = &["errors", "alerts", "baselines"];
 
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
 ///
@@ -44,6 +44,7 @@ struct Inner {
     capturer: Arc<Capturer>,
     error_store: Arc<ErrorStore>,
     alerts: Alerts,
+    baselines: Option<Arc<crate::baseline::Baselines>>,
     auditor: Option<crate::audit::Auditor>,
 }
 
@@ -87,6 +88,15 @@ impl Observer {
     /// in when empty). Never waits.
     pub fn capture(&self, report: ErrorReport) {
         self.inner.capturer.capture(report);
+    }
+
+    /// The per-route baselines (`None` with `[baseline] enabled = false`).
+    pub fn baselines(&self) -> Option<&crate::baseline::Baselines> {
+        self.inner.baselines.as_deref()
+    }
+
+    pub(crate) fn baselines_arc(&self) -> Option<&Arc<crate::baseline::Baselines>> {
+        self.inner.baselines.as_ref()
     }
 
     /// The error groups behind `/qiflow/api/errors`.
@@ -242,7 +252,8 @@ impl Observer {
 
     /// The JSON views of qiflow's local stores, served by the adapters at
     /// `/qiflow/api/<view>` (token-protected like the health details when `[health] token` is
-    /// set): `errors` ([`ErrorStore::to_json`]), `alerts` (active, recent and silenced alerts). `query` is the request's query string, for
+    /// set): `errors` ([`ErrorStore::to_json`]), `alerts` (active, recent and silenced alerts),
+    /// `baselines` ([`Baselines::to_json`](crate::baseline::Baselines::to_json)). `query` is the request's query string, for
     /// views that take parameters. Returns the HTTP status and the JSON body; an unknown view is
     /// a 404 that lists the known ones.
     pub fn api(&self, view: &str, query: Option<&str>) -> (u16, String) {
@@ -253,6 +264,13 @@ impl Observer {
                 let answer = self.alerts().api_view();
                 (answer.status, answer.body)
             }
+            "baselines" => match self.baselines() {
+                Some(baselines) => (200, baselines.to_json()),
+                None => (
+                    404,
+                    "{\"error\":\"baselines are off ([baseline] enabled = false)\"}".into(),
+                ),
+            },
             _ => (
                 404,
                 format!(
