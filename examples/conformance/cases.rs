@@ -79,6 +79,7 @@ pub(crate) fn run_all(bin: &str) {
     suite.metrics_use_route_templates();
     suite.health_endpoints_answer();
     suite.errors_are_captured();
+    suite.baselines_are_recorded();
     suite.logins_are_audited();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
@@ -450,6 +451,39 @@ impl Suite {
             assert!(status >= 500, "[{stack}] a {status} was captured: {group}");
         }
         assert_eq!(groups.len(), 2, "[{stack}] {json}");
+    }
+
+    /// (e3) `/qiflow/api/baselines`: every demo route the suite called has a live window, under
+    /// its template.
+    fn baselines_are_recorded(&mut self) {
+        let stack = self.stack.clone();
+        let response = self.send("GET", "/qiflow/api/baselines", &[], b"");
+        assert_eq!(
+            response.status,
+            200,
+            "[{stack}] /qiflow/api/baselines: {}",
+            response.text()
+        );
+        let json: Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("[{stack}] /qiflow/api/baselines is not JSON ({e})"));
+        let routes = json["routes"].as_array().cloned().unwrap_or_default();
+        let users = routes
+            .iter()
+            .find(|r| r["route"] == "/users/{id}" && r["method"] == "GET")
+            .unwrap_or_else(|| panic!("[{stack}] no baseline for GET /users/{{id}}: {json}"));
+        let sent = self
+            .observed
+            .iter()
+            .filter(|o| o.path.starts_with("/users/"))
+            .count();
+        assert_eq!(users["window"]["count"], sent, "[{stack}] {users}");
+        assert!(users["window"]["p50_ms"].is_number(), "[{stack}] {users}");
+        assert!(
+            routes
+                .iter()
+                .all(|r| !r["route"].as_str().unwrap_or("").contains("/users/7")),
+            "[{stack}] a raw path became a route: {json}"
+        );
     }
 
     /// (f) SIGTERM with a request in flight: it finishes with 200, then the process exits 0.

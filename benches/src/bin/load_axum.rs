@@ -6,6 +6,7 @@
 //! | `bare` | nothing |
 //! | `qiflow` | `qiflow_axum::layer` and `qiflow_axum::routes`, the observer from `qiflow_core::init` (global subscriber and recorder): JSON access line to a rotating file in a temp dir, stdout off, metrics, request id |
 //! | `qiflow-noaccess` | the same with `[logging] access_log = false` |
+//! | `qiflow-nobaseline` | `qiflow` with `[baseline] enabled = false` (what baselines cost) |
 //! | `trace` | tower-http's `TraceLayer` (span and response event at `INFO`), tracing-subscriber's JSON fmt layer through `tracing_appender::non_blocking` to a daily file in a temp dir |
 //! | `sentry` | sentry-tower's `NewSentryLayer` and `SentryHttpLayer` with transactions, `traces_sample_rate = 1.0`, sentry's ureq transport to the `load_sink` on `127.0.0.1:$LOAD_SENTRY_PORT` |
 //! | `axum-prometheus` | `axum_prometheus::PrometheusMetricLayer::pair()` and its `/metrics` |
@@ -33,6 +34,7 @@ enum Mode {
     Bare,
     Qiflow,
     QiflowNoAccess,
+    QiflowNoBaseline,
     Trace,
     Sentry,
     AxumPrometheus,
@@ -43,10 +45,11 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 10] = [
+    const ALL: [(&'static str, Mode); 11] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
+        ("qiflow-nobaseline", Mode::QiflowNoBaseline),
         ("trace", Mode::Trace),
         ("sentry", Mode::Sentry),
         ("axum-prometheus", Mode::AxumPrometheus),
@@ -192,9 +195,10 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                 .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top());
             router.layer(qiflow_axum::layer(observer))
         }
-        Mode::Qiflow | Mode::QiflowNoAccess => {
-            let config = load::qiflow_config(dir, mode == Mode::Qiflow)
+        Mode::Qiflow | Mode::QiflowNoAccess | Mode::QiflowNoBaseline => {
+            let mut config = load::qiflow_config(dir, mode != Mode::QiflowNoAccess)
                 .expect("the benchmark's qiflow configuration is valid");
+            config.baseline.enabled = mode != Mode::QiflowNoBaseline;
             let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
             guards.qiflow = Some(guard);
             router
