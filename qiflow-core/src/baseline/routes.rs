@@ -139,6 +139,8 @@ pub struct WindowView {
     pub rate: f64,
     /// Failed / all.
     pub error_rate: f64,
+    /// Requests in flight on average (latency sum / window length).
+    pub concurrency: f64,
     /// Median latency, ms (`null` when empty).
     pub p50_ms: Option<f64>,
     /// 95th percentile, ms.
@@ -541,6 +543,7 @@ impl Baselines {
                         count: s.count,
                         rate: s.rate(),
                         error_rate: s.error_rate(),
+                        concurrency: s.concurrency(),
                         p50_ms: s.quantile_ms(0.5),
                         p95_ms: s.quantile_ms(0.95),
                         p99_ms: s.quantile_ms(0.99),

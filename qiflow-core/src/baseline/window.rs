@@ -137,6 +137,17 @@ impl Snapshot {
         }
     }
 
+    /// The average number of requests in flight over the window (Little's law: the latency sum
+    /// over the window's length).
+    pub fn concurrency(&self) -> f64 {
+        let us = self.span.as_micros() as f64;
+        if us > 0.0 {
+            self.sum_us as f64 / us
+        } else {
+            0.0
+        }
+    }
+
     /// Failed requests / requests (0 when empty).
     pub fn error_rate(&self) -> f64 {
         if self.count == 0 {
@@ -277,6 +288,8 @@ mod tests {
         w.record(5_500, Duration::from_millis(20), true);
         let s = w.snapshot(9_999);
         assert_eq!((s.count, s.errors), (2, 1));
+        // 30 ms of work over a 10 s window.
+        assert!((s.concurrency() - 0.003).abs() < 1e-9);
         assert_eq!(s.error_rate(), 0.5);
         // At 10.5 s the slot of t = 0 is out of the window.
         let s = w.snapshot(10_500);
