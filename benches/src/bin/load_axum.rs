@@ -175,36 +175,22 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             let mut config = load::qiflow_config(dir, true)
                 .expect("the benchmark's qiflow configuration is valid");
             config.errors.sentry_dsn = Some(qiflow_core::secret::Secret::new(sink_dsn()));
-            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
-            guards.qiflow = Some(guard);
-            router
-                .merge(qiflow_axum::routes(observer.clone()))
-                .fallback(|| async { StatusCode::NOT_FOUND })
-                .layer(qiflow_axum::layer(observer))
+            with_qiflow(router, &config, guards, |r| r)
         }
         Mode::SentryTowerFail10 => {
             let config = load::qiflow_config(dir, true)
                 .expect("the benchmark's qiflow configuration is valid");
-            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
-            guards.qiflow = Some(guard);
             guards.sentry = Some(init_sentry_errors_only());
-            let router = router
-                .merge(qiflow_axum::routes(observer.clone()))
-                .fallback(|| async { StatusCode::NOT_FOUND })
-                .layer(sentry_tower::SentryHttpLayer::new())
-                .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top());
-            router.layer(qiflow_axum::layer(observer))
+            with_qiflow(router, &config, guards, |r| {
+                r.layer(sentry_tower::SentryHttpLayer::new())
+                    .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top())
+            })
         }
         Mode::Qiflow | Mode::QiflowNoAccess | Mode::QiflowNoBaseline => {
             let mut config = load::qiflow_config(dir, mode != Mode::QiflowNoAccess)
                 .expect("the benchmark's qiflow configuration is valid");
             config.baseline.enabled = mode != Mode::QiflowNoBaseline;
-            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
-            guards.qiflow = Some(guard);
-            router
-                .merge(qiflow_axum::routes(observer.clone()))
-                .fallback(|| async { StatusCode::NOT_FOUND })
-                .layer(qiflow_axum::layer(observer))
+            with_qiflow(router, &config, guards, |r| r)
         }
         Mode::Trace => {
             guards.appender = Some(load::install_json_file_subscriber(dir, false));
@@ -222,6 +208,22 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             with_sentry(with_axum_prometheus(router).layer(trace_layer()))
         }
     }
+}
+
+/// qiflow as the quickstart mounts it: its routes, a 404 fallback, `inner`'s layers, and qiflow's
+/// layer outermost. The observer comes from `qiflow_core::init` (global subscriber and recorder).
+fn with_qiflow(
+    router: Router,
+    config: &qiflow_core::Config,
+    guards: &mut Guards,
+    inner: impl FnOnce(Router) -> Router,
+) -> Router {
+    let (observer, guard) = qiflow_core::init(config).expect("qiflow starts");
+    guards.qiflow = Some(guard);
+    let router = router
+        .merge(qiflow_axum::routes(observer.clone()))
+        .fallback(|| async { StatusCode::NOT_FOUND });
+    inner(router).layer(qiflow_axum::layer(observer))
 }
 
 /// tower-http's `TraceLayer` as tutorials set it up for a JSON access log: the request span and

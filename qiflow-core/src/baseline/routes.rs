@@ -251,6 +251,16 @@ impl Baselines {
         self.record(&route, latency, failed, "");
     }
 
+    /// Every route's state, at this moment.
+    fn all_routes(&self) -> Vec<Arc<RouteBaseline>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Routes with a baseline (at most `[metrics] max_routes`, plus `other`).
     pub fn route_count(&self) -> usize {
         self.routes
@@ -335,13 +345,7 @@ impl Baselines {
             return false;
         }
         *last = now;
-        let routes: Vec<Arc<RouteBaseline>> = self
-            .routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let routes = self.all_routes();
         for route in &routes {
             self.evaluate_route(route, now);
         }
@@ -509,26 +513,14 @@ impl Baselines {
 
     /// Saves the state file now (the guard calls this at shutdown).
     pub(crate) fn persist(&self) {
-        let routes: Vec<Arc<RouteBaseline>> = self
-            .routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let routes = self.all_routes();
         self.save(&routes);
     }
 
     /// Every route's live window and baseline: the `/qiflow/api/baselines` view.
     pub fn view(&self) -> Vec<RouteView> {
         let now = millis(self.clock.now());
-        let mut routes: Vec<Arc<RouteBaseline>> = self
-            .routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let mut routes = self.all_routes();
         routes.sort_by(|a, b| (&a.route, a.method).cmp(&(&b.route, b.method)));
         routes
             .iter()
