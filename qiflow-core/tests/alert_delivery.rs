@@ -131,9 +131,10 @@ fn a_receiver_that_never_answers_is_timed_out_and_given_up_at_the_deadline() {
     observer.alert(alert());
     assert!(observer.flush(WAIT));
     let took = started.elapsed();
-    // Each attempt is cut at 300 ms; with pauses of 20-200 ms, 1.5 s allows 2 to 4 attempts.
+    // Each attempt is cut at 300 ms; with pauses of 20-200 ms (jittered), 1.5 s allows 2 to 5
+    // attempts: 5 when every pause comes out short.
     let attempts = receiver.count();
-    assert!((2..=4).contains(&attempts), "{attempts} attempts");
+    assert!((2..=5).contains(&attempts), "{attempts} attempts");
     assert!(took < Duration::from_secs(3), "{took:?}");
     let recent = &observer.alerts().view().recent[0];
     assert_eq!(recent.outcome, "failed");

@@ -181,6 +181,16 @@ impl ObserverBuilder {
                 logging.level
             ),
         })?;
+        // A plain level ("info") is a static check: `LevelFilter` keeps no per-span state, where
+        // `EnvFilter` looks every span up on each enter and exit. Directives need `EnvFilter`.
+        let (level_filter, env_filter) = match logging
+            .level
+            .trim()
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+        {
+            Ok(level) => (Some(level), None),
+            Err(_) => (None, Some(filter)),
+        };
         let slot = Arc::new(OnceLock::new());
         let policy =
             (!logging.dir.as_os_str().is_empty()).then(|| RotationPolicy::from_config(logging));
@@ -368,7 +378,8 @@ impl ObserverBuilder {
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
             tracing_subscriber::registry()
-                .with(filter)
+                .with(level_filter)
+                .with(env_filter)
                 .with(log_layer.clone())
                 .with(capture_layer)
                 .try_init()
