@@ -97,7 +97,14 @@ bin="$target_dir/release"
 
 mkdir -p "$out"
 results="$out/results.tsv"
-printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines\tenvelopes\n' >"$results"
+printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines\tenvelopes\tcpu_us_per_request\n' >"$results"
+
+# CPU ticks (user + system, every thread) a process has used so far, from /proc/PID/stat: the
+# fields after the parenthesised command name, so a name with spaces cannot shift them.
+clk_tck="$(getconf CLK_TCK)"
+proc_cpu_ticks() {
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
 
 # Waits until 127.0.0.1:$1 accepts connections (a bare connect: no request, so no log line).
 wait_port() {
@@ -172,7 +179,9 @@ for ((round = 1; round <= rounds; round++)); do
         if ((warmup > 0)); then
             run_wrk "$warmup" "$url" "$out/$tag.warmup.wrk" || die "wrk failed (see $out/$tag.warmup.wrk)"
         fi
+        cpu_before="$(proc_cpu_ticks "$server_pid")"
         run_wrk "$duration" "$url" "$out/$tag.wrk" || die "wrk failed (see $out/$tag.wrk)"
+        cpu_after="$(proc_cpu_ticks "$server_pid")"
         stop_pid "$server_pid"
         server_pid=""
         envelopes="-"
@@ -187,16 +196,20 @@ for ((round = 1; round <= rounds; round++)); do
         p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$w")")"
         p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$w")")"
         requests="$(awk '/requests in/ {print $1}' "$w")"
+        # The server's own CPU time per request over the measured run (all its threads): unlike
+        # req/s, other processes taking turns on its CPU do not change it.
+        cpu_us="$(awk -v t="$((cpu_after - cpu_before))" -v hz="$clk_tck" -v n="$requests" \
+            'BEGIN { printf "%.3f", (n > 0 ? t * 1e6 / hz / n : 0) }')"
         if ((warmup > 0)); then
             requests=$((requests + $(awk '/requests in/ {print $1}' "$out/$tag.warmup.wrk")))
         fi
         errors="$(awk '/Socket errors|Non-2xx/ {s = s $0 ";"} END {gsub(/ +/, " ", s); print (s == "" ? "-" : s)}' "$w")"
         log_lines="$(sed -n 's/.*log_lines=\([0-9]*\).*/\1/p' "$out/$tag.err" | tail -1)"
         [[ -n "$rps" ]] || die "no Requests/sec in $w"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-            "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$requests" "$errors" "${log_lines:-0}" "${envelopes:-0}" >>"$results"
-        printf '    [%2d/%d] %-5s %-16s round %d: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' \
-            "$n" "$total" "$fw" "$mode" "$round" "$rps" "$p50" "$p99"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$requests" "$errors" "${log_lines:-0}" "${envelopes:-0}" "$cpu_us" >>"$results"
+        printf '    [%2d/%d] %-5s %-16s round %d: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %6.2f us/req\n' \
+            "$n" "$total" "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$cpu_us"
     done
 done
 
@@ -210,8 +223,8 @@ function median(list,    a, n, i, j, t) {
 }
 NR > 1 {
     k = $1 " " $2
-    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
-    r[k, $3] = $4; q[k, $3] = $6; rounds[$3] = 1
+    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; cpu[k] = cpu[k] " " $11
+    r[k, $3] = $4; q[k, $3] = $6; c[k, $3] = $11; rounds[$3] = 1
     req[k] += $7; logl[k] += $9; env[k] += $10
     if ($8 != "-") err[k] = err[k] $8
     if (!(k in seen) || $4 + 0 < lo[k]) lo[k] = $4 + 0
@@ -219,24 +232,30 @@ NR > 1 {
     seen[k] = 1
 }
 END {
-    printf "| framework | mode | req/s (median) | req/s (min–max) | vs bare | p50 ms | p99 ms | p99 added ms | log lines / requests | envelopes / requests |\n"
-    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    printf "| framework | mode | req/s (median) | req/s (min–max) | vs bare | CPU µs / request | CPU vs bare | p50 ms | p99 ms | p99 added ms | log lines / requests | envelopes / requests |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     n = split(modes, m, " ")
     for (i = 1; i < n; i += 2) {
         k = m[i] " " m[i + 1]; b = m[i] " bare"
-        ratio = "n/a"; added = "n/a"; rl = ""; al = ""
+        ratio = "n/a"; added = "n/a"; cratio = "n/a"; rl = ""; al = ""; cl = ""
         if (b in seen) {
-            for (x in rounds) if ((k, x) in r && (b, x) in r) { rl = rl " " r[k, x] / r[b, x]; al = al " " q[k, x] - q[b, x] }
+            for (x in rounds) if ((k, x) in r && (b, x) in r) {
+                rl = rl " " r[k, x] / r[b, x]; al = al " " q[k, x] - q[b, x]
+                if (c[k, x] > 0) cl = cl " " c[b, x] / c[k, x]
+            }
             if (rl != "") { ratio = sprintf("%.0f%%", 100 * median(rl)); added = sprintf("%+.3f", median(al)) }
+            if (cl != "") cratio = sprintf("%.0f%%", 100 * median(cl))
         }
-        if (k == b) { ratio = "100%"; added = "0" }
+        if (k == b) { ratio = "100%"; added = "0"; cratio = "100%" }
         ll = logl[k] > 0 ? sprintf("%.3f", logl[k] / req[k]) : "–"
         ee = env[k] > 0 ? sprintf("%.3f", env[k] / req[k]) : "–"
-        printf "| %s | %s | %.0f | %.0f–%.0f | %s | %.3f | %.3f | %s | %s | %s |\n", m[i], m[i + 1], median(rps[k]), lo[k], hi[k], ratio, median(p50[k]), median(p99[k]), added, ll, ee
-        if (k in err) printf "|   | ⚠ wrk reported: %s | | | | | | | | |\n", err[k]
+        printf "| %s | %s | %.0f | %.0f–%.0f | %s | %.2f | %s | %.3f | %.3f | %s | %s | %s |\n", m[i], m[i + 1], median(rps[k]), lo[k], hi[k], ratio, median(cpu[k]), cratio, median(p50[k]), median(p99[k]), added, ll, ee
+        if (k in err) printf "|   | ⚠ wrk reported: %s | | | | | | | | | | |\n", err[k]
     }
 }' "$results" | tee "$out/table.md"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
 echo
 echo "vs bare and p99 added: medians over the rounds of the per-round ratio and difference to the same framework's bare run."
+echo "CPU µs / request: the server process's CPU time (all threads, /proc/PID/stat) over the measured run, per request;"
+echo "CPU vs bare: bare's CPU per request over the mode's (what req/s would be on a CPU of its own), median per round."
 echo "raw outputs: $out (results.tsv, table.md, one .wrk/.err per run)"
