@@ -62,6 +62,7 @@ pub mod logging;
 pub mod metrics;
 mod observer;
 pub mod request;
+mod retry_after;
 pub mod secret;
 #[cfg(feature = "test")]
 pub mod test;

@@ -89,16 +89,6 @@ fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.name() == "request" && meta.target() == "qiflow::request"
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::ERROR => "ERROR",
-        Level::WARN => "WARN",
-        Level::INFO => "INFO",
-        Level::DEBUG => "DEBUG",
-        Level::TRACE => "TRACE",
-    }
-}
-
 /// What a request span knows: its context (from the log layer's span fields), its user id and
 /// its breadcrumbs.
 pub(crate) struct RequestScope {
@@ -288,7 +278,7 @@ where
         }
         let crumb = Breadcrumb {
             timestamp: SystemTime::now(),
-            level: level_name(level),
+            level: level.as_str(),
             target: meta.target().to_owned(),
             message,
         };

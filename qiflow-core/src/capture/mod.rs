@@ -253,14 +253,13 @@ impl std::fmt::Display for ErrorDetail {
 /// assert_eq!(type_from_debug("\"just text\""), None);
 /// ```
 pub fn type_from_debug(debug: &str) -> Option<String> {
-    let end = debug
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(debug.len());
-    let name = &debug[..end];
-    let rest = debug[end..].trim_start();
-    let plausible = !name.is_empty()
-        && name.chars().next().is_some_and(char::is_uppercase)
-        && (rest.is_empty() || rest.starts_with('(') || rest.starts_with('{'));
+    // Sentry's own reading (the text up to the first space, `(` or `{`), kept only when it is
+    // a type name: a quoted string's `Debug` is not one.
+    let name = ::sentry::parse_type_from_debug(debug);
+    let plausible = name.chars().next().is_some_and(char::is_uppercase)
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == ':');
     plausible.then(|| name.to_owned())
 }
 

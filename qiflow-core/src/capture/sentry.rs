@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sentry::protocol::{self, Envelope, Event, Exception, Mechanism, Values};
 use sentry::types::Dsn;
@@ -344,16 +344,9 @@ pub(crate) fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Duration 
             .reduce(f64::max)
     });
     let from_retry_after = || {
-        let value = text("retry-after")?.trim();
-        if let Ok(seconds) = value.parse::<f64>() {
-            return Some(seconds);
-        }
-        let at = httpdate::parse_http_date(value).ok()?;
-        Some(
-            at.duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .as_secs_f64(),
-        )
+        text("retry-after")
+            .and_then(crate::retry_after::parse)
+            .map(|d| d.as_secs_f64())
     };
     match from_sentry.or_else(from_retry_after) {
         Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
@@ -515,7 +508,7 @@ mod tests {
             rate_limit_wait(&headers(&[("retry-after", "soon")])),
             DEFAULT_RATE_LIMIT
         );
-        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let wait = rate_limit_wait(&headers(&[("retry-after", &date)]));
         assert!((28..=31).contains(&wait.as_secs()), "{wait:?}");
         // The error category wins over Retry-After; other categories do not apply.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -274,16 +274,6 @@ impl Visit for JsonEvent<'_> {
 
 const RESERVED: &[&str] = &["timestamp", "level", "target", "message"];
 
-fn level_str(level: &Level) -> &'static str {
-    match *level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARN",
-        Level::ERROR => "ERROR",
-    }
-}
-
 impl<S> tracing_subscriber::Layer<S> for LogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -321,7 +311,7 @@ where
             line.extend_from_slice(b"{\"timestamp\":\"");
             format::timestamp(&mut line, now);
             line.extend_from_slice(b"\",\"level\":\"");
-            line.extend_from_slice(level_str(meta.level()).as_bytes());
+            line.extend_from_slice(meta.level().as_str().as_bytes());
             line.extend_from_slice(b"\",\"target\":");
             format::json_str(&mut line, meta.target());
             let mut names = smallvec::SmallVec::new();
@@ -381,7 +371,7 @@ where
                 }
             }
             format::timestamp(&mut line, now);
-            let _ = write!(ByteWriter(&mut line), " {:>5} ", level_str(meta.level()));
+            let _ = write!(ByteWriter(&mut line), " {:>5} ", meta.level().as_str());
             format::text_str(&mut line, meta.target(), false);
             line.extend_from_slice(b": ");
             format::text_str(&mut line, &message, false);

@@ -70,23 +70,7 @@ pub(super) async fn send(
     })
 }
 
-/// `Retry-After` as seconds (`"120"`) or an HTTP date.
-pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = time::PrimitiveDateTime::parse(
-        value,
-        time::macros::format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        ),
-    )
-    .ok()?
-    .assume_utc();
-    let now = time::OffsetDateTime::now_utc();
-    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
-}
+pub(super) use crate::retry_after::parse as parse_retry_after;
 
 #[cfg(test)]
 mod tests {
