@@ -74,6 +74,8 @@ pub(crate) struct RouteBaseline {
     /// Which alerts are firing: bit 0 latency, bit 1 error rate.
     firing: AtomicU64,
     last_slow_log_ms: AtomicU64,
+    /// `qiflow_slow_requests_total{method,route}`, registered with the route.
+    slow: Option<metrics::Counter>,
 }
 
 /// Every route's baseline, the settings, and where alerts go.
@@ -237,6 +239,15 @@ impl Baselines {
             learned: Mutex::new(learned),
             firing: AtomicU64::new(0),
             last_slow_log_ms: AtomicU64::new(0),
+            slow: self.metrics.enabled().then(|| {
+                self.metrics.counter(
+                    "qiflow_slow_requests_total",
+                    vec![
+                        metrics::Label::new("method", method),
+                        metrics::Label::new("route", route.to_owned()),
+                    ],
+                )
+            }),
         });
         routes.insert(key, this.clone());
         this
@@ -298,16 +309,8 @@ impl Baselines {
         p99_us: u64,
         request_id: &str,
     ) {
-        if self.metrics.enabled() {
-            self.metrics
-                .counter(
-                    "qiflow_slow_requests_total",
-                    vec![
-                        metrics::Label::new("method", route.method),
-                        metrics::Label::new("route", route.route.clone()),
-                    ],
-                )
-                .increment(1);
+        if let Some(slow) = &route.slow {
+            slow.increment(1);
         }
         let last = route.last_slow_log_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < SLOW_LOG_EVERY_MS

@@ -185,13 +185,15 @@ pub(super) fn set_user_id_in_current(id: &str) -> bool {
 struct Fields<'a> {
     capturer: &'a Capturer,
     message: String,
+    /// Only a captured event needs its fields; a breadcrumb keeps its message alone.
+    keep_fields: bool,
     fields: Vec<(String, String)>,
 }
 
 impl Fields<'_> {
     fn put(&mut self, field: &Field, value: impl FnOnce() -> String) {
         let name = field.name();
-        if name.starts_with("log.") {
+        if !self.keep_fields || name.starts_with("log.") {
             return;
         }
         let value = if self.capturer.redactor.is_sensitive(name) {
@@ -247,6 +249,7 @@ where
         let mut fields = Fields {
             capturer,
             message: String::new(),
+            keep_fields: capture,
             fields: Vec::new(),
         };
         event.record(&mut fields);
@@ -279,7 +282,7 @@ where
         let crumb = Breadcrumb {
             timestamp: SystemTime::now(),
             level: level.as_str(),
-            target: meta.target().to_owned(),
+            target: meta.target(),
             message,
         };
         match request {

@@ -72,20 +72,30 @@ pub(crate) struct Capturer {
     pub(crate) event_level: tracing::Level,
     pub(crate) policy: crate::config::CapturePolicy,
     pub(crate) global_breadcrumbs: GlobalBreadcrumbs,
-    pub(crate) metrics: crate::metrics::Metrics,
+    /// `qiflow_errors_captured_total{kind}`, registered once per kind (`None`: metrics off).
+    pub(crate) captured: Option<[::metrics::Counter; ErrorKind::ALL.len()]>,
 }
 
 impl Capturer {
     /// Counts the report on `qiflow_errors_captured_total{kind}` and offers it to the queue;
     /// never waits. The worker completes it (`complete`) before anything reads it.
-    pub(crate) fn capture(&self, report: ErrorReport) {
-        if self.metrics.enabled() {
-            self.metrics
-                .counter(
+    /// The captured-reports counters of `metrics`, one per kind.
+    pub(crate) fn counters(
+        metrics: &crate::metrics::Metrics,
+    ) -> Option<[::metrics::Counter; ErrorKind::ALL.len()]> {
+        metrics.enabled().then(|| {
+            ErrorKind::ALL.map(|kind| {
+                metrics.counter(
                     "qiflow_errors_captured_total",
-                    vec![::metrics::Label::new("kind", report.kind.as_str())],
+                    vec![::metrics::Label::new("kind", kind.as_str())],
                 )
-                .increment(1);
+            })
+        })
+    }
+
+    pub(crate) fn capture(&self, report: ErrorReport) {
+        if let Some(counters) = &self.captured {
+            counters[report.kind as usize].increment(1);
         }
         // Counted by the pipeline when the queue is full or closed.
         let _ = self.pipeline.submit(report);
@@ -150,6 +160,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [ErrorKind; 5] = [
+        Self::Panic,
+        Self::Handler,
+        Self::Status,
+        Self::Event,
+        Self::Manual,
+    ];
+
     /// The label value (`panic`, `handler`, `status`, `event`, `manual`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -307,7 +326,7 @@ pub struct Breadcrumb {
     /// `INFO`, `WARN`, `ERROR`.
     pub level: &'static str,
     /// The event's target (module path).
-    pub target: String,
+    pub target: &'static str,
     /// The event's message.
     pub message: String,
 }

@@ -34,7 +34,7 @@ pub(crate) fn take_panic_captured() -> bool {
 pub fn install_panic_hook(observer: &crate::Observer) {
     let mut target = TARGET.write().unwrap_or_else(PoisonError::into_inner);
     let first = target.is_none();
-    *target = Some(observer.capturer());
+    *target = Some(observer.capturer().clone());
     drop(target);
     if !first {
         return;

@@ -47,6 +47,7 @@ pub struct SentryReporter {
     http: reqwest::Client,
     url: String,
     auth: String,
+    timeout: Duration,
     state: Mutex<State>,
     metrics: Option<Metrics>,
 }
@@ -163,6 +164,7 @@ impl SentryReporter {
             http,
             url: parsed.envelope_api_url().to_string(),
             auth: parsed.to_auth(Some(&user_agent)).to_string(),
+            timeout: options.timeout,
             state: Mutex::new(State::default()),
             metrics: None,
         })
@@ -278,10 +280,7 @@ impl SentryReporter {
                     self.back_off();
                     return Err((
                         Outcome::Failed,
-                        SinkError::new(format!(
-                            "Sentry did not answer within {} s",
-                            ATTEMPT_TIMEOUT.as_secs()
-                        )),
+                        SinkError::new(format!("Sentry did not answer within {:?}", self.timeout)),
                     ));
                 }
                 Err(e) => SinkError::with_source("cannot reach Sentry", e),
@@ -433,7 +432,7 @@ pub(crate) fn to_event(report: &ErrorReport) -> Event<'static> {
             .iter()
             .map(|b| protocol::Breadcrumb {
                 timestamp: b.timestamp,
-                category: Some(b.target.clone()),
+                category: Some(b.target.to_owned()),
                 level: match b.level {
                     "ERROR" => protocol::Level::Error,
                     "WARN" => protocol::Level::Warning,

@@ -298,7 +298,7 @@ impl ObserverBuilder {
             },
             policy: errors_config.capture,
             global_breadcrumbs: GlobalBreadcrumbs::default(),
-            metrics: metrics.clone(),
+            captured: Capturer::counters(&metrics),
         });
         let capture_layer = CaptureLayer::new(capturer.clone());
 

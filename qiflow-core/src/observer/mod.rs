@@ -110,8 +110,8 @@ impl Observer {
         CaptureLayer::new(self.inner.capturer.clone())
     }
 
-    pub(crate) fn capturer(&self) -> Arc<Capturer> {
-        self.inner.capturer.clone()
+    pub(crate) fn capturer(&self) -> &Arc<Capturer> {
+        &self.inner.capturer
     }
 
     /// How long ago the observer was built.
