@@ -176,7 +176,6 @@ fn survives(mode: Option<Mode>, reports: usize) -> (PipelineStats, usize, String
         let s = errors(&observer.stats());
         s.delivered + s.dropped() > 0 || sentry.as_ref().is_some_and(|s| s.requests() > 0)
     });
-    let metrics_before = observer.render_metrics();
     let started = Instant::now();
     let report = guard.shutdown();
     let took = started.elapsed();
@@ -191,7 +190,6 @@ fn survives(mode: Option<Mode>, reports: usize) -> (PipelineStats, usize, String
         stats.submitted,
         "every report delivered or counted: {stats:?}"
     );
-    let _ = metrics_before;
     let metrics = observer.render_metrics();
     (stats, sentry.map_or(0, |s| s.requests()), metrics)
 }

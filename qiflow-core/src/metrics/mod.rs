@@ -405,11 +405,6 @@ impl Metrics {
             .register_histogram(&Key::from_parts(name, labels), &METADATA)
     }
 
-    /// The route label for a matched template (capped) or an unmatched request.
-    pub fn route_label(&self, route: Option<&str>) -> SharedString {
-        self.route(route).label.clone()
-    }
-
     /// The cached handles for a route: the template's own while fewer than `[metrics]
     /// max_routes` are known, else `other`; `unmatched` for `None`.
     pub(crate) fn route(&self, route: Option<&str>) -> Arc<RouteMetrics> {
