@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, error, web};
@@ -63,18 +62,18 @@ impl FromRequest for Qiflow {
 /// # let _ = actix_web::web::get().to(handler);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(pub Arc<str>);
+pub struct RequestId(pub qiflow_core::request::RequestId);
 
 impl RequestId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

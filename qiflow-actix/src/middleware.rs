@@ -3,6 +3,7 @@ use std::panic::AssertUnwindSafe;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, forward_ready};
 use actix_web::http::header::HeaderValue;
 use actix_web::{Error, HttpMessage};
+use bytes::Bytes;
 use qiflow_core::Observer;
 use qiflow_core::request::RequestOutcome;
 
@@ -59,26 +60,24 @@ where
         if self.observer.is_internal_path(request.path()) {
             return ResponseFuture::passthrough(self.service.call(request));
         }
-        let mut info = request_info(&request);
-        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
+        let in_flight = {
+            let info = request_info(&request);
             let headers = request.headers();
-            info.actor = auto.actor(&|name| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            });
-        }
-        let in_flight = self.observer.begin_request(info);
-        let id = in_flight.request_id();
-        // Always valid: a sane incoming id is visible ASCII, a generated one is a UUID.
-        let header = HeaderValue::from_str(id).ok();
-        if let Some(value) = &header {
+            self.observer.begin_request_with_headers(info, |name| {
+                headers.get(name).and_then(|v| v.to_str().ok())
+            })
+        };
+        // The header shares the id's bytes. Always valid: a sane incoming id is visible ASCII, a
+        // generated one is a UUID.
+        let header = HeaderValue::from_maybe_shared(Bytes::from_owner(in_flight.id().clone())).ok();
+        if in_flight.id_was_generated()
+            && let Some(value) = &header
+        {
             request.headers_mut().insert(REQUEST_ID, value.clone());
         }
         {
             let mut extensions = request.extensions_mut();
-            extensions.insert(RequestId(id.into()));
+            extensions.insert(RequestId(in_flight.id().clone()));
             extensions.insert(self.observer.clone());
         }
         let span = in_flight.span().clone();

@@ -16,7 +16,7 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEA
 
 /// Builds the core's [`RequestInfo`] from a request's head: method, path, route template
 /// (`match_pattern()`), a sane incoming `x-request-id`, the user agent, the query and the host.
-pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo {
+pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo<'_> {
     let mut info = RequestInfo::new(request.method().as_str(), request.path());
     if let Some(route) = request.match_pattern() {
         info = info.with_route(route);

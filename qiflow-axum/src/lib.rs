@@ -27,6 +27,8 @@ use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use std::borrow::Cow;
+
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use qiflow_core::Observer;
@@ -38,7 +40,7 @@ pub fn layer(observer: Observer) -> ObserveLayer {
     ObserveLayer::new(observer).route(|extensions: &axum::http::Extensions| {
         extensions
             .get::<MatchedPath>()
-            .map(|m| m.as_str().to_owned())
+            .map(|m| Cow::Borrowed(m.as_str()))
     })
 }
 

@@ -1,38 +1,41 @@
 //! Core-owned request types: what an adapter hands the core when a request starts and when its
 //! response head is ready. The core never sees framework or `http` types.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::capture::{ErrorDetail, ErrorKind, ErrorReport, RequestContext, Severity};
 use crate::metrics::RouteMetrics;
 
-/// A request as it starts.
+/// A request as it starts. Its text borrows from the framework's request where it can
+/// (`Cow`), so an adapter hands it over without copying; [`Observer::begin_request`]
+/// (crate::Observer::begin_request) copies what it keeps into one buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RequestInfo {
+pub struct RequestInfo<'a> {
     /// The HTTP method, upper case (`GET`).
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// The raw path, without the query string (`/users/42`).
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The matched route template (`/users/{id}`), when the framework knows it.
-    pub route: Option<String>,
+    pub route: Option<Cow<'a, str>>,
     /// The incoming `x-request-id`, when present.
-    pub request_id: Option<String>,
+    pub request_id: Option<Cow<'a, str>>,
     /// The `user-agent` header, when present.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
     /// The raw query string, without `?`, when present (sensitive values are redacted before it
     /// is logged or reported).
-    pub query: Option<String>,
+    pub query: Option<Cow<'a, str>>,
     /// The `Host` header (or the URI's authority), when present.
-    pub host: Option<String>,
+    pub host: Option<Cow<'a, str>>,
     /// The actor of an automatically audited request, resolved by the adapter (see
     /// [`Observer::auto_audit`](crate::Observer::auto_audit)).
     pub actor: Option<String>,
 }
 
-impl RequestInfo {
+impl<'a> RequestInfo<'a> {
     /// A request with a method and a path; the other fields start empty.
-    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+    pub fn new(method: impl Into<Cow<'a, str>>, path: impl Into<Cow<'a, str>>) -> Self {
         Self {
             method: method.into(),
             path: path.into(),
@@ -54,38 +57,211 @@ impl RequestInfo {
 
     /// Sets the matched route template.
     #[must_use]
-    pub fn with_route(mut self, route: impl Into<String>) -> Self {
+    pub fn with_route(mut self, route: impl Into<Cow<'a, str>>) -> Self {
         self.route = Some(route.into());
         self
     }
 
     /// Sets the incoming request id.
     #[must_use]
-    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_request_id(mut self, id: impl Into<Cow<'a, str>>) -> Self {
         self.request_id = Some(id.into());
         self
     }
 
     /// Sets the user agent.
     #[must_use]
-    pub fn with_user_agent(mut self, ua: impl Into<String>) -> Self {
+    pub fn with_user_agent(mut self, ua: impl Into<Cow<'a, str>>) -> Self {
         self.user_agent = Some(ua.into());
         self
     }
 
     /// Sets the query string (without `?`).
     #[must_use]
-    pub fn with_query(mut self, query: impl Into<String>) -> Self {
+    pub fn with_query(mut self, query: impl Into<Cow<'a, str>>) -> Self {
         self.query = Some(query.into());
         self
     }
 
     /// Sets the host.
     #[must_use]
-    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+    pub fn with_host(mut self, host: impl Into<Cow<'a, str>>) -> Self {
         self.host = Some(host.into());
         self
     }
+}
+
+/// A request's id, with what qiflow keeps of the request for its lines and reports (method,
+/// route, path, redacted query, host, user agent) in one allocation. Cloning it is a reference
+/// count, so adapters hand it to handlers (as a request extension) and to the response header
+/// without copying the id again.
+///
+/// ```
+/// # let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+/// #     .install_global(false)
+/// #     .build()
+/// #     .unwrap();
+/// use qiflow_core::request::{RequestInfo, RequestOutcome};
+///
+/// let in_flight = observer.begin_request(RequestInfo::new("GET", "/").with_request_id("abc-1"));
+/// let id = in_flight.id().clone();
+/// assert_eq!(id.as_str(), "abc-1");
+/// assert_eq!(id.to_string(), "abc-1");
+/// in_flight.finish(RequestOutcome::new(200));
+/// ```
+#[derive(Clone)]
+pub struct RequestId(Arc<RequestData>);
+
+struct RequestData {
+    /// The id, the path, the redacted query, the host and the user agent, one after another.
+    text: String,
+    /// Where each of them ends in `text`.
+    ends: [usize; 5],
+    /// `None` marks an absent query, host or user agent (an empty one is kept as empty).
+    present: [bool; 3],
+    method: &'static str,
+    route: Arc<RouteMetrics>,
+}
+
+impl RequestId {
+    /// The id: the honoured incoming one, or a generated UUID v7.
+    pub fn as_str(&self) -> &str {
+        self.part(0)
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.0.ends[i - 1] };
+        &self.0.text[start..self.0.ends[i]]
+    }
+
+    fn optional(&self, i: usize) -> Option<&str> {
+        self.0.present[i - 2].then(|| self.part(i))
+    }
+
+    /// The raw path.
+    pub(crate) fn path(&self) -> &str {
+        self.part(1)
+    }
+
+    /// The query string, sensitive values redacted.
+    pub(crate) fn query(&self) -> Option<&str> {
+        self.optional(2)
+    }
+
+    /// The `Host` header.
+    pub(crate) fn host(&self) -> Option<&str> {
+        self.optional(3)
+    }
+
+    /// The `user-agent` header.
+    pub(crate) fn user_agent(&self) -> Option<&str> {
+        self.optional(4)
+    }
+
+    /// The method label (`GET`, … or `_OTHER`).
+    pub(crate) fn method(&self) -> &'static str {
+        self.0.method
+    }
+
+    /// The route label (`/users/{id}`, `unmatched` or `other`).
+    pub(crate) fn route(&self) -> &str {
+        self.0.route.label()
+    }
+
+    /// The fields of the `request` span, in its order, as qiflow's layers log them.
+    pub(crate) fn span_fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("request_id", Some(self.as_str())),
+            ("http.request.method", Some(self.method())),
+            ("http.route", Some(self.route())),
+            ("url.path", Some(self.path())),
+            ("url.query", self.query()),
+            ("server.address", self.host()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// The request's context for an error report.
+    pub(crate) fn context(&self, user_id: Option<String>) -> RequestContext {
+        RequestContext {
+            method: self.method().to_owned(),
+            route: self.route().to_owned(),
+            // The query is already redacted.
+            url: crate::capture::url_of(self.host(), self.path(), self.query()),
+            request_id: self.as_str().to_owned(),
+            user_id,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RequestId {}
+
+impl std::hash::Hash for RequestId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for RequestId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for RequestId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl AsRef<str> for RequestId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The id's bytes, so an adapter can make a header value that shares them
+/// (`bytes::Bytes::from_owner`).
+impl AsRef<[u8]> for RequestId {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+/// A new request id: a UUID v7 (milliseconds since the Unix epoch, then random bits), written
+/// into `out` without an allocation of its own.
+fn push_new_request_id(out: &mut String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        now.as_secs(),
+        now.subsec_nanos(),
+    ));
+    out.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
 }
 
 /// How a request ended, as far as qiflow needs to know: told by the adapter when the response
@@ -143,14 +319,9 @@ impl RequestOutcome {
 #[must_use = "an InFlight dropped without finish() counts as a client disconnect"]
 pub struct InFlight {
     observer: crate::Observer,
-    method: &'static str,
-    route: Arc<RouteMetrics>,
-    path: String,
-    /// The query string with sensitive values redacted.
-    query: Option<String>,
-    host: Option<String>,
-    request_id: String,
-    user_agent: Option<String>,
+    id: RequestId,
+    /// The id was generated here (no sane incoming one).
+    generated: bool,
     start: std::time::Instant,
     span: tracing::Span,
     /// Set while `http_server_active_requests` counts this request.
@@ -162,50 +333,41 @@ pub struct InFlight {
 impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight")
-            .field("method", &self.method)
+            .field("method", &self.id.method())
             .field("route", &self.route())
-            .field("request_id", &self.request_id)
+            .field("request_id", &self.id.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl InFlight {
-    pub(crate) fn begin(observer: &crate::Observer, info: RequestInfo) -> Self {
+    pub(crate) fn begin(observer: &crate::Observer, info: RequestInfo<'_>) -> Self {
         let metrics = observer.metrics();
         let method = crate::metrics::method_label(&info.method);
         let route = metrics.route(info.route.as_deref());
         let audit = crate::audit::PendingAudit::begin(observer, &info);
-        let request_id = info
-            .request_id
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let query = info
-            .query
-            .filter(|q| !q.is_empty())
-            .map(|q| crate::capture::scrub_query(&q, &observer.capturer().redactor));
+        let id = RequestId(Arc::new(RequestData::new(observer, &info, method, &route)));
         let span = tracing::info_span!(
             target: "qiflow::request",
             "request",
-            request_id = request_id.as_str(),
+            request_id = id.as_str(),
             http.request.method = method,
-            http.route = &**route.label(),
-            url.path = info.path.as_str(),
-            url.query = query.as_deref(),
-            server.address = info.host.as_deref(),
+            http.route = id.route(),
+            url.path = id.path(),
+            url.query = id.query(),
+            server.address = id.host(),
             enduser.id = tracing::field::Empty,
         );
+        // qiflow's layers read the span's fields from here rather than record copies of them.
+        crate::capture::attach_request(&span, &id);
         let active = metrics.enabled();
         if active {
             route.method(metrics, method).active().increment(1.0);
         }
         Self {
             observer: observer.clone(),
-            method,
-            route,
-            path: info.path,
-            query,
-            host: info.host,
-            request_id,
-            user_agent: info.user_agent,
+            id,
+            generated: info.request_id.is_none(),
             start: std::time::Instant::now(),
             span,
             active,
@@ -217,7 +379,18 @@ impl InFlight {
     /// The request id: the honoured incoming one, or a generated UUID v7. Adapters echo it on the
     /// response as `x-request-id`.
     pub fn request_id(&self) -> &str {
-        &self.request_id
+        self.id.as_str()
+    }
+
+    /// The request id as a cheap-to-clone value, for request extensions and header values.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    /// Whether the id was generated here, for want of a sane incoming one: adapters then put it
+    /// in the request's `x-request-id` header (an honoured one is already there).
+    pub fn id_was_generated(&self) -> bool {
+        self.generated
     }
 
     /// The request's tracing span (fields `request_id`, `http.request.method`, `http.route`,
@@ -228,7 +401,7 @@ impl InFlight {
 
     /// The route label used in metrics (`unmatched`, `other`, or the template).
     pub fn route(&self) -> &str {
-        self.route.label()
+        self.id.0.route.label()
     }
 
     /// Records the outcome: metrics, the access line.
@@ -239,42 +412,43 @@ impl InFlight {
         self.done = true;
         let latency = self.start.elapsed();
         let metrics = self.observer.metrics();
+        let method = self.id.method();
         if let Some(audit) = self.audit.take() {
-            audit.finish(&self.observer, outcome.status, &self.request_id);
+            audit.finish(&self.observer, outcome.status, self.id.as_str());
         }
         if self.active {
             self.active = false;
-            let handles = self.route.method(metrics, self.method);
+            let handles = self.id.0.route.method(metrics, method);
             handles.active().decrement(1.0);
             handles.record(
                 metrics,
-                self.method,
-                self.route.label(),
+                method,
+                self.id.0.route.label(),
                 outcome.status,
                 latency.as_secs_f64(),
             );
         }
         if let Some(baselines) = self.observer.baselines_arc() {
-            let handles = self.route.method(metrics, self.method);
-            let route = handles.baseline(|| baselines.route(self.method, self.route.label()));
+            let handles = self.id.0.route.method(metrics, method);
+            let route = handles.baseline(|| baselines.route(method, self.id.0.route.label()));
             let failed = outcome.panicked || outcome.status >= 500;
-            baselines.record(route, latency, failed, &self.request_id);
+            baselines.record(route, latency, failed, self.id.as_str());
         }
         self.capture(&outcome);
         if self.observer.config().logging.access_log {
             let latency_ms = latency.as_secs_f64() * 1_000.0;
-            let route: &str = self.route.label();
-            let user_agent = self.user_agent.as_deref().unwrap_or("");
+            let route: &str = self.id.0.route.label();
+            let user_agent = self.id.user_agent().unwrap_or("");
             match &outcome.error {
                 Some(error) => tracing::info!(
                     target: "qiflow::access",
                     parent: None,
-                    method = self.method,
+                    method,
                     route,
-                    path = self.path.as_str(),
+                    path = self.id.path(),
                     status = outcome.status,
                     latency_ms,
-                    request_id = self.request_id.as_str(),
+                    request_id = self.id.as_str(),
                     user_agent,
                     panicked = outcome.panicked,
                     error = %error,
@@ -283,16 +457,60 @@ impl InFlight {
                 None => tracing::info!(
                     target: "qiflow::access",
                     parent: None,
-                    method = self.method,
+                    method,
                     route,
-                    path = self.path.as_str(),
+                    path = self.id.path(),
                     status = outcome.status,
                     latency_ms,
-                    request_id = self.request_id.as_str(),
+                    request_id = self.id.as_str(),
                     user_agent,
                     "request finished"
                 ),
             }
+        }
+    }
+}
+
+impl RequestData {
+    /// Copies what qiflow keeps of the request into one buffer, settling the id (the incoming
+    /// one, or a new UUID v7) and redacting the query.
+    fn new(
+        observer: &crate::Observer,
+        info: &RequestInfo<'_>,
+        method: &'static str,
+        route: &Arc<RouteMetrics>,
+    ) -> Self {
+        let query = info.query.as_deref().filter(|q| !q.is_empty());
+        let len = info.request_id.as_deref().map_or(36, str::len)
+            + info.path.len()
+            + query.map_or(0, |q| q.len() + 16)
+            + info.host.as_deref().map_or(0, str::len)
+            + info.user_agent.as_deref().map_or(0, str::len);
+        let mut text = String::with_capacity(len);
+        match info.request_id.as_deref() {
+            Some(id) => text.push_str(id),
+            None => push_new_request_id(&mut text),
+        }
+        let id_end = text.len();
+        text.push_str(&info.path);
+        let path_end = text.len();
+        if let Some(query) = query {
+            crate::capture::push_scrubbed_query(&mut text, query, &observer.capturer().redactor);
+        }
+        let query_end = text.len();
+        text.push_str(info.host.as_deref().unwrap_or(""));
+        let host_end = text.len();
+        text.push_str(info.user_agent.as_deref().unwrap_or(""));
+        Self {
+            ends: [id_end, path_end, query_end, host_end, text.len()],
+            text,
+            present: [
+                query.is_some(),
+                info.host.is_some(),
+                info.user_agent.is_some(),
+            ],
+            method,
+            route: route.clone(),
         }
     }
 }
@@ -322,7 +540,7 @@ impl InFlight {
                     Some("HttpStatus"),
                     format!(
                         "{} {} answered {}",
-                        self.method,
+                        self.id.method(),
                         self.route(),
                         outcome.status
                     ),
@@ -331,18 +549,8 @@ impl InFlight {
         };
         let scope = crate::capture::request_scope_of_span(&self.span);
         let user_id = scope.as_ref().and_then(|s| s.user_id.clone());
-        let mut report = ErrorReport::new(kind, severity, detail).with_request(RequestContext {
-            method: self.method.to_owned(),
-            route: self.route().to_owned(),
-            url: crate::capture::scrub_url(
-                self.host.as_deref(),
-                &self.path,
-                self.query.as_deref(),
-                &capturer.redactor,
-            ),
-            request_id: self.request_id.clone(),
-            user_id,
-        });
+        let mut report =
+            ErrorReport::new(kind, severity, detail).with_request(self.id.context(user_id));
         report.status = Some(outcome.status);
         if let Some(scope) = scope {
             report.breadcrumbs = scope.breadcrumbs;
@@ -358,18 +566,18 @@ impl Drop for InFlight {
         }
         let metrics = self.observer.metrics();
         if self.active {
-            let handles = self.route.method(metrics, self.method);
+            let handles = self.id.0.route.method(metrics, self.id.method());
             handles.active().decrement(1.0);
             handles.disconnects().increment(1);
         }
-        let route: &str = self.route.label();
+        let route: &str = self.id.0.route.label();
         tracing::info!(
             target: "qiflow::access",
             parent: None,
-            method = self.method,
+            method = self.id.method(),
             route,
-            path = self.path.as_str(),
-            request_id = self.request_id.as_str(),
+            path = self.id.path(),
+            request_id = self.id.as_str(),
             latency_ms = self.start.elapsed().as_secs_f64() * 1_000.0,
             "client disconnected before the response"
         );

@@ -477,3 +477,100 @@ fn a_sigkill_loses_no_flushed_line() {
         &after[after.len().saturating_sub(200)..]
     );
 }
+
+/// Events inside a request (the `request` span, a child span, another thread that entered the
+/// span) carry the request's fields; the event's own fields win; the query is redacted; the user
+/// id set later is there too. Both formats.
+#[test]
+fn events_in_a_request_carry_its_fields() {
+    use qiflow_core::request::{RequestInfo, RequestOutcome};
+
+    for format in [
+        qiflow_core::config::LogFormat::Json,
+        qiflow_core::config::LogFormat::Pretty,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.logging.format = format;
+        let (observer, guard, dispatch) = start(config);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let in_flight = observer.begin_request(
+                RequestInfo::new("GET", "/users/42")
+                    .with_route("/users/{id}")
+                    .with_request_id("req-7")
+                    .with_query("page=2&token=CANARY")
+                    .with_host("shop.test"),
+            );
+            let span = in_flight.span().clone();
+            span.in_scope(|| {
+                tracing::info!(target: "app", "before the user is known");
+                assert!(qiflow_core::capture::set_user_id("u-9"));
+                tracing::info_span!("db", table = "users").in_scope(|| {
+                    tracing::info!(target: "app", { url.path = "mine" }, "in a child span");
+                });
+            });
+            let elsewhere = span.clone();
+            let dispatch = dispatch.clone();
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    elsewhere.in_scope(|| tracing::info!(target: "app", "on another thread"));
+                });
+            })
+            .join()
+            .unwrap();
+            in_flight.finish(RequestOutcome::new(200));
+        });
+        drop(guard);
+        let lines = all_lines(dir.path());
+        let find = |message: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("no line with {message:?} in {lines:#?}"))
+                .clone()
+        };
+        let (before, child, other) = (
+            find("before the user is known"),
+            find("in a child span"),
+            find("on another thread"),
+        );
+        assert!(!lines.iter().any(|l| l.contains("CANARY")), "{lines:#?}");
+        match format {
+            qiflow_core::config::LogFormat::Json => {
+                for line in [&before, &child, &other] {
+                    let l: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert_eq!(l["request_id"], "req-7", "{line}");
+                    assert_eq!(l["http.request.method"], "GET", "{line}");
+                    assert_eq!(l["http.route"], "/users/{id}", "{line}");
+                    assert_eq!(l["url.query"], "page=2&token=[REDACTED]", "{line}");
+                    assert_eq!(l["server.address"], "shop.test", "{line}");
+                }
+                let child: serde_json::Value = serde_json::from_str(&child).unwrap();
+                assert_eq!(child["url.path"], "mine", "the event's own field wins");
+                assert_eq!(child["table"], "users");
+                assert_eq!(child["enduser.id"], "u-9");
+                let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+                assert_eq!(before["url.path"], "/users/42");
+                assert!(before.get("enduser.id").is_none(), "{before}");
+                let other: serde_json::Value = serde_json::from_str(&other).unwrap();
+                assert_eq!(other["enduser.id"], "u-9");
+            }
+            _ => {
+                for line in [&before, &child, &other] {
+                    for field in [
+                        "request_id=req-7",
+                        "http.request.method=GET",
+                        "http.route=/users/{id}",
+                        "url.query=\"page=2&token=[REDACTED]\"",
+                        "server.address=shop.test",
+                    ] {
+                        assert!(line.contains(field), "{field} missing in {line}");
+                    }
+                }
+                assert!(child.contains("url.path=mine") && !child.contains("/users/42"));
+                assert!(child.contains("enduser.id=u-9"), "{child}");
+                assert!(before.contains("url.path=/users/42"), "{before}");
+            }
+        }
+    }
+}

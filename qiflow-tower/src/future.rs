@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::{InFlight, RequestOutcome};
 
-use crate::request::{HandlerError, REQUEST_ID_HEADER};
+use crate::request::{HandlerError, REQUEST_ID};
 
 pin_project! {
     /// The response future of [`Observe`](crate::Observe).
@@ -78,10 +78,7 @@ where
                     outcome = outcome.with_error(error.detail());
                 }
                 if let Some(id) = this.request_id.take() {
-                    response
-                        .headers_mut()
-                        .entry(REQUEST_ID_HEADER)
-                        .or_insert(id);
+                    response.headers_mut().entry(REQUEST_ID).or_insert(id);
                 }
                 if let Some(f) = this.in_flight.take() {
                     f.finish(outcome);
@@ -121,7 +118,7 @@ pub(crate) fn internal_error<B: Default>(request_id: Option<HeaderValue>) -> Res
     let mut response = Response::new(B::default());
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     if let Some(id) = request_id {
-        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        response.headers_mut().insert(REQUEST_ID, id);
     }
     response
 }

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use qiflow_core::Observer;
@@ -5,7 +6,7 @@ use qiflow_core::Observer;
 use crate::service::Observe;
 
 /// Finds the route template of a request from its extensions (axum puts `MatchedPath` there).
-pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<String> + Send + Sync>;
+pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<Cow<'_, str>> + Send + Sync>;
 
 /// A [`tower::Layer`] that observes every request with qiflow: see the [crate docs](crate).
 #[derive(Clone)]
@@ -38,7 +39,7 @@ impl ObserveLayer {
     #[must_use]
     pub fn route(
         mut self,
-        route: impl Fn(&http::Extensions) -> Option<String> + Send + Sync + 'static,
+        route: impl Fn(&http::Extensions) -> Option<Cow<'_, str>> + Send + Sync + 'static,
     ) -> Self {
         self.route = Some(Arc::new(route));
         self

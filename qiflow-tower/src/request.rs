@@ -5,17 +5,23 @@ use std::sync::Arc;
 use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::RequestInfo;
 
-pub use qiflow_core::request::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, is_sane_request_id};
+pub use qiflow_core::request::{
+    MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, is_sane_request_id,
+};
+
+/// [`REQUEST_ID_HEADER`] as a header name made once: a name given as `&str` is parsed, and a
+/// non-standard one copied, on every insert.
+pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Builds the core's [`RequestInfo`] from an [`http::Request`]'s head.
 ///
 /// An incoming `x-request-id` is kept only when it is sane: 1 to [`MAX_REQUEST_ID_LEN`] visible
 /// ASCII characters, so a client cannot forge log lines or blow up label sizes through it.
-pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo {
+pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo<'_> {
     let mut info = RequestInfo::new(request.method().as_str(), request.uri().path());
     let headers = request.headers();
     if let Some(id) = headers
-        .get(REQUEST_ID_HEADER)
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_sane_request_id(id))
     {
@@ -38,18 +44,6 @@ pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo {
         info = info.with_host(host);
     }
     info
-}
-
-/// The request id of the current request, inserted into the request's extensions by
-/// [`Observe`](crate::Observe) so handlers can read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub Arc<str>);
-
-impl RequestId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// A handler's error, attached to its response's extensions, so the middleware reports it (with

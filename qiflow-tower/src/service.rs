@@ -1,13 +1,14 @@
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use qiflow_core::Observer;
 use qiflow_core::request::RequestOutcome;
 
 use crate::future::ResponseFuture;
 use crate::layer::RouteFn;
-use crate::request::{REQUEST_ID_HEADER, RequestId, request_info};
+use crate::request::{REQUEST_ID, request_info};
 
 /// The service [`ObserveLayer`](crate::ObserveLayer) wraps around the inner one.
 #[derive(Clone)]
@@ -65,29 +66,25 @@ where
         if self.observer.is_internal_path(request.uri().path()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let mut info = request_info(&request);
-        if let Some(route) = &self.route {
-            info.route = route(request.extensions());
-        }
-        if let Some(auto) = self.observer.auto_audit().filter(|a| a.wants_actor(&info)) {
+        let in_flight = {
+            let mut info = request_info(&request);
+            if let Some(route) = &self.route {
+                info.route = route(request.extensions());
+            }
             let headers = request.headers();
-            info.actor = auto.actor(&|name| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            });
+            self.observer.begin_request_with_headers(info, |name| {
+                headers.get(name).and_then(|v| v.to_str().ok())
+            })
+        };
+        // The header shares the id's bytes. Always valid: a sane incoming id is visible ASCII, a
+        // generated one is a UUID.
+        let header = HeaderValue::from_maybe_shared(Bytes::from_owner(in_flight.id().clone())).ok();
+        if in_flight.id_was_generated()
+            && let Some(value) = &header
+        {
+            request.headers_mut().insert(REQUEST_ID, value.clone());
         }
-        let in_flight = self.observer.begin_request(info);
-        let header = HeaderValue::from_str(in_flight.request_id()).ok();
-        if let Some(value) = &header {
-            request
-                .headers_mut()
-                .insert(REQUEST_ID_HEADER, value.clone());
-        }
-        request
-            .extensions_mut()
-            .insert(RequestId(in_flight.request_id().into()));
+        request.extensions_mut().insert(in_flight.id().clone());
         let called = {
             let _enter = in_flight.span().enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))

@@ -17,8 +17,8 @@ fn observer() -> (Observer, qiflow_core::Guard) {
         .unwrap()
 }
 
-fn route_of(_: &http::Extensions) -> Option<String> {
-    Some("/thing".to_owned())
+fn route_of(_: &http::Extensions) -> Option<std::borrow::Cow<'_, str>> {
+    Some("/thing".into())
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn methods_and_routes_are_capped() {
     for (method, route) in [("GET", "/a"), ("GET", "/b"), ("GET", "/c"), ("BREW", "/a")] {
         let route = route.to_owned();
         let svc = ObserveLayer::new(observer.clone())
-            .route(move |_| Some(route.clone()))
+            .route(move |_| Some(route.clone().into()))
             .layer(tower::service_fn(|_req: Request<String>| async {
                 Ok::<_, Infallible>(Response::new(String::new()))
             }));

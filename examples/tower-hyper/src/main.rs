@@ -11,6 +11,7 @@
 //!    `route="unmatched"`) and does the rest: request id, span, access line, RED metrics, panics;
 //! 3. [`handle`] answers: the demo routes, qiflow's `/metrics` and health endpoints, 404, 405.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::ParseIntError;
@@ -119,7 +120,7 @@ async fn serve(addr: SocketAddr, observer: Observer) -> std::io::Result<()> {
     let layer = ObserveLayer::new(observer.clone()).route(|extensions: &http::Extensions| {
         extensions
             .get::<RouteTemplate>()
-            .map(|route| route.0.to_owned())
+            .map(|route| Cow::Borrowed(route.0))
     });
     let service = ServiceBuilder::new()
         .map_request(match_route::<Incoming>)

@@ -125,7 +125,7 @@ impl AutoAudit {
 
     /// Whether an adapter should resolve the actor of this request: it is audited and the actor
     /// comes from its headers. Other requests pay no header lookup.
-    pub fn wants_actor(&self, info: &RequestInfo) -> bool {
+    pub fn wants_actor(&self, info: &RequestInfo<'_>) -> bool {
         self.needs_headers()
             && self.matches(&info.method, info.route.as_deref().unwrap_or(&info.path))
     }
@@ -143,7 +143,7 @@ pub struct PendingAudit {
 impl PendingAudit {
     /// The decision when a request starts: `Some` when auto-audit is on and the request
     /// matches a rule. Costs one `Option` check when auto-audit is off.
-    pub fn begin(observer: &crate::Observer, info: &RequestInfo) -> Option<Box<Self>> {
+    pub fn begin(observer: &crate::Observer, info: &RequestInfo<'_>) -> Option<Box<Self>> {
         let auto = observer.auditor()?.auto()?;
         let route = info.route.as_deref().unwrap_or(&info.path);
         if !auto.matches(&info.method, route) {
@@ -152,7 +152,7 @@ impl PendingAudit {
         Some(Box::new(Self {
             actor: info.actor.clone().unwrap_or_else(|| "anonymous".to_owned()),
             action: format!("{} {route}", info.method),
-            resource: info.path.clone(),
+            resource: info.path.to_string(),
         }))
     }
 

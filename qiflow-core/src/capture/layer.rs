@@ -85,7 +85,7 @@ impl GlobalBreadcrumbs {
     }
 }
 
-fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
+pub(crate) fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.name() == "request" && meta.target() == "qiflow::request"
 }
 
@@ -104,38 +104,9 @@ fn scope_of<'a, R: LookupSpan<'a>>(span: &SpanRef<'a, R>) -> RequestScope {
         .get::<Breadcrumbs>()
         .map(|b| b.0.iter().cloned().collect())
         .unwrap_or_default();
-    let context = extensions.get::<SpanFields>().map(|fields| {
-        let text = |name: &str| {
-            fields
-                .0
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| match v {
-                    FieldValue::Str(s) => s.clone(),
-                    FieldValue::Redacted => REDACTED.to_owned(),
-                    FieldValue::I64(v) => v.to_string(),
-                    FieldValue::U64(v) => v.to_string(),
-                    FieldValue::F64(v) => v.to_string(),
-                    FieldValue::Bool(v) => v.to_string(),
-                })
-                .unwrap_or_default()
-        };
-        let host = text("server.address");
-        let query = text("url.query");
-        RequestContext {
-            method: text("http.request.method"),
-            route: text("http.route"),
-            // The span's query is already scrubbed.
-            url: super::scrub_url(
-                Some(host.as_str()),
-                &text("url.path"),
-                Some(query.as_str()),
-                &crate::logging::Redactor::default(),
-            ),
-            request_id: text("request_id"),
-            user_id: user_id.clone(),
-        }
-    });
+    let context = extensions
+        .get::<crate::request::RequestId>()
+        .map(|id| id.context(user_id.clone()));
     RequestScope {
         context,
         user_id,
@@ -156,6 +127,19 @@ pub(crate) fn request_scope_of_span(span: &tracing::Span) -> Option<RequestScope
 }
 
 /// The request scope of the caller's current span.
+/// Hands the `request` span its request data (from `InFlight::begin`), which qiflow's layers
+/// read instead of recording copies of the span's fields.
+pub(crate) fn attach_request(span: &tracing::Span, id: &crate::request::RequestId) {
+    span.with_subscriber(|(span_id, dispatch)| {
+        if let Some(span) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(span_id))
+        {
+            span.extensions_mut().insert(id.clone());
+        }
+    });
+}
+
 pub(crate) fn request_scope_of_current() -> Option<RequestScope> {
     request_scope_of_span(&tracing::Span::current())
 }
@@ -168,6 +152,9 @@ pub(super) fn set_user_id_in_current(id: &str) -> bool {
             let request = span.scope().find(|s| is_request_span(s.metadata()))?;
             let mut extensions = request.extensions_mut();
             extensions.replace(UserId(id.to_owned()));
+            if extensions.get_mut::<SpanFields>().is_none() {
+                extensions.insert(SpanFields::default());
+            }
             if let Some(fields) = extensions.get_mut::<SpanFields>() {
                 let value = FieldValue::Str(id.to_owned());
                 match fields.0.iter_mut().find(|(n, _)| *n == "enduser.id") {

@@ -56,7 +56,10 @@ pub use sentry::SentryReporter;
 pub(crate) use sink::ErrorSink;
 pub use store::{ErrorGroup, ErrorStore};
 
-pub(crate) use layer::{GlobalBreadcrumbs, request_scope_of_current, request_scope_of_span};
+pub(crate) use layer::{
+    GlobalBreadcrumbs, attach_request, is_request_span, request_scope_of_current,
+    request_scope_of_span,
+};
 pub(crate) use panic::take_panic_captured;
 pub use sentry::{ATTEMPT_TIMEOUT, DEFAULT_RATE_LIMIT, MAX_BACKOFF, SentryOptions};
 
@@ -541,14 +544,23 @@ pub fn scrub_url(
     query: Option<&str>,
     redactor: &Redactor,
 ) -> String {
+    let query = query
+        .filter(|q| !q.is_empty())
+        .map(|q| scrub_query(q, redactor));
+    url_of(host, path, query.as_deref())
+}
+
+/// `http://host/path?query` for a query that is already scrubbed; credentials before the host
+/// are dropped.
+pub(crate) fn url_of(host: Option<&str>, path: &str, scrubbed_query: Option<&str>) -> String {
     let host = host.map(|h| h.rsplit('@').next().unwrap_or(h));
-    let mut url = String::with_capacity(16 + path.len() + query.map_or(0, str::len));
+    let mut url = String::with_capacity(16 + path.len() + scrubbed_query.map_or(0, str::len));
     url.push_str("http://");
     url.push_str(host.filter(|h| !h.is_empty()).unwrap_or("localhost"));
     url.push_str(path);
-    if let Some(query) = query.filter(|q| !q.is_empty()) {
+    if let Some(query) = scrubbed_query.filter(|q| !q.is_empty()) {
         url.push('?');
-        url.push_str(&scrub_query(query, redactor));
+        url.push_str(query);
     }
     url
 }
@@ -556,6 +568,12 @@ pub fn scrub_url(
 /// A query string with the values of sensitive parameters replaced by `[REDACTED]`.
 pub fn scrub_query(query: &str, redactor: &Redactor) -> String {
     let mut out = String::with_capacity(query.len());
+    push_scrubbed_query(&mut out, query, redactor);
+    out
+}
+
+/// [`scrub_query`], appended to `out`.
+pub(crate) fn push_scrubbed_query(out: &mut String, query: &str, redactor: &Redactor) {
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
             out.push('&');
@@ -569,7 +587,6 @@ pub fn scrub_query(query: &str, redactor: &Redactor) -> String {
             _ => out.push_str(pair),
         }
     }
-    out
 }
 
 fn percent_decode(s: &str) -> String {

@@ -279,6 +279,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if crate::capture::is_request_span(attrs.metadata()) {
+            // `InFlight::begin` attaches the request's data to it: nothing to copy.
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
         attrs.record(&mut Collector {
@@ -292,6 +296,12 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
+        if extensions.get_mut::<SpanFields>().is_none()
+            && crate::capture::is_request_span(span.metadata())
+        {
+            // A field recorded later into the `request` span (`enduser.id`, or the host's own).
+            extensions.insert(SpanFields::default());
+        }
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
             values.record(&mut Collector {
                 redactor: &self.inner.redactor,
@@ -329,6 +339,26 @@ where
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope {
                     let extensions = span.extensions();
+                    if let Some(request) = extensions.get::<crate::request::RequestId>() {
+                        for (name, value) in request.span_fields() {
+                            if names.contains(&name) {
+                                continue;
+                            }
+                            names.push(name);
+                            line.push(b',');
+                            format::json_str(&mut line, name);
+                            line.push(b':');
+                            if self.inner.redactor.is_sensitive_static(name) {
+                                format::json_str(&mut line, super::REDACTED);
+                            } else {
+                                line.push(b'"');
+                                let mut w = format::JsonCapped::new(&mut line);
+                                let _ = w.write_str(value);
+                                w.finish();
+                                line.push(b'"');
+                            }
+                        }
+                    }
                     let Some(span_fields) = extensions.get::<SpanFields>() else {
                         continue;
                     };
@@ -361,6 +391,18 @@ where
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope {
                     let extensions = span.extensions();
+                    if let Some(request) = extensions.get::<crate::request::RequestId>() {
+                        for (name, value) in request.span_fields() {
+                            if !fields.iter().any(|(n, _)| *n == name) {
+                                let value = if self.inner.redactor.is_sensitive_static(name) {
+                                    FieldValue::Redacted
+                                } else {
+                                    FieldValue::Str(format::cap_string(value.to_owned()))
+                                };
+                                fields.push((name, value));
+                            }
+                        }
+                    }
                     if let Some(span_fields) = extensions.get::<SpanFields>() {
                         for (name, value) in &span_fields.0 {
                             if !fields.iter().any(|(n, _)| n == name) {

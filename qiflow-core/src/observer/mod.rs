@@ -285,7 +285,22 @@ impl Observer {
     /// Starts observing a request: see [`InFlight`] for what happens when. This is the one call
     /// an adapter makes when a request arrives; [`InFlight::finish`] the one when its response
     /// head is ready.
-    pub fn begin_request(&self, info: RequestInfo) -> InFlight {
+    pub fn begin_request(&self, info: RequestInfo<'_>) -> InFlight {
+        InFlight::begin(self, info)
+    }
+
+    /// [`begin_request`](Self::begin_request), first resolving the actor of an automatically
+    /// audited request from the request's headers (`header` looks one up by name; only requests
+    /// that [`AutoAudit::wants_actor`](crate::audit::AutoAudit::wants_actor) pay for it). What
+    /// adapters call.
+    pub fn begin_request_with_headers<'h>(
+        &self,
+        mut info: RequestInfo<'_>,
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> InFlight {
+        if let Some(auto) = self.auto_audit().filter(|a| a.wants_actor(&info)) {
+            info.actor = auto.actor(&|name| header(name).map(str::to_owned));
+        }
         InFlight::begin(self, info)
     }
 
