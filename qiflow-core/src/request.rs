@@ -425,7 +425,7 @@ impl InFlight {
                 method,
                 self.id.0.route.label(),
                 outcome.status,
-                latency.as_secs_f64(),
+                latency,
             );
         }
         if let Some(baselines) = self.observer.baselines_arc() {

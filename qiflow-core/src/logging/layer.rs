@@ -1,6 +1,9 @@
 //! The tracing [`Layer`] that turns events into lines and queues them for the writer.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
@@ -165,45 +168,143 @@ impl Visit for Collector<'_> {
 
 /// Writes an event's fields straight into a JSON line, with no intermediate values: the
 /// request path's access line is built in one buffer.
+/// How the fields of one callsite's events are written as JSON, decided once per callsite (and
+/// redactor) instead of once per field of every event: each field's key, already escaped, and
+/// whether its value is written, redacted or skipped.
+struct Plan {
+    /// By field index.
+    fields: Vec<PlannedField>,
+}
+
+struct PlannedField {
+    name: &'static str,
+    kind: FieldKind,
+    /// `,"name":` (or `,"fields.name":` for a reserved name), escaped.
+    key: Box<[u8]>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    /// The event's message (the first `message` field).
+    Message,
+    /// Written with its value.
+    Value,
+    /// Written as `[REDACTED]`.
+    Redacted,
+    /// Not written: `log` crate metadata, or a name repeated in the callsite (the first wins).
+    Skip,
+}
+
+impl Plan {
+    fn new(meta: &'static tracing::Metadata<'static>, redactor: &Redactor) -> Self {
+        let mut seen: Vec<&'static str> = Vec::new();
+        let fields = meta
+            .fields()
+            .iter()
+            .map(|field| {
+                let name = field.name();
+                let kind = if seen.contains(&name) || name.starts_with("log.") {
+                    FieldKind::Skip
+                } else if name == "message" {
+                    FieldKind::Message
+                } else if redactor.is_sensitive(name) {
+                    FieldKind::Redacted
+                } else {
+                    FieldKind::Value
+                };
+                seen.push(name);
+                let mut key = vec![b','];
+                if RESERVED.contains(&name) && kind != FieldKind::Message {
+                    key.extend_from_slice(b"\"fields.");
+                    format::json_escape(&mut key, name);
+                    key.push(b'"');
+                } else {
+                    format::json_str(&mut key, name);
+                }
+                key.push(b':');
+                PlannedField {
+                    name,
+                    kind,
+                    key: key.into_boxed_slice(),
+                }
+            })
+            .collect();
+        Self { fields }
+    }
+
+    /// The names of the fields written (`written`: by index), so span fields do not repeat them.
+    fn names(&self, written: u64) -> smallvec::SmallVec<[&'static str; 16]> {
+        self.fields
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| f.kind != FieldKind::Message && written & (1 << (i % 64)) != 0)
+            .map(|(_, f)| f.name)
+            .collect()
+    }
+
+    /// The plan for `meta`'s events under `redactor`, from a per-thread cache.
+    fn of(meta: &'static tracing::Metadata<'static>, redactor: &Redactor) -> Rc<Self> {
+        type Plans = HashMap<(usize, usize), Rc<Plan>, foldhash::fast::FixedState>;
+        thread_local! {
+            static PLANS: RefCell<Plans> = RefCell::new(Plans::default());
+        }
+        let key = (redactor.id(), std::ptr::from_ref(meta) as usize);
+        PLANS.with(|plans| {
+            let Ok(mut plans) = plans.try_borrow_mut() else {
+                return Rc::new(Self::new(meta, redactor));
+            };
+            if let Some(plan) = plans.get(&key) {
+                return plan.clone();
+            }
+            if plans.len() >= PLAN_CACHE_CAP {
+                plans.clear();
+            }
+            let plan = Rc::new(Self::new(meta, redactor));
+            plans.insert(key, plan.clone());
+            plan
+        })
+    }
+}
+
+/// The most callsite plans one thread caches; past it the cache starts over (a program has a
+/// bounded number of callsites, but a bound costs nothing).
+const PLAN_CACHE_CAP: usize = 4096;
+
 struct JsonEvent<'a> {
-    redactor: &'a Redactor,
+    plan: &'a Plan,
     line: &'a mut Vec<u8>,
-    /// Names written so far, so a span field never repeats an event field.
-    names: &'a mut smallvec::SmallVec<[&'static str; 16]>,
+    /// The fields written, by index (a callsite has at most 32).
+    written: u64,
     has_message: bool,
 }
 
 impl JsonEvent<'_> {
-    /// Writes `,"name":` and returns whether the value should follow (`false` for skipped
-    /// fields; redacted ones are written here).
+    /// Writes the key of `field`; `true` when its value is to be written next.
     fn key(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        if name == "message" {
-            if self.has_message {
-                return false;
-            }
-            self.has_message = true;
-            self.line.extend_from_slice(b",\"message\":");
-            return true;
-        }
-        if name.starts_with("log.") || self.names.contains(&name) {
-            return false; // `log` crate metadata, or a repeated name: the first wins.
-        }
-        self.names.push(name);
-        self.line.push(b',');
-        if RESERVED.contains(&name) {
-            self.line.extend_from_slice(b"\"fields.");
-            format::json_escape(self.line, name);
-            self.line.push(b'"');
-        } else {
-            format::json_str(self.line, name);
-        }
-        self.line.push(b':');
-        if self.redactor.is_sensitive_static(name) {
-            format::json_str(self.line, super::REDACTED);
+        let index = field.index();
+        let Some(planned) = self.plan.fields.get(index) else {
             return false;
+        };
+        match planned.kind {
+            FieldKind::Skip => false,
+            FieldKind::Message if self.has_message => false,
+            FieldKind::Message => {
+                self.has_message = true;
+                self.line.extend_from_slice(&planned.key);
+                true
+            }
+            FieldKind::Value => {
+                self.written |= 1 << (index % 64);
+                self.line.extend_from_slice(&planned.key);
+                true
+            }
+            FieldKind::Redacted => {
+                self.written |= 1 << (index % 64);
+                self.line.extend_from_slice(&planned.key);
+                format::json_str(self.line, super::REDACTED);
+                false
+            }
         }
-        true
     }
 
     fn debug(&mut self, value: &dyn std::fmt::Debug) {
@@ -324,19 +425,21 @@ where
             line.extend_from_slice(meta.level().as_str().as_bytes());
             line.extend_from_slice(b"\",\"target\":");
             format::json_str(&mut line, meta.target());
-            let mut names = smallvec::SmallVec::new();
+            let plan = Plan::of(event.metadata(), &self.inner.redactor);
             let mut visitor = JsonEvent {
-                redactor: &self.inner.redactor,
+                plan: &plan,
                 line: &mut line,
-                names: &mut names,
+                written: 0,
                 has_message: false,
             };
             event.record(&mut visitor);
-            if !visitor.has_message {
+            let (has_message, written) = (visitor.has_message, visitor.written);
+            if !has_message {
                 line.extend_from_slice(b",\"message\":\"\"");
             }
             // Span fields, innermost first; an inner span or the event wins over an outer one.
             if let Some(scope) = ctx.event_scope(event) {
+                let mut names = plan.names(written);
                 for span in scope {
                     let extensions = span.extensions();
                     if let Some(request) = extensions.get::<crate::request::RequestId>() {

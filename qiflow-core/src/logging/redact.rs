@@ -92,6 +92,11 @@ impl Redactor {
         })
     }
 
+    /// Identifies this redactor's list of names (for caches keyed by it).
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
     /// Whether a field with this name must be redacted.
     pub fn is_sensitive(&self, name: &str) -> bool {
         BUILTIN

@@ -30,6 +30,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::config::Config;
 
+mod latency;
+
+use latency::{LatencyHistogram, LatencyRegistry};
+
 /// The route label of a request that matched no route.
 pub const UNMATCHED: &str = "unmatched";
 /// The route label of routes past `[metrics] max_routes`.
@@ -51,6 +55,8 @@ pub struct Metrics {
 struct Inner {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// `http_server_request_duration_seconds`, kept by qiflow (see [`latency`]).
+    latency: LatencyRegistry,
     enabled: bool,
     max_routes: usize,
     /// Known route templates and their cached metric handles.
@@ -80,7 +86,7 @@ pub(crate) struct MethodMetrics {
     baseline: OnceLock<Arc<crate::baseline::RouteBaseline>>,
     /// Status codes are at most three digits, so this holds at most 900 entries; in practice a
     /// handful, searched linearly.
-    statuses: RwLock<Vec<(u16, Counter, Histogram)>>,
+    statuses: RwLock<Vec<(u16, Counter, Arc<LatencyHistogram>)>>,
 }
 
 impl RouteMetrics {
@@ -146,13 +152,14 @@ impl MethodMetrics {
         method: &'static str,
         route: &SharedString,
         status: u16,
-        seconds: f64,
+        latency: std::time::Duration,
     ) {
+        let bounds = metrics.inner.latency.bounds();
         {
             let statuses = self.statuses.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, counter, histogram)) = statuses.iter().find(|(s, ..)| *s == status) {
                 counter.increment(1);
-                histogram.record(seconds);
+                histogram.record(bounds, latency);
                 return;
             }
         }
@@ -163,22 +170,28 @@ impl MethodMetrics {
         let index = match statuses.iter().position(|(s, ..)| *s == status) {
             Some(index) => index,
             None => {
+                let label = status_label(status);
                 let labels = vec![
                     Label::new("method", method),
                     Label::new("route", route.clone()),
-                    Label::new("status", status_label(status)),
+                    Label::new("status", label.clone()),
                 ];
+                let histogram = metrics.inner.latency.series(&[
+                    ("method", method),
+                    ("route", route),
+                    ("status", &label),
+                ]);
                 statuses.push((
                     status,
-                    metrics.counter("http_server_requests_total", labels.clone()),
-                    metrics.histogram("http_server_request_duration_seconds", labels),
+                    metrics.counter("http_server_requests_total", labels),
+                    histogram,
                 ));
                 statuses.len() - 1
             }
         };
         let (_, counter, histogram) = &statuses[index];
         counter.increment(1);
-        histogram.record(seconds);
+        histogram.record(bounds, latency);
     }
 }
 
@@ -225,6 +238,7 @@ impl Metrics {
         let m = &config.metrics;
         let s = &config.service;
         let mut builder = PrometheusBuilder::new();
+        let mut global = Vec::new();
         if m.global_labels {
             // Added at render time: no cost on the request path. A series' own label of the same
             // name wins (qiflow_build_info's are the same values anyway).
@@ -235,17 +249,14 @@ impl Metrics {
             ] {
                 if !value.is_empty() {
                     builder = builder.add_global_label(name, value.clone());
+                    global.push((name, value.as_str()));
                 }
             }
         }
+        if m.buckets.is_empty() || m.buckets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("metrics.buckets: give at least one bound, in ascending order".to_owned());
+        }
         let recorder = builder
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(
-                    "http_server_request_duration_seconds".into(),
-                ),
-                &m.buckets,
-            )
-            .map_err(|e| format!("metrics.buckets: {e}"))?
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(
                     "qiflow_alert_send_duration_seconds".into(),
@@ -259,6 +270,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 recorder: Arc::new(recorder),
                 handle,
+                latency: LatencyRegistry::new(&m.buckets, &global),
                 enabled: m.enabled,
                 max_routes: m.max_routes,
                 routes: RwLock::new(HashMap::default()),
@@ -328,11 +340,6 @@ impl Metrics {
             r.describe_counter(name.into(), unit, help.into());
         }
         r.describe_histogram(
-            "http_server_request_duration_seconds".into(),
-            Some(Unit::Seconds),
-            "Time from the request's arrival to its response head, by method, route template and status code.".into(),
-        );
-        r.describe_histogram(
             "qiflow_alert_send_duration_seconds".into(),
             Some(Unit::Seconds),
             "Duration of each alert delivery attempt, by channel.".into(),
@@ -371,7 +378,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric (what `GET /metrics` serves).
     pub fn render(&self) -> String {
-        self.inner.handle.render()
+        let mut text = self.inner.handle.render();
+        self.inner.latency.render(&mut text);
+        text
     }
 
     /// Drains histogram buckets so memory stays bounded; called periodically by the worker.
