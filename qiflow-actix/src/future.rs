@@ -20,7 +20,6 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         in_flight: Option<InFlight>,
-        span: tracing::Span,
         request_id: Option<HeaderValue>,
     }
 }
@@ -34,16 +33,10 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        in_flight: InFlight,
-        span: tracing::Span,
-        request_id: Option<HeaderValue>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, in_flight: InFlight, request_id: Option<HeaderValue>) -> Self {
         Self {
             inner: Some(inner),
             in_flight: Some(in_flight),
-            span,
             request_id,
         }
     }
@@ -53,7 +46,6 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: Some(inner),
             in_flight: None,
-            span: tracing::Span::none(),
             request_id: None,
         }
     }
@@ -63,7 +55,6 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: None,
             in_flight: None,
-            span: tracing::Span::none(),
             request_id,
         }
     }
@@ -83,8 +74,10 @@ where
             }
             .into()));
         };
-        let _enter = this.span.enter();
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let polled = {
+            let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
+            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        };
         let result = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(mut response))) => {
@@ -112,7 +105,10 @@ where
             }
             Err(panic) => {
                 let message = panic_message(&*panic);
-                tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
+                {
+                    let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
+                    tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
+                }
                 if let Some(in_flight) = this.in_flight.take() {
                     in_flight.finish(RequestOutcome::panicked(message));
                 }

@@ -80,17 +80,16 @@ where
             extensions.insert(RequestId(in_flight.id().clone()));
             extensions.insert(self.observer.clone());
         }
-        let span = in_flight.span().clone();
         let called = {
-            let _enter = span.enter();
+            let _enter = in_flight.span().enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(request)))
         };
         match called {
-            Ok(future) => ResponseFuture::new(future, in_flight, span, header),
+            Ok(future) => ResponseFuture::new(future, in_flight, header),
             Err(panic) => {
                 let message = panic_message(&*panic);
                 {
-                    let _enter = span.enter();
+                    let _enter = in_flight.span().enter();
                     tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
                 }
                 in_flight.finish(RequestOutcome::panicked(message));
