@@ -8,8 +8,9 @@ use crate::capture::{ErrorDetail, ErrorKind, ErrorReport, RequestContext, Severi
 use crate::metrics::RouteMetrics;
 
 /// A request as it starts. Its text borrows from the framework's request where it can
-/// (`Cow`), so an adapter hands it over without copying; [`Observer::begin_request`]
-/// (crate::Observer::begin_request) copies what it keeps into one buffer.
+/// (`Cow`), so an adapter hands it over without copying;
+/// [`Observer::begin_request`](crate::Observer::begin_request) copies what it keeps into one
+/// buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestInfo<'a> {
