@@ -248,10 +248,10 @@ impl AsRef<[u8]> for RequestId {
     }
 }
 
-/// A new request id: a UUID v7 (milliseconds since the Unix epoch, then random bits), written
-/// into `out` without an allocation of its own.
-fn push_new_request_id(out: &mut String) {
-    let now = std::time::SystemTime::now()
+/// A new request id: a UUID v7 (milliseconds since the Unix epoch at `now`, then random bits),
+/// written into `out` without an allocation of its own.
+fn push_new_request_id(out: &mut String, now: std::time::SystemTime) {
+    let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
@@ -325,6 +325,9 @@ pub struct InFlight {
     generated: bool,
     start: std::time::Instant,
     span: tracing::Span,
+    /// When the request arrived, by the observer's clock (with `start`, it dates the finish
+    /// without a second clock read).
+    arrived: std::time::SystemTime,
     /// Set while `http_server_active_requests` counts this request.
     active: bool,
     audit: Option<Box<crate::audit::PendingAudit>>,
@@ -347,7 +350,10 @@ impl InFlight {
         let method = crate::metrics::method_label(&info.method);
         let route = metrics.route(info.route.as_deref());
         let audit = crate::audit::PendingAudit::begin(observer, &info);
-        let id = RequestId(Arc::new(RequestData::new(observer, &info, method, &route)));
+        let arrived = observer.clock().now();
+        let id = RequestId(Arc::new(RequestData::new(
+            observer, &info, arrived, method, &route,
+        )));
         let span = tracing::info_span!(
             target: "qiflow::request",
             "request",
@@ -369,6 +375,7 @@ impl InFlight {
             observer: observer.clone(),
             id,
             generated: info.request_id.is_none(),
+            arrived,
             start: std::time::Instant::now(),
             span,
             active,
@@ -433,7 +440,13 @@ impl InFlight {
             let handles = self.id.0.route.method(metrics, method);
             let route = handles.baseline(|| baselines.route(method, self.id.0.route.label()));
             let failed = outcome.panicked || outcome.status >= 500;
-            baselines.record(route, latency, failed, self.id.as_str());
+            baselines.record(
+                route,
+                self.arrived + latency,
+                latency,
+                failed,
+                self.id.as_str(),
+            );
         }
         self.capture(&outcome);
         if self.observer.config().logging.access_log {
@@ -478,6 +491,7 @@ impl RequestData {
     fn new(
         observer: &crate::Observer,
         info: &RequestInfo<'_>,
+        arrived: std::time::SystemTime,
         method: &'static str,
         route: &Arc<RouteMetrics>,
     ) -> Self {
@@ -490,7 +504,7 @@ impl RequestData {
         let mut text = String::with_capacity(len);
         match info.request_id.as_deref() {
             Some(id) => text.push_str(id),
-            None => push_new_request_id(&mut text),
+            None => push_new_request_id(&mut text, arrived),
         }
         let id_end = text.len();
         text.push_str(&info.path);

@@ -259,7 +259,7 @@ impl Baselines {
     pub fn record_request(&self, method: &str, route: &str, latency: Duration, failed: bool) {
         let method = crate::metrics::method_label(method);
         let route = self.route(method, route);
-        self.record(&route, latency, failed, "");
+        self.record(&route, self.clock.now(), latency, failed, "");
     }
 
     /// Every route's state, at this moment.
@@ -280,16 +280,18 @@ impl Baselines {
             .len()
     }
 
-    /// Records a finished request (the request path: lock-free), and logs it as slow when it is
-    /// (`qiflow::slow`, at most once a second per route; every one is counted).
+    /// Records a request finished `at` (the request path: lock-free, no clock read), and logs it
+    /// as slow when it is (`qiflow::slow`, at most once a second per route; every one is
+    /// counted).
     pub(crate) fn record(
         &self,
         route: &RouteBaseline,
+        at: SystemTime,
         latency: Duration,
         failed: bool,
         request_id: &str,
     ) {
-        let now = millis(self.clock.now());
+        let now = millis(at);
         route.window.record(now, latency, failed);
         let us = latency.as_micros() as u64;
         let p99 = route.p99_us.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::Redactor;
 use super::format::{self, ByteWriter, FieldValue};
+use super::pool::LinePool;
 use crate::clock::Clock;
 use crate::config::LogFormat;
 use crate::worker::Pipeline;
@@ -48,6 +49,7 @@ struct Inner {
     redactor: Redactor,
     pipeline: Pipeline<Vec<u8>>,
     clock: Arc<dyn Clock>,
+    pool: Arc<LinePool>,
 }
 
 impl std::fmt::Debug for LogLayer {
@@ -64,6 +66,7 @@ impl LogLayer {
         redactor: Redactor,
         pipeline: Pipeline<Vec<u8>>,
         clock: Arc<dyn Clock>,
+        pool: Arc<LinePool>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -71,6 +74,7 @@ impl LogLayer {
                 redactor,
                 pipeline,
                 clock,
+                pool,
             }),
         }
     }
@@ -416,8 +420,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let now = self.inner.clock.now();
-        // An access line is about 300 bytes: one allocation, no regrowth.
-        let mut line = Vec::with_capacity(512);
+        let mut line = self.inner.pool.take();
         if !matches!(self.inner.format, LogFormat::Pretty) {
             line.extend_from_slice(b"{\"timestamp\":\"");
             format::timestamp(&mut line, now);

@@ -25,6 +25,7 @@
 
 mod format;
 mod layer;
+pub(crate) mod pool;
 mod redact;
 pub mod rotate;
 pub(crate) mod sink;

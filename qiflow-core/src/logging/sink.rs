@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::pool::LinePool;
 use super::rotate::{RotatingFile, RotationPolicy};
 use crate::clock::Clock;
 use crate::config::LogFormat;
@@ -20,6 +21,8 @@ pub(crate) struct LogSink {
     clock: Arc<dyn Clock>,
     /// Set once the pipeline exists, so drops can be reported in the log itself.
     pipeline: Arc<OnceLock<Pipeline<Vec<u8>>>>,
+    /// Written lines go back here for the layer to reuse.
+    pool: Arc<LinePool>,
     reported_drops: u64,
     last_report: Option<Instant>,
 }
@@ -40,6 +43,7 @@ impl LogSink {
         policy: Option<RotationPolicy>,
         clock: Arc<dyn Clock>,
         pipeline: Arc<OnceLock<Pipeline<Vec<u8>>>>,
+        pool: Arc<LinePool>,
     ) -> Self {
         let mut sink = Self {
             stdout,
@@ -47,6 +51,7 @@ impl LogSink {
             file: FileState::None,
             clock,
             pipeline,
+            pool,
             reported_drops: 0,
             last_report: None,
         };
@@ -109,7 +114,7 @@ impl LogSink {
         Some(line)
     }
 
-    fn write_blocking(&mut self, batch: Vec<Vec<u8>>) -> Result<(), SinkError> {
+    fn write_blocking(&mut self, batch: &[Vec<u8>]) -> Result<(), SinkError> {
         let drop_line = self.drop_line();
         let lines = drop_line.iter().chain(batch.iter());
         if self.stdout {
@@ -143,7 +148,7 @@ impl LogSink {
                 if let Some(line) = &drop_line {
                     let _ = file.write_line(line);
                 }
-                match file.write_lines(&batch) {
+                match file.write_lines(batch) {
                     Ok(()) => Ok(()),
                     Err(partial) => {
                         let path = file.path().display().to_string();
@@ -163,7 +168,11 @@ impl LogSink {
 impl Sink<Vec<u8>> for LogSink {
     fn write(&mut self, batch: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), SinkError>> {
         // File I/O may block: move off the runtime's worker thread for its duration.
-        let result = tokio::task::block_in_place(|| self.write_blocking(batch));
+        let result = tokio::task::block_in_place(|| {
+            let result = self.write_blocking(&batch);
+            self.pool.give(batch);
+            result
+        });
         Box::pin(async move { result })
     }
 

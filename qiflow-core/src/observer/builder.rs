@@ -194,12 +194,14 @@ impl ObserverBuilder {
         let slot = Arc::new(OnceLock::new());
         let policy =
             (!logging.dir.as_os_str().is_empty()).then(|| RotationPolicy::from_config(logging));
+        let pool = Arc::new(crate::logging::pool::LinePool::default());
         let sink = LogSink::new(
             logging.stdout,
             logging.format,
             policy,
             self.clock.clone(),
             slot.clone(),
+            pool.clone(),
         );
         let overflow = match logging.overflow {
             OverflowPolicy::Drop => Overflow::Drop,
@@ -222,6 +224,7 @@ impl ObserverBuilder {
             Redactor::new(&logging.redact),
             logs,
             self.clock.clone(),
+            pool,
         );
 
         let metrics = Metrics::new(&self.config).map_err(|message| InitError {
@@ -428,6 +431,7 @@ impl ObserverBuilder {
             inner: Arc::new(Inner {
                 config: self.config,
                 started: Instant::now(),
+                clock: self.clock.clone(),
                 worker,
                 log_layer,
                 metrics,

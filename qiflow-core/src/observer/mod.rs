@@ -37,6 +37,8 @@ pub struct Observer {
 struct Inner {
     config: Config,
     started: Instant,
+    /// The clock for timestamps (the system's, or a test's).
+    clock: Arc<dyn crate::clock::Clock>,
     worker: Arc<Worker>,
     log_layer: LogLayer,
     metrics: Metrics,
@@ -61,6 +63,11 @@ impl Observer {
     /// A builder for `config` (see [`ObserverBuilder`] for its settings and defaults).
     pub fn builder(config: Config) -> ObserverBuilder {
         ObserverBuilder::new(config)
+    }
+
+    /// The observer's clock (the system clock unless a test set another).
+    pub(crate) fn clock(&self) -> &dyn crate::clock::Clock {
+        &*self.inner.clock
     }
 
     /// The configuration the observer was built from (secrets stay redacted in `Debug`).
