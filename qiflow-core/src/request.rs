@@ -352,7 +352,7 @@ impl InFlight {
         let audit = crate::audit::PendingAudit::begin(observer, &info);
         let arrived = observer.clock().now();
         let id = RequestId(Arc::new(RequestData::new(
-            observer, &info, arrived, method, &route,
+            observer, &info, arrived, method, route,
         )));
         let span = tracing::info_span!(
             target: "qiflow::request",
@@ -369,7 +369,7 @@ impl InFlight {
         crate::capture::attach_request(&span, &id);
         let active = metrics.enabled();
         if active {
-            route.method(metrics, method).active().increment(1.0);
+            id.0.route.method(metrics, method).active().increment(1.0);
         }
         Self {
             observer: observer.clone(),
@@ -493,7 +493,7 @@ impl RequestData {
         info: &RequestInfo<'_>,
         arrived: std::time::SystemTime,
         method: &'static str,
-        route: &Arc<RouteMetrics>,
+        route: Arc<RouteMetrics>,
     ) -> Self {
         let query = info.query.as_deref().filter(|q| !q.is_empty());
         let len = info.request_id.as_deref().map_or(36, str::len)
@@ -525,7 +525,7 @@ impl RequestData {
                 info.user_agent.is_some(),
             ],
             method,
-            route: route.clone(),
+            route,
         }
     }
 }
