@@ -118,7 +118,8 @@ struct RequestData {
     text: String,
     /// Where each of them ends in `text`.
     ends: [usize; 5],
-    /// `None` marks an absent query, host or user agent (an empty one is kept as empty).
+    /// Whether the query, the host and the user agent were given (a given empty host or user
+    /// agent stays an empty string; an empty query counts as none).
     present: [bool; 3],
     method: &'static str,
     route: Arc<RouteMetrics>,
