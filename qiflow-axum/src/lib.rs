@@ -23,12 +23,12 @@
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //! - [`Error`]: a handler error type answered as 500 whose source chain the middleware reports.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use std::borrow::Cow;
-
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use qiflow_core::Observer;

@@ -126,7 +126,6 @@ pub(crate) fn request_scope_of_span(span: &tracing::Span) -> Option<RequestScope
     .flatten()
 }
 
-/// The request scope of the caller's current span.
 /// Hands the `request` span its request data (from `InFlight::begin`), which qiflow's layers
 /// read instead of recording copies of the span's fields.
 pub(crate) fn attach_request(span: &tracing::Span, id: &crate::request::RequestId) {
@@ -140,6 +139,7 @@ pub(crate) fn attach_request(span: &tracing::Span, id: &crate::request::RequestI
     });
 }
 
+/// The request scope of the caller's current span.
 pub(crate) fn request_scope_of_current() -> Option<RequestScope> {
     request_scope_of_span(&tracing::Span::current())
 }

@@ -80,8 +80,6 @@ pub(crate) struct Capturer {
 }
 
 impl Capturer {
-    /// Counts the report on `qiflow_errors_captured_total{kind}` and offers it to the queue;
-    /// never waits. The worker completes it (`complete`) before anything reads it.
     /// The captured-reports counters of `metrics`, one per kind.
     pub(crate) fn counters(
         metrics: &crate::metrics::Metrics,
@@ -96,6 +94,8 @@ impl Capturer {
         })
     }
 
+    /// Counts the report on `qiflow_errors_captured_total{kind}` and offers it to the queue;
+    /// never waits. The worker completes it (`complete`) before anything reads it.
     pub(crate) fn capture(&self, report: ErrorReport) {
         if let Some(counters) = &self.captured {
             counters[report.kind as usize].increment(1);

@@ -170,8 +170,6 @@ impl Visit for Collector<'_> {
     }
 }
 
-/// Writes an event's fields straight into a JSON line, with no intermediate values: the
-/// request path's access line is built in one buffer.
 /// How the fields of one callsite's events are written as JSON, decided once per callsite (and
 /// redactor) instead of once per field of every event: each field's key, already escaped, and
 /// whether its value is written, redacted or skipped.
@@ -274,6 +272,9 @@ impl Plan {
 /// bounded number of callsites, but a bound costs nothing).
 const PLAN_CACHE_CAP: usize = 4096;
 
+/// Writes an event's fields straight into a JSON line, with no intermediate values: the
+/// request path's access line is built in one buffer, following the
+/// callsite's [`Plan`].
 struct JsonEvent<'a> {
     plan: &'a Plan,
     line: &'a mut Vec<u8>,
