@@ -451,7 +451,7 @@ impl InFlight {
         }
         self.capture(&outcome);
         if self.observer.config().logging.access_log {
-            let latency_ms = latency.as_secs_f64() * 1_000.0;
+            let latency_ms = millis(latency);
             let route: &str = self.id.0.route.label();
             let user_agent = self.id.user_agent().unwrap_or("");
             match &outcome.error {
@@ -484,6 +484,12 @@ impl InFlight {
             }
         }
     }
+}
+
+/// A latency in milliseconds to the microsecond (`0.038`, `12.5`), as lines carry it: finer
+/// digits are noise, and a value with at most three decimals is written without ryu.
+pub(crate) fn millis(latency: std::time::Duration) -> f64 {
+    latency.as_micros() as f64 / 1_000.0
 }
 
 impl RequestData {
@@ -594,7 +600,7 @@ impl Drop for InFlight {
             route,
             path = self.id.path(),
             request_id = self.id.as_str(),
-            latency_ms = self.start.elapsed().as_secs_f64() * 1_000.0,
+            latency_ms = millis(self.start.elapsed()),
             "client disconnected before the response"
         );
     }

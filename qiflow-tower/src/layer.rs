@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use qiflow_core::Observer;
 
-use crate::service::Observe;
+use crate::service::{Observe, Shared};
 
 /// Finds the route template of a request from its extensions (axum puts `MatchedPath` there).
 pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<Cow<'_, str>> + Send + Sync>;
@@ -11,15 +11,14 @@ pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<Cow<'_, str>> + Send 
 /// A [`tower::Layer`] that observes every request with qiflow: see the [crate docs](crate).
 #[derive(Clone)]
 pub struct ObserveLayer {
-    observer: Observer,
-    route: Option<RouteFn>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ObserveLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObserveLayer")
-            .field("observer", &self.observer)
-            .field("route", &self.route.is_some())
+            .field("observer", &self.shared.observer)
+            .field("route", &self.shared.route.is_some())
             .finish()
     }
 }
@@ -29,8 +28,10 @@ impl ObserveLayer {
     /// `route="unmatched"` (plain tower has no routes).
     pub fn new(observer: Observer) -> Self {
         Self {
-            observer,
-            route: None,
+            shared: Arc::new(Shared {
+                observer,
+                route: None,
+            }),
         }
     }
 
@@ -41,7 +42,10 @@ impl ObserveLayer {
         mut self,
         route: impl Fn(&http::Extensions) -> Option<Cow<'_, str>> + Send + Sync + 'static,
     ) -> Self {
-        self.route = Some(Arc::new(route));
+        self.shared = Arc::new(Shared {
+            observer: self.shared.observer.clone(),
+            route: Some(Arc::new(route)),
+        });
         self
     }
 }
@@ -50,6 +54,6 @@ impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe::new(inner, self.observer.clone(), self.route.clone())
+        Observe::new(inner, self.shared.clone())
     }
 }

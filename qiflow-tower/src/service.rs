@@ -1,4 +1,5 @@
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,8 +15,14 @@ use crate::request::{REQUEST_ID, request_info};
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    observer: Observer,
-    route: Option<RouteFn>,
+    /// One reference count: axum clones the service for every request.
+    shared: Arc<Shared>,
+}
+
+/// What every [`Observe`] made by one layer shares.
+pub(crate) struct Shared {
+    pub(crate) observer: Observer,
+    pub(crate) route: Option<RouteFn>,
 }
 
 impl<S> std::fmt::Debug for Observe<S> {
@@ -25,12 +32,8 @@ impl<S> std::fmt::Debug for Observe<S> {
 }
 
 impl<S> Observe<S> {
-    pub(crate) fn new(inner: S, observer: Observer, route: Option<RouteFn>) -> Self {
-        Self {
-            inner,
-            observer,
-            route,
-        }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
     }
 
     /// The inner service.
@@ -63,16 +66,17 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if self.observer.is_internal_path(request.uri().path()) {
+        let Shared { observer, route } = &*self.shared;
+        if observer.is_internal_path(request.uri().path()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let in_flight = {
             let mut info = request_info(&request);
-            if let Some(route) = &self.route {
+            if let Some(route) = route {
                 info.route = route(request.extensions());
             }
             let headers = request.headers();
-            self.observer.begin_request_with_headers(info, |name| {
+            observer.begin_request_with_headers(info, |name| {
                 headers.get(name).and_then(|v| v.to_str().ok())
             })
         };

@@ -329,7 +329,7 @@ impl Baselines {
             method = route.method,
             route = route.route.as_str(),
             request_id,
-            latency_ms = latency.as_secs_f64() * 1000.0,
+            latency_ms = crate::request::millis(latency),
             baseline_p99_ms = p99_us as f64 / 1000.0,
             slow_request_ms = self.config.slow_request.as_secs_f64() * 1000.0,
             "slow request"

@@ -212,7 +212,15 @@ pub(crate) fn timestamp(buf: &mut Vec<u8>, at: SystemTime) {
         }
         buf.extend_from_slice(cache.1.as_bytes());
     });
-    let _ = write!(ByteWriter(buf), ".{millis:03}Z");
+    // Digit by digit: `write!` with a width costs more than the rest of the timestamp.
+    let millis = millis.min(999) as u8;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + millis / 100,
+        b'0' + millis / 10 % 10,
+        b'0' + millis % 10,
+        b'Z',
+    ]);
 }
 
 /// Appends a value as JSON.
@@ -221,13 +229,53 @@ pub(crate) fn json_value(buf: &mut Vec<u8>, value: &FieldValue) {
         FieldValue::Str(s) => json_str(buf, s),
         FieldValue::I64(v) => buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
         FieldValue::U64(v) => buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
-        FieldValue::F64(v) if v.is_finite() => {
-            buf.extend_from_slice(ryu::Buffer::new().format_finite(*v).as_bytes());
-        }
+        FieldValue::F64(v) if v.is_finite() => json_f64(buf, *v),
         FieldValue::F64(v) => json_str(buf, &v.to_string()),
         FieldValue::Bool(v) => buf.extend_from_slice(if *v { b"true" } else { b"false" }),
         FieldValue::Redacted => json_str(buf, super::REDACTED),
     }
+}
+
+/// The largest number of thousandths [`json_f64`] writes with integer formatting: below 2^53, so
+/// every such count is an exact `f64`, and small enough that ryu would not use an exponent.
+const MAX_THOUSANDTHS: f64 = 1e15;
+
+/// Appends a finite `f64` as ryu writes it (the shortest text that reads back as the same value),
+/// with a fast path for values with at most three decimals, such as the access line's
+/// `latency_ms`: those are written as integers with a decimal point, which gives the same text.
+fn json_f64(buf: &mut Vec<u8>, v: f64) {
+    let thousandths = (v * 1000.0).round();
+    // Exact: the value is the double nearest `thousandths / 1000`, whose shortest decimal form
+    // has at most three decimals (a shorter decimal would be another double: doubles this small
+    // are closer together than 0.001, so no two such decimals share one).
+    if thousandths.abs() < MAX_THOUSANDTHS && thousandths / 1000.0 == v && v.abs() >= 1e-3 {
+        let n = thousandths.abs() as u64;
+        if v.is_sign_negative() {
+            buf.push(b'-');
+        }
+        buf.extend_from_slice(itoa::Buffer::new().format(n / 1000).as_bytes());
+        buf.push(b'.');
+        let frac = (n % 1000) as u16;
+        if frac == 0 {
+            buf.push(b'0');
+        } else {
+            let digits = [
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ];
+            let len = if frac.is_multiple_of(100) {
+                1
+            } else if frac.is_multiple_of(10) {
+                2
+            } else {
+                3
+            };
+            buf.extend_from_slice(&digits[..len]);
+        }
+        return;
+    }
+    buf.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
 }
 
 /// Appends a value for human-readable output.
@@ -261,6 +309,75 @@ mod tests {
         let mut buf = Vec::new();
         json_str(&mut buf, s);
         String::from_utf8(buf).unwrap()
+    }
+
+    fn ryu(v: f64) -> String {
+        ryu::Buffer::new().format_finite(v).to_owned()
+    }
+
+    fn fast(v: f64) -> String {
+        let mut buf = Vec::new();
+        json_f64(&mut buf, v);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn floats_are_written_as_ryu_writes_them() {
+        let edges = [
+            0.0,
+            -0.0,
+            0.001,
+            -0.001,
+            0.0005,
+            0.0015,
+            0.1,
+            0.2,
+            0.3,
+            1.0,
+            2.5,
+            3.0,
+            10.0,
+            12.34,
+            999.999,
+            1000.0,
+            0.038157,
+            1e11 + 0.5,
+            999_999_999_999.999,
+            1e12,
+            1e13 + 0.125,
+            1e15,
+            1e16,
+            1.7e300,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            123_456.789_5,
+        ];
+        for v in edges.into_iter().flat_map(|v| [v, -v]) {
+            assert_eq!(fast(v), ryu(v), "{v:e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn thousandths_are_written_as_ryu_writes_them(k in -2_000_000_000_000_000i64..2_000_000_000_000_000) {
+            let v = k as f64 / 1000.0;
+            proptest::prop_assert_eq!(fast(v), ryu(v));
+        }
+
+        #[test]
+        fn any_float_is_written_as_ryu_writes_it(bits in proptest::num::u64::ANY) {
+            let v = f64::from_bits(bits);
+            if v.is_finite() {
+                proptest::prop_assert_eq!(fast(v), ryu(v));
+            }
+        }
+
+        #[test]
+        fn latencies_are_written_as_ryu_writes_them(micros in 0u64..100_000_000) {
+            let v = micros as f64 / 1000.0;
+            proptest::prop_assert_eq!(fast(v), ryu(v));
+        }
     }
 
     #[test]
