@@ -213,12 +213,13 @@ pub(crate) fn timestamp(buf: &mut Vec<u8>, at: SystemTime) {
         buf.extend_from_slice(cache.1.as_bytes());
     });
     // Digit by digit: `write!` with a width costs more than the rest of the timestamp.
-    let millis = millis.min(999) as u8;
+    let digit = |d: u32| b'0' + (d % 10) as u8;
+    let millis = millis.min(999);
     buf.extend_from_slice(&[
         b'.',
-        b'0' + millis / 100,
-        b'0' + millis / 10 % 10,
-        b'0' + millis % 10,
+        digit(millis / 100),
+        digit(millis / 10),
+        digit(millis),
         b'Z',
     ]);
 }
@@ -455,5 +456,17 @@ mod tests {
             UNIX_EPOCH + Duration::from_millis(1_764_335_046_007),
         );
         assert_eq!(String::from_utf8(buf).unwrap(), "2025-11-28T13:04:06.007Z");
+        // Every millisecond, including those past 255.
+        for ms in 0..1000u64 {
+            let mut buf = Vec::new();
+            timestamp(
+                &mut buf,
+                UNIX_EPOCH + Duration::from_millis(1_764_335_046_000 + ms),
+            );
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                format!("2025-11-28T13:04:06.{ms:03}Z")
+            );
+        }
     }
 }
