@@ -97,8 +97,12 @@ impl Capturer {
     /// Counts the report on `qiflow_errors_captured_total{kind}` and offers it to the queue;
     /// never waits. The worker completes it (`complete`) before anything reads it.
     pub(crate) fn capture(&self, report: ErrorReport) {
-        if let Some(counters) = &self.captured {
-            counters[report.kind as usize].increment(1);
+        if let Some(counter) = self
+            .captured
+            .as_ref()
+            .and_then(|counters| counters.get(report.kind.index()))
+        {
+            counter.increment(1);
         }
         // Counted by the pipeline when the queue is full or closed.
         let _ = self.pipeline.submit(report);
@@ -163,7 +167,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, in declaration order (`kind as usize` indexes it).
+    /// Every kind, each at its [`index`](Self::index).
     pub const ALL: [ErrorKind; 5] = [
         Self::Panic,
         Self::Handler,
@@ -171,6 +175,18 @@ impl ErrorKind {
         Self::Event,
         Self::Manual,
     ];
+
+    /// The kind's place in [`ALL`](Self::ALL). The match is exhaustive, so a new kind does not
+    /// compile until it has a place.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Panic => 0,
+            Self::Handler => 1,
+            Self::Status => 2,
+            Self::Event => 3,
+            Self::Manual => 4,
+        }
+    }
 
     /// The label value (`panic`, `handler`, `status`, `event`, `manual`).
     pub fn as_str(self) -> &'static str {
@@ -627,6 +643,16 @@ pub(crate) mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_sits_at_its_index_and_has_its_own_label() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+        let labels: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), ErrorKind::ALL.len());
+    }
 
     #[test]
     fn messages_normalize_their_variable_parts() {
