@@ -13,6 +13,14 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=benches/load/common.sh
+source "$root/benches/load/common.sh"
+
+die() {
+    echo "profile.sh: $*" >&2
+    exit 1
+}
+
 fw="${1:?usage: profile.sh axum|actix MODE}"
 mode="${2:?usage: profile.sh axum|actix MODE}"
 port="${PROFILE_PORT:-3290}"
@@ -22,28 +30,34 @@ client_cpu="${PROFILE_CLIENT_CPU:-1}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release/load_$fw"
 out="$target_dir/load-bench"
-[[ -x "$bin" ]] || { echo "profile.sh: $bin is missing; build it first (see the header)" >&2; exit 1; }
+[[ -x "$bin" ]] || die "$bin is missing; build it first (see the header)"
+[[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 1 ]] || die "PROFILE_SECONDS must be a whole number of seconds, at least 1"
 for tool in wrk perf taskset; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh: $tool is not installed" >&2; exit 1; }
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (Debian: wrk, linux-perf, util-linux)"
 done
 mkdir -p "$out"
-data="$out/profile-$fw-$mode.data"
+tag="profile-$fw-$mode"
+data="$out/$tag.data"
 
 server_pid=""
-cleanup() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+wrk_pid=""
+cleanup() {
+    stop_pid "$wrk_pid"
+    stop_pid "$server_pid"
+}
+trap cleanup EXIT
+trap 'echo "profile.sh: interrupted" >&2; exit 130' INT TERM
 
-LOAD_PORT="$port" taskset -c "$server_cpu" "$bin" "$mode" >/dev/null 2>"$out/profile-$fw-$mode.err" &
+LOAD_PORT="$port" taskset -c "$server_cpu" "$bin" "$mode" >/dev/null 2>"$out/$tag.err" &
 server_pid=$!
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$port" "$server_pid" || die "load_$fw $mode did not start on port $port (see $out/$tag.err)"
 url="http://127.0.0.1:$port/users/42"
-taskset -c "$client_cpu" wrk -t1 -c32 -d2s "$url" >/dev/null
-taskset -c "$client_cpu" wrk -t1 -c32 -d"$((seconds + 3))"s "$url" >"$out/profile-$fw-$mode.wrk" &
+taskset -c "$client_cpu" wrk -t1 -c32 -d2s "$url" >/dev/null || die "wrk failed against $url"
+taskset -c "$client_cpu" wrk -t1 -c32 -d"$((seconds + 3))"s "$url" >"$out/$tag.wrk" &
 wrk_pid=$!
 sleep 1
-perf record -F 999 --call-graph dwarf,16384 -p "$server_pid" -o "$data" -- sleep "$seconds" 2>/dev/null
-wait "$wrk_pid"
-echo "$(grep Requests/sec "$out/profile-$fw-$mode.wrk") -> $data"
+perf record -F 999 --call-graph dwarf,16384 -p "$server_pid" -o "$data" -- sleep "$seconds" 2>"$out/$tag.perf.err" ||
+    die "perf record failed (see $out/$tag.perf.err)"
+wait "$wrk_pid" || die "wrk failed (see $out/$tag.wrk)"
+wrk_pid=""
+echo "$(grep Requests/sec "$out/$tag.wrk") -> $data"

@@ -58,28 +58,13 @@ cpus="$(nproc)"
     die "this machine has $cpus CPU(s); set LOAD_SERVER_CPU and LOAD_CLIENT_CPU to two of 0..$((cpus - 1))"
 [[ "$server_cpu" != "$client_cpu" ]] || echo "run.sh: warning: the server and wrk share CPU $server_cpu" >&2
 
+# shellcheck source=benches/load/common.sh
+source "$root/benches/load/common.sh"
+
 # Processes this script started, by PID; stopped on exit, whatever the exit.
 server_pid=""
 sink_pid=""
 wrk_pid=""
-stop_pid() {
-    local pid="$1"
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || {
-        wait "$pid" 2>/dev/null || true
-        return 0
-    }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "run.sh: PID $pid did not stop within 15 s of SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$wrk_pid"
     stop_pid "$server_pid"
@@ -104,19 +89,6 @@ printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines
 clk_tck="$(getconf CLK_TCK)"
 proc_cpu_ticks() {
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-# Waits until 127.0.0.1:$1 accepts connections (a bare connect: no request, so no log line).
-wait_port() {
-    local port="$1" pid="$2"
-    for _ in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
 }
 
 # Runs wrk pinned to the client CPU in the background, so the traps can stop it by PID.
