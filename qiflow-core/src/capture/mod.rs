@@ -167,7 +167,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, each at its [`index`](Self::index).
+    /// Every kind, in declaration order.
     pub const ALL: [ErrorKind; 5] = [
         Self::Panic,
         Self::Handler,
