@@ -6,11 +6,17 @@
 //!   `qiflow_axum::layer`, the observer from `qiflow_core::init` (global subscriber and
 //!   recorder), the JSON access line to a rotating file in a temp dir, metrics, request id,
 //!   capture, baselines;
-//! - `axum/qiflow-noaccess`: the same with `[logging] access_log = false`.
+//! - `axum/qiflow-noaccess`: the same with `[logging] access_log = false`;
+//! - `axum/qiflow-nometrics`: `qiflow-noaccess` with `[metrics] enabled = false`;
+//! - `axum/qiflow-minimal`: `qiflow-nometrics` with `[baseline] enabled = false` (request id,
+//!   span, capture policy, extension and header);
+//! - `axum/span`: no qiflow middleware, only a `request` span per request
+//!   ([`qiflow_benches::load::SpanOnly`]) under the same global subscriber.
 //!
 //! Before timing, each variant prints its allocations per request (a counting global allocator).
 //!
-//! Each iteration builds the request, calls a clone of the router, and drops the response, on a
+//! Each iteration builds the request, calls a clone of the router (finalized with
+//! `with_state`, as `axum::serve` does), and drops the response, on a
 //! current-thread runtime. Only the caller's thread is measured: the log writer and the other
 //! pipelines run on qiflow's worker threads. `benches/load/run.sh` measures the whole server
 //! (sockets, hyper, the writer) under wrk; this bench is the quick loop for request-path work.
@@ -64,7 +70,19 @@ fn middleware(c: &mut Criterion) {
     let quiet =
         qiflow_benches::load::qiflow_config(dir.path(), false).expect("the configuration is valid");
     // Its spans and events go through the global subscriber `init` installed above.
-    let (noaccess, _noaccess_guard) = qiflow_core::Observer::builder(quiet)
+    let (noaccess, _noaccess_guard) = qiflow_core::Observer::builder(quiet.clone())
+        .install_global(false)
+        .build()
+        .expect("qiflow starts");
+    let mut no_metrics = quiet;
+    no_metrics.metrics.enabled = false;
+    let (nometrics, _nometrics_guard) = qiflow_core::Observer::builder(no_metrics.clone())
+        .install_global(false)
+        .build()
+        .expect("qiflow starts");
+    let mut minimal_config = no_metrics;
+    minimal_config.baseline.enabled = false;
+    let (minimal, _minimal_guard) = qiflow_core::Observer::builder(minimal_config)
         .install_global(false)
         .build()
         .expect("qiflow starts");
@@ -78,7 +96,16 @@ fn middleware(c: &mut Criterion) {
         ("axum/bare", router()),
         ("axum/qiflow", with_qiflow(&observer)),
         ("axum/qiflow-noaccess", with_qiflow(&noaccess)),
+        ("axum/qiflow-nometrics", with_qiflow(&nometrics)),
+        ("axum/qiflow-minimal", with_qiflow(&minimal)),
+        (
+            "axum/span",
+            router().layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new)),
+        ),
     ] {
+        // Finalized as `axum::serve` does (`into_make_service` calls `with_state`): without it, an
+        // axum `Router` converts its handlers into routes and applies its layers on every call.
+        let app: Router = app.with_state(());
         let serve = || {
             let response = runtime
                 .block_on(app.clone().oneshot(request()))

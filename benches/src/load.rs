@@ -177,3 +177,61 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+/// The `span` modes' middleware: a `request` span with the fields qiflow's span starts with, the
+/// inner service called and its future polled inside it. Nothing else.
+#[derive(Clone, Debug)]
+pub struct SpanOnly<S> {
+    inner: S,
+}
+
+impl<S> SpanOnly<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for SpanOnly<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(
+        &mut self,
+        request: axum::http::Request<B>,
+    ) -> tracing::instrument::Instrumented<S::Future> {
+        use tracing::Instrument as _;
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched", |p| p.as_str());
+        let span = tracing::info_span!(
+            target: "qiflow::request",
+            "request",
+            request_id = "01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f",
+            http.request.method = request.method().as_str(),
+            http.route = route,
+            url.path = request.uri().path(),
+            server.address = request
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
+        );
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        future.instrument(span)
+    }
+}

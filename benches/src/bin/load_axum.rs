@@ -11,6 +11,10 @@
 //! | `sentry` | sentry-tower's `NewSentryLayer` and `SentryHttpLayer` with transactions, `traces_sample_rate = 1.0`, sentry's ureq transport to the `load_sink` on `127.0.0.1:$LOAD_SENTRY_PORT` |
 //! | `axum-prometheus` | `axum_prometheus::PrometheusMetricLayer::pair()` and its `/metrics` |
 //! | `assembled` | `trace`, `sentry` and `axum-prometheus` together |
+//! | `qiflow-nometrics` | `qiflow-noaccess` with `[metrics] enabled = false` |
+//! | `qiflow-minimal` | `qiflow-nometrics` with `[baseline] enabled = false`: request id, span, extension, header, panic catching |
+//! | `span` | no qiflow middleware: only a `request` span per request (INFO, the five fields qiflow's span carries at its start), entered while the router runs, under the subscriber `qiflow_core::init` installs (access line off): what the span alone costs |
+//! | `span-registry` | the same span under tracing-subscriber's bare `Registry` with an `info` filter and no layers: the floor of any `tracing` span |
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
 //! | `sentry-tower-fail10` | `qiflow` without a DSN plus sentry-tower's `NewSentryLayer` and `SentryHttpLayer` (no transactions); every 10th request fails and the handler reports it with `sentry::capture_error`, as sentry-tower users do (the layer does not capture 5xx), through sentry's ureq transport to the `load_sink` |
@@ -42,10 +46,14 @@ enum Mode {
     BareFail10,
     QiflowFail10,
     SentryTowerFail10,
+    Span,
+    SpanRegistry,
+    QiflowNoMetrics,
+    QiflowMinimal,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 11] = [
+    const ALL: [(&'static str, Mode); 15] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -57,6 +65,10 @@ impl Mode {
         ("bare-fail10", Mode::BareFail10),
         ("qiflow-fail10", Mode::QiflowFail10),
         ("sentry-tower-fail10", Mode::SentryTowerFail10),
+        ("span", Mode::Span),
+        ("span-registry", Mode::SpanRegistry),
+        ("qiflow-nometrics", Mode::QiflowNoMetrics),
+        ("qiflow-minimal", Mode::QiflowMinimal),
     ];
 
     fn parse(name: &str) -> Option<Mode> {
@@ -186,10 +198,16 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                     .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top())
             })
         }
-        Mode::Qiflow | Mode::QiflowNoAccess | Mode::QiflowNoBaseline => {
-            let mut config = load::qiflow_config(dir, mode != Mode::QiflowNoAccess)
+        Mode::Qiflow
+        | Mode::QiflowNoAccess
+        | Mode::QiflowNoBaseline
+        | Mode::QiflowNoMetrics
+        | Mode::QiflowMinimal => {
+            let access = matches!(mode, Mode::Qiflow | Mode::QiflowNoBaseline);
+            let mut config = load::qiflow_config(dir, access)
                 .expect("the benchmark's qiflow configuration is valid");
-            config.baseline.enabled = mode != Mode::QiflowNoBaseline;
+            config.baseline.enabled = !matches!(mode, Mode::QiflowNoBaseline | Mode::QiflowMinimal);
+            config.metrics.enabled = !matches!(mode, Mode::QiflowNoMetrics | Mode::QiflowMinimal);
             with_qiflow(router, &config, guards, |r| r)
         }
         Mode::Trace => {
@@ -201,6 +219,21 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             with_sentry(router)
         }
         Mode::AxumPrometheus => with_axum_prometheus(router),
+        Mode::Span => {
+            let config = load::qiflow_config(dir, false)
+                .expect("the benchmark's qiflow configuration is valid");
+            let (_observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
+            guards.qiflow = Some(guard);
+            router.layer(tower::layer::layer_fn(load::SpanOnly::new))
+        }
+        Mode::SpanRegistry => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::filter::LevelFilter::INFO)
+                .init();
+            router.layer(tower::layer::layer_fn(load::SpanOnly::new))
+        }
         Mode::Assembled => {
             guards.appender = Some(load::install_json_file_subscriber(dir, false));
             guards.sentry = Some(init_sentry());
