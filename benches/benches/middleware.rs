@@ -62,6 +62,15 @@ fn request() -> Request<Body> {
         .expect("a valid request")
 }
 
+/// An observer that does not install the global subscriber: its spans and events go through the
+/// one `init` installed.
+fn local_observer(config: qiflow_core::Config) -> (qiflow_core::Observer, qiflow_core::Guard) {
+    qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .expect("qiflow starts")
+}
+
 fn middleware(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let config =
@@ -69,23 +78,13 @@ fn middleware(c: &mut Criterion) {
     let (observer, _guard) = qiflow_core::init(&config).expect("qiflow starts");
     let quiet =
         qiflow_benches::load::qiflow_config(dir.path(), false).expect("the configuration is valid");
-    // Its spans and events go through the global subscriber `init` installed above.
-    let (noaccess, _noaccess_guard) = qiflow_core::Observer::builder(quiet.clone())
-        .install_global(false)
-        .build()
-        .expect("qiflow starts");
+    let (noaccess, _noaccess_guard) = local_observer(quiet.clone());
     let mut no_metrics = quiet;
     no_metrics.metrics.enabled = false;
-    let (nometrics, _nometrics_guard) = qiflow_core::Observer::builder(no_metrics.clone())
-        .install_global(false)
-        .build()
-        .expect("qiflow starts");
+    let (nometrics, _nometrics_guard) = local_observer(no_metrics.clone());
     let mut minimal_config = no_metrics;
     minimal_config.baseline.enabled = false;
-    let (minimal, _minimal_guard) = qiflow_core::Observer::builder(minimal_config)
-        .install_global(false)
-        .build()
-        .expect("qiflow starts");
+    let (minimal, _minimal_guard) = local_observer(minimal_config);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
