@@ -6,7 +6,11 @@
 #   3. `promtool check metrics` on its /metrics (every metric needs HELP and TYPE);
 #   4. a real Prometheus server scrapes it every second; its HTTP API must report
 #      http_server_requests_total for /users/{id} equal to the requests sent, and up == 1;
-#   5. SIGTERM to both; the quickstart must exit 0.
+#   5. the shipped operations assets: `promtool check rules` and `promtool test rules` on
+#      docs/prometheus/, the same rules loaded into that Prometheus (a recording rule must have
+#      a value and QiflowHandlerPanics must fire after two /panic requests), and every query of
+#      docs/grafana/qiflow-dashboard.json sent to it (each must parse and evaluate);
+#   6. SIGTERM to both; the quickstart must exit 0.
 #
 # Needs curl, python3 and Debian's `prometheus` package (/usr/bin/prometheus, /usr/bin/promtool).
 # `.ci/run` installs it; by hand: `apt-get update && apt-get install -y prometheus`.
@@ -171,7 +175,18 @@ users_line=$(grep -F 'http_server_requests_total{' "$tmp/metrics.txt" |
 echo "$users_line"
 [[ ${users_line##* } == "$N_USERS" ]] || die "/metrics counts ${users_line##* } /users requests, expected $N_USERS"
 
-# --- 4. a real Prometheus server scraping it ------------------------------------------------
+# --- 4. the shipped rules and dashboard, offline -------------------------------------------
+rules="$PWD/docs/prometheus/qiflow-rules.yml"
+step "promtool check rules / test rules on docs/prometheus"
+promtool check rules "$rules" || die "promtool check rules failed on $rules"
+promtool test rules docs/prometheus/qiflow-rules.test.yml ||
+    die "promtool test rules failed (docs/prometheus/qiflow-rules.test.yml)"
+step "docs/grafana/check_dashboard.py"
+python3 docs/grafana/check_dashboard.py || die "the Grafana dashboard has problems (above)"
+python3 docs/grafana/check_dashboard.py --print-queries --job "$JOB" >"$tmp/dashboard-queries.txt"
+echo "$(wc -l <"$tmp/dashboard-queries.txt") dashboard queries to run against Prometheus below"
+
+# --- 5. a real Prometheus server scraping it ------------------------------------------------
 prom_port=$(free_port)
 prom="http://127.0.0.1:$prom_port"
 cat >"$tmp/prometheus.yml" <<EOF
@@ -179,6 +194,8 @@ global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files:
+  - $rules
 scrape_configs:
   - job_name: $JOB
     metrics_path: /metrics
@@ -245,7 +262,41 @@ echo "$unmatched_expr = $unmatched_value"
 [[ $unmatched_value == "$N_UNKNOWN" ]] ||
     die "Prometheus reports $unmatched_value unmatched requests, expected $N_UNKNOWN (one series, no per-path labels)"
 
-# --- 5. shut down ---------------------------------------------------------------------------
+# The recording rules evaluate against qiflow's real series.
+rate_expr="qiflow:http_server_requests:rate5m{job=\"$JOB\",route=\"/users/{id}\"}"
+step "waiting (up to 30 s) for the recording rule $rate_expr"
+deadline=$((SECONDS + 30))
+until [[ -n $(query "$rate_expr" 2>/dev/null || true) ]]; do
+    ((SECONDS < deadline)) || die "no value for $rate_expr within 30 s (are the rules loaded? see prometheus.log)"
+    sleep 0.5
+done
+echo "$rate_expr = $(query "$rate_expr")"
+
+# An alert rule fires on qiflow's real labels: two more panics, seen by Prometheus.
+alert_expr="ALERTS{alertname=\"QiflowHandlerPanics\",alertstate=\"firing\",job=\"$JOB\"}"
+step "2 x /panic, then waiting (up to 30 s) for $alert_expr"
+for ((i = 0; i < 2; i++)); do expect 500 GET /panic; done
+deadline=$((SECONDS + 30))
+until [[ -n $(query "$alert_expr" 2>/dev/null || true) ]]; do
+    ((SECONDS < deadline)) || die "QiflowHandlerPanics did not fire within 30 s"
+    sleep 0.5
+done
+echo "$alert_expr is firing"
+
+# Every dashboard query parses and evaluates; the request panels have data.
+step "running the $(wc -l <"$tmp/dashboard-queries.txt") dashboard queries against Prometheus"
+with_data=0
+while IFS= read -r expr; do
+    result=$(query "$expr") || die "the dashboard query failed: $expr"
+    if [[ -n $result ]]; then
+        with_data=$((with_data + 1))
+    elif [[ $expr == *http_server_requests_total* || $expr == *http_server_request_duration_seconds* ]]; then
+        die "the dashboard query returned nothing after traffic: $expr"
+    fi
+done <"$tmp/dashboard-queries.txt"
+echo "every query evaluated; $with_data returned data (the rest show metrics this traffic does not touch)"
+
+# --- 6. shut down ---------------------------------------------------------------------------
 step "stopping prometheus (SIGTERM to pid $prom_pid)"
 stop_pid "$prom_pid" 20
 prom_pid=""
@@ -259,4 +310,4 @@ echo "quickstart exited 0"
 
 ok=1
 echo
-echo "==> tier 2 passed in $((SECONDS - started)) s: $requests requests, promtool check metrics clean, Prometheus scraped /users/{id} = $N_USERS and up = 1"
+echo "==> tier 2 passed in $((SECONDS - started)) s: $requests requests, promtool check metrics clean, Prometheus scraped /users/{id} = $N_USERS and up = 1, rules tested and firing, dashboard queries evaluated"

@@ -323,11 +323,17 @@ impl HealthReport {
     }
 }
 
-/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
+/// Resident set size from `/proc/self/status` (Linux); `None` elsewhere.
 fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in bytes. The kernel gives it in kB, so it does not
+/// depend on the page size (`statm` counts pages: 4 KiB on x86-64, often 16 or 64 KiB on arm64).
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Whether an `Authorization` header value carries `token` as a bearer token, compared in
@@ -341,4 +347,25 @@ pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_kib_whatever_the_page_size() {
+        let status = "Name:\tapp\nVmPeak:\t  200000 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1000 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tapp\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t lots kB\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t 12 pages\n"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_a_resident_size() {
+        let rss = rss_bytes().expect("Linux has /proc/self/status");
+        assert!(rss > 1024 * 1024, "{rss} bytes");
+    }
 }

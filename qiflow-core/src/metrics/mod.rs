@@ -5,7 +5,8 @@
 //! [`ObserverBuilder::install_global`](crate::ObserverBuilder::install_global) says not to), so
 //! `metrics::counter!` calls in the application appear on `/metrics` too.
 //!
-//! Names follow the OpenTelemetry HTTP semantic conventions (DESIGN.md §3):
+//! Names follow the OpenTelemetry HTTP semantic conventions (DESIGN.md §3). [`CATALOGUE`] lists
+//! every metric with its labels and HELP text; the main ones:
 //!
 //! - `http_server_requests_total{method,route,status}`
 //! - `http_server_request_duration_seconds{method,route,status}` (histogram, `[metrics] buckets`)
@@ -38,6 +39,148 @@ use latency::{LatencyHistogram, LatencyRegistry};
 pub const UNMATCHED: &str = "unmatched";
 /// The route label of routes past `[metrics] max_routes`.
 pub const OTHER: &str = "other";
+
+/// What a metric is: the `# TYPE` line of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A monotonic counter (`_total`).
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// A histogram (`_bucket{le}`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// One metric qiflow exports on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricInfo {
+    /// The family name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// The labels qiflow sets, besides the global ones (`service`, `environment`, `version`).
+    pub labels: &'static [&'static str],
+    /// The HELP text.
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricInfo {
+    MetricInfo {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric qiflow itself exports, with its labels and HELP text. The shipped Prometheus
+/// rules and Grafana dashboard (`docs/prometheus`, `docs/grafana`) use only these names, and a
+/// test checks that every metric name in qiflow's source is listed here.
+pub const CATALOGUE: &[MetricInfo] = &[
+    metric(
+        "http_server_requests_total",
+        MetricKind::Counter,
+        &["method", "route", "status"],
+        "HTTP requests served, by method, route template and status code.",
+    ),
+    metric(
+        latency::NAME,
+        MetricKind::Histogram,
+        &["method", "route", "status"],
+        latency::HELP,
+    ),
+    metric(
+        "http_server_active_requests",
+        MetricKind::Gauge,
+        &["method", "route"],
+        "Requests in flight, by method and route template.",
+    ),
+    metric(
+        "qiflow_client_disconnects_total",
+        MetricKind::Counter,
+        &["method", "route"],
+        "Requests whose client went away before the response head was ready.",
+    ),
+    metric(
+        "qiflow_build_info",
+        MetricKind::Gauge,
+        &["service", "environment", "version"],
+        "Always 1; the labels name the service, its environment and version.",
+    ),
+    metric(
+        "qiflow_dropped_total",
+        MetricKind::Counter,
+        &["pipeline", "reason"],
+        "Items qiflow could not deliver (log lines, error reports, audit records, alerts), by pipeline and reason.",
+    ),
+    metric(
+        "qiflow_errors_captured_total",
+        MetricKind::Counter,
+        &["kind"],
+        "Errors captured, by kind.",
+    ),
+    metric(
+        "qiflow_errors_forwarded_total",
+        MetricKind::Counter,
+        &["reporter", "outcome"],
+        "Error reports offered to a remote reporter (Sentry), by reporter and outcome (sent, sampled_out, rate_limited, failed).",
+    ),
+    metric(
+        "qiflow_alerts_sent_total",
+        MetricKind::Counter,
+        &["channel", "outcome"],
+        "Alerts by channel and outcome (sent, failed, rate_limited, queue_full, abandoned).",
+    ),
+    metric(
+        "qiflow_alert_send_duration_seconds",
+        MetricKind::Histogram,
+        &["channel"],
+        "Duration of each alert delivery attempt, by channel.",
+    ),
+    metric(
+        "qiflow_alerts_queue_depth",
+        MetricKind::Gauge,
+        &[],
+        "Alerts waiting: queued for the router, grouped, or being sent.",
+    ),
+    metric(
+        "qiflow_audit_records_total",
+        MetricKind::Counter,
+        &["sink", "outcome"],
+        "Audit records by sink and outcome.",
+    ),
+    metric(
+        "qiflow_baseline_p95_seconds",
+        MetricKind::Gauge,
+        &["method", "route"],
+        "The learned normal p95 latency of a route.",
+    ),
+    metric(
+        "qiflow_baseline_error_ratio",
+        MetricKind::Gauge,
+        &["method", "route"],
+        "The learned normal error rate of a route (failed / all).",
+    ),
+    metric(
+        "qiflow_baseline_deviations_total",
+        MetricKind::Counter,
+        &["route"],
+        "Latency or error-rate deviations from a route's learned baseline.",
+    ),
+    metric(
+        "qiflow_slow_requests_total",
+        MetricKind::Counter,
+        &["method", "route"],
+        "Requests slower than [baseline] slow_request or their route's baseline p99 times slow_p99_factor.",
+    ),
+];
 
 /// Buckets of `qiflow_alert_send_duration_seconds`: from a local log line to a slow SMTP relay.
 const ALERT_SEND_BUCKETS: &[f64] = &[
@@ -293,82 +436,16 @@ impl Metrics {
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let d = |name: &'static str, unit: Option<Unit>, help: &'static str| (name, unit, help);
-        let counters = [
-            d(
-                "http_server_requests_total",
-                None,
-                "HTTP requests served, by method, route template and status code.",
-            ),
-            d(
-                "qiflow_dropped_total",
-                None,
-                "Items qiflow could not deliver (log lines, error reports, audit records, alerts), by pipeline and reason.",
-            ),
-            d(
-                "qiflow_alerts_sent_total",
-                None,
-                "Alerts by channel and outcome (sent, failed, rate_limited, queue_full, abandoned).",
-            ),
-            d(
-                "qiflow_audit_records_total",
-                None,
-                "Audit records by sink and outcome.",
-            ),
-            d(
-                "qiflow_errors_captured_total",
-                None,
-                "Errors captured, by kind.",
-            ),
-            d(
-                "qiflow_baseline_deviations_total",
-                None,
-                "Latency or error-rate deviations from a route's learned baseline.",
-            ),
-            d(
-                "qiflow_slow_requests_total",
-                None,
-                "Requests slower than [baseline] slow_request or their route's baseline p99 times slow_p99_factor.",
-            ),
-            d(
-                "qiflow_client_disconnects_total",
-                None,
-                "Requests whose client went away before the response head was ready.",
-            ),
-        ];
-        for (name, unit, help) in counters {
-            r.describe_counter(name.into(), unit, help.into());
+        for metric in CATALOGUE {
+            let (name, help) = (metric.name.into(), metric.help.into());
+            match metric.kind {
+                MetricKind::Counter => r.describe_counter(name, None, help),
+                MetricKind::Gauge => r.describe_gauge(name, None, help),
+                // qiflow renders the request histogram itself, with its own HELP line.
+                MetricKind::Histogram if metric.name == latency::NAME => {}
+                MetricKind::Histogram => r.describe_histogram(name, Some(Unit::Seconds), help),
+            }
         }
-        r.describe_histogram(
-            "qiflow_alert_send_duration_seconds".into(),
-            Some(Unit::Seconds),
-            "Duration of each alert delivery attempt, by channel.".into(),
-        );
-        r.describe_gauge(
-            "qiflow_alerts_queue_depth".into(),
-            None,
-            "Alerts waiting: queued for the router, grouped, or being sent.".into(),
-        );
-        r.describe_gauge(
-            "http_server_active_requests".into(),
-            None,
-            "Requests in flight, by method and route template.".into(),
-        );
-        r.describe_gauge(
-            "qiflow_baseline_p95_seconds".into(),
-            Some(Unit::Seconds),
-            "The learned normal p95 latency of a route.".into(),
-        );
-        r.describe_gauge(
-            "qiflow_baseline_error_ratio".into(),
-            None,
-            "The learned normal error rate of a route (failed / all).".into(),
-        );
-        r.describe_gauge(
-            "qiflow_build_info".into(),
-            None,
-            "Always 1; the labels name the service, its environment and version.".into(),
-        );
     }
 
     /// Whether `[metrics] enabled` is on.
