@@ -4,6 +4,11 @@
 //!
 //! - `QIFLOW_TIER2_SMTP`: `127.0.0.1:PORT` of `python3 -m aiosmtpd -c aiosmtpd.handlers.Mailbox DIR`
 //! - `QIFLOW_TIER2_MAILDIR`: that maildir
+//! - `QIFLOW_TIER2_SMTP_STARTTLS`, `QIFLOW_TIER2_SMTPS`: `127.0.0.1:PORT` of two more aiosmtpd
+//!   servers writing to the same maildir, one with STARTTLS (`--tlscert`, required before mail),
+//!   one with implicit TLS (`--smtpscert`), both with a certificate for `127.0.0.1` issued by a
+//!   private CA
+//! - `QIFLOW_TIER2_SMTP_CA`: that CA's certificate (PEM)
 //! - `QIFLOW_TIER2_ALERTMANAGER`: `http://127.0.0.1:PORT` of `prometheus-alertmanager`
 //!
 //! Run by hand without them, they fail saying how to get the servers.
@@ -84,6 +89,96 @@ to = ["oncall@example.com", "lead@example.com"]
         "{head}"
     );
     assert!(text.contains("the /var volume is 97% full"), "{text}");
+}
+
+/// Sends one alert through an email channel to `smtp` with `tls` (and `ca_file` when given), and
+/// returns how it settled and the mail that carries the alert's marker, if one arrived.
+fn send_mail(
+    smtp: &str,
+    tls: &str,
+    ca_file: Option<&str>,
+    test: &str,
+) -> (qiflow_core::alert::RecentNotification, Option<String>) {
+    let maildir = std::path::PathBuf::from(env("QIFLOW_TIER2_MAILDIR"));
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let ca_line = ca_file.map_or(String::new(), |ca| format!("ca_file = \"{ca}\"\n"));
+    let (observer, guard) = Observer::builder(config(&format!(
+        r#"[alerts]
+group_wait = "0s"
+retry_initial = "100ms"
+retry_deadline = "1s"
+[[alerts.channels]]
+kind = "email"
+smtp_host = "{host}"
+smtp_port = {port}
+tls = "{tls}"
+{ca_line}from = "qiflow <alerts@example.com>"
+to = ["oncall@example.com"]
+"#
+    )))
+    .install_global(false)
+    .build()
+    .unwrap();
+    let marker = format!("tier2-{test}-{}", std::process::id());
+    observer.alert(Alert::new("disk_full", AlertLevel::Critical).summary(&marker));
+    assert!(observer.flush(Duration::from_secs(20)));
+    let recent = observer.alerts().view().recent[0].clone();
+    drop(guard);
+    let find = || {
+        std::fs::read_dir(maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+            .find(|text| text.contains(&marker))
+    };
+    if recent.outcome == "sent" {
+        assert!(
+            wait_until(Duration::from_secs(10), || find().is_some()),
+            "sent, but no mail containing {marker} in {}",
+            maildir.display()
+        );
+    }
+    (recent, find())
+}
+
+/// The servers with TLS, and the `tls` setting for each.
+const TLS_SERVERS: [(&str, &str); 2] = [
+    ("QIFLOW_TIER2_SMTP_STARTTLS", "starttls"),
+    ("QIFLOW_TIER2_SMTPS", "tls"),
+];
+
+#[test]
+#[ignore = "tier 2: needs aiosmtpd with STARTTLS and implicit TLS; run by .ci/tier2-alerts.sh"]
+fn email_over_tls_trusts_a_private_ca() {
+    let ca = env("QIFLOW_TIER2_SMTP_CA");
+    for (var, tls) in TLS_SERVERS {
+        let (recent, mail) = send_mail(&env(var), tls, Some(&ca), &format!("trusted-{tls}"));
+        assert_eq!(recent.outcome, "sent", "{tls}: {recent:?}");
+        assert!(mail.unwrap().contains("disk_full"), "{tls}");
+    }
+}
+
+#[test]
+#[ignore = "tier 2: needs aiosmtpd with STARTTLS; run by .ci/tier2-alerts.sh"]
+fn email_refuses_a_certificate_it_cannot_verify() {
+    // Without ca_file the private CA is unknown: nothing is sent, and the failure says why.
+    for (var, tls) in [
+        ("QIFLOW_TIER2_SMTP_STARTTLS", "starttls"),
+        ("QIFLOW_TIER2_SMTPS", "tls"),
+    ] {
+        let (recent, mail) = send_mail(&env(var), tls, None, &format!("untrusted-{tls}"));
+        assert_eq!(recent.outcome, "failed", "{recent:?}");
+        let error = recent.error.clone().unwrap_or_default().to_lowercase();
+        assert!(
+            error.contains("certificate") || error.contains("issuer"),
+            "{recent:?}"
+        );
+        assert!(
+            mail.is_none(),
+            "a mail arrived over an unverified {tls} connection"
+        );
+    }
 }
 
 #[test]

@@ -460,3 +460,70 @@ fn a_failed_load_still_reports_its_warnings_and_bad_channel_names() {
     // Errors come before warnings.
     assert!(!err.problems()[0].kind().is_warning());
 }
+
+/// A CA certificate (PEM) with no use but being one: `ca_file` checks need a real file.
+const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUKVQalKB3OfkGeIjrBvuCFJqWJvcwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOcWlmbG93IHRlc3QgQ0EwIBcNMjYxMjA2MDMxODU4WhgPMjEy
+NjExMTIwMzE4NThaMBkxFzAVBgNVBAMMDnFpZmxvdyB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEEmPV9IJ/i9JBgNb/JlkFnA0943teJgReQd1OPtjt
+XZeme5Zcb2tXl8rjOhc5045KzNcMVDNPS8vkzq6KJiX9k6NTMFEwHQYDVR0OBBYE
+FByOjoGN2Y0rEZcVeqrlgHVvwuc1MB8GA1UdIwQYMBaAFByOjoGN2Y0rEZcVeqrl
+gHVvwuc1MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgCNn7xDNt
+/F0h30u0sraOOdJ661u/TcGmbwoXtiyNEPUCIQD4Je/m7dn1rprcyqD6XktkxLxF
+xxORvSGTGt7S35+29w==
+-----END CERTIFICATE-----
+";
+
+#[test]
+fn an_email_ca_file_is_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TEST_CA_PEM).unwrap();
+    let not_pem = dir.path().join("ca.der");
+    std::fs::write(&not_pem, [0x30, 0x82, 0x01, 0x89]).unwrap();
+    let missing = dir.path().join("missing.pem");
+    let channel = |name: &str, kind: &str, tls: &str, ca_file: &std::path::Path| {
+        format!(
+            "[[alerts.channels]]\nkind = \"{kind}\"\nname = \"{name}\"\nsmtp_host = \"smtp.example.com\"\nurl = \"https://hooks.example.com/x\"\ntls = \"{tls}\"\nca_file = {:?}\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n",
+            ca_file.display().to_string()
+        )
+    };
+
+    let good = load(&format!(
+        "[audit]\nenabled = false\n{}",
+        channel("mail", "email", "starttls", &ca)
+    ))
+    .expect("a readable PEM CA is accepted");
+    assert_eq!(
+        good.alerts.channels[0].ca_file.as_deref(),
+        Some(ca.as_path())
+    );
+
+    let toml = [
+        channel("missing", "email", "starttls", &missing),
+        channel("der", "email", "tls", &not_pem),
+        channel("plain", "email", "none", &ca),
+        channel("hook", "webhook", "starttls", &ca),
+    ]
+    .concat();
+    let found = problems(&toml);
+    let message = |key: &str| {
+        found
+            .iter()
+            .find(|(_, path, _)| path == key)
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_else(|| panic!("no problem for {key}: {found:?}"))
+    };
+    let m = message("alerts.channels.missing.ca_file");
+    assert!(
+        m.contains("cannot read") && m.contains("missing.pem"),
+        "{m}"
+    );
+    let m = message("alerts.channels.der.ca_file");
+    assert!(m.contains("no PEM certificate"), "{m}");
+    let m = message("alerts.channels.plain.ca_file");
+    assert!(m.contains("tls is \"none\""), "{m}");
+    let m = message("alerts.channels.hook.ca_file");
+    assert!(m.contains("only by email channels"), "{m}");
+}

@@ -574,6 +574,9 @@ pub struct ChannelConfig {
     pub smtp_port: Option<u16>,
     /// `"none"`, `"starttls"` or `"tls"` (email). Defaults to `"starttls"`.
     pub tls: SmtpTls,
+    /// A PEM file of root certificates to trust for the SMTP server's certificate besides the
+    /// built-in ones, for a relay with a certificate from a private CA (email). Defaults to unset.
+    pub ca_file: Option<std::path::PathBuf>,
     /// SMTP user name (email).
     pub username: Option<String>,
     /// SMTP password (email; secret).
@@ -619,6 +622,7 @@ impl Default for ChannelConfig {
             smtp_host: None,
             smtp_port: None,
             tls: SmtpTls::Starttls,
+            ca_file: None,
             username: None,
             password: None,
             from: None,

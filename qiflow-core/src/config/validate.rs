@@ -344,6 +344,19 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
                 ));
             }
         }
+        if let Some(path) = &ch.ca_file {
+            let key = format!("{base}.ca_file");
+            if ch.kind != ChannelKind::Email {
+                bad(
+                    &key,
+                    format!("is used only by email channels, not by a {name} channel; remove it"),
+                );
+            } else if ch.tls == super::SmtpTls::None {
+                bad(&key, "is set, but tls is \"none\": there is no certificate to check; use tls = \"starttls\" or \"tls\", or remove it".into());
+            } else if let Err(why) = crate::alert::channels::read_ca_file(path) {
+                bad(&key, why);
+            }
+        }
         if ch.kind == ChannelKind::Sms && ch.to.is_empty() {
             bad(
                 &format!("{base}.to"),

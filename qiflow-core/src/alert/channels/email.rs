@@ -3,6 +3,7 @@
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Mailboxes};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{DEFAULT_BODY, Render};
@@ -14,7 +15,8 @@ use crate::worker::BoxFuture;
 
 /// Sends a plain-text mail per notification to every address in `to`, over SMTP: `tls = "none"`
 /// (plain, port 25), `"starttls"` (the default, port 587) or `"tls"` (implicit TLS, port 465),
-/// with `username`/`password` when set.
+/// with `username`/`password` when set. The server's certificate must be valid for `smtp_host`
+/// and chain to a built-in root or to one in `ca_file`.
 ///
 /// The subject is the `subject` template on one line: a line break in any alert field becomes a
 /// space, so no field can add a mail header; the body is encoded by lettre (quoted-printable or
@@ -54,13 +56,22 @@ impl EmailChannel {
             SmtpTls::Tls => 465,
             _ => 587,
         });
+        let tls = |host: &str| -> Result<TlsParameters, String> {
+            let mut params = TlsParameters::builder(host.to_owned());
+            if let Some(path) = &ch.ca_file {
+                params = params.add_root_certificate(
+                    read_ca_file(path).map_err(|why| format!("{base}.ca_file: {why}"))?,
+                );
+            }
+            params
+                .build()
+                .map_err(|e| format!("{base}.smtp_host: cannot set up TLS for {host:?}: {e}"))
+        };
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host);
         let mut builder = match ch.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
-                .map_err(|e| format!("{base}.smtp_host: cannot set up TLS for {host:?}: {e}"))?,
-            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(|e| {
-                format!("{base}.smtp_host: cannot set up STARTTLS for {host:?}: {e}")
-            })?,
+            SmtpTls::None => transport,
+            SmtpTls::Tls => transport.tls(Tls::Wrapper(tls(&host)?)),
+            _ => transport.tls(Tls::Required(tls(&host)?)),
         }
         .port(port)
         .timeout(Some(ch.timeout));
@@ -114,6 +125,27 @@ impl EmailChannel {
             )
             .map_err(|e| SendError::permanent(format!("email: cannot build the message: {e}")))
     }
+}
+
+/// Reads `ca_file`: the root certificates (PEM) to trust besides the built-in ones. The error
+/// says what is wrong with the file; the caller adds the key path.
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Certificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA's certificate in PEM form",
+            path.display()
+        ));
+    }
+    Certificate::from_pem(&pem).map_err(|e| {
+        format!(
+            "{} is not a readable PEM certificate file ({e})",
+            path.display()
+        )
+    })
 }
 
 impl AlertChannel for EmailChannel {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub use alertmanager::AlertmanagerChannel;
 pub use dingtalk::{DingtalkChannel, dingtalk_sign};
 pub use email::EmailChannel;
+pub(crate) use email::read_ca_file;
 pub use slack::SlackChannel;
 pub use sms::SmsChannel;
 pub use webhook::{WebhookChannel, webhook_signature};
