@@ -525,5 +525,8 @@ fn an_email_ca_file_is_checked_at_load() {
     let m = message("alerts.channels.plain.ca_file");
     assert!(m.contains("tls is \"none\""), "{m}");
     let m = message("alerts.channels.hook.ca_file");
-    assert!(m.contains("only by email channels"), "{m}");
+    assert!(
+        m.contains("only by email channels, not by a webhook channel"),
+        "{m}"
+    );
 }

@@ -349,7 +349,10 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             if ch.kind != ChannelKind::Email {
                 bad(
                     &key,
-                    format!("is used only by email channels, not by a {name} channel; remove it"),
+                    format!(
+                        "is used only by email channels, not by a {} channel; remove it",
+                        format!("{:?}", ch.kind).to_lowercase()
+                    ),
                 );
             } else if ch.tls == super::SmtpTls::None {
                 bad(&key, "is set, but tls is \"none\": there is no certificate to check; use tls = \"starttls\" or \"tls\", or remove it".into());
