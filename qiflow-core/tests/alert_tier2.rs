@@ -160,13 +160,10 @@ fn email_over_tls_trusts_a_private_ca() {
 }
 
 #[test]
-#[ignore = "tier 2: needs aiosmtpd with STARTTLS; run by .ci/tier2-alerts.sh"]
+#[ignore = "tier 2: needs aiosmtpd with STARTTLS and implicit TLS; run by .ci/tier2-alerts.sh"]
 fn email_refuses_a_certificate_it_cannot_verify() {
     // Without ca_file the private CA is unknown: nothing is sent, and the failure says why.
-    for (var, tls) in [
-        ("QIFLOW_TIER2_SMTP_STARTTLS", "starttls"),
-        ("QIFLOW_TIER2_SMTPS", "tls"),
-    ] {
+    for (var, tls) in TLS_SERVERS {
         let (recent, mail) = send_mail(&env(var), tls, None, &format!("untrusted-{tls}"));
         assert_eq!(recent.outcome, "failed", "{recent:?}");
         let error = recent.error.clone().unwrap_or_default().to_lowercase();
