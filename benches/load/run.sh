@@ -14,8 +14,9 @@
 #   LOAD_WARMUP        wrk warm-up before each measured run, in seconds (default 1; 0: none)
 #   LOAD_ROUNDS        rounds over all modes (default 3)
 #   LOAD_CONNECTIONS   wrk connections (default 32)
-#   LOAD_AXUM_MODES    default "bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled"
-#   LOAD_ACTIX_MODES   default "bare qiflow qiflow-noaccess assembled"
+#   LOAD_AXUM_MODES    default "bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled";
+#                      set but empty (LOAD_AXUM_MODES=""): no axum run
+#   LOAD_ACTIX_MODES   default "bare qiflow qiflow-noaccess assembled"; set but empty: no actix run
 #   LOAD_SERVER_CPU    CPU of the server (default 0); LOAD_CLIENT_CPU: wrk and the sink (default 1)
 #   LOAD_BASE_PORT     first port used on 127.0.0.1 (default 3200; one port per run, the sink on
 #                      LOAD_BASE_PORT - 1)
@@ -32,8 +33,8 @@ duration="${LOAD_DURATION:-10}"
 warmup="${LOAD_WARMUP:-1}"
 rounds="${LOAD_ROUNDS:-3}"
 connections="${LOAD_CONNECTIONS:-32}"
-axum_modes="${LOAD_AXUM_MODES:-bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled}"
-actix_modes="${LOAD_ACTIX_MODES:-bare qiflow qiflow-noaccess assembled}"
+axum_modes="${LOAD_AXUM_MODES-bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled}"
+actix_modes="${LOAD_ACTIX_MODES-bare qiflow qiflow-noaccess assembled}"
 server_cpu="${LOAD_SERVER_CPU:-0}"
 client_cpu="${LOAD_CLIENT_CPU:-1}"
 base_port="${LOAD_BASE_PORT:-3200}"
@@ -115,6 +116,7 @@ to_ms() {
 runs=()
 for m in $axum_modes; do runs+=("axum $m"); done
 for m in $actix_modes; do runs+=("actix $m"); done
+((${#runs[@]} > 0)) || die "no modes to run: LOAD_AXUM_MODES and LOAD_ACTIX_MODES are both empty"
 total=$((${#runs[@]} * rounds))
 echo "==> $total runs (${#runs[@]} modes x $rounds rounds), ${warmup}s warm-up + ${duration}s each, $connections connections"
 echo "    server on CPU $server_cpu, wrk on CPU $client_cpu; raw outputs in $out"
