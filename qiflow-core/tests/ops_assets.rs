@@ -325,3 +325,28 @@ fn grafana_dashboard_uses_only_catalogue_metrics() {
         );
     }
 }
+
+#[test]
+fn every_alert_rule_has_a_promtool_test_that_fires_it() {
+    let dir = workspace_root().join("docs/prometheus");
+    let rules = read(&dir.join("qiflow-rules.yml"));
+    let tests = read(&dir.join("qiflow-rules.test.yml"));
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .map(str::trim)
+        .collect();
+    // An alert_rule_test entry: `alertname: X`, then `exp_alerts:` with a list or `[]`.
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    for alert in alerts {
+        let fired = lines
+            .windows(2)
+            .any(|w| w[0] == format!("alertname: {alert}") && w[1] == "exp_alerts:");
+        assert!(
+            fired,
+            "{} has no test in qiflow-rules.test.yml where {alert} fires (an `alertname: {alert}` \
+             followed by a non-empty `exp_alerts:`); add one and run `promtool test rules`",
+            dir.join("qiflow-rules.yml").display()
+        );
+    }
+}
