@@ -22,7 +22,10 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 /// When `[health] token` is set, readiness details and `/metrics` need
 /// `Authorization: Bearer <token>`: without it readiness answers only `{"status":…}` and
 /// `/metrics` answers 401. When `[metrics] listen` is set, the endpoints are served there
-/// instead (see [`serve_internal`]) and this registers nothing.
+/// instead (see [`serve_internal`]) and this registers none of them.
+///
+/// It also adds the observer to the app data, where the [`Qiflow`](crate::Qiflow) extractor
+/// finds it, so the middleware does not copy it into each request's extensions.
 ///
 /// ```
 /// use actix_web::{App, test};
@@ -41,6 +44,8 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 /// ```
 pub fn configure(observer: Observer) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
+        // For the `Qiflow` extractor: the middleware then need not copy it into every request.
+        config.app_data(observer.clone());
         if observer.config().metrics.listen.is_none() {
             endpoints(observer)(config);
         }

@@ -9,8 +9,9 @@ use qiflow_core::Observer;
 
 /// Extracts the [`Observer`] in handlers (for audit events and custom errors).
 ///
-/// Found in the request extensions when [`Observe`](crate::Observe) wraps the handler, else in
-/// the app data as an `Observer` or a `web::Data<Observer>`. Without any of them the request is
+/// Found in the request extensions when [`Observe`](crate::Observe) wraps the handler (it puts
+/// its observer there unless [`configure`](crate::configure) put the same one in the app data),
+/// else in the app data as an `Observer` or a `web::Data<Observer>`. Without any of them the request is
 /// answered with 500 and a message saying what to add.
 ///
 /// ```

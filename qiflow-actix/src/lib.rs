@@ -43,7 +43,8 @@
 //!
 //! - `call`: the request id is settled (a sane incoming `x-request-id`, at most 128 visible ASCII
 //!   characters; else a new UUID v7), set as the request's `x-request-id` header and inserted
-//!   into its extensions with the `Observer`; the `request` span opens and
+//!   into its extensions (with the `Observer` too, unless [`configure`] put that same observer
+//!   in the app data, where the [`Qiflow`] extractor finds it); the `request` span opens and
 //!   `http_server_active_requests` goes up. The inner service runs inside the span.
 //! - the inner future resolves `Ok(response)`: its status and the error in its error slot
 //!   (`HttpResponse::error()`, where actix-web puts a handler's `Err`) finish the request —

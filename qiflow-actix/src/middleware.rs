@@ -75,10 +75,17 @@ where
         {
             request.headers_mut().insert(REQUEST_ID, value.clone());
         }
+        // The `Qiflow` extractor finds the observer in the app data when `configure` put it
+        // there; only otherwise does each request carry a copy.
+        let in_app_data = request
+            .app_data::<Observer>()
+            .is_some_and(|o| o.ptr_eq(&self.observer));
         {
             let mut extensions = request.extensions_mut();
             extensions.insert(RequestId(in_flight.id().clone()));
-            extensions.insert(self.observer.clone());
+            if !in_app_data {
+                extensions.insert(self.observer.clone());
+            }
         }
         let called = {
             let _enter = in_flight.span().enter();

@@ -465,6 +465,54 @@ async fn the_observer_extractor_finds_the_observer() {
 }
 
 #[actix_web::test]
+async fn the_observer_comes_from_the_app_data_when_configure_put_it_there() {
+    let (observer, _guard) = observer();
+    let (other, _other_guard) = self::observer();
+    // What the extractor gets, and whether the request's extensions carry a copy.
+    let handler = |request: actix_web::HttpRequest, Qiflow(found): Qiflow| async move {
+        let copied = request.extensions().get::<Observer>().is_some();
+        format!("{} {copied}", found.config().service.name)
+    };
+    let who = || test::TestRequest::get().uri("/who").to_request();
+    let with_configure = test::init_service(
+        App::new()
+            .wrap(Observe::new(observer.clone()))
+            .configure(crate::configure(observer.clone()))
+            .route("/who", web::get().to(handler)),
+    )
+    .await;
+    let name = &observer.config().service.name;
+    assert_eq!(
+        test::call_and_read_body(&with_configure, who()).await,
+        format!("{name} false")
+    );
+
+    // Without configure, or with another observer in the app data, each request carries the
+    // middleware's own observer, which the extractor prefers.
+    let without = test::init_service(
+        App::new()
+            .wrap(Observe::new(observer.clone()))
+            .route("/who", web::get().to(handler)),
+    )
+    .await;
+    assert_eq!(
+        test::call_and_read_body(&without, who()).await,
+        format!("{name} true")
+    );
+    let other_data = test::init_service(
+        App::new()
+            .wrap(Observe::new(observer.clone()))
+            .app_data(other.clone())
+            .route("/who", web::get().to(handler)),
+    )
+    .await;
+    assert_eq!(
+        test::call_and_read_body(&other_data, who()).await,
+        format!("{name} true")
+    );
+}
+
+#[actix_web::test]
 async fn the_extensions_hold_the_request_id() {
     let (observer, _guard) = observer();
     let app = test::init_service(

@@ -75,6 +75,11 @@ impl Observer {
         &self.inner.config
     }
 
+    /// Whether `self` and `other` are handles of the same observer (clones of one `init`).
+    pub fn ptr_eq(&self, other: &Observer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Captures an error from application code: a report with its `source()` chain and, inside
     /// a request, that request's context and breadcrumbs, queued for the local store and the
     /// reporters. Never waits; a full queue drops the report and counts it.
