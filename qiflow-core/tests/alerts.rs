@@ -163,6 +163,66 @@ fn alerts_within_group_wait_go_out_as_one_notification() {
 }
 
 #[test]
+fn group_by_sends_each_group_on_its_own_clock() {
+    let clock = start();
+    let channel = RecordingChannel::new();
+    let (observer, _guard) = build(
+        "[alerts]\ngroup_wait = \"30s\"\ngroup_by = [\"alertname\", \"host\"]\n",
+        &clock,
+        &channel,
+    );
+    let hosts = |n: &qiflow_core::alert::Notification| -> Vec<String> {
+        let mut hosts: Vec<String> = n
+            .alerts
+            .iter()
+            .map(|a| format!("{}@{}", a.alert.name, a.alert.labels["host"]))
+            .collect();
+        hosts.sort();
+        hosts
+    };
+    // Two groups start now: disk_full on db-1 (two alerts, by mount) and disk_full on db-2.
+    observer.alert(disk("db-1").label("mount", "/var"));
+    observer.alert(disk("db-1").label("mount", "/srv"));
+    observer.alert(disk("db-2"));
+    assert!(wait_until(WAIT, || observer.alerts().view().channels[0]
+        .pending
+        == 3));
+    clock.advance(Duration::from_secs(20));
+    // A third group starts 20 s later: another alert name on db-1.
+    observer.alert(
+        Alert::new("cpu_hot", AlertLevel::Critical)
+            .label("host", "db-1")
+            .source("test"),
+    );
+    assert!(wait_until(WAIT, || observer.alerts().view().channels[0]
+        .pending
+        == 4));
+    assert!(
+        channel.sent().is_empty(),
+        "every group waits for group_wait"
+    );
+
+    clock.advance(Duration::from_secs(10));
+    assert!(wait_until(WAIT, || channel.sent().len() == 2));
+    let mut sent: Vec<Vec<String>> = channel.sent().iter().map(hosts).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            vec!["disk_full@db-1".to_owned(), "disk_full@db-1".to_owned()],
+            vec!["disk_full@db-2".to_owned()],
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(channel.sent().len(), 2, "the younger group still waits");
+
+    clock.advance(Duration::from_secs(20));
+    assert!(wait_until(WAIT, || channel.sent().len() == 3));
+    assert_eq!(hosts(&channel.sent()[2]), ["cpu_hot@db-1"]);
+    assert_eq!(observer.alerts().queued(), 0);
+}
+
+#[test]
 fn the_guard_flush_sends_waiting_groups_at_once() {
     let clock = start();
     let channel = RecordingChannel::new();

@@ -530,3 +530,16 @@ fn an_email_ca_file_is_checked_at_load() {
         "{m}"
     );
 }
+
+#[test]
+fn alert_group_by_labels_are_checked() {
+    let config =
+        load("[audit]\nenabled = false\n[alerts]\ngroup_by = [\"alertname\", \"route\"]\n")
+            .expect("label names are accepted");
+    assert_eq!(config.alerts.group_by, ["alertname", "route"]);
+    let found = problems("[alerts]\ngroup_by = [\" \", \"route\", \"route\"]\n");
+    let paths: Vec<&str> = found.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert!(paths.contains(&"alerts.group_by.0"), "{found:?}");
+    assert!(paths.contains(&"alerts.group_by.2"), "{found:?}");
+    assert!(!paths.contains(&"alerts.group_by.1"), "{found:?}");
+}

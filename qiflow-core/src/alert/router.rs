@@ -76,14 +76,76 @@ impl Route {
     }
 }
 
+/// The values of `[alerts] group_by`'s labels in an alert: alerts with equal keys share a group.
+type GroupKey = Vec<String>;
+
 #[derive(Default)]
 struct RouteQueue {
-    group: Vec<Notice>,
-    started: Option<SystemTime>,
+    /// Notices waiting, each with its group's key, in arrival order.
+    group: Vec<(GroupKey, Notice)>,
+    /// Each waiting group's key and when its wait started, oldest first.
+    started: Vec<(GroupKey, SystemTime)>,
     /// Notices taken by the dispatcher and not yet delivered or given up.
     sending: usize,
     /// The shutdown counted what was pending: nothing more is settled.
     abandoned: bool,
+}
+
+impl RouteQueue {
+    /// Adds a notice to its group, which starts waiting now if it is new.
+    fn push(&mut self, key: GroupKey, notice: Notice, now: SystemTime) {
+        if !self.started.iter().any(|(k, _)| *k == key) {
+            self.started.push((key.clone(), now));
+        }
+        self.group.push((key, notice));
+    }
+
+    /// The next batch to send: up to [`MAX_GROUP`] notices of the oldest group that is due
+    /// (its `group_wait` is over, it is full, or a flush asked for everything). Otherwise how
+    /// long until the next group is due, or `None` when nothing waits.
+    fn take_due(
+        &mut self,
+        now: SystemTime,
+        group_wait: Duration,
+        flushing: bool,
+    ) -> Result<Vec<Notice>, Option<Duration>> {
+        let mut counts: HashMap<&GroupKey, usize> = HashMap::new();
+        for (key, _) in &self.group {
+            *counts.entry(key).or_default() += 1;
+        }
+        let mut due = None;
+        let mut wait: Option<Duration> = None;
+        for (i, (key, started)) in self.started.iter().enumerate() {
+            let count = counts.get(key).copied().unwrap_or(0);
+            let at = *started + group_wait;
+            if count == 0 || flushing || count >= MAX_GROUP || now >= at {
+                due = Some((i, count));
+                break;
+            }
+            let left = at.duration_since(now).unwrap_or_default();
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        let Some((i, count)) = due else {
+            return Err(wait);
+        };
+        let (key, _) = self.started.remove(i);
+        let mut batch = Vec::with_capacity(count.min(MAX_GROUP));
+        let mut rest = Vec::with_capacity(self.group.len().saturating_sub(count));
+        for (k, notice) in self.group.drain(..) {
+            if k == key && batch.len() < MAX_GROUP {
+                batch.push(notice);
+            } else {
+                rest.push((k, notice));
+            }
+        }
+        self.group = rest;
+        if count > batch.len() {
+            // The rest of a full group waits again, behind the groups already waiting.
+            self.started.push((key, now));
+        }
+        self.sending += batch.len();
+        Ok(batch)
+    }
 }
 
 /// What the router remembers of one alert (by fingerprint); persisted in the state file.
@@ -128,6 +190,8 @@ pub(crate) struct Counters {
 pub(crate) struct Settings {
     pub(crate) cooldown: Duration,
     pub(crate) group_wait: Duration,
+    /// `[alerts] group_by`.
+    pub(crate) group_by: Vec<String>,
     pub(crate) retry_initial: Duration,
     pub(crate) retry_max: Duration,
     pub(crate) retry_deadline: Duration,
@@ -147,6 +211,7 @@ impl Settings {
         Self {
             cooldown: config.cooldown,
             group_wait: config.group_wait,
+            group_by: config.group_by.clone(),
             retry_initial: config.retry_initial,
             retry_max: config.retry_max.max(config.retry_initial),
             retry_deadline: config.retry_deadline,
@@ -286,7 +351,7 @@ impl Router {
             for name in record.queued.clone() {
                 if let Some(route) = self.routes.iter().find(|r| r.name == name) {
                     let mut q = route.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(n) = q.group.iter_mut().find(|n| n.fingerprint == fp) {
+                    if let Some((_, n)) = q.group.iter_mut().find(|(_, n)| n.fingerprint == fp) {
                         n.count += 1;
                         n.alert = record.alert.clone();
                     }
@@ -313,14 +378,15 @@ impl Router {
                 self.count_overflow(route);
                 continue;
             }
-            if q.group.is_empty() {
-                q.started = Some(now);
-            }
-            q.group.push(Notice {
-                alert: record.alert.clone(),
-                fingerprint: fp.clone(),
-                count,
-            });
+            q.push(
+                self.group_key(&record.alert),
+                Notice {
+                    alert: record.alert.clone(),
+                    fingerprint: fp.clone(),
+                    count,
+                },
+                now,
+            );
             queued.push(route.name.clone());
             drop(q);
             route.wake.notify_one();
@@ -330,6 +396,20 @@ impl Router {
             record.last_notified = Some(now);
             record.queued = queued;
         }
+    }
+
+    /// The group `alert` waits in: the values of its `[alerts] group_by` labels (`""` where it
+    /// has none).
+    fn group_key(&self, alert: &Alert) -> GroupKey {
+        if self.settings.group_by.is_empty() {
+            return GroupKey::new();
+        }
+        let labels = alert.match_labels();
+        self.settings
+            .group_by
+            .iter()
+            .map(|name| labels.get(name).cloned().unwrap_or_default())
+            .collect()
     }
 
     fn resolve(&self, mut alert: Alert, fp: String, now: SystemTime) {
@@ -352,7 +432,7 @@ impl Router {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .group
-                    .retain(|n| n.fingerprint != fp);
+                    .retain(|(_, n)| n.fingerprint != fp);
             }
         }
         let mut told = record.notified.clone();
@@ -369,14 +449,15 @@ impl Router {
                     self.count_overflow(route);
                     continue;
                 }
-                if q.group.is_empty() {
-                    q.started = Some(now);
-                }
-                q.group.push(Notice {
-                    alert: alert.clone(),
-                    fingerprint: fp.clone(),
-                    count: 1,
-                });
+                q.push(
+                    self.group_key(&alert),
+                    Notice {
+                        alert: alert.clone(),
+                        fingerprint: fp.clone(),
+                        count: 1,
+                    },
+                    now,
+                );
                 drop(q);
                 route.wake.notify_one();
             }
@@ -401,35 +482,21 @@ impl Router {
     pub(crate) async fn dispatch(self: Arc<Self>, route: Arc<Route>) {
         loop {
             let batch = loop {
-                let due = {
-                    let mut q = route.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    match q.started {
-                        None => None,
-                        Some(started) => {
-                            let now = self.clock.now();
-                            let ready = self.flushing.load(Ordering::Acquire)
-                                || q.group.len() >= MAX_GROUP
-                                || now >= started + self.settings.group_wait;
-                            if ready {
-                                let take = q.group.len().min(MAX_GROUP);
-                                let batch: Vec<Notice> = q.group.drain(..take).collect();
-                                q.started = (!q.group.is_empty()).then_some(now);
-                                q.sending += batch.len();
-                                Some(Ok(batch))
-                            } else {
-                                Some(Err((started + self.settings.group_wait)
-                                    .duration_since(now)
-                                    .unwrap_or_default()))
-                            }
-                        }
-                    }
-                };
+                let due = route
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take_due(
+                        self.clock.now(),
+                        self.settings.group_wait,
+                        self.flushing.load(Ordering::Acquire),
+                    );
                 match due {
-                    Some(Ok(batch)) => break batch,
-                    Some(Err(wait)) => {
+                    Ok(batch) => break batch,
+                    Err(Some(wait)) => {
                         let _ = tokio::time::timeout(wait.min(TICK), route.wake.notified()).await;
                     }
-                    None => route.wake.notified().await,
+                    Err(None) => route.wake.notified().await,
                 }
             };
             if batch.is_empty() {
@@ -675,7 +742,7 @@ impl Router {
             q.abandoned = true;
             q.group.clear();
             q.sending = 0;
-            q.started = None;
+            q.started.clear();
             drop(q);
             if n > 0 {
                 self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);

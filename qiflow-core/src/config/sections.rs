@@ -454,6 +454,10 @@ pub struct AlertsConfig {
     /// Alerts arriving within this interval are grouped into one notification. Defaults to `"30s"`.
     #[serde(with = "units::duration")]
     pub group_wait: Duration,
+    /// Label names that split a channel's alerts into groups of their own (`alertname`, `severity`
+    /// and any alert label, e.g. `["alertname", "route"]`): each group waits and is sent on its
+    /// own. Defaults to none: all of a channel's alerts form one group.
+    pub group_by: Vec<String>,
     /// Notifications per minute per channel; the rest are counted as dropped. Defaults to `100`.
     pub rate_limit: u32,
     /// The channels (`[[alerts.channels]]`). Defaults to none: alerts go to the log channel.
@@ -499,6 +503,7 @@ impl Default for AlertsConfig {
             min_level: AlertLevel::Warning,
             cooldown: Duration::from_secs(300),
             group_wait: Duration::from_secs(30),
+            group_by: Vec::new(),
             rate_limit: 100,
             channels: Vec::new(),
             state_file: PathBuf::from("data/alerts.json"),

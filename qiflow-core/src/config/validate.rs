@@ -236,6 +236,19 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "must be at least 1 notification per minute".into(),
         );
     }
+    for (i, label) in alerts.group_by.iter().enumerate() {
+        if label.trim().is_empty() {
+            bad(
+                &format!("alerts.group_by.{i}"),
+                "is empty; give a label name such as \"alertname\" or \"route\"".into(),
+            );
+        } else if alerts.group_by[..i].contains(label) {
+            bad(
+                &format!("alerts.group_by.{i}"),
+                format!("{label:?} is listed twice; list each label once"),
+            );
+        }
+    }
     if alerts.queue_capacity == 0 {
         bad("alerts.queue_capacity", "must be at least 1".into());
     }
