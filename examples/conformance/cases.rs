@@ -858,7 +858,31 @@ struct Server {
 
 impl Server {
     /// Starts `bin` on a free loopback port in a new temp dir and waits for `/health/live`.
+    /// Starts `bin` on a port that was free a moment ago. Another process can take such a port
+    /// before the binary binds it (a client's ephemeral port, say); then the binary exits with
+    /// "Address already in use" and this tries again on a new port, up to five times.
     fn start(bin: &str) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(bin) {
+                Ok(server) => return server,
+                Err(mut failed)
+                    if failed.output().contains("Address already in use") && attempt < 5 =>
+                {
+                    failed.cleanup();
+                    attempt += 1;
+                }
+                Err(failed) => panic!(
+                    "{bin} exited before it was ready: {}{}",
+                    failed.exited.map_or_else(String::new, |s| s.to_string()),
+                    failed.output()
+                ),
+            }
+        }
+    }
+
+    /// Starts `bin`; `Err` with the exited server when it stops before it is ready.
+    fn try_start(bin: &str) -> Result<Self, Self> {
         let dir = temp_dir(&stack_name(bin));
         let addr = free_port();
         let stdout = File::create(dir.join("stdout.txt")).expect("create stdout.txt");
@@ -893,25 +917,26 @@ impl Server {
             exited: None,
             clean: false,
         };
-        server.wait_ready(bin);
-        server
+        if server.wait_ready(bin) {
+            Ok(server)
+        } else {
+            Err(server)
+        }
     }
 
-    /// Waits (bounded) until `/health/live` answers 200.
-    fn wait_ready(&mut self, bin: &str) {
+    /// Waits (bounded) until `/health/live` answers 200: `true`; `false` when the process exits
+    /// first.
+    fn wait_ready(&mut self, bin: &str) -> bool {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited = Some(status);
-                panic!(
-                    "{bin} exited before it was ready: {status}{}",
-                    self.output()
-                );
+                return false;
             }
             if let Ok(response) = request(self.addr, "GET", "/health/live", &[], b"")
                 && response.status == 200
             {
-                return;
+                return true;
             }
             assert!(
                 Instant::now() < deadline,

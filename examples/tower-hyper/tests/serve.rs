@@ -27,6 +27,28 @@ impl Server {
 
     /// Starts the binary with extra environment variables.
     fn start_with(env: &[(&str, String)]) -> Self {
+        Self::start_with_fresh(|| env.to_vec())
+    }
+
+    /// Starts the binary with the environment `env` makes, on a port that was free a moment
+    /// ago. Another process can take such a port before the binary binds it (a client's
+    /// ephemeral port, say); then the binary exits with "Address already in use" and this tries
+    /// again with new ports, and new values from `env`, up to five times.
+    fn start_with_fresh<'a>(mut env: impl FnMut() -> Vec<(&'a str, String)>) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(&env()) {
+                Ok(server) => return server,
+                Err(stderr) if stderr.contains("Address already in use") && attempt < 5 => {
+                    attempt += 1;
+                }
+                Err(stderr) => panic!("tower-hyper exited early; stderr:\n{stderr}"),
+            }
+        }
+    }
+
+    /// Starts the binary; `Err` with its stderr when it exits before answering.
+    fn try_start(env: &[(&str, String)]) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let stderr = File::create(dir.path().join("stderr.txt")).expect("stderr file");
@@ -47,24 +69,22 @@ impl Server {
             .spawn()
             .expect("start the tower-hyper binary");
         let mut server = Self { child, port, dir };
-        server.wait_until_live();
-        server
+        server.wait_until_live()?;
+        Ok(server)
     }
 
-    fn wait_until_live(&mut self) {
+    /// Waits (at most 60 s) until `/hello` answers; `Err` with the stderr if the binary exits.
+    fn wait_until_live(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "tower-hyper exited early with {status}; stderr:\n{}",
-                    self.stderr()
-                );
+                return Err(format!("exit {status}: {}", self.stderr()));
             }
             // `/hello` answers whether qiflow's endpoints are on this port or the internal one.
             if let Ok(reply) = request(self.port, "GET", "/hello", &[], "")
                 && reply.status == 200
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -395,9 +415,11 @@ fn demo_routes_metrics_health_and_graceful_shutdown() {
 
 #[test]
 fn metrics_listen_moves_qiflow_endpoints_to_the_internal_port() {
-    let internal = free_port();
-    let mut server =
-        Server::start_with(&[("QIFLOW__METRICS__LISTEN", format!("127.0.0.1:{internal}"))]);
+    let mut internal = 0;
+    let mut server = Server::start_with_fresh(|| {
+        internal = free_port();
+        vec![("QIFLOW__METRICS__LISTEN", format!("127.0.0.1:{internal}"))]
+    });
     assert_eq!(server.get("/users/7").status, 200);
 
     // Not on the application's port any more.
