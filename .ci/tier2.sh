@@ -236,18 +236,25 @@ for sample in body["data"]["result"]:
 '
 }
 
+# wait_for EXPR SECONDS WHAT: polls the instant query EXPR until it has a result (then in
+# `waited`, its values in `found`), failing with WHAT after SECONDS or if Prometheus dies.
+wait_for() {
+    local expr=$1 budget=$2 what=$3 deadline=$((SECONDS + $2))
+    while :; do
+        found=$(query "$expr" 2>/dev/null || true)
+        [[ -n $found ]] && break
+        kill -0 "$prom_pid" 2>/dev/null || die "prometheus died while waiting for $expr"
+        ((SECONDS < deadline)) || die "$what: no result for $expr within $budget s"
+        sleep 0.5
+    done
+    waited=$((budget - (deadline - SECONDS)))
+}
+
 users_expr="http_server_requests_total{job=\"$JOB\",route=\"/users/{id}\"}"
 step "waiting (up to 60 s) for Prometheus to report $users_expr"
-deadline=$((SECONDS + 60))
-users_value=""
-while :; do
-    users_value=$(query "$users_expr" 2>/dev/null || true)
-    [[ -n $users_value ]] && break
-    kill -0 "$prom_pid" 2>/dev/null || die "prometheus died while waiting for the first scrape"
-    ((SECONDS < deadline)) || die "no result for $users_expr from $prom within 60 s"
-    sleep 0.5
-done
-echo "after $((60 - (deadline - SECONDS))) s: $users_expr = $users_value"
+wait_for "$users_expr" 60 "the first scrape"
+users_value=$found
+echo "after $waited s: $users_expr = $users_value"
 [[ $(wc -l <<<"$users_value") == 1 ]] || die "expected one series for $users_expr, got: $users_value"
 [[ $users_value == "$N_USERS" ]] || die "Prometheus reports $users_value /users requests, expected $N_USERS"
 
@@ -265,23 +272,15 @@ echo "$unmatched_expr = $unmatched_value"
 # The recording rules evaluate against qiflow's real series.
 rate_expr="qiflow:http_server_requests:rate5m{job=\"$JOB\",route=\"/users/{id}\"}"
 step "waiting (up to 30 s) for the recording rule $rate_expr"
-deadline=$((SECONDS + 30))
-until [[ -n $(query "$rate_expr" 2>/dev/null || true) ]]; do
-    ((SECONDS < deadline)) || die "no value for $rate_expr within 30 s (are the rules loaded? see prometheus.log)"
-    sleep 0.5
-done
-echo "$rate_expr = $(query "$rate_expr")"
+wait_for "$rate_expr" 30 "the recording rules (are they loaded? see prometheus.log)"
+echo "$rate_expr = $found"
 
 # An alert rule fires on qiflow's real labels: two more panics, seen by Prometheus.
 alert_expr="ALERTS{alertname=\"QiflowHandlerPanics\",alertstate=\"firing\",job=\"$JOB\"}"
 step "2 x /panic, then waiting (up to 30 s) for $alert_expr"
 for ((i = 0; i < 2; i++)); do expect 500 GET /panic; done
-deadline=$((SECONDS + 30))
-until [[ -n $(query "$alert_expr" 2>/dev/null || true) ]]; do
-    ((SECONDS < deadline)) || die "QiflowHandlerPanics did not fire within 30 s"
-    sleep 0.5
-done
-echo "$alert_expr is firing"
+wait_for "$alert_expr" 30 "QiflowHandlerPanics did not fire"
+echo "$alert_expr is firing after $waited s"
 
 # Every dashboard query parses and evaluates; the request panels have data.
 step "running the $(wc -l <"$tmp/dashboard-queries.txt") dashboard queries against Prometheus"

@@ -53,16 +53,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CPU time (user + system, in clock ticks) of process $1.
-ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-
 # run NAME BINARY SERVER_MODE: one warmed-up wrk run, on a port of its own; sets `line` to
 # "NAME RPS P99 CPU_US_PER_REQUEST".
 line=""
 run() {
-    local name="$1" bin="$2" server_mode="$3" dir out t0 t1 requests
+    local name="$1" bin="$2" server_mode="$3" dir out t0 t1 requests p99
     port=$((port + 1))
     dir="$tmp/$name-$port"
     mkdir -p "$dir"
@@ -71,16 +66,17 @@ run() {
     server=$!
     wait_port "$port" "$server" || die "$bin $server_mode did not listen on $port ($dir/server.out)"
     taskset -c "$client_cpu" wrk -t1 -c32 -d1s "http://127.0.0.1:$port/users/42" >/dev/null
-    t0="$(ticks "$server")"
+    t0="$(proc_cpu_ticks "$server")"
     out="$(taskset -c "$client_cpu" wrk -t1 -c32 -d"${duration}s" --latency "http://127.0.0.1:$port/users/42")"
-    t1="$(ticks "$server")"
+    t1="$(proc_cpu_ticks "$server")"
     stop_pid "$server"
     server=""
     requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
-    line="$(awk -v name="$name" -v t0="$t0" -v t1="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" '
+    p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+    line="$(awk -v name="$name" -v p99="$p99" -v t0="$t0" -v t1="$t1" -v n="$requests" \
+        -v hz="$(getconf CLK_TCK)" '
         /Requests\/sec/ { rps = $2 }
-        $1 == "99%" { p99 = $2 }
-        END { printf "%s %s %s %.2f\n", name, rps, p99, (t1 - t0) * 1e6 / hz / n }
+        END { printf "%s %s %s %.2f\n", name, rps, p99, (n > 0 ? (t1 - t0) * 1e6 / hz / n : 0) }
     ' <<<"$out")"
 }
 
@@ -92,7 +88,7 @@ for ((r = 1; r <= rounds; r++)); do
         A) run A "$bin_a" "$mode" ;;
         B) run B "$bin_b" "$mode" ;;
         esac
-        echo "round $r: $line (req/s, p99, CPU µs per request)"
+        echo "round $r: $line (req/s, p99 ms, CPU µs per request)"
         echo "$r $line" >>"$results"
     done
 done

@@ -1,4 +1,4 @@
-# Shell functions shared by run.sh and profile.sh (sourced, not run).
+# Shell functions shared by run.sh, profile.sh and ab.sh (sourced, not run).
 
 # Stops a process this script started: SIGTERM, up to 15 s, then SIGKILL; then reaps it.
 stop_pid() {
@@ -31,4 +31,19 @@ wait_port() {
         sleep 0.05
     done
     return 1
+}
+
+# CPU ticks (user + system, every thread) a process has used so far, from /proc/PID/stat: the
+# fields after the parenthesised command name, so a name with spaces cannot shift them.
+proc_cpu_ticks() {
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# wrk's latency with its unit (us, ms, s) in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
 }

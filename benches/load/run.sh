@@ -85,12 +85,7 @@ mkdir -p "$out"
 results="$out/results.tsv"
 printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines\tenvelopes\tcpu_us_per_request\n' >"$results"
 
-# CPU ticks (user + system, every thread) a process has used so far, from /proc/PID/stat: the
-# fields after the parenthesised command name, so a name with spaces cannot shift them.
 clk_tck="$(getconf CLK_TCK)"
-proc_cpu_ticks() {
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
 
 # Runs wrk pinned to the client CPU in the background, so the traps can stop it by PID.
 run_wrk() {
@@ -102,15 +97,6 @@ run_wrk() {
         return 1
     }
     wrk_pid=""
-}
-
-# wrk's latency with its unit (us, ms, s) in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n
-    }'
 }
 
 runs=()

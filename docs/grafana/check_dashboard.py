@@ -12,9 +12,11 @@ Checks, each reported with where it is (panel id and title, target refId):
   - every gridPos lies in the 24-column grid and no two panels' rectangles overlap;
   - every non-row panel has targets, and every target has a unique `refId`, an `expr`, a
     `legendFormat` and the `${DS_PROMETHEUS}` Prometheus datasource;
-  - every metric name used (a token starting with `http_server_` or `qiflow_`, outside string
-    literals) is one that qiflow exports; the histograms may take `_bucket`, `_sum` and
-    `_count`. `--names FILE` replaces the built-in list (one name per line, `#` comments);
+  - with `--names FILE` (one name per line, `#` comments), every metric name used (a token
+    starting with `http_server_` or `qiflow_`, outside string literals) is one of those names
+    or its `_bucket`, `_sum` or `_count` series. Without it, names are not checked here:
+    `qiflow-core/tests/ops_assets.rs` checks them against `qiflow_core::metrics::CATALOGUE`,
+    the one list of qiflow's metrics;
   - the template variables `job`, `instance` and `route` come first, in that order, `instance`
     and `route` multi-valued with "All" as `.*`;
   - a light PromQL lint: brackets balance, every series selector filters on
@@ -36,27 +38,6 @@ from pathlib import Path
 
 DEFAULT_DASHBOARD = Path(__file__).resolve().parent / "qiflow-dashboard.json"
 
-# Every metric qiflow exports on /metrics.
-BUILTIN_NAMES = [
-    "http_server_requests_total",
-    "http_server_request_duration_seconds",
-    "http_server_active_requests",
-    "qiflow_client_disconnects_total",
-    "qiflow_build_info",
-    "qiflow_dropped_total",
-    "qiflow_errors_captured_total",
-    "qiflow_errors_forwarded_total",
-    "qiflow_alerts_sent_total",
-    "qiflow_alert_send_duration_seconds",
-    "qiflow_alerts_queue_depth",
-    "qiflow_audit_records_total",
-    "qiflow_baseline_p95_seconds",
-    "qiflow_baseline_error_ratio",
-    "qiflow_baseline_deviations_total",
-    "qiflow_slow_requests_total",
-]
-# Histograms: these also appear as NAME_bucket, NAME_sum and NAME_count.
-HISTOGRAMS = {"http_server_request_duration_seconds", "qiflow_alert_send_duration_seconds"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 EXPECTED_DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -89,10 +70,10 @@ def blank_strings(expr):
 
 
 def allowed_names(base_names):
+    """The names and their histogram series (`_bucket`, `_sum`, `_count`)."""
     names = set(base_names)
     for name in base_names:
-        if name in HISTOGRAMS:
-            names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
+        names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
     return names
 
 
@@ -158,7 +139,7 @@ def lint_promql(expr, allowed, problems, where):
 
     # Metric names.
     for token in sorted(set(METRIC_TOKEN.findall(bare))):
-        if token not in allowed:
+        if allowed is not None and token not in allowed:
             problems.append(f"{where}: unknown metric name '{token}'")
 
     # Series selectors: every metric must be selected with braces that filter job and instance.
@@ -332,7 +313,7 @@ def check_dashboard(dashboard, allowed):
             problems.append(f"{where}: query {query!r} is not a label_values(...) query")
             continue
         for token in sorted(set(METRIC_TOKEN.findall(blank_strings(query)))):
-            if token not in allowed:
+            if allowed is not None and token not in allowed:
                 problems.append(f"{where}: unknown metric name '{token}'")
         multi = name in MULTI_VARIABLES
         if bool(var.get("multi")) != multi:
@@ -356,7 +337,8 @@ def main(argv=None):
     parser.add_argument("dashboard", nargs="?", default=str(DEFAULT_DASHBOARD),
                         help="dashboard JSON (default: qiflow-dashboard.json beside this script)")
     parser.add_argument("--names", metavar="FILE",
-                        help="allowed metric names, one a line (replaces the built-in list)")
+                        help="allowed metric names, one a line (default: no name check; "
+                             "qiflow-core/tests/ops_assets.rs checks names against CATALOGUE)")
     parser.add_argument("--print-queries", action="store_true",
                         help="print every query with the variables substituted, one a line")
     parser.add_argument("--job", default=SUBSTITUTIONS["job"],
@@ -370,12 +352,12 @@ def main(argv=None):
         print(f"{args.dashboard}: {e}", file=sys.stderr)
         return 1
     try:
-        base_names = load_names(args.names) if args.names else BUILTIN_NAMES
+        allowed = allowed_names(load_names(args.names)) if args.names else None
     except OSError as e:
         print(f"{args.names}: {e}", file=sys.stderr)
         return 1
 
-    problems, queries = check_dashboard(dashboard, allowed_names(base_names))
+    problems, queries = check_dashboard(dashboard, allowed)
     if problems:
         for problem in problems:
             print(f"{args.dashboard}: {problem}", file=sys.stderr)

@@ -367,6 +367,7 @@ impl Router {
             return;
         }
         let count = record.suppressed + 1;
+        let key = self.group_key(&record.alert);
         let mut queued = Vec::new();
         for route in &self.routes {
             if !route.wants(&record.alert) {
@@ -379,7 +380,7 @@ impl Router {
                 continue;
             }
             q.push(
-                self.group_key(&record.alert),
+                key.clone(),
                 Notice {
                     alert: record.alert.clone(),
                     fingerprint: fp.clone(),
@@ -404,11 +405,15 @@ impl Router {
         if self.settings.group_by.is_empty() {
             return GroupKey::new();
         }
-        let labels = alert.match_labels();
         self.settings
             .group_by
             .iter()
-            .map(|name| labels.get(name).cloned().unwrap_or_default())
+            .map(|name| match name.as_str() {
+                // As `Alert::match_labels` names them, without copying every label.
+                "alertname" => alert.name.clone(),
+                "severity" => super::level_name(alert.level).to_owned(),
+                _ => alert.labels.get(name).cloned().unwrap_or_default(),
+            })
             .collect()
     }
 
@@ -435,6 +440,7 @@ impl Router {
                     .retain(|(_, n)| n.fingerprint != fp);
             }
         }
+        let key = self.group_key(&alert);
         let mut told = record.notified.clone();
         for name in &record.sending {
             if !told.contains(name) {
@@ -450,7 +456,7 @@ impl Router {
                     continue;
                 }
                 q.push(
-                    self.group_key(&alert),
+                    key.clone(),
                     Notice {
                         alert: alert.clone(),
                         fingerprint: fp.clone(),

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::{AuditSinkKind, ChannelKind, Config, Problem, ProblemKind};
+use crate::alert::channels::{kind_name, read_ca_file};
 
 const MAX_QUEUE: usize = 10_000_000;
 
@@ -294,7 +295,7 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
         let name = ch
             .name
             .clone()
-            .unwrap_or_else(|| format!("{:?}", ch.kind).to_lowercase());
+            .unwrap_or_else(|| kind_name(ch.kind).to_owned());
         if !names.insert(name.clone()) {
             bad(
                 &format!("{base}.name"),
@@ -364,12 +365,12 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
                     &key,
                     format!(
                         "is used only by email channels, not by a {} channel; remove it",
-                        format!("{:?}", ch.kind).to_lowercase()
+                        kind_name(ch.kind)
                     ),
                 );
             } else if ch.tls == super::SmtpTls::None {
                 bad(&key, "is set, but tls is \"none\": there is no certificate to check; use tls = \"starttls\" or \"tls\", or remove it".into());
-            } else if let Err(why) = crate::alert::channels::read_ca_file(path) {
+            } else if let Err(why) = read_ca_file(path) {
                 bad(&key, why);
             }
         }
