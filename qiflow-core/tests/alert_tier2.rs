@@ -32,53 +32,13 @@ fn env(name: &str) -> String {
 #[test]
 #[ignore = "tier 2: needs aiosmtpd; run by .ci/tier2-alerts.sh"]
 fn email_reaches_a_real_smtp_server() {
-    let smtp = env("QIFLOW_TIER2_SMTP");
-    let maildir = std::path::PathBuf::from(env("QIFLOW_TIER2_MAILDIR"));
-    let (host, port) = smtp.rsplit_once(':').unwrap();
-    let (observer, guard) = Observer::builder(config(&format!(
-        r#"[alerts]
-group_wait = "0s"
-[[alerts.channels]]
-kind = "email"
-smtp_host = "{host}"
-smtp_port = {port}
-tls = "none"
-from = "qiflow <alerts@example.com>"
-to = ["oncall@example.com", "lead@example.com"]
-"#
-    )))
-    .install_global(false)
-    .build()
-    .unwrap();
-    let marker = format!("tier2-{}", std::process::id());
-    observer.alert(
+    let (recent, mail) = send_mail(&env("QIFLOW_TIER2_SMTP"), "none", None, "plain", |marker| {
         Alert::new("disk_full", AlertLevel::Critical)
             .summary(format!("{marker}\r\nBcc: victim@example.net"))
-            .description("the /var volume is 97% full"),
-    );
-    assert!(observer.flush(Duration::from_secs(20)));
-    let recent = &observer.alerts().view().recent[0];
+            .description("the /var volume is 97% full")
+    });
     assert_eq!(recent.outcome, "sent", "{recent:?}");
-    drop(guard);
-    let mut found = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
-                return false;
-            };
-            for entry in entries.flatten() {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if text.contains(&marker) {
-                    found = Some(text);
-                    return true;
-                }
-            }
-            false
-        }),
-        "no mail containing {marker} in {}",
-        maildir.display()
-    );
-    let text = found.unwrap();
+    let text = mail.unwrap();
     let head = text.split("\n\n").next().unwrap().replace("\n ", " ");
     assert!(
         head.lines().all(|l| !l.starts_with("Bcc:")),
@@ -91,13 +51,15 @@ to = ["oncall@example.com", "lead@example.com"]
     assert!(text.contains("the /var volume is 97% full"), "{text}");
 }
 
-/// Sends one alert through an email channel to `smtp` with `tls` (and `ca_file` when given), and
-/// returns how it settled and the mail that carries the alert's marker, if one arrived.
+/// Sends the alert `alert` makes (given a marker unique to this call, which its summary must
+/// carry) through an email channel to `smtp` with `tls` (and `ca_file` when given), to two
+/// recipients. Returns how it settled and the mail that carries the marker, if one arrived.
 fn send_mail(
     smtp: &str,
     tls: &str,
     ca_file: Option<&str>,
     test: &str,
+    alert: impl FnOnce(&str) -> Alert,
 ) -> (qiflow_core::alert::RecentNotification, Option<String>) {
     let maildir = std::path::PathBuf::from(env("QIFLOW_TIER2_MAILDIR"));
     let (host, port) = smtp.rsplit_once(':').unwrap();
@@ -113,14 +75,14 @@ smtp_host = "{host}"
 smtp_port = {port}
 tls = "{tls}"
 {ca_line}from = "qiflow <alerts@example.com>"
-to = ["oncall@example.com"]
+to = ["oncall@example.com", "lead@example.com"]
 "#
     )))
     .install_global(false)
     .build()
     .unwrap();
     let marker = format!("tier2-{test}-{}", std::process::id());
-    observer.alert(Alert::new("disk_full", AlertLevel::Critical).summary(&marker));
+    observer.alert(alert(&marker));
     assert!(observer.flush(Duration::from_secs(20)));
     let recent = observer.alerts().view().recent[0].clone();
     drop(guard);
@@ -142,6 +104,11 @@ to = ["oncall@example.com"]
     (recent, find())
 }
 
+/// A `disk_full` alert whose summary is `marker`.
+fn disk_full(marker: &str) -> Alert {
+    Alert::new("disk_full", AlertLevel::Critical).summary(marker)
+}
+
 /// The servers with TLS, and the `tls` setting for each.
 const TLS_SERVERS: [(&str, &str); 2] = [
     ("QIFLOW_TIER2_SMTP_STARTTLS", "starttls"),
@@ -153,7 +120,13 @@ const TLS_SERVERS: [(&str, &str); 2] = [
 fn email_over_tls_trusts_a_private_ca() {
     let ca = env("QIFLOW_TIER2_SMTP_CA");
     for (var, tls) in TLS_SERVERS {
-        let (recent, mail) = send_mail(&env(var), tls, Some(&ca), &format!("trusted-{tls}"));
+        let (recent, mail) = send_mail(
+            &env(var),
+            tls,
+            Some(&ca),
+            &format!("trusted-{tls}"),
+            disk_full,
+        );
         assert_eq!(recent.outcome, "sent", "{tls}: {recent:?}");
         assert!(mail.unwrap().contains("disk_full"), "{tls}");
     }
@@ -164,7 +137,8 @@ fn email_over_tls_trusts_a_private_ca() {
 fn email_refuses_a_certificate_it_cannot_verify() {
     // Without ca_file the private CA is unknown: nothing is sent, and the failure says why.
     for (var, tls) in TLS_SERVERS {
-        let (recent, mail) = send_mail(&env(var), tls, None, &format!("untrusted-{tls}"));
+        let (recent, mail) =
+            send_mail(&env(var), tls, None, &format!("untrusted-{tls}"), disk_full);
         assert_eq!(recent.outcome, "failed", "{recent:?}");
         let error = recent.error.clone().unwrap_or_default().to_lowercase();
         assert!(
