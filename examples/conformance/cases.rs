@@ -19,7 +19,19 @@
 //! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
 //!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
 //!   every family, and no series for qiflow's own endpoints;
-//! - (e) `/health/live`, `/health/ready`, `/health`: 200 JSON `{"status":"healthy","checks":{…}}`;
+//! - (e) `/health/live`, `/health/ready`, `/health`: 200 JSON `{"status":"healthy","checks":{…}}`
+//!   with the operator token, `{"status":"healthy"}` alone without;
+//! - (i) closed by default: every `/qiflow/` view and write answers 401 without a token, with a
+//!   wrong one or another scheme (a JSON body saying how to get in, `www-authenticate`);
+//!   `/metrics` answers; the token made at start (`data/admin-token`, 64 hex digits, `0600`)
+//!   opens the views; 404 and 405 only behind the token;
+//! - (j) silences: a silence of everything needs `"all": true`, none outlasts `max_silence`,
+//!   each attempt is audited with the token's name as actor, deleting too;
+//! - (k) operator requests have `qiflow::admin` lines (refusals at warn), the start-up line names
+//!   the token file, and the token is in no other file;
+//! - (l) a second server with `[[admin.tokens]]`: a `read` token reads and gets 403 on a write
+//!   (audited as denied under its name), a `write` token's silence is audited under its name,
+//!   and no token file is made;
 //! - (f) SIGTERM while a request is in flight: the request finishes, the process exits 0 within
 //!   15 s;
 //! - (g) the log file: exactly one access line (`"target":"qiflow::access"`) per observed request,
@@ -66,11 +78,13 @@ const IN_FLIGHT_MS: u64 = 1_500;
 /// and the stack on the first failure. The temp dir is removed on success and kept (its path in
 /// the message) on failure.
 pub(crate) fn run_all(bin: &str) {
-    let mut server = Server::start(bin);
+    let mut server = Server::start(bin, None);
     let mut suite = Suite {
         addr: server.addr,
         stack: stack_name(bin),
         observed: Vec::new(),
+        token: server.generated_token(),
+        operator_writes: 0,
     };
 
     suite.request_ids_are_generated();
@@ -78,15 +92,19 @@ pub(crate) fn run_all(bin: &str) {
     suite.demo_routes_answer();
     suite.metrics_use_route_templates();
     suite.health_endpoints_answer();
+    suite.the_operator_surface_is_closed_to_strangers();
     suite.errors_are_captured();
     suite.baselines_are_recorded();
     suite.logins_are_audited();
+    suite.operator_writes_are_audited();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
+    suite.operator_requests_are_logged_without_the_token(&server.dir);
     suite.the_password_is_never_written(&server.dir);
     suite.the_audit_trail_is_sealed(&server.dir);
-
     server.cleanup();
+
+    scoped_tokens_read_and_write(bin);
 }
 
 /// A request the middleware observed, as the client saw it.
@@ -104,6 +122,10 @@ struct Suite {
     addr: SocketAddr,
     stack: String,
     observed: Vec<Observed>,
+    /// The operator token the server made at start (`data/admin-token`).
+    token: String,
+    /// Operator writes sent (each is one audit record).
+    operator_writes: usize,
 }
 
 impl Suite {
@@ -117,6 +139,12 @@ impl Suite {
     ) -> Response {
         request(self.addr, method, target, headers, body)
             .unwrap_or_else(|e| panic!("[{}] {method} {target}: {e}", self.stack))
+    }
+
+    /// Sends a request to the operator surface with the server's generated token.
+    fn operator(&self, method: &'static str, target: &str, body: &[u8]) -> Response {
+        let bearer = format!("Bearer {}", self.token);
+        self.send(method, target, &[("authorization", &bearer)], body)
     }
 
     /// Sends a request the middleware observes, checks its status and that it carries a request
@@ -367,11 +395,20 @@ impl Suite {
         }
     }
 
-    /// (e) The health endpoints: 200, JSON, healthy, with a `checks` object.
+    /// (e) The health endpoints: 200, JSON, healthy, with a `checks` object for the operator;
+    /// readiness shows strangers its status only.
     fn health_endpoints_answer(&mut self) {
         let stack = self.stack.clone();
-        for path in ["/health/live", "/health/ready", "/health"] {
+        for path in ["/health/ready", "/health"] {
             let response = self.send("GET", path, &[], b"");
+            assert_eq!(
+                (response.status, response.text().as_str()),
+                (200, r#"{"status":"healthy"}"#),
+                "[{stack}] {path} without a token shows the status only"
+            );
+        }
+        for path in ["/health/live", "/health/ready", "/health"] {
+            let response = self.operator("GET", path, b"");
             assert_eq!(
                 response.status,
                 200,
@@ -403,7 +440,7 @@ impl Suite {
         // Reports reach the store on qiflow's worker: wait for them (bounded).
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let json = loop {
-            let response = self.send("GET", "/qiflow/api/errors", &[], b"");
+            let response = self.operator("GET", "/qiflow/api/errors", b"");
             assert_eq!(
                 response.status,
                 200,
@@ -457,7 +494,7 @@ impl Suite {
     /// its template.
     fn baselines_are_recorded(&mut self) {
         let stack = self.stack.clone();
-        let response = self.send("GET", "/qiflow/api/baselines", &[], b"");
+        let response = self.operator("GET", "/qiflow/api/baselines", b"");
         assert_eq!(
             response.status,
             200,
@@ -658,12 +695,8 @@ impl Suite {
         // Records are written within `[audit] flush_interval` (1 s by default).
         let deadline = Instant::now() + Duration::from_secs(10);
         let page = loop {
-            let response = self.send(
-                "GET",
-                "/qiflow/api/audit?action=user.login&limit=10",
-                &[],
-                b"",
-            );
+            let response =
+                self.operator("GET", "/qiflow/api/audit?action=user.login&limit=10", b"");
             assert_eq!(
                 response.status,
                 200,
@@ -731,9 +764,26 @@ impl Suite {
             }
         }
         let records: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
+        let logins = records
+            .iter()
+            .filter(|r| r["action"] == "user.login")
+            .count();
+        assert_eq!(logins, 2, "[{stack}] login records on disk: {lines:?}");
+        let writes = records
+            .iter()
+            .filter(|r| {
+                r["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("qiflow.silence."))
+            })
+            .count();
+        assert_eq!(
+            writes, self.operator_writes,
+            "[{stack}] operator write records on disk: {lines:?}"
+        );
         assert_eq!(
             records.len(),
-            2,
+            logins + writes,
             "[{stack}] audit records on disk: {lines:?}"
         );
         assert_eq!(
@@ -753,6 +803,245 @@ impl Suite {
         }
     }
 
+    /// (i) Closed by default: every view and write of `/qiflow/` answers 401 to a stranger (no
+    /// token, a wrong one, another scheme), with a body that says how to get in; `/metrics`
+    /// answers; the generated token is 64 hex digits in a file only the owner can read, and
+    /// opens the views.
+    fn the_operator_surface_is_closed_to_strangers(&mut self) {
+        let stack = self.stack.clone();
+        let wrong = format!("Bearer {}", "0".repeat(64));
+        let basic = format!("Basic {}", self.token);
+        let requests: [(&'static str, &str, &[u8]); 8] = [
+            ("GET", "/qiflow/", b""),
+            ("GET", "/qiflow/api/errors", b""),
+            ("GET", "/qiflow/api/baselines", b""),
+            ("GET", "/qiflow/api/alerts", b""),
+            ("GET", "/qiflow/api/audit", b""),
+            ("GET", "/qiflow/api/no-such-view", b""),
+            (
+                "POST",
+                "/qiflow/api/alerts/silences",
+                br#"{"matchers":{"alertname":"*"},"duration":"9999h","all":true}"#,
+            ),
+            ("DELETE", "/qiflow/api/alerts/silences/x", b""),
+        ];
+        for (method, target, body) in requests {
+            for headers in [
+                &[][..],
+                &[("authorization", wrong.as_str())][..],
+                &[("authorization", basic.as_str())][..],
+            ] {
+                let response = self.send(method, target, headers, body);
+                assert_eq!(
+                    response.status,
+                    401,
+                    "[{stack}] {method} {target} with {headers:?}: {}",
+                    response.text()
+                );
+                let json: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+                    panic!("[{stack}] the 401 is not JSON ({e}): {}", response.text())
+                });
+                assert!(
+                    json["message"].as_str().is_some_and(
+                        |m| m.contains("Authorization: Bearer") && m.contains("token_file")
+                    ),
+                    "[{stack}] the 401 says how to get in: {json}"
+                );
+                assert!(
+                    response
+                        .header("www-authenticate")
+                        .is_some_and(|v| v.starts_with("Bearer")),
+                    "[{stack}] {:?}",
+                    response.headers
+                );
+            }
+        }
+        assert_eq!(
+            self.send("GET", "/metrics", &[], b"").status,
+            200,
+            "[{stack}] /metrics is public"
+        );
+        assert_eq!(self.token.len(), 64, "[{stack}] token {:?}", self.token);
+        assert!(
+            self.token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "[{stack}]"
+        );
+        for target in [
+            "/qiflow/",
+            "/qiflow/api/errors",
+            "/qiflow/api/baselines",
+            "/qiflow/api/alerts",
+            "/qiflow/api/audit",
+        ] {
+            let response = self.operator("GET", target, b"");
+            assert_eq!(
+                response.status,
+                200,
+                "[{stack}] {target}: {}",
+                response.text()
+            );
+            assert_eq!(
+                response.header("cache-control"),
+                Some("no-store"),
+                "[{stack}] {target}"
+            );
+        }
+        let index: Value =
+            serde_json::from_slice(&self.operator("GET", "/qiflow/", b"").body).unwrap_or_default();
+        assert_eq!(index["caller"], "admin", "[{stack}] {index}");
+        assert_eq!(index["scope"], "write", "[{stack}] {index}");
+        let missing = self.operator("GET", "/qiflow/api/no-such-view", b"");
+        assert_eq!(missing.status, 404, "[{stack}] {}", missing.text());
+        let wrong_method = self.operator("PUT", "/qiflow/api/errors", b"");
+        assert_eq!(
+            wrong_method.status,
+            405,
+            "[{stack}] {}",
+            wrong_method.text()
+        );
+        assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"), "[{stack}]");
+    }
+
+    /// (j) Silences need a write token and are audited with the token's name as the actor; a
+    /// silence of everything needs `"all": true`, and none may outlast `[alerts] max_silence`.
+    fn operator_writes_are_audited(&mut self) {
+        let stack = self.stack.clone();
+        let create = |suite: &mut Self, body: &str| {
+            suite.operator_writes += 1;
+            suite.operator("POST", "/qiflow/api/alerts/silences", body.as_bytes())
+        };
+        let everything = create(self, r#"{"matchers":{"alertname":"*"},"duration":"1h"}"#);
+        assert_eq!(everything.status, 400, "[{stack}] {}", everything.text());
+        let error: Value = serde_json::from_slice(&everything.body).unwrap_or_default();
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("\"all\": true")),
+            "[{stack}] {error}"
+        );
+        let long = create(
+            self,
+            r#"{"matchers":{"alertname":"disk_full"},"duration":"48h"}"#,
+        );
+        assert_eq!(long.status, 400, "[{stack}] {}", long.text());
+        assert!(
+            long.text().contains("max_silence"),
+            "[{stack}] {}",
+            long.text()
+        );
+        let created = create(
+            self,
+            r#"{"matchers":{"alertname":"disk_full"},"duration":"2h","comment":"conformance"}"#,
+        );
+        assert_eq!(created.status, 201, "[{stack}] {}", created.text());
+        let silence: Value = serde_json::from_slice(&created.body).unwrap_or_default();
+        let id = silence["id"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(silence["created_by"], "admin", "[{stack}] {silence}");
+        let alerts: Value =
+            serde_json::from_slice(&self.operator("GET", "/qiflow/api/alerts", b"").body)
+                .unwrap_or_default();
+        assert!(
+            alerts["silenced"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["id"] == id.as_str())),
+            "[{stack}] {alerts}"
+        );
+        self.operator_writes += 1;
+        let deleted = self.operator("DELETE", &format!("/qiflow/api/alerts/silences/{id}"), b"");
+        assert_eq!(deleted.status, 204, "[{stack}] {}", deleted.text());
+        let page = self.audit_page("action=qiflow.silence.create", 3);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let outcomes: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap_or_default(),
+                    r["outcome"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("admin", "success"),
+                ("admin", "failure"),
+                ("admin", "failure")
+            ],
+            "[{stack}] {page}"
+        );
+        assert_eq!(
+            records[0]["resource"],
+            format!("silence/{id}"),
+            "[{stack}] {page}"
+        );
+        assert_eq!(records[0]["metadata"]["matchers"]["alertname"], "disk_full");
+        assert_eq!(
+            records[0]["metadata"]["duration_seconds"], 7200,
+            "[{stack}] {page}"
+        );
+        let page = self.audit_page("action=qiflow.silence.delete", 1);
+        assert_eq!(page["records"][0]["actor"], "admin", "[{stack}] {page}");
+        assert_eq!(page["records"][0]["resource"], format!("silence/{id}"));
+    }
+
+    /// The audit view for `query`, once it holds at least `count` records (bounded wait).
+    fn audit_page(&self, query: &str, count: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = self.operator("GET", &format!("/qiflow/api/audit?{query}"), b"");
+            let page: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+            let done = page["records"].as_array().is_some_and(|r| r.len() >= count);
+            if done || Instant::now() > deadline {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// (k) Operator requests have their own lines (`target="qiflow::admin"`, refusals at warn);
+    /// the start-up line names the token file; the token itself is in no log line and no output.
+    fn operator_requests_are_logged_without_the_token(&self, dir: &Path) {
+        let stack = &self.stack;
+        let log = std::fs::read_to_string(dir.join("logs").join("app.log")).unwrap_or_default();
+        let admin: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "qiflow::admin")
+            .collect();
+        assert!(
+            admin.iter().any(|l| l["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("admin-token"))),
+            "[{stack}] no start-up line naming the token file:\n{}",
+            lines(&admin)
+        );
+        assert!(
+            admin.iter().any(|l| l["level"] == "WARN"
+                && l["status"] == 401
+                && l["path"] == "/qiflow/api/audit"),
+            "[{stack}] refusals are logged:\n{}",
+            lines(&admin)
+        );
+        assert!(
+            admin.iter().any(|l| l["status"] == 201
+                && l["actor"] == "admin"
+                && l["path"] == "/qiflow/api/alerts/silences"),
+            "[{stack}] writes are logged:\n{}",
+            lines(&admin)
+        );
+        for file in files_under(dir) {
+            if file.ends_with("data/admin-token") {
+                continue;
+            }
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !contains(&bytes, self.token.as_bytes()),
+                "[{stack}] the operator token was written to {}",
+                file.display()
+            );
+        }
+    }
+
     /// The login password is in no file the server wrote and in none of its output.
     fn the_password_is_never_written(&self, dir: &Path) {
         for file in files_under(dir) {
@@ -765,6 +1054,69 @@ impl Suite {
             );
         }
     }
+}
+
+/// (l) Tokens with names and scopes from the configuration: a `read` token reads but cannot
+/// write (403, audited as denied under its name); a `write` token's silence is audited under
+/// its name; no token file is made.
+fn scoped_tokens_read_and_write(bin: &str) {
+    const READER: &str = "conformance-reader-token-0123456789";
+    const WRITER: &str = "conformance-writer-token-0123456789";
+    let config = format!(
+        "[[admin.tokens]]\nname = \"reader\"\ntoken = \"{READER}\"\nscope = \"read\"\n\n\
+         [[admin.tokens]]\nname = \"writer\"\ntoken = \"{WRITER}\"\nscope = \"write\"\n"
+    );
+    let mut server = Server::start(bin, Some(&config));
+    let stack = stack_name(bin);
+    let suite = Suite {
+        addr: server.addr,
+        stack: stack.clone(),
+        observed: Vec::new(),
+        token: WRITER.to_owned(),
+        operator_writes: 0,
+    };
+    assert!(
+        !server.dir.join("data/admin-token").exists(),
+        "[{stack}] a token file was made although tokens are configured"
+    );
+    let reader = format!("Bearer {READER}");
+    let as_reader = |method, target: &str, body: &[u8]| {
+        suite.send(method, target, &[("authorization", &reader)], body)
+    };
+    let errors = as_reader("GET", "/qiflow/api/errors", b"");
+    assert_eq!(errors.status, 200, "[{stack}] {}", errors.text());
+    let body = br#"{"matchers":{"alertname":"disk_full"},"duration":"1h"}"#;
+    let refused = as_reader("POST", "/qiflow/api/alerts/silences", body);
+    assert_eq!(refused.status, 403, "[{stack}] {}", refused.text());
+    assert!(
+        refused.text().contains("read scope"),
+        "[{stack}] {}",
+        refused.text()
+    );
+    let created = suite.operator("POST", "/qiflow/api/alerts/silences", body);
+    assert_eq!(created.status, 201, "[{stack}] {}", created.text());
+    let page = suite.audit_page("action=qiflow.silence.create", 2);
+    let seen: Vec<(&str, &str)> = page["records"]
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .map(|r| {
+                    (
+                        r["actor"].as_str().unwrap_or_default(),
+                        r["outcome"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        seen,
+        [("writer", "success"), ("reader", "denied")],
+        "[{stack}] {page}"
+    );
+    server.stop();
+    server.cleanup();
 }
 
 /// The route template the middleware should report for a path of the suite.
@@ -861,10 +1213,10 @@ impl Server {
     /// Starts `bin` on a port that was free a moment ago. Another process can take such a port
     /// before the binary binds it (a client's ephemeral port, say); then the binary exits with
     /// "Address already in use" and this tries again on a new port, up to five times.
-    fn start(bin: &str) -> Self {
+    fn start(bin: &str, config: Option<&str>) -> Self {
         let mut attempt = 1;
         loop {
-            match Self::try_start(bin) {
+            match Self::try_start(bin, config) {
                 Ok(server) => return server,
                 Err(mut failed)
                     if failed.output().contains("Address already in use") && attempt < 5 =>
@@ -882,7 +1234,7 @@ impl Server {
     }
 
     /// Starts `bin`; `Err` with the exited server when it stops before it is ready.
-    fn try_start(bin: &str) -> Result<Self, Self> {
+    fn try_start(bin: &str, config: Option<&str>) -> Result<Self, Self> {
         let dir = temp_dir(&stack_name(bin));
         let addr = free_port();
         let stdout = File::create(dir.join("stdout.txt")).expect("create stdout.txt");
@@ -893,6 +1245,11 @@ impl Server {
             if name.to_string_lossy().starts_with("QIFLOW") {
                 command.env_remove(name);
             }
+        }
+        if let Some(config) = config {
+            let path = dir.join("qiflow.toml");
+            std::fs::write(&path, config).expect("write qiflow.toml");
+            command.env("QIFLOW_CONFIG", path);
         }
         command
             .current_dir(&dir)
@@ -972,6 +1329,32 @@ impl Server {
             tail(&read("stderr.txt")),
             tail(&read("stdout.txt"))
         )
+    }
+
+    /// The token the server made at start (`<dir>/data/admin-token`).
+    fn generated_token(&self) -> String {
+        let path = self.dir.join("data/admin-token");
+        let token = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}{}", path.display(), self.output()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode() & 0o777);
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+        }
+        token.trim().to_owned()
+    }
+
+    /// SIGTERM, then waits for the exit (bounded).
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(
+            self.wait_exit(EXIT_TIMEOUT).is_some(),
+            "the server did not exit after SIGTERM{}",
+            self.output()
+        );
     }
 
     /// Removes the temp dir (after every case passed).

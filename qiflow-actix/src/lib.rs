@@ -7,12 +7,12 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let config = qiflow_core::Config::load()?;
 //!     let (observer, _guard) = qiflow_core::init(&config)?;
-//!     // only when `[metrics] listen` is set: the endpoints on their own address
+//!     // only when `[admin] listen` is set: the operator surface on its own address
 //!     qiflow_actix::serve_internal(observer.clone())?;
 //!     HttpServer::new(move || {
 //!         App::new()
 //!             .route("/users/{id}", web::get().to(HttpResponse::Ok))
-//!             // /metrics, /health/live, /health/ready, /health
+//!             // the operator surface: /metrics, /health/*, /qiflow/*
 //!             .configure(qiflow_actix::configure(observer.clone()))
 //!             // request ids, access log, RED metrics; wrap it last so it sees every request
 //!             .wrap(qiflow_actix::Observe::new(observer.clone()))
@@ -28,8 +28,9 @@
 //!   [`ObserveMiddleware`]). The route label is the matched template from
 //!   `HttpRequest::match_pattern()` (`/users/{id}`); requests that match no route are
 //!   `route="unmatched"`.
-//! - [`configure`]: the qiflow endpoints at their configured paths; [`scope`] (health only) and
-//!   [`metrics_resource`] mount them piecemeal.
+//! - [`configure`]: qiflow's operator surface at its configured paths, answered by
+//!   `Observer::admin` (health status and `/metrics` open, the rest behind the operator token:
+//!   see [`qiflow_core::admin`]).
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //!
 //! [`Observer`]: qiflow_core::Observer
@@ -57,12 +58,12 @@
 //!   `x-request-id`. The worker lives on.
 //! - the future is dropped first (the client went away): counted on
 //!   `qiflow_client_disconnects_total`.
-//! - requests to qiflow's own endpoints (`Observer::is_internal_path`: `/metrics` and the health
-//!   paths) are passed through unobserved, so scrapes and probes do not skew the figures.
+//! - requests to the operator surface (`Observer::is_admin_path`: `/metrics`, the health paths,
+//!   `/qiflow/*`) are passed through unobserved, so scrapes and probes do not skew the figures.
 //!
-//! Mount the endpoints on an internal address instead of the application's port by setting
-//! `[metrics] listen` and calling [`serve_internal`] at startup; [`configure`] then registers
-//! nothing.
+//! Mount the operator surface on an internal address instead of the application's port by
+//! setting `[admin] listen` and calling [`serve_internal`] at startup; [`configure`] then
+//! registers none of it.
 
 mod endpoints;
 mod extract;
@@ -71,10 +72,7 @@ mod middleware;
 mod request;
 mod transform;
 
-pub use endpoints::{
-    api_scope, audit_resource, configure, health_response, metrics_resource, metrics_response,
-    scope, serve_internal,
-};
+pub use endpoints::{configure, serve_internal};
 pub use extract::{Qiflow, RequestId};
 pub use future::ResponseFuture;
 pub use middleware::ObserveMiddleware;

@@ -57,7 +57,7 @@ where
     forward_ready!(service);
 
     fn call(&self, mut request: ServiceRequest) -> Self::Future {
-        if self.observer.is_internal_path(request.path()) {
+        if self.observer.is_admin_path(request.path()) {
             return ResponseFuture::passthrough(self.service.call(request));
         }
         let in_flight = {

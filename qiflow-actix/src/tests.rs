@@ -17,6 +17,11 @@ fn observer() -> (Observer, Guard) {
         .unwrap()
 }
 
+/// Carries the operator token of `quiet_config`.
+fn authed(request: test::TestRequest) -> test::TestRequest {
+    request.insert_header(("authorization", qiflow_core::test::authorization()))
+}
+
 /// The demo routes behind the middleware, and the qiflow endpoints.
 fn app(
     observer: &Observer,
@@ -132,7 +137,7 @@ async fn paths_under_a_scope_that_match_nothing_are_unmatched() {
     let (observer, _guard) = observer();
     let app = test::init_service(
         App::new()
-            .service(scope(observer.clone()))
+            .configure(configure(observer.clone()))
             .service(web::scope("/api").route("/items/{id}", web::get().to(|| async { "item" })))
             .wrap(Observe::new(observer.clone())),
     )
@@ -546,8 +551,11 @@ async fn health_endpoints_answer_json() {
     let (observer, _guard) = observer();
     let app = test::init_service(app(&observer)).await;
     for path in ["/health/live", "/health/ready", "/health"] {
-        let response =
-            test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        let response = test::call_service(
+            &app,
+            authed(test::TestRequest::get().uri(path)).to_request(),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(
             response.headers().get("content-type").unwrap(),
@@ -558,6 +566,13 @@ async fn health_endpoints_answer_json() {
         assert_eq!(json["status"], "healthy", "{path}");
         assert!(json["checks"].is_object(), "{path}");
         assert_eq!(json["service"], observer.config().service.name, "{path}");
+    }
+    // Without a token, readiness answers its status only.
+    for path in ["/health/ready", "/health"] {
+        let response =
+            test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(test::read_body(response).await, r#"{"status":"healthy"}"#);
     }
 }
 
@@ -580,7 +595,11 @@ async fn readiness_runs_checks_and_liveness_ignores_them() {
     .await;
     assert_eq!(live.status(), StatusCode::OK);
     for path in ["/health/ready", "/health"] {
-        let ready = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+        let ready = test::call_service(
+            &app,
+            authed(test::TestRequest::get().uri(path)).to_request(),
+        )
+        .await;
         assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
         let json: serde_json::Value = test::read_body_json(ready).await;
         assert_eq!(json["status"], "unhealthy");
@@ -670,9 +689,9 @@ async fn endpoints_move_to_the_internal_listener() {
 }
 
 #[actix_web::test]
-async fn the_scope_serves_the_health_endpoints() {
+async fn configure_serves_the_health_endpoints() {
     let (observer, _guard) = observer();
-    let app = test::init_service(App::new().service(scope(observer))).await;
+    let app = test::init_service(App::new().configure(configure(observer))).await;
     for path in ["/health/live", "/health/ready", "/health"] {
         let response =
             test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
@@ -802,9 +821,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
         .unwrap();
     let response = test::call_service(
         &app,
-        test::TestRequest::get()
-            .uri("/qiflow/api/alerts")
-            .to_request(),
+        authed(test::TestRequest::get().uri("/qiflow/api/alerts")).to_request(),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -813,7 +830,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
 
     let response = test::call_service(
         &app,
-        test::TestRequest::post()
+        authed(test::TestRequest::post())
             .uri("/qiflow/api/alerts/silences")
             .insert_header(("content-type", "application/json"))
             .set_payload(r#"{"matchers":{"host":"db-*"},"duration":"2h"}"#)
@@ -824,7 +841,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
     let silence: serde_json::Value = test::read_body_json(response).await;
     let id = silence["id"].as_str().unwrap().to_owned();
     let delete = |id: &str| {
-        test::TestRequest::delete()
+        authed(test::TestRequest::delete())
             .uri(&format!("/qiflow/api/alerts/silences/{id}"))
             .to_request()
     };
@@ -864,9 +881,7 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     assert!(observer.flush(Duration::from_secs(5)));
     let response = test::call_service(
         &app,
-        test::TestRequest::get()
-            .uri("/qiflow/api/audit?limit=10")
-            .to_request(),
+        authed(test::TestRequest::get().uri("/qiflow/api/audit?limit=10")).to_request(),
     )
     .await;
     assert_eq!(response.status(), 200);

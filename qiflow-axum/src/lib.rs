@@ -8,7 +8,7 @@
 //! let (observer, _guard) = qiflow_core::init(&config)?;
 //! let app = Router::new()
 //!     .route("/users/{id}", get(|| async { "a user" }))
-//!     .merge(qiflow_axum::routes(observer.clone())) // /metrics, /health/live, /health/ready, /health
+//!     .merge(qiflow_axum::routes(observer.clone())) // /metrics, /health/*, /qiflow/*
 //!     .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
 //!     .layer(qiflow_axum::layer(observer));         // last: request ids, access log, RED metrics
 //! # let _ = app; Ok(()) }
@@ -18,21 +18,24 @@
 //!   Add it with `Router::layer` last, after the routes, the merged [`routes`] and a `fallback`
 //!   (axum applies a layer only to what exists when it is added): requests are matched first,
 //!   and unmatched ones reach the fallback with `route="unmatched"`. Requests to the
-//!   `/metrics` and health endpoints are not observed, so scrapes do not skew the figures.
-//! - [`routes`]: the qiflow endpoints.
+//!   operator surface (`/metrics`, health, `/qiflow/*`) are not observed, so scrapes do not skew
+//!   the figures.
+//! - [`routes`]: qiflow's operator surface, answered by [`Observer::admin`] (health status and
+//!   `/metrics` open, the rest behind the operator token: see [`qiflow_core::admin`]).
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //! - [`Error`]: a handler error type answered as 500 whose source chain the middleware reports.
 
 use std::borrow::Cow;
 
+use std::net::SocketAddr;
+
 use axum::Router;
-use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::any;
 use qiflow_core::Observer;
-use qiflow_core::health::HealthReport;
 pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
 
 /// The request middleware for axum: [`ObserveLayer`] with `MatchedPath` as the route label.
@@ -44,206 +47,88 @@ pub fn layer(observer: Observer) -> ObserveLayer {
     })
 }
 
-/// A router with qiflow's endpoints, to merge into the application's router: `GET
+/// A router with qiflow's operator surface, to merge into the application's router: `GET
 /// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`,
-/// `{health.path}/ready`, `{health.path}` (default `/health/…`), the JSON views
-/// `GET /qiflow/api/{view}` ([`Observer::api`]: `errors`, `alerts`), `GET /qiflow/api/audit`
-/// (the audit trail, paged), and the alert silences API: `POST /qiflow/api/alerts/silences`,
-/// `DELETE /qiflow/api/alerts/silences/{id}` (all token-protected when `[health] token` is set).
+/// `{health.path}/ready` and `{health.path}` (default `/health/…`), `/qiflow/` and everything
+/// under `/qiflow/` (the JSON API: errors, baselines, alerts, audit, silences). Every one is
+/// answered by [`Observer::admin`], which decides who may see what (see
+/// [`qiflow_core::admin`]): health status and `/metrics` are open, the rest needs the operator
+/// token.
 ///
-/// When `[metrics] listen` is set, the endpoints are served there instead (see
-/// [`serve_internal`]) and this router is empty.
+/// When `[admin] listen` is set, the surface is served there instead (see [`serve_internal`])
+/// and this router is empty.
 pub fn routes(observer: Observer) -> Router {
-    if observer.config().metrics.listen.is_some() {
+    if observer.config().operator_listener().is_some() {
         return Router::new();
     }
-    endpoints(observer)
+    surface(observer, false)
 }
 
-/// Serves qiflow's endpoints on `[metrics] listen`, an internal address apart from the
-/// application's port, until the runtime shuts down. Returns the bound address, or `None` when
-/// `listen` is not set (the endpoints are then in [`routes`]).
+/// Serves qiflow's operator surface on `[admin] listen` (the operator listener, an internal
+/// address apart from the application's port, whose requests are trusted) until the runtime
+/// shuts down. Returns the bound address, or `None` when `listen` is not set (the surface is
+/// then in [`routes`]).
 ///
 /// Call it from inside the tokio runtime that runs the application.
 pub async fn serve_internal(observer: Observer) -> std::io::Result<Option<std::net::SocketAddr>> {
-    let Some(addr) = observer.config().metrics.listen else {
+    let Some(addr) = observer.config().operator_listener() else {
         return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("metrics.listen: cannot bind {addr}: {e}"))
+        std::io::Error::new(e.kind(), format!("admin.listen: cannot bind {addr}: {e}"))
     })?;
     let bound = listener.local_addr()?;
-    let app = endpoints(observer);
+    let app = surface(observer, true);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(target: "qiflow::metrics", error = %e, "the internal listener stopped");
+            tracing::error!(target: "qiflow::admin", error = %e, "the operator listener stopped");
         }
     });
     Ok(Some(bound))
 }
 
-/// The endpoints router, whatever `[metrics] listen` says.
-fn endpoints(observer: Observer) -> Router {
-    let base = observer
-        .config()
-        .health
-        .path
-        .trim_end_matches('/')
-        .to_owned();
-    let mut router = Router::new()
-        .route(&format!("{base}/live"), get(live))
-        .route(&format!("{base}/ready"), get(ready))
-        .route(if base.is_empty() { "/" } else { &base }, get(ready));
-    if observer.config().metrics.enabled {
-        router = router.route(&observer.config().metrics.path, get(metrics));
+/// Every operator path, routed to [`Observer::admin`] (`trusted`: the operator listener).
+fn surface(observer: Observer, trusted: bool) -> Router {
+    let config = observer.config();
+    let base = config.health.path.trim_end_matches('/').to_owned();
+    let mut paths = vec![
+        format!("{base}/live"),
+        format!("{base}/ready"),
+        if base.is_empty() { "/".into() } else { base },
+        qiflow_core::admin::PREFIX.to_owned(),
+        format!("{}/", qiflow_core::admin::PREFIX),
+        format!("{}/{{*rest}}", qiflow_core::admin::PREFIX),
+    ];
+    if config.metrics.enabled {
+        paths.push(config.metrics.path.clone());
     }
-    router = router
-        .route("/qiflow/api/alerts", get(api_alerts))
-        .route("/qiflow/api/alerts/silences", post(api_create_silence))
-        .route(
-            "/qiflow/api/alerts/silences/{id}",
-            delete(api_delete_silence),
-        )
-        .route(qiflow_core::audit::api::API_PATH, get(audit));
-    router
-        .route(&format!("{}{{view}}", qiflow_core::API_PREFIX), get(api))
-        .with_state(observer)
+    paths.sort();
+    paths.dedup();
+    let state = Surface { observer, trusted };
+    let mut router = Router::new();
+    for path in paths {
+        router = router.route(&path, any(admin));
+    }
+    router.with_state(state)
 }
 
-async fn api(
-    State(observer): State<Observer>,
-    axum::extract::Path(view): axum::extract::Path<String>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Response {
-    if !observer.authorized(authorization(&headers)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}",
-        )
-            .into_response();
+#[derive(Clone)]
+struct Surface {
+    observer: Observer,
+    trusted: bool,
+}
+
+/// The one handler of the operator surface.
+async fn admin(State(surface): State<Surface>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied() {
+        // Where qiflow-tower looks for the client's address.
+        parts.extensions.insert(addr);
     }
-    let (status, body) = observer.api(&view, uri.query());
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
+    let request = Request::from_parts(parts, body);
+    qiflow_tower::answer(&surface.observer, request, surface.trusted)
+        .await
         .into_response()
-}
-
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-}
-
-async fn live(State(observer): State<Observer>) -> Response {
-    // Liveness never needs the token and never shows details beyond the service.
-    health_response(&observer.liveness(), true)
-}
-
-async fn ready(State(observer): State<Observer>, headers: HeaderMap) -> Response {
-    let detailed = observer.authorized(authorization(&headers));
-    health_response(&observer.readiness().await, detailed)
-}
-
-async fn metrics(State(observer): State<Observer>, headers: HeaderMap) -> Response {
-    if !observer.authorized(authorization(&headers)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "qiflow: /metrics needs Authorization: Bearer <[health] token>\n",
-        )
-            .into_response();
-    }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        observer.render_metrics(),
-    )
-        .into_response()
-}
-
-async fn audit(
-    State(observer): State<Observer>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let answer = qiflow_core::audit::api::api(
-        &observer,
-        uri.query().unwrap_or(""),
-        authorization(&headers),
-    )
-    .await;
-    (
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, "application/json")],
-        answer.body,
-    )
-        .into_response()
-}
-
-fn api_response(answer: qiflow_core::alert::ApiResponse) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if answer.body.is_empty() {
-        return status.into_response();
-    }
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        answer.body,
-    )
-        .into_response()
-}
-
-fn api_unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"/qiflow/api needs Authorization: Bearer <[health] token>"}"#,
-    )
-        .into_response()
-}
-
-async fn api_alerts(State(observer): State<Observer>, headers: HeaderMap) -> Response {
-    if !observer.authorized(authorization(&headers)) {
-        return api_unauthorized();
-    }
-    api_response(observer.alerts().api_view())
-}
-
-async fn api_create_silence(
-    State(observer): State<Observer>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !observer.authorized(authorization(&headers)) {
-        return api_unauthorized();
-    }
-    api_response(observer.alerts().api_create_silence(&body))
-}
-
-async fn api_delete_silence(
-    State(observer): State<Observer>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Response {
-    if !observer.authorized(authorization(&headers)) {
-        return api_unauthorized();
-    }
-    api_response(observer.alerts().api_delete_silence(&id))
-}
-
-/// Turns a health report into a JSON response (503 when unhealthy); without `detailed`, the body
-/// is only `{"status":…}`.
-pub fn health_response(report: &HealthReport, detailed: bool) -> Response {
-    let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
-    let body = if detailed {
-        report.to_json()
-    } else {
-        report.summary()
-    };
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Extracts the [`Observer`] in handlers, from the router's state or request extensions.

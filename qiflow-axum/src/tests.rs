@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::http::Request;
+use axum::routing::get;
 use tower::ServiceExt;
 
 use super::*;
@@ -39,6 +40,19 @@ fn app(observer: &Observer) -> Router {
 async fn get_path(app: &Router, path: &str) -> Response {
     app.clone()
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A `GET` carrying the operator token of `quiet_config`.
+async fn get_authed(app: &Router, path: &str) -> Response {
+    app.clone()
+        .oneshot(
+            Request::get(path)
+                .header("authorization", qiflow_core::test::authorization())
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap()
 }
@@ -151,11 +165,16 @@ async fn health_endpoints_answer_json() {
     let (observer, _guard) = observer();
     let app = app(&observer);
     for path in ["/health/live", "/health/ready", "/health"] {
-        let response = get_path(&app, path).await;
+        let response = get_authed(&app, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let json: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
         assert_eq!(json["status"], "healthy", "{path}");
         assert!(json["checks"].is_object());
+    }
+    // Without a token, readiness answers its status only.
+    for path in ["/health/ready", "/health"] {
+        let anonymous = body(get_path(&app, path).await).await;
+        assert_eq!(anonymous, r#"{"status":"healthy"}"#, "{path}");
     }
 }
 
@@ -173,7 +192,7 @@ async fn readiness_runs_checks_and_liveness_ignores_them() {
     let app = app(&observer);
     let live = get_path(&app, "/health/live").await;
     assert_eq!(live.status(), 200);
-    let ready = get_path(&app, "/health/ready").await;
+    let ready = get_authed(&app, "/health/ready").await;
     assert_eq!(ready.status(), 503);
     let json: serde_json::Value = serde_json::from_str(&body(ready).await).unwrap();
     assert_eq!(json["status"], "unhealthy");
@@ -277,7 +296,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
     tokio::task::spawn_blocking(move || o.flush(std::time::Duration::from_secs(10)))
         .await
         .unwrap();
-    let response = get_path(&app, "/qiflow/api/alerts").await;
+    let response = get_authed(&app, "/qiflow/api/alerts").await;
     assert_eq!(response.status(), 200);
     let view: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
     assert_eq!(view["active"][0]["alert"]["name"], "disk_full");
@@ -286,6 +305,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
     let create = |json: &'static str| {
         Request::post("/qiflow/api/alerts/silences")
             .header("content-type", "application/json")
+            .header("authorization", qiflow_core::test::authorization())
             .body(Body::from(json))
             .unwrap()
     };
@@ -300,7 +320,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
     let silence: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
     let id = silence["id"].as_str().unwrap().to_owned();
     let view: serde_json::Value =
-        serde_json::from_str(&body(get_path(&app, "/qiflow/api/alerts").await).await).unwrap();
+        serde_json::from_str(&body(get_authed(&app, "/qiflow/api/alerts").await).await).unwrap();
     assert_eq!(view["silenced"][0]["comment"], "swap");
 
     let response = app
@@ -312,6 +332,7 @@ async fn the_alerts_api_shows_active_alerts_and_manages_silences() {
 
     let delete = |id: &str| {
         Request::delete(format!("/qiflow/api/alerts/silences/{id}"))
+            .header("authorization", qiflow_core::test::authorization())
             .body(Body::empty())
             .unwrap()
     };
@@ -346,7 +367,7 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     assert_eq!(get_path(&app, "/fail").await.status(), 500);
     assert_eq!(get_path(&app, "/health/live").await.status(), 200); // not audited
     assert!(observer.flush(std::time::Duration::from_secs(5)));
-    let response = get_path(&app, "/qiflow/api/audit?limit=10").await;
+    let response = get_authed(&app, "/qiflow/api/audit?limit=10").await;
     assert_eq!(response.status(), 200);
     let page: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
     let records = page["records"].as_array().unwrap();

@@ -39,6 +39,8 @@
 //! - [`Observer`], [`ObserverBuilder`], [`Guard`]: the hub and its flush-on-drop guard.
 //! - [`worker`]: the background runtime, bounded [`Pipeline`](worker::Pipeline)s and the
 //!   [`Sink`](worker::Sink) trait every pipeline writes to.
+//! - [`admin`]: the operator surface ([`Observer::admin`]): every qiflow endpoint, behind the
+//!   operator token.
 //! - [`health`]: the health report of the `/health/*` endpoints.
 //! - [`logging`]: the JSON log layer, redaction, and the rotating file.
 //! - [`metrics`]: qiflow's Prometheus recorder and the HTTP server metrics.
@@ -51,6 +53,7 @@
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
+pub mod admin;
 pub mod alert;
 pub mod audit;
 pub mod baseline;
@@ -69,9 +72,7 @@ pub mod test;
 pub mod worker;
 
 pub use config::Config;
-pub use observer::{
-    API_PREFIX, API_VIEWS, Guard, InitError, InitErrorKind, Observer, ObserverBuilder,
-};
+pub use observer::{Guard, InitError, InitErrorKind, Observer, ObserverBuilder};
 
 /// Builds the [`Observer`] and its [`Guard`] from a loaded [`Config`], with default settings.
 ///

@@ -175,10 +175,23 @@ impl crate::clock::Clock for ManualClock {
     }
 }
 
+/// The operator token [`quiet_config`] configures: named `test`, with the `write` scope.
+pub const ADMIN_TOKEN: &str = "qiflow-test-token-0123456789abcdef";
+
+/// The `Authorization` header value that carries [`ADMIN_TOKEN`].
+///
+/// ```
+/// assert!(qiflow_core::test::authorization().starts_with("Bearer "));
+/// ```
+pub fn authorization() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
 /// A configuration for tests: logs go nowhere (no file, no stdout), auditing is off and the
 /// alert and baseline states stay in memory, so a test writes no files into the working directory;
 /// `[metrics] global_labels` is off, so series read exactly as a test spells them
-/// (`http_server_requests_total{method="GET",…}`).
+/// (`http_server_requests_total{method="GET",…}`). The operator surface takes one token,
+/// [`ADMIN_TOKEN`] (named `test`, scope `write`), and makes no token file.
 ///
 /// ```
 /// let config = qiflow_core::test::quiet_config();
@@ -192,5 +205,11 @@ pub fn quiet_config() -> crate::Config {
     config.metrics.global_labels = false;
     config.alerts.state_file = std::path::PathBuf::new();
     config.baseline.state_file = std::path::PathBuf::new();
+    config.admin.token_file = std::path::PathBuf::new();
+    config.admin.tokens = vec![crate::config::AdminToken::new(
+        "test",
+        ADMIN_TOKEN,
+        crate::config::TokenScope::Write,
+    )];
     config
 }

@@ -692,12 +692,12 @@ fn sigkill_during_batched_writes_loses_no_acknowledged_record() {
 
 #[test]
 fn the_api_view_is_token_protected_and_validates_its_query() {
-    use qiflow_core::audit::api::{api, parse_query};
+    use qiflow_core::admin::AdminRequest;
+    use qiflow_core::audit::api::parse_query;
     let dir = tempfile::tempdir().unwrap();
     let mut config = quiet_config();
     config.audit.enabled = true;
     config.audit.dir = dir.path().to_owned();
-    config.health.token = Some(qiflow_core::secret::Secret::new("t0ken-t0ken-t0ken"));
     let (observer, guard) = qiflow_core::Observer::builder(config)
         .install_global(false)
         .build()
@@ -710,28 +710,34 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
         .enable_all()
         .build()
         .unwrap();
-    let bearer = Some("Bearer t0ken-t0ken-t0ken");
-    assert_eq!(rt.block_on(api(&observer, "", None)).status, 401);
-    assert_eq!(
-        rt.block_on(api(&observer, "", Some("Bearer nope"))).status,
-        401
-    );
-    let ok = rt.block_on(api(&observer, "actor=user2&limit=2", bearer));
-    assert_eq!(ok.status, 200, "{}", ok.body);
-    let page: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    let api = |observer: &qiflow_core::Observer, query: &str, token: Option<&str>| {
+        let mut request = AdminRequest::new("GET", "/qiflow/api/audit").query(Some(query));
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        let answer = rt.block_on(observer.admin(request));
+        (answer.status(), answer.text().into_owned())
+    };
+    let bearer = qiflow_core::test::authorization();
+    let bearer = Some(bearer.as_str());
+    assert_eq!(api(&observer, "", None).0, 401);
+    assert_eq!(api(&observer, "", Some("Bearer nope")).0, 401);
+    let (status, body) = api(&observer, "actor=user2&limit=2", bearer);
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["records"].as_array().unwrap().len(), 2);
     let next = page["next"].as_u64().unwrap();
-    let older = rt.block_on(api(
+    let (_, older) = api(
         &observer,
         &format!("actor=user2&limit=2&before={next}"),
         bearer,
-    ));
-    let older: serde_json::Value = serde_json::from_str(&older.body).unwrap();
+    );
+    let older: serde_json::Value = serde_json::from_str(&older).unwrap();
     assert!(older["records"][0]["seq"].as_u64().unwrap() < next);
     for bad in ["outcome=maybe", "limit=x", "from=yesterday", "colour=red"] {
-        let r = rt.block_on(api(&observer, bad, bearer));
-        assert_eq!(r.status, 400, "{bad}: {}", r.body);
-        assert!(r.body.contains("error"), "{}", r.body);
+        let (status, body) = api(&observer, bad, bearer);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("error"), "{body}");
     }
     assert!(parse_query("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
     drop(guard);
@@ -741,7 +747,7 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
         .install_global(false)
         .build()
         .unwrap();
-    assert_eq!(rt.block_on(api(&observer, "", None)).status, 503);
+    assert_eq!(api(&observer, "", bearer).0, 503);
     drop(guard);
 }
 

@@ -21,6 +21,11 @@
 //! transparent: it never changes the inner service's error type or a response it produced (it
 //! only adds `x-request-id`).
 //!
+//! [`Admin`] answers qiflow's operator surface (`/metrics`, `/health/*`, `/qiflow/api/*`; see
+//! [`qiflow_core::admin`]): route the paths for which
+//! [`Observer::is_admin_path`](qiflow_core::Observer::is_admin_path) holds to it. The middleware
+//! does not observe those paths.
+//!
 //! # When things happen
 //!
 //! - `call`: `Observer::begin_request` (request id, span, in-flight gauge).
@@ -31,11 +36,13 @@
 //! - the response future is dropped first (client disconnect): counted on
 //!   `qiflow_client_disconnects_total`.
 
+mod admin;
 mod future;
 mod layer;
 mod request;
 mod service;
 
+pub use admin::{Admin, admin_request, answer, into_response};
 pub use future::ResponseFuture;
 pub use layer::{ObserveLayer, RouteFn};
 pub use qiflow_core::request::{RequestInfo, RequestOutcome};

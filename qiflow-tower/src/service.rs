@@ -67,7 +67,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let Shared { observer, route } = &*self.shared;
-        if observer.is_internal_path(request.uri().path()) {
+        if observer.is_admin_path(request.uri().path()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let in_flight = {

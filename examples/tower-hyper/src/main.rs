@@ -9,7 +9,8 @@
 //!    (`/users/{id}`, never the raw path) into the request's extensions;
 //! 2. qiflow's [`ObserveLayer`] reads that template for the `route` label (no template:
 //!    `route="unmatched"`) and does the rest: request id, span, access line, RED metrics, panics;
-//! 3. [`handle`] answers: the demo routes, qiflow's `/metrics` and health endpoints, 404, 405.
+//! 3. [`handle`] answers: qiflow's operator surface (`/metrics`, `/health/*`, `/qiflow/*`,
+//!    through [`qiflow_tower::answer`]), the demo routes, 404, 405.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -27,7 +28,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use qiflow_core::Observer;
-use qiflow_core::health::HealthReport;
 use qiflow_tower::{HandlerError, ObserveLayer};
 use tower::ServiceBuilder;
 
@@ -99,17 +99,15 @@ fn main() -> ExitCode {
 /// then stops accepting and lets the open connections finish their in-flight requests, for at
 /// most [`SHUTDOWN_GRACE`].
 async fn serve(addr: SocketAddr, observer: Observer) -> std::io::Result<()> {
-    // `[metrics] listen`: qiflow's endpoints on an internal address instead of the app's port.
-    let internal = match observer.config().metrics.listen {
+    // `[admin] listen`: qiflow's operator surface on an internal address instead of the app's
+    // port.
+    let internal = match observer.config().operator_listener() {
         Some(listen) => {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("metrics.listen: cannot bind {listen}: {e}"),
-                )
+                std::io::Error::new(e.kind(), format!("admin.listen: cannot bind {listen}: {e}"))
             })?;
             let bound = listener.local_addr()?;
-            tracing::info!(internal = %bound, "qiflow endpoints on the internal listener http://{bound}");
+            tracing::info!(internal = %bound, "qiflow's operator surface on the operator listener http://{bound}");
             Some(listener)
         }
         None => None,
@@ -132,11 +130,8 @@ async fn serve(addr: SocketAddr, observer: Observer) -> std::io::Result<()> {
                 async move { Ok::<_, Infallible>(handle(&observer, request).await) }
             }
         });
-    // The internal listener serves qiflow's endpoints only, unobserved.
-    let internal_service = tower::service_fn(move |request: Request<Incoming>| {
-        let observer = observer.clone();
-        async move { Ok::<_, Infallible>(internal_endpoint(&observer, &request).await) }
-    });
+    // The operator listener serves qiflow's operator surface only, unobserved and trusted.
+    let internal_service = qiflow_tower::Admin::operator_listener(observer);
 
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -201,6 +196,14 @@ async fn spawn_connection<S>(
             return;
         }
     };
+    // The peer's address in each request's extensions: qiflow logs it with refused operator
+    // requests.
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(peer);
+            request
+        })
+        .service(service);
     let connection = builder
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .into_owned();
@@ -235,13 +238,14 @@ fn route_template(path: &str) -> Option<&'static str> {
     }
 }
 
-/// The inner service: qiflow's endpoints (unless `[metrics] listen` moves them to the internal
-/// listener), then the demo routes by template and method.
+/// The inner service: qiflow's operator surface (unless `[admin] listen` moves it to the
+/// operator listener), then the demo routes by template and method.
 async fn handle(observer: &Observer, request: Request<Incoming>) -> Response<Body> {
-    if observer.config().metrics.listen.is_none()
-        && qiflow_endpoint(observer, request.uri().path()).is_some()
+    if observer.config().operator_listener().is_none()
+        && observer.is_admin_path(request.uri().path())
     {
-        return internal_endpoint(observer, &request).await;
+        // qiflow decides who may see what; this only hands the request over.
+        return qiflow_tower::answer(observer, request, false).await;
     }
     let Some(RouteTemplate(template)) = request.extensions().get::<RouteTemplate>().copied() else {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -412,128 +416,6 @@ async fn login(observer: &Observer, request: Request<Incoming>) -> Response<Body
         StatusCode::UNAUTHORIZED
     };
     empty(status)
-}
-
-/// qiflow's endpoints: the answer of the internal listener, or of the app's port without one.
-async fn internal_endpoint(observer: &Observer, request: &Request<Incoming>) -> Response<Body> {
-    match qiflow_endpoint(observer, request.uri().path()) {
-        Some(_) if request.method() != Method::GET => method_not_allowed("GET"),
-        Some(endpoint) => endpoint.answer(observer, request).await,
-        None => text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-/// qiflow's own endpoints, answered inside the middleware (which does not observe them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Metrics,
-    Live,
-    Ready,
-    /// `/qiflow/api/audit`: the audit trail (async queries).
-    Audit,
-    /// `/qiflow/api/<view>`: qiflow's JSON views.
-    Api,
-}
-
-/// Which qiflow endpoint `path` is: `{metrics.path}` (when `[metrics] enabled`),
-/// `{health.path}/live`, `{health.path}/ready`, `{health.path}`, or `/qiflow/api/<view>`.
-fn qiflow_endpoint(observer: &Observer, path: &str) -> Option<Endpoint> {
-    let config = observer.config();
-    if config.metrics.enabled && path == config.metrics.path {
-        return Some(Endpoint::Metrics);
-    }
-    if path == qiflow_core::audit::api::API_PATH {
-        return Some(Endpoint::Audit);
-    }
-    if path.starts_with(qiflow_core::API_PREFIX) {
-        return Some(Endpoint::Api);
-    }
-    let base = config.health.path.trim_end_matches('/');
-    match path.strip_prefix(base)? {
-        "/live" => Some(Endpoint::Live),
-        "/ready" => Some(Endpoint::Ready),
-        "" => Some(Endpoint::Ready),
-        "/" if base.is_empty() => Some(Endpoint::Ready),
-        _ => None,
-    }
-}
-
-impl Endpoint {
-    async fn answer(self, observer: &Observer, request: &Request<Incoming>) -> Response<Body> {
-        let authorization = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match self {
-            Self::Metrics => {
-                if !observer.authorized(authorization) {
-                    return text(
-                        StatusCode::UNAUTHORIZED,
-                        "qiflow: /metrics needs Authorization: Bearer <[health] token>\n",
-                    );
-                }
-                let mut response = Response::new(Body::from(observer.render_metrics()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                response
-            }
-            Self::Api => {
-                if !observer.authorized(authorization) {
-                    return json_text(
-                        StatusCode::UNAUTHORIZED,
-                        "{\"error\":\"qiflow: /qiflow/api needs Authorization: Bearer <[health] token>\"}".into(),
-                    );
-                }
-                let view = request
-                    .uri()
-                    .path()
-                    .trim_start_matches(qiflow_core::API_PREFIX);
-                let (status, body) = observer.api(view, request.uri().query());
-                json_text(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
-            }
-            // Liveness never needs the token and shows no details beyond the service.
-            Self::Live => health(&observer.liveness(), true),
-            Self::Ready => health(
-                &observer.readiness().await,
-                observer.authorized(authorization),
-            ),
-            Self::Audit => {
-                let query = request.uri().query().unwrap_or("");
-                let answer = qiflow_core::audit::api::api(observer, query, authorization).await;
-                let mut response = Response::new(Body::from(answer.body));
-                *response.status_mut() = StatusCode::from_u16(answer.status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
-            }
-        }
-    }
-}
-
-/// A health report as JSON (503 when unhealthy); without `detailed`, only `{"status":…}`.
-fn health(report: &HealthReport, detailed: bool) -> Response<Body> {
-    let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
-    let body = if detailed {
-        report.to_json()
-    } else {
-        report.summary()
-    };
-    json_text(status, body)
-}
-
-fn json_text(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

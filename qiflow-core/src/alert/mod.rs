@@ -54,8 +54,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use api::ApiResponse;
+pub(crate) use api::parse_new_silence;
 pub use channel::{AlertChannel, LogChannel, NoopChannel, SendError};
+pub(crate) use model::rfc3339;
 pub use model::{Alert, AlertLevel, AlertStatus, Notice, Notification, level_name};
 pub use silence::Silence;
 pub use view::{ActiveAlert, AlertsView, ChannelStatus, RecentAlert, RecentNotification};
@@ -106,12 +107,24 @@ impl Alerts {
 
     /// Adds a silence of the alerts whose labels match every matcher (`*` in a value matches
     /// any run of characters; `alertname` and `severity` are the name and level) until
-    /// `expires_at`. Persisted in the state file. Returns the silence (its `id` removes it).
+    /// `expires_at`. Persisted in the state file. Returns the silence (its `id` removes it);
+    /// its `created_by` is `"api"`.
     pub fn silence(
         &self,
         matchers: BTreeMap<String, String>,
         expires_at: SystemTime,
         comment: impl Into<String>,
+    ) -> Result<Silence, String> {
+        self.silence_by(matchers, expires_at, comment.into(), "api")
+    }
+
+    /// [`Alerts::silence`] on behalf of `created_by` (an operator token's name).
+    pub(crate) fn silence_by(
+        &self,
+        matchers: BTreeMap<String, String>,
+        expires_at: SystemTime,
+        comment: String,
+        created_by: &str,
     ) -> Result<Silence, String> {
         if matchers.is_empty() {
             return Err(
@@ -126,8 +139,8 @@ impl Alerts {
             id: uuid::Uuid::now_v7().to_string(),
             matchers,
             expires_at,
-            comment: comment.into(),
-            created_by: "api".into(),
+            comment,
+            created_by: created_by.to_owned(),
         };
         self.router.add_silence(silence.clone())?;
         Ok(silence)
@@ -135,7 +148,22 @@ impl Alerts {
 
     /// Removes the silence with `id`; false when there is none.
     pub fn unsilence(&self, id: &str) -> bool {
+        self.router.remove_silence(id).is_some()
+    }
+
+    /// Removes the silence with `id` and returns it.
+    pub(crate) fn remove_silence(&self, id: &str) -> Option<Silence> {
         self.router.remove_silence(id)
+    }
+
+    /// Puts back a silence [`Alerts::remove_silence`] took.
+    pub(crate) fn restore_silence(&self, silence: Silence) -> Result<(), String> {
+        self.router.add_silence(silence)
+    }
+
+    /// The clock's time (the alert router's).
+    pub(crate) fn now(&self) -> SystemTime {
+        self.router.now()
     }
 
     /// Alerts and notifications dropped so far: queue overflow, rate limits, failed deliveries,

@@ -793,14 +793,13 @@ impl Router {
         Ok(())
     }
 
-    pub(crate) fn remove_silence(&self, id: &str) -> bool {
+    pub(crate) fn remove_silence(&self, id: &str) -> Option<Silence> {
         let removed = {
             let mut state = self.state();
-            let before = state.silences.len();
-            state.silences.retain(|s| s.id != id);
-            before != state.silences.len()
+            let index = state.silences.iter().position(|s| s.id == id);
+            index.map(|i| state.silences.remove(i))
         };
-        if removed {
+        if removed.is_some() {
             self.save();
         }
         removed

@@ -202,6 +202,7 @@ impl Loader {
                 ));
             }
         }
+        move_old_keys(&mut config, &mut problems, &mut warnings);
         validate::validate(&config, &mut problems, &mut warnings);
         if !problems.is_empty() {
             return fail(problems, &warnings);
@@ -245,6 +246,32 @@ impl Loader {
             ),
         }
         vars
+    }
+}
+
+/// Keys kept under an older name: `[metrics] listen` is `[admin] listen` now.
+fn move_old_keys(config: &mut Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
+    if let Some(old) = config.metrics.listen {
+        match config.admin.listen {
+            None => {
+                config.admin.listen = Some(old);
+                warnings.push(Problem::new(
+                    ProblemKind::Advice,
+                    "metrics.listen",
+                    "is the older name of admin.listen (the operator listener, which serves every \
+                     qiflow endpoint); rename it",
+                ));
+            }
+            Some(new) if new != old => problems.push(Problem::new(
+                ProblemKind::Value,
+                "metrics.listen",
+                format!(
+                    "{old} differs from admin.listen {new}; metrics.listen is the older name of \
+                     admin.listen: remove it"
+                ),
+            )),
+            Some(_) => {}
+        }
     }
 }
 

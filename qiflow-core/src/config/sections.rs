@@ -30,6 +30,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `[health]`: health endpoints.
     pub health: HealthConfig,
+    /// `[admin]`: the operator surface (who may read and change qiflow's state over HTTP).
+    pub admin: AdminConfig,
     /// `[server]`: where the examples listen.
     pub server: ServerConfig,
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
@@ -54,6 +56,11 @@ impl Config {
         &self.warnings
     }
 
+    /// The operator listener: `[admin] listen`, or its older name `[metrics] listen`.
+    pub fn operator_listener(&self) -> Option<SocketAddr> {
+        self.admin.listen.or(self.metrics.listen)
+    }
+
     /// The key paths of every secret-bearing key that is set, with its value.
     pub fn secrets(&self) -> Vec<(String, &Secret)> {
         let mut all: Vec<(String, Option<&Secret>)> = vec![
@@ -65,6 +72,14 @@ impl Config {
             ("audit.signing_key".into(), self.audit.signing_key.as_ref()),
             ("health.token".into(), self.health.token.as_ref()),
         ];
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            let base = if token.name.is_empty() {
+                format!("admin.tokens.{i}")
+            } else {
+                format!("admin.tokens.{}", token.name)
+            };
+            all.push((format!("{base}.token"), Some(&token.token)));
+        }
         for (i, ch) in self.alerts.channels.iter().enumerate() {
             let base = ch.key_path(i);
             all.push((format!("{base}.url"), ch.url.as_ref()));
@@ -264,8 +279,9 @@ pub struct MetricsConfig {
     pub buckets: Vec<f64>,
     /// Distinct route labels before new ones fold into `route="other"`. Defaults to `200`.
     pub max_routes: usize,
-    /// Serve `/metrics` and the health endpoints on this separate address instead of the
-    /// application's port. Defaults to unset.
+    /// The older name of `[admin] listen` (the operator listener), still read: it moves the
+    /// whole operator surface, not only `/metrics`. Loading moves its value to `[admin] listen`
+    /// with a warning. Defaults to unset.
     pub listen: Option<SocketAddr>,
     /// Add `service`, `environment` and `version` (from `[service]`) to every series, the
     /// application's own `metrics::counter!` series included. Defaults to `true`; turn it off
@@ -480,6 +496,11 @@ pub struct AlertsConfig {
     pub retry_deadline: Duration,
     /// Silences from the configuration (`[[alerts.silences]]`); more can be added at run time.
     pub silences: Vec<SilenceConfig>,
+    /// The longest silence `POST /qiflow/api/alerts/silences` accepts; longer ones are refused
+    /// (400) with this cap in the message. Silences from the configuration are not capped.
+    /// Defaults to `"24h"`.
+    #[serde(with = "units::duration")]
+    pub max_silence: Duration,
 }
 
 /// One `[[alerts.silences]]` entry: alerts whose labels match every matcher are not sent until
@@ -512,6 +533,7 @@ impl Default for AlertsConfig {
             retry_max: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(300),
             silences: Vec::new(),
+            max_silence: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -663,8 +685,10 @@ impl ChannelConfig {
 pub struct HealthConfig {
     /// Base path of the health endpoints. Defaults to `"/health"`.
     pub path: String,
-    /// When set, detailed health and the `/qiflow/api/*` views require
-    /// `Authorization: Bearer <token>` (secret; `ENC:` allowed). Defaults to unset.
+    /// An operator token named `health` with the `write` scope, kept for configurations written
+    /// before `[[admin.tokens]]` (prefer those: they have names and scopes). When it is set and
+    /// `[admin] public_metrics` is not, `/metrics` needs a token too, as it did before. Secret;
+    /// `ENC:` allowed. Defaults to unset.
     #[serde(skip_serializing)]
     pub token: Option<Secret>,
 }
@@ -674,6 +698,92 @@ impl Default for HealthConfig {
         Self {
             path: "/health".into(),
             token: None,
+        }
+    }
+}
+
+/// `[admin]`: the operator surface: `/metrics`, `/health/*`, `/qiflow/api/*` and the pages under
+/// `/qiflow/` (see [`crate::admin`] for who may see what).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// The operator listener: serve the operator surface on this separate address (e.g.
+    /// `"127.0.0.1:9090"`) instead of the application's port. Requests there are trusted: no
+    /// token is asked. `[metrics] listen` is an older name of this key. Defaults to unset.
+    pub listen: Option<SocketAddr>,
+    /// Where qiflow keeps the operator token it makes when no token is configured (neither
+    /// `[[admin.tokens]]` nor `[health] token`): 256 random bits, hex, in a file only the owner
+    /// can read (`0600`), made at the first start and reused at the next. `""` makes none, and
+    /// the surface stays closed to everyone but the operator listener. Defaults to
+    /// `"data/admin-token"`.
+    pub token_file: PathBuf,
+    /// Whether `GET /metrics` answers without a token. Defaults to `true` (Prometheus scrapes
+    /// without credentials), or `false` when the older `[health] token` is set.
+    pub public_metrics: Option<bool>,
+    /// The operator tokens (`[[admin.tokens]]`): each has a name (the actor of the audit records
+    /// of its writes) and a scope. Defaults to none (qiflow then makes one: see `token_file`).
+    pub tokens: Vec<AdminToken>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: PathBuf::from("data/admin-token"),
+            public_metrics: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One `[[admin.tokens]]` entry. Its token is encrypted under the key path
+/// `admin.tokens.<name>.token`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AdminToken {
+    /// The token's name: the actor of the audit records of its writes, and what access lines
+    /// show. Letters, digits, `-`, `_` and `.`; unique.
+    pub name: String,
+    /// The bearer token (secret; `ENC:` allowed; at least 16 characters, 32 or more advised:
+    /// `qiflow keygen` prints one).
+    #[serde(skip_serializing)]
+    pub token: Secret,
+    /// What it may do. Defaults to `"read"`.
+    pub scope: TokenScope,
+}
+
+impl AdminToken {
+    /// A token named `name` with `scope`.
+    pub fn new(name: impl Into<String>, token: impl Into<Secret>, scope: TokenScope) -> Self {
+        Self {
+            name: name.into(),
+            token: token.into(),
+            scope,
+        }
+    }
+}
+
+/// What an operator token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TokenScope {
+    /// Read every view: detailed health, `/metrics`, `/qiflow/api/*` and the pages.
+    #[default]
+    Read,
+    /// Read, and change state: create and delete silences and the other writes of
+    /// `/qiflow/api/*`, each audited.
+    Write,
+}
+
+impl TokenScope {
+    /// `"read"` or `"write"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
         }
     }
 }

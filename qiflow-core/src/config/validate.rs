@@ -438,6 +438,91 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "health.token",
             "is empty; set a token or remove the key".into(),
         );
+    } else if config.health.token.is_some() {
+        warnings.push(Problem::new(
+            ProblemKind::Advice,
+            "health.token",
+            "acts as an operator token named \"health\" with the write scope; prefer \
+             [[admin.tokens]] entries, each with a name and a scope (\"read\" or \"write\")",
+        ));
+    }
+    if config.alerts.max_silence.is_zero() {
+        bad(
+            "alerts.max_silence",
+            "must be greater than zero, like \"24h\"".into(),
+        );
+    }
+    check_admin_tokens(config, &mut bad, warnings);
+}
+
+/// The shortest operator token accepted, and the length below which `qiflow check` advises a
+/// longer one (`qiflow keygen` prints 44 characters).
+const MIN_TOKEN_LEN: usize = 16;
+const GOOD_TOKEN_LEN: usize = 32;
+
+fn check_admin_tokens(
+    config: &Config,
+    bad: &mut dyn FnMut(&str, String),
+    warnings: &mut Vec<Problem>,
+) {
+    let mut names = HashSet::new();
+    let mut values = HashSet::new();
+    for (i, token) in config.admin.tokens.iter().enumerate() {
+        let name = &token.name;
+        let base = if name.is_empty() {
+            format!("admin.tokens.{i}")
+        } else {
+            format!("admin.tokens.{name}")
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            bad(
+                &format!("{base}.name"),
+                format!(
+                    "{name:?} is not a token name; use letters, digits, '-', '_' and '.' (the name \
+                     is the actor of the audit records of this token's writes)"
+                ),
+            );
+        } else if !names.insert(name.as_str()) {
+            bad(
+                &format!("{base}.name"),
+                format!("{name:?} names two tokens; give each its own name"),
+            );
+        }
+        let value = token.token.expose();
+        if value.trim() != value || value.contains(char::is_whitespace) {
+            bad(
+                &format!("{base}.token"),
+                "contains whitespace; a bearer token is one word".into(),
+            );
+        } else if value.len() < MIN_TOKEN_LEN {
+            bad(
+                &format!("{base}.token"),
+                format!(
+                    "is {} characters; use at least {MIN_TOKEN_LEN} (`qiflow keygen` prints a good one)",
+                    value.len()
+                ),
+            );
+        } else if !values.insert(value) {
+            bad(
+                &format!("{base}.token"),
+                "is the same as another token's; every token needs its own value, so the audit \
+                 trail can name who acted"
+                    .into(),
+            );
+        } else if value.len() < GOOD_TOKEN_LEN {
+            warnings.push(Problem::new(
+                ProblemKind::Advice,
+                format!("{base}.token"),
+                format!(
+                    "is {} characters; {GOOD_TOKEN_LEN} or more are advised (`qiflow keygen` prints a good one)",
+                    value.len()
+                ),
+            ));
+        }
     }
 }
 

@@ -109,6 +109,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Requests whose client went away before the response head was ready.",
     ),
     metric(
+        "qiflow_admin_requests_total",
+        MetricKind::Counter,
+        &["endpoint", "status"],
+        "Requests to the operator surface (/metrics, health, /qiflow/api), by endpoint and status code; 401 and 403 are refusals.",
+    ),
+    metric(
         "qiflow_build_info",
         MetricKind::Gauge,
         &["service", "environment", "version"],

@@ -377,6 +377,11 @@ impl ObserverBuilder {
             kind: InitErrorKind::Audit,
             message,
         })?;
+        let (admin, admin_warnings) = crate::admin::Gate::new(&self.config, metrics.clone())
+            .map_err(|message| InitError {
+                kind: InitErrorKind::Admin,
+                message,
+            })?;
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
         if self.install_global {
@@ -405,6 +410,10 @@ impl ObserverBuilder {
         for warning in self.config.warnings() {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
+        for warning in admin_warnings {
+            tracing::warn!(target: "qiflow::admin", "{warning}");
+        }
+        log_operator_surface(&self.config, &admin);
         let mut health_checks = self.health_checks;
         health_checks.push(("alerts".into(), Arc::new(alerts.health_check())));
         if !self.config.logging.dir.as_os_str().is_empty() {
@@ -441,6 +450,7 @@ impl ObserverBuilder {
                 alerts,
                 baselines,
                 auditor,
+                admin,
             }),
         };
         if self.install_global {
@@ -462,6 +472,8 @@ pub enum InitErrorKind {
     GlobalAlreadySet,
     /// The audit trail cannot be opened (its directory, its last segment, the keyring).
     Audit,
+    /// The operator surface cannot start: its token file cannot be read or made.
+    Admin,
 }
 
 /// `init` or [`ObserverBuilder::build`] failed.
@@ -485,3 +497,30 @@ impl std::fmt::Display for InitError {
 }
 
 impl std::error::Error for InitError {}
+
+/// The one start-up line that says how to reach the operator surface: where the token is (never
+/// the token itself), or that it is on the operator listener, or that it is closed.
+fn log_operator_surface(config: &Config, admin: &crate::admin::Gate) {
+    if let Some(listen) = config.operator_listener() {
+        tracing::info!(
+            target: "qiflow::admin",
+            listen = %listen,
+            "qiflow's operator surface is on the operator listener http://{listen}/qiflow/ (trusted: no token asked there)"
+        );
+    } else if let Some(file) = admin.generated_token_file() {
+        let url = format!("http://{}/qiflow/", config.server.addr);
+        tracing::info!(
+            target: "qiflow::admin",
+            url = %url,
+            file = %file.display(),
+            "qiflow's operator surface is at {url}; it needs the token kept in {}: curl -H \"Authorization: Bearer $(cat {})\" {url}api/errors",
+            file.display(),
+            file.display()
+        );
+    } else if config.admin.tokens.is_empty() && config.health.token.is_none() {
+        tracing::warn!(
+            target: "qiflow::admin",
+            "qiflow's operator surface has no token ([admin] token_file = \"\" and no [[admin.tokens]]): /qiflow/ and /qiflow/api/* refuse every request"
+        );
+    }
+}

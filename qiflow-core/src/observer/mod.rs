@@ -1,5 +1,6 @@
 //! The hub: [`Observer`], its [`ObserverBuilder`], and the [`Guard`] that flushes on drop.
 
+mod admin;
 mod builder;
 mod guard;
 
@@ -19,12 +20,6 @@ use crate::logging::LogLayer;
 use crate::metrics::Metrics;
 use crate::request::{InFlight, RequestInfo};
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
-
-/// Where the adapters mount [`Observer::api`]'s views: `/qiflow/api/<view>`.
-pub const API_PREFIX: &str = "/qiflow/api/";
-
-/// The views [`Observer::api`] serves.
-pub const API_VIEWS: &[&str] = &["errors", "alerts", "baselines"];
 
 /// The hub that adapters and handlers talk to. Cheap to clone (an `Arc` inside).
 ///
@@ -48,6 +43,7 @@ struct Inner {
     alerts: Alerts,
     baselines: Option<Arc<crate::baseline::Baselines>>,
     auditor: Option<crate::audit::Auditor>,
+    admin: crate::admin::Gate,
 }
 
 impl std::fmt::Debug for Observer {
@@ -249,51 +245,6 @@ impl Observer {
         metrics.render()
     }
 
-    /// Whether `path` is one of qiflow's own endpoints (`/metrics`, the health paths,
-    /// `/qiflow/api/*`), which the middleware does not observe, so scrapes and probes do not skew
-    /// the request figures.
-    pub fn is_internal_path(&self, path: &str) -> bool {
-        let config = self.config();
-        let health = config.health.path.trim_end_matches('/');
-        path == config.metrics.path
-            || path.starts_with(API_PREFIX)
-            || (!health.is_empty()
-                && path.starts_with(health)
-                && matches!(&path[health.len()..], "" | "/" | "/live" | "/ready"))
-    }
-
-    /// The JSON views of qiflow's local stores, served by the adapters at
-    /// `/qiflow/api/<view>` (token-protected like the health details when `[health] token` is
-    /// set): `errors` ([`ErrorStore::to_json`]), `alerts` (active, recent and silenced alerts),
-    /// `baselines` ([`Baselines::to_json`](crate::baseline::Baselines::to_json)). `query` is the request's query string, for
-    /// views that take parameters. Returns the HTTP status and the JSON body; an unknown view is
-    /// a 404 that lists the known ones.
-    pub fn api(&self, view: &str, query: Option<&str>) -> (u16, String) {
-        let _ = query;
-        match view {
-            "errors" => (200, self.error_store().to_json()),
-            "alerts" => {
-                let answer = self.alerts().api_view();
-                (answer.status, answer.body)
-            }
-            "baselines" => match self.baselines() {
-                Some(baselines) => (200, baselines.to_json()),
-                None => (
-                    404,
-                    "{\"error\":\"baselines are off ([baseline] enabled = false)\"}".into(),
-                ),
-            },
-            _ => (
-                404,
-                format!(
-                    "{{\"error\":\"no view {}; the views are {}\"}}",
-                    serde_json::Value::String(view.to_owned()),
-                    API_VIEWS.join(", ")
-                ),
-            ),
-        }
-    }
-
     /// Starts observing a request: see [`InFlight`] for what happens when. This is the one call
     /// an adapter makes when a request arrives; [`InFlight::finish`] the one when its response
     /// head is ready.
@@ -324,15 +275,6 @@ impl Observer {
 
     pub(crate) fn health_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
         self.inner.health_checks.clone()
-    }
-
-    /// Whether a caller may see detailed health and `/metrics`: always when `[health] token` is
-    /// unset; else only with `Authorization: Bearer <token>` (compared in constant time).
-    pub fn authorized(&self, authorization: Option<&str>) -> bool {
-        match &self.config().health.token {
-            None => true,
-            Some(token) => crate::health::bearer_matches(authorization, token.expose()),
-        }
     }
 
     /// Records an audit event (see [`crate::audit`] for what happens when). Returns at once

@@ -41,6 +41,13 @@ impl fmt::Display for Secret {
     }
 }
 
+impl Default for Secret {
+    /// An empty secret.
+    fn default() -> Self {
+        Self::new(String::new())
+    }
+}
+
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Self::new(value)

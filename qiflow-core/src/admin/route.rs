@@ -1,0 +1,278 @@
+//! Which operator endpoint a method and path name, and what access it needs.
+
+use crate::config::Config;
+
+/// The prefix of qiflow's own pages and API.
+pub const PREFIX: &str = "/qiflow";
+
+/// Where the JSON API lives: `/qiflow/api/<view>`.
+pub const API_PREFIX: &str = "/qiflow/api/";
+
+/// One operator endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Metrics,
+    Live,
+    Ready,
+    /// `GET /qiflow/`: what there is to see.
+    Index,
+    Errors,
+    Baselines,
+    Alerts,
+    Audit,
+    CreateSilence,
+    DeleteSilence(String),
+    /// A path under `/qiflow/` that names nothing.
+    NotFound,
+    /// A known path with another method: the methods it allows.
+    WrongMethod(&'static str),
+}
+
+/// What an endpoint needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone (liveness; readiness status; `/metrics` with `public_metrics`).
+    Public,
+    /// A `read` token.
+    Read,
+    /// A `write` token; the request is audited.
+    Write,
+}
+
+impl Endpoint {
+    /// The `endpoint` label of `qiflow_admin_requests_total` (a fixed set).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Metrics => "metrics",
+            Self::Live => "health_live",
+            Self::Ready => "health_ready",
+            Self::Index => "index",
+            Self::Errors => "errors",
+            Self::Baselines => "baselines",
+            Self::Alerts => "alerts",
+            Self::Audit => "audit",
+            Self::CreateSilence => "silence_create",
+            Self::DeleteSilence(_) => "silence_delete",
+            Self::NotFound | Self::WrongMethod(_) => "other",
+        }
+    }
+
+    /// The audit action of a write.
+    pub(crate) fn action(&self) -> Option<&'static str> {
+        match self {
+            Self::CreateSilence => Some("qiflow.silence.create"),
+            Self::DeleteSilence(_) => Some("qiflow.silence.delete"),
+            _ => None,
+        }
+    }
+}
+
+/// The paths of the operator surface, from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Routes {
+    /// `[metrics] path`, when metrics are served.
+    metrics: Option<String>,
+    /// `[health] path` without a trailing `/` (`""` at the root).
+    health: String,
+    public_metrics: bool,
+}
+
+impl Routes {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            metrics: config.metrics.enabled.then(|| config.metrics.path.clone()),
+            health: config.health.path.trim_end_matches('/').to_owned(),
+            public_metrics: config
+                .admin
+                .public_metrics
+                .unwrap_or(config.health.token.is_none()),
+        }
+    }
+
+    /// Whether `path` belongs to the operator surface.
+    pub(crate) fn contains(&self, path: &str) -> bool {
+        self.metrics.as_deref() == Some(path)
+            || self.health_endpoint(path).is_some()
+            || is_qiflow_path(path)
+    }
+
+    /// The health endpoint `path` names, if any.
+    fn health_endpoint(&self, path: &str) -> Option<Endpoint> {
+        match path.strip_prefix(self.health.as_str())? {
+            "/live" => Some(Endpoint::Live),
+            "/ready" => Some(Endpoint::Ready),
+            "" => Some(Endpoint::Ready),
+            "/" if self.health.is_empty() => Some(Endpoint::Ready),
+            _ => None,
+        }
+    }
+
+    /// The endpoint and the access it needs; `None` when `path` is not the operator surface's.
+    pub(crate) fn resolve(&self, method: &str, path: &str) -> Option<(Endpoint, Access)> {
+        let read = matches!(method, "GET" | "HEAD");
+        if self.metrics.as_deref() == Some(path) {
+            let access = if self.public_metrics {
+                Access::Public
+            } else {
+                Access::Read
+            };
+            return Some(if read {
+                (Endpoint::Metrics, access)
+            } else {
+                (Endpoint::WrongMethod("GET, HEAD"), access)
+            });
+        }
+        if let Some(endpoint) = self.health_endpoint(path) {
+            return Some(if read {
+                (endpoint, Access::Public)
+            } else {
+                (Endpoint::WrongMethod("GET, HEAD"), Access::Public)
+            });
+        }
+        if !is_qiflow_path(path) {
+            return None;
+        }
+        let rest = path[PREFIX.len()..].trim_start_matches('/');
+        let get = |endpoint| {
+            if read {
+                (endpoint, Access::Read)
+            } else {
+                (Endpoint::WrongMethod("GET, HEAD"), Access::Read)
+            }
+        };
+        Some(match rest.trim_end_matches('/') {
+            "" => get(Endpoint::Index),
+            "api/errors" => get(Endpoint::Errors),
+            "api/baselines" => get(Endpoint::Baselines),
+            "api/alerts" => get(Endpoint::Alerts),
+            "api/audit" => get(Endpoint::Audit),
+            "api/alerts/silences" if method == "POST" => (Endpoint::CreateSilence, Access::Write),
+            "api/alerts/silences" => (Endpoint::WrongMethod("POST"), Access::Read),
+            other => match other.strip_prefix("api/alerts/silences/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => {
+                    if method == "DELETE" {
+                        (Endpoint::DeleteSilence(id.to_owned()), Access::Write)
+                    } else {
+                        (Endpoint::WrongMethod("DELETE"), Access::Read)
+                    }
+                }
+                _ => (Endpoint::NotFound, Access::Read),
+            },
+        })
+    }
+}
+
+/// `/qiflow` or anything under `/qiflow/`.
+fn is_qiflow_path(path: &str) -> bool {
+    path.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Routes {
+        Routes::new(&Config::default())
+    }
+
+    #[test]
+    fn paths_resolve_to_their_endpoint_and_access() {
+        let r = routes();
+        let cases = [
+            ("GET", "/metrics", Endpoint::Metrics, Access::Public),
+            ("GET", "/health/live", Endpoint::Live, Access::Public),
+            ("HEAD", "/health/ready", Endpoint::Ready, Access::Public),
+            ("GET", "/health", Endpoint::Ready, Access::Public),
+            ("GET", "/qiflow", Endpoint::Index, Access::Read),
+            ("GET", "/qiflow/", Endpoint::Index, Access::Read),
+            ("GET", "/qiflow/api/errors", Endpoint::Errors, Access::Read),
+            ("GET", "/qiflow/api/audit", Endpoint::Audit, Access::Read),
+            (
+                "POST",
+                "/qiflow/api/alerts/silences",
+                Endpoint::CreateSilence,
+                Access::Write,
+            ),
+            (
+                "DELETE",
+                "/qiflow/api/alerts/silences/abc",
+                Endpoint::DeleteSilence("abc".into()),
+                Access::Write,
+            ),
+            (
+                "GET",
+                "/qiflow/api/alerts/silences",
+                Endpoint::WrongMethod("POST"),
+                Access::Read,
+            ),
+            (
+                "POST",
+                "/qiflow/api/errors",
+                Endpoint::WrongMethod("GET, HEAD"),
+                Access::Read,
+            ),
+            (
+                "GET",
+                "/qiflow/api/nothing",
+                Endpoint::NotFound,
+                Access::Read,
+            ),
+            ("GET", "/qiflow/x/y", Endpoint::NotFound, Access::Read),
+        ];
+        for (method, path, endpoint, access) in cases {
+            assert_eq!(
+                r.resolve(method, path),
+                Some((endpoint, access)),
+                "{method} {path}"
+            );
+        }
+        for path in [
+            "/",
+            "/hello",
+            "/qiflowx",
+            "/metrics/x",
+            "/healthz",
+            "/health/x",
+        ] {
+            assert_eq!(r.resolve("GET", path), None, "{path}");
+            assert!(!r.contains(path), "{path}");
+        }
+        assert!(r.contains("/qiflow/api/anything"));
+    }
+
+    #[test]
+    fn metrics_need_a_token_when_not_public() {
+        let mut config = Config::default();
+        config.admin.public_metrics = Some(false);
+        assert_eq!(
+            Routes::new(&config).resolve("GET", "/metrics"),
+            Some((Endpoint::Metrics, Access::Read))
+        );
+        // The older `[health] token` closed `/metrics`, and still does unless told otherwise.
+        let mut config = Config::default();
+        config.health.token = Some("t".repeat(32).into());
+        assert_eq!(
+            Routes::new(&config).resolve("GET", "/metrics").unwrap().1,
+            Access::Read
+        );
+        config.admin.public_metrics = Some(true);
+        assert_eq!(
+            Routes::new(&config).resolve("GET", "/metrics").unwrap().1,
+            Access::Public
+        );
+        // Metrics off: the path is not an endpoint.
+        let mut config = Config::default();
+        config.metrics.enabled = false;
+        assert_eq!(Routes::new(&config).resolve("GET", "/metrics"), None);
+    }
+
+    #[test]
+    fn a_health_path_at_the_root_works() {
+        let mut config = Config::default();
+        config.health.path = "/".into();
+        let r = Routes::new(&config);
+        assert_eq!(r.resolve("GET", "/live").unwrap().0, Endpoint::Live);
+        assert_eq!(r.resolve("GET", "/").unwrap().0, Endpoint::Ready);
+    }
+}

@@ -1,0 +1,315 @@
+//! [`Observer::admin`]: the operator surface's endpoints, each answered by the capability that
+//! owns the data, once [`Gate::admit`](crate::admin) let the request through.
+
+use std::time::Instant;
+
+use super::Observer;
+use crate::admin::{AdminRequest, AdminResponse, Admitted, Caller, Endpoint, Refused};
+use crate::audit::{AuditErrorKind, AuditEvent, Outcome};
+
+/// The content type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// What `GET /qiflow/` lists.
+const ENDPOINTS: &[&str] = &[
+    "GET /qiflow/api/errors",
+    "GET /qiflow/api/baselines",
+    "GET /qiflow/api/alerts",
+    "GET /qiflow/api/audit",
+    "POST /qiflow/api/alerts/silences",
+    "DELETE /qiflow/api/alerts/silences/{id}",
+];
+
+impl Observer {
+    /// Answers a request to the operator surface (see [`crate::admin`] for who may see what):
+    /// `/metrics`, the health endpoints, `/qiflow/` and `/qiflow/api/*`. Adapters send every
+    /// path for which [`Observer::is_admin_path`] holds here, and turn the answer into their
+    /// framework's response. Never panics; runs its I/O (health checks, audit queries) on
+    /// qiflow's runtime, so it works under any executor.
+    ///
+    /// ```
+    /// use qiflow_core::admin::AdminRequest;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// // Without a token: health answers its status only, the API refuses.
+    /// let health = observer.admin(AdminRequest::new("GET", "/health/ready")).await;
+    /// assert_eq!(health.text(), r#"{"status":"healthy"}"#);
+    /// let errors = observer.admin(AdminRequest::new("GET", "/qiflow/api/errors")).await;
+    /// assert_eq!(errors.status(), 401);
+    /// // With the test token (`quiet_config` configures it with the write scope):
+    /// let errors = observer
+    ///     .admin(AdminRequest::new("GET", "/qiflow/api/errors").header(
+    ///         "authorization",
+    ///         format!("Bearer {}", qiflow_core::test::ADMIN_TOKEN),
+    ///     ))
+    ///     .await;
+    /// assert_eq!(errors.status(), 200);
+    /// # });
+    /// ```
+    pub async fn admin(&self, request: AdminRequest) -> AdminResponse {
+        let started = Instant::now();
+        let gate = &self.inner.admin;
+        let (endpoint, caller, response) = match gate.admit(&request) {
+            Ok(admitted) => {
+                let response = self.answer(&admitted, &request).await;
+                (admitted.endpoint, admitted.caller, response)
+            }
+            Err(Refused {
+                endpoint,
+                caller,
+                response,
+            }) => {
+                if response.status() == 403 && endpoint.action().is_some() {
+                    // A token that may not write tried to: a denial, on the record.
+                    let _ = self.audit(
+                        self.admin_event(&caller, &endpoint, &request, Outcome::Denied)
+                            .metadata("error", "the token has the read scope")
+                            .build(),
+                    );
+                }
+                (endpoint, caller, response)
+            }
+        };
+        gate.record(
+            &request,
+            &endpoint,
+            &caller,
+            response.status(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// Whether `path` belongs to the operator surface ([`Observer::admin`]): `[metrics] path`
+    /// (when metrics are on), the health paths, `/qiflow` and everything under `/qiflow/`. The
+    /// middleware does not observe these, so scrapes and probes do not skew the figures.
+    pub fn is_admin_path(&self, path: &str) -> bool {
+        self.inner.admin.contains(path)
+    }
+
+    async fn answer(&self, admitted: &Admitted, request: &AdminRequest) -> AdminResponse {
+        let response = match &admitted.endpoint {
+            Endpoint::Metrics => {
+                AdminResponse::new(200, METRICS_CONTENT_TYPE, self.render_metrics())
+            }
+            Endpoint::Live => {
+                let report = self.liveness();
+                AdminResponse::json(report.http_status(), report.to_json())
+            }
+            Endpoint::Ready => {
+                let report = self.readiness().await;
+                let body = if admitted.details {
+                    report.to_json()
+                } else {
+                    report.summary()
+                };
+                AdminResponse::json(report.http_status(), body)
+            }
+            Endpoint::Index => AdminResponse::json(
+                200,
+                serde_json::json!({
+                    "service": self.config().service.name,
+                    "caller": admitted.caller.name(),
+                    "scope": admitted.caller.scope().map(|s| s.as_str()),
+                    "endpoints": ENDPOINTS,
+                })
+                .to_string(),
+            ),
+            Endpoint::Errors => AdminResponse::json(200, self.error_store().to_json()),
+            Endpoint::Baselines => match self.baselines() {
+                Some(baselines) => AdminResponse::json(200, baselines.to_json()),
+                None => AdminResponse::error(404, "baselines are off ([baseline] enabled = false)"),
+            },
+            Endpoint::Alerts => match serde_json::to_string(&self.alerts().view()) {
+                Ok(body) => AdminResponse::json(200, body),
+                Err(e) => AdminResponse::error(500, &format!("cannot serialize the alerts: {e}")),
+            },
+            Endpoint::Audit => self.audit_view(request.query.as_deref()).await,
+            Endpoint::CreateSilence => self.create_silence(admitted, request),
+            Endpoint::DeleteSilence(id) => self.delete_silence(admitted, request, id),
+            Endpoint::NotFound => AdminResponse::json(
+                404,
+                serde_json::json!({
+                    "error": format!("no endpoint {}", request.path),
+                    "endpoints": ENDPOINTS,
+                })
+                .to_string(),
+            ),
+            Endpoint::WrongMethod(allow) => AdminResponse::error(
+                405,
+                &format!(
+                    "{} {} is not allowed; use {allow}",
+                    request.method, request.path
+                ),
+            )
+            .with_header("allow", *allow),
+        };
+        // Public answers (liveness, readiness status, metrics) may be cached by proxies; the rest
+        // carry the operator's data.
+        match admitted.endpoint {
+            Endpoint::Metrics | Endpoint::Live => response,
+            Endpoint::Ready if !admitted.details => response,
+            _ => response.with_header("cache-control", "no-store"),
+        }
+    }
+
+    /// `GET /qiflow/api/audit?<query>`: newest records first, paged.
+    async fn audit_view(&self, query: Option<&str>) -> AdminResponse {
+        let query = match crate::audit::api::parse_query(query.unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => return AdminResponse::error(400, &e),
+        };
+        match self.audit_query(&query).await {
+            Ok(page) => match serde_json::to_string(&page) {
+                Ok(body) => AdminResponse::json(200, body),
+                Err(e) => AdminResponse::error(500, &format!("cannot serialize the page: {e}")),
+            },
+            Err(e) if e.kind() == AuditErrorKind::Config => {
+                AdminResponse::error(503, &e.to_string())
+            }
+            Err(e) if e.kind() == AuditErrorKind::Query => {
+                AdminResponse::error(400, &e.to_string())
+            }
+            Err(e) => AdminResponse::error(500, &e.to_string()),
+        }
+    }
+
+    /// `POST /qiflow/api/alerts/silences`: checked against `[alerts] max_silence`, created,
+    /// audited (undone when the trail cannot take the record).
+    fn create_silence(&self, admitted: &Admitted, request: &AdminRequest) -> AdminResponse {
+        let alerts = self.alerts();
+        let max = self.config().alerts.max_silence;
+        let created =
+            crate::alert::parse_new_silence(&request.body, alerts.now(), max).and_then(|new| {
+                let seconds = new.length.as_secs_f64().round() as u64;
+                alerts
+                    .silence_by(
+                        new.matchers,
+                        new.expires_at,
+                        new.comment,
+                        admitted.caller.name(),
+                    )
+                    .map(|silence| (silence, seconds))
+            });
+        let (silence, seconds) = match created {
+            Ok(created) => created,
+            Err(why) => {
+                let _ = self.audit(
+                    self.admin_event(
+                        &admitted.caller,
+                        &admitted.endpoint,
+                        request,
+                        Outcome::Failure,
+                    )
+                    .metadata("error", why.clone())
+                    .build(),
+                );
+                return AdminResponse::error(400, &why);
+            }
+        };
+        let event = self
+            .admin_event(
+                &admitted.caller,
+                &admitted.endpoint,
+                request,
+                Outcome::Success,
+            )
+            .resource(format!("silence/{}", silence.id))
+            .metadata("matchers", serde_json::json!(silence.matchers))
+            .metadata("duration_seconds", seconds)
+            .metadata("expires_at", crate::alert::rfc3339(silence.expires_at))
+            .metadata("comment", silence.comment.clone())
+            .build();
+        if let Err(e) = self.audit(event) {
+            alerts.remove_silence(&silence.id);
+            return unaudited(&e);
+        }
+        tracing::warn!(
+            target: "qiflow::admin",
+            actor = admitted.caller.name(),
+            silence = %silence.id,
+            matchers = %serde_json::json!(silence.matchers),
+            duration_seconds = seconds,
+            "silence created"
+        );
+        match serde_json::to_string(&silence) {
+            Ok(body) => AdminResponse::json(201, body),
+            Err(e) => AdminResponse::error(500, &format!("cannot serialize the silence: {e}")),
+        }
+    }
+
+    /// `DELETE /qiflow/api/alerts/silences/{id}`: removed and audited (put back when the trail
+    /// cannot take the record).
+    fn delete_silence(
+        &self,
+        admitted: &Admitted,
+        request: &AdminRequest,
+        id: &str,
+    ) -> AdminResponse {
+        let alerts = self.alerts();
+        let Some(silence) = alerts.remove_silence(id) else {
+            return AdminResponse::error(404, &format!("no silence with id {id:?}"));
+        };
+        let event = self
+            .admin_event(
+                &admitted.caller,
+                &admitted.endpoint,
+                request,
+                Outcome::Success,
+            )
+            .resource(format!("silence/{id}"))
+            .metadata("matchers", serde_json::json!(silence.matchers))
+            .metadata("created_by", silence.created_by.clone())
+            .build();
+        if let Err(e) = self.audit(event) {
+            let _ = alerts.restore_silence(silence);
+            return unaudited(&e);
+        }
+        tracing::warn!(
+            target: "qiflow::admin",
+            actor = admitted.caller.name(),
+            silence = %id,
+            "silence deleted"
+        );
+        AdminResponse::empty(204)
+    }
+
+    /// The audit event of an operator write: actor the token's name, the request id when the
+    /// client sent a sane one.
+    fn admin_event(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        request: &AdminRequest,
+        outcome: Outcome,
+    ) -> crate::audit::AuditEventBuilder {
+        let action = endpoint.action().unwrap_or("qiflow.admin");
+        let resource = match endpoint {
+            Endpoint::DeleteSilence(id) => format!("silence/{id}"),
+            _ => "silence".to_owned(),
+        };
+        let mut event = AuditEvent::builder(caller.name(), action)
+            .resource(resource)
+            .outcome(outcome)
+            .metadata("path", request.path.clone());
+        if let Some(id) = request
+            .header_value(crate::request::REQUEST_ID_HEADER)
+            .filter(|id| crate::request::is_sane_request_id(id))
+        {
+            event = event.request_id(id);
+        }
+        event
+    }
+}
+
+/// A write undone because the audit trail could not record it.
+fn unaudited(error: &crate::audit::AuditError) -> AdminResponse {
+    AdminResponse::error(
+        503,
+        &format!("the audit trail could not record this change, so nothing was changed: {error}"),
+    )
+}
