@@ -32,6 +32,9 @@
 //! - (l) a second server with `[[admin.tokens]]`: a `read` token reads and gets 403 on a write
 //!   (audited as denied under its name), a `write` token's silence is audited under its name,
 //!   and no token file is made;
+//! - (m) on that server, `[audit] routes = ["GET /slow"]`: a client that leaves while the
+//!   handler sleeps leaves a record: `aborted` where the framework drops the request (axum,
+//!   hyper), the handler's outcome where it runs the handler to its end (actix-web);
 //! - (f) SIGTERM while a request is in flight: the request finishes, the process exits 0 within
 //!   15 s;
 //! - (g) the log file: exactly one access line (`"target":"qiflow::access"`) per observed request,
@@ -1063,7 +1066,8 @@ fn scoped_tokens_read_and_write(bin: &str) {
     const READER: &str = "conformance-reader-token-0123456789";
     const WRITER: &str = "conformance-writer-token-0123456789";
     let config = format!(
-        "[[admin.tokens]]\nname = \"reader\"\ntoken = \"{READER}\"\nscope = \"read\"\n\n\
+        "[audit]\nroutes = [\"GET /slow\"]\n\n\
+         [[admin.tokens]]\nname = \"reader\"\ntoken = \"{READER}\"\nscope = \"read\"\n\n\
          [[admin.tokens]]\nname = \"writer\"\ntoken = \"{WRITER}\"\nscope = \"write\"\n"
     );
     let mut server = Server::start(bin, Some(&config));
@@ -1115,8 +1119,61 @@ fn scoped_tokens_read_and_write(bin: &str) {
         [("writer", "success"), ("reader", "denied")],
         "[{stack}] {page}"
     );
+    suite.a_client_that_leaves_an_audited_request_leaves_an_aborted_record();
     server.stop();
     server.cleanup();
+}
+
+impl Suite {
+    /// (m) `[audit] routes = ["GET /slow"]`: a client that goes away while the handler sleeps
+    /// still leaves a record. axum and hyper drop the request when the client leaves: outcome
+    /// `aborted`. actix-web runs the handler to its end whatever the client does, so its
+    /// record carries the handler's outcome (`success`).
+    fn a_client_that_leaves_an_audited_request_leaves_an_aborted_record(&self) {
+        let stack = &self.stack;
+        let id = "conformance-leaves-early";
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("[{stack}] connect: {e}"));
+        write!(
+            stream,
+            "GET /slow?ms=1500 HTTP/1.1\r\nhost: {}\r\nuser-agent: {USER_AGENT}\r\nx-request-id: {id}\r\n\r\n",
+            self.addr
+        )
+        .unwrap_or_else(|e| panic!("[{stack}] write: {e}"));
+        // Leave once the handler runs: the in-flight gauge says so.
+        let gauge = r#"http_server_active_requests{method="GET",route="/slow"}"#;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while sample(
+            &without_global_labels(&self.send("GET", "/metrics", &[], b"").text()),
+            gauge,
+        ) != Some(1.0)
+        {
+            assert!(Instant::now() < deadline, "[{stack}] /slow never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        drop(stream);
+        let expected = if stack == "actix-app" {
+            "success"
+        } else {
+            "aborted"
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let record = loop {
+            let page = self.audit_page("action=GET%20%2Fslow", 1);
+            let record = page["records"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["request_id"] == id))
+                .cloned();
+            match record {
+                Some(record) => break record,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                None => panic!("[{stack}] no record of the request whose client left: {page}"),
+            }
+        };
+        assert_eq!(record["outcome"], expected, "[{stack}] {record}");
+        assert_eq!(record["resource"], "/slow", "[{stack}] {record}");
+    }
 }
 
 /// The route template the middleware should report for a path of the suite.

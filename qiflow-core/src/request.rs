@@ -309,7 +309,8 @@ impl RequestOutcome {
 
 /// A request in flight, from [`Observer::begin_request`](crate::Observer::begin_request) until
 /// [`InFlight::finish`]. Dropped without `finish` (the client went away, or the future was
-/// cancelled), it counts a client disconnect.
+/// cancelled), it counts a client disconnect, and an automatically audited request
+/// (`[audit] routes`) is recorded with outcome `aborted`.
 ///
 /// # When things happen
 ///
@@ -593,6 +594,10 @@ impl Drop for InFlight {
             handles.disconnects().increment(1);
         }
         let route: &str = self.id.0.route.label();
+        let latency_ms = millis(self.start.elapsed());
+        if let Some(audit) = self.audit.take() {
+            audit.abort(&self.observer, self.id.as_str(), latency_ms);
+        }
         tracing::info!(
             target: "qiflow::access",
             parent: None,
@@ -600,7 +605,7 @@ impl Drop for InFlight {
             route,
             path = self.id.path(),
             request_id = self.id.as_str(),
-            latency_ms = millis(self.start.elapsed()),
+            latency_ms,
             "client disconnected before the response"
         );
     }

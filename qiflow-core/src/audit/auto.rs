@@ -168,4 +168,20 @@ impl PendingAudit {
         // A loss is counted, logged and reported by `audit` itself.
         let _ = observer.audit(event);
     }
+
+    /// Writes the event of a request that never got its response head: the client went away
+    /// (or the server dropped the request) while it ran. Outcome `aborted`: the handler may
+    /// have done part of its work, and the trail must say the request was there.
+    pub fn abort(self, observer: &crate::Observer, request_id: &str, latency_ms: f64) {
+        let event = AuditEvent::builder(self.actor, self.action)
+            .resource(self.resource)
+            .outcome(Outcome::Aborted)
+            .request_id(request_id)
+            .metadata("auto", true)
+            .metadata("reason", "client disconnected before the response")
+            .metadata("latency_ms", latency_ms)
+            .build();
+        // A loss is counted, logged and reported by `audit` itself.
+        let _ = observer.audit(event);
+    }
 }
