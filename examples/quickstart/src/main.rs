@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         let app = app(observer);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "quickstart listening on http://{addr}");
+        // With the peer's address in each request, qiflow logs it with refused operator requests.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

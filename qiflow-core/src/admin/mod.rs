@@ -203,15 +203,8 @@ impl Gate {
                 endpoint,
                 Endpoint::Live | Endpoint::Ready | Endpoint::Metrics
             );
-        let refused = status == 401 || status == 403;
-        // A refusal is a security event: where it came from, when the adapter knows.
-        let client_ip = request
-            .client_ip
-            .filter(|_| refused)
-            .map(|ip| ip.to_string());
-        let client_ip = client_ip.as_deref().unwrap_or("");
         macro_rules! line {
-            ($level:ident, $message:literal) => {
+            ($level:ident, $message:literal $(, $field:ident = $value:expr)*) => {
                 tracing::$level!(
                     target: "qiflow::admin",
                     parent: None,
@@ -222,16 +215,22 @@ impl Gate {
                     latency_ms,
                     actor,
                     user_agent,
-                    client_ip,
                     trusted = request.trusted,
+                    $($field = $value,)*
                     $message
                 )
             };
         }
         if quiet {
             line!(debug, "operator request");
-        } else if refused {
-            line!(warn, "operator request refused");
+        } else if status == 401 || status == 403 {
+            // A refusal is a security event: where it came from, when the adapter knows.
+            let client_ip = request.client_ip.map(|ip| ip.to_string());
+            line!(
+                warn,
+                "operator request refused",
+                client_ip = client_ip.as_deref().unwrap_or("")
+            );
         } else {
             line!(info, "operator request");
         }
