@@ -32,10 +32,12 @@
 
 mod error;
 mod load;
+mod secret_keys;
 mod sections;
 pub mod units;
 mod validate;
 
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use load::{CONFIG_ENV, ENV_PREFIX, Loader};
+pub use secret_keys::{SECRET_KEYS, is_credential_header, is_secret_key};
 pub use sections::*;
