@@ -55,6 +55,21 @@ impl Scrubber {
             if let Some(password) = url.password() {
                 self.add(password);
             }
+            if !url.username().is_empty() || url.password().is_some() {
+                // The `Authorization: Basic` header the client makes of them, should it be echoed.
+                use base64::Engine as _;
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                let pair = format!(
+                    "{}:{}",
+                    decode(url.username()),
+                    decode(url.password().unwrap_or_default())
+                );
+                self.add(&base64::engine::general_purpose::STANDARD.encode(pair));
+            }
             if url.path() != "/" {
                 self.add(url.path());
             }
@@ -169,7 +184,8 @@ mod tests {
             .secret("hmac-secret")
             .secret("abc");
         let echoed = "Cannot POST /services/T0/B0/tok%2Bsecret?access_token=qwerty123&x=1 \
-                      (user pa55word, sig hmac-secret, token tok+secret, q qwerty123, abc)";
+                      (user pa55word, sig hmac-secret, token tok+secret, q qwerty123, abc) \
+                      authorization: Basic dXNlcjpwYTU1d29yZA==";
         let out = scrub.apply(echoed);
         for leak in [
             "tok%2Bsecret",
