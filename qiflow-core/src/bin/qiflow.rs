@@ -256,9 +256,11 @@ fn audit_verify(
                 return ExitCode::from(2);
             }
         };
+        // Without the password, and without the query (it may hold `password=`).
         let shown = url::Url::parse(&url)
             .map(|mut u| {
                 let _ = u.set_password(None);
+                u.set_query(None);
                 u.to_string()
             })
             .unwrap_or_else(|_| "the database".into());
