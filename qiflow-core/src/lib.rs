@@ -60,6 +60,7 @@ pub mod baseline;
 pub mod capture;
 pub mod clock;
 pub mod config;
+mod files;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -637,4 +637,16 @@ fn the_state_file_is_written_soon_after_a_notification_without_a_flush() {
         std::fs::read_to_string(&state).is_ok_and(|text| text.contains("disk_full"))
     }));
     assert_eq!(channel.sent().len(), 1);
+    #[cfg(unix)]
+    {
+        // Created private, and no temporary file is left beside it.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["alerts.json"]);
+    }
 }

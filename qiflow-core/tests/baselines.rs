@@ -187,6 +187,13 @@ fn a_restart_keeps_the_learned_baseline() {
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(saved["routes"][0]["route"], "/users/{id}");
     assert_eq!(saved["routes"][0]["windows"], 5);
+    #[cfg(unix)]
+    {
+        // Created private: only the owner reads what the service learned.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
 
     // A new process: the first window of 200 ms alerts at once, against what was learned.
     let b = start(Some(&path), Some(clock));

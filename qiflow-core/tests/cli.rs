@@ -517,6 +517,83 @@ fn check_accepts_a_valid_file() {
     assert!(strict.stdout.contains("ok:"), "{}", strict.describe());
 }
 
+/// `check --strict` looks at the files the configuration keeps private, in the working
+/// directory: a log file, a state file or an audit segment wider than its mode is a warning that
+/// names the file, its mode and the `chmod` that fixes it, and fails the check. Without
+/// `--strict` the files are not looked at.
+#[cfg(unix)]
+#[test]
+fn check_strict_reports_log_state_and_audit_files_wider_than_their_mode() {
+    let dir = tempdir();
+    let d = dir.path();
+    let config = "[logging]\ndir = \"logs\"\nfile_mode = \"0640\"\n\n[audit]\ndir = \"data/audit\"\nsigning_key = \"0123456789abcdef0123\"\n\n[alerts]\nstate_file = \"data/alerts.json\"\n\n[baseline]\nstate_file = \"data/baselines.json\"\n";
+    let file = write(d, "qiflow.toml", config);
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::create_dir_all(d.join("data/audit")).unwrap();
+    let files = [
+        ("logs/app.log", 0o640),
+        ("logs/app.20261128T130405Z.log.gz", 0o640),
+        ("data/alerts.json", 0o600),
+        ("data/baselines.json", 0o600),
+        (
+            "data/audit/audit-00000000000000000001-1764000000.jsonl",
+            0o600,
+        ),
+    ];
+    for (name, mode) in files {
+        let path = write(d, name, "x");
+        chmod(&path, mode);
+    }
+    // All private enough: no file-mode warning (the plain signing key is still one).
+    let run = qiflow(d, &["check", "--strict", &file], &[], "");
+    assert!(
+        lines_with(&run.stdout, "wider than").is_empty(),
+        "{}",
+        run.describe()
+    );
+
+    chmod(&d.join("logs/app.log").display().to_string(), 0o644);
+    chmod(&d.join("data/alerts.json").display().to_string(), 0o640);
+    chmod(
+        &d.join("data/audit/audit-00000000000000000001-1764000000.jsonl")
+            .display()
+            .to_string(),
+        0o604,
+    );
+    let run = qiflow(d, &["check", "--strict", &file], &[], "");
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let out = run.all();
+    for (key, expected) in [
+        (
+            "logging.file_mode",
+            "logs/app.log (0644); run `chmod 640 logs/app.log`",
+        ),
+        (
+            "alerts.state_file",
+            "data/alerts.json has mode 0640, wider than 0600; run `chmod 600 data/alerts.json`",
+        ),
+        (
+            "audit.dir",
+            "1 file(s) in data/audit are wider than 0600: data/audit/audit-00000000000000000001-1764000000.jsonl (0604); run `chmod 600 data/audit/audit-00000000000000000001-1764000000.jsonl`",
+        ),
+    ] {
+        let lines = lines_with(&out, &format!("{file}: {key}: "));
+        assert_eq!(lines.len(), 1, "{key}: {}", run.describe());
+        assert!(lines[0].starts_with("warning: "), "{}", lines[0]);
+        assert!(lines[0].contains(expected), "{key}: {}", lines[0]);
+    }
+    assert!(lines_with(&out, "baseline.state_file").is_empty(), "{out}");
+
+    // Without --strict, file modes are not looked at.
+    let run = qiflow(d, &["check", &file], &[], "");
+    assert!(run.success(), "{}", run.describe());
+    assert!(
+        lines_with(&run.stdout, "wider than").is_empty(),
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn check_reports_a_missing_file() {
     let dir = tempdir();

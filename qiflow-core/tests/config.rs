@@ -543,3 +543,117 @@ fn alert_group_by_labels_are_checked() {
     assert!(paths.contains(&"alerts.group_by.2"), "{found:?}");
     assert!(!paths.contains(&"alerts.group_by.1"), "{found:?}");
 }
+
+#[test]
+fn log_file_mode_is_octal_and_checked() {
+    assert_eq!(load("").unwrap().logging.file_mode, 0o640);
+    let c = load("[logging]\nfile_mode = \"0600\"\n[audit]\nenabled = false\n").unwrap();
+    assert_eq!(c.logging.file_mode, 0o600);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let c = Loader::new()
+        .env([("QIFLOW__LOGGING__FILE_MODE", "644")])
+        .load()
+        .unwrap();
+    assert_eq!(c.logging.file_mode, 0o644);
+
+    // Not octal, or not a string: a type error naming the key and the form.
+    for bad in ["\"rw-r-----\"", "\"0648\"", "640"] {
+        let found = problems(&format!("[logging]\nfile_mode = {bad}\n"));
+        assert_eq!(found[0].0, ProblemKind::Type, "{bad}: {found:?}");
+        assert_eq!(found[0].1, "logging.file_mode", "{bad}");
+        assert!(found[0].2.contains("\"0640\""), "{bad}: {found:?}");
+    }
+    // Unusable: the owner cannot write, or execute bits.
+    for bad in ["0400", "0700", "0750", "4640"] {
+        let found = problems(&format!("[logging]\nfile_mode = \"{bad}\"\n"));
+        assert_eq!(found[0].0, ProblemKind::Value, "{bad}: {found:?}");
+        assert_eq!(found[0].1, "logging.file_mode");
+        assert!(found[0].2.contains(bad), "{found:?}");
+    }
+    // Writable by others: allowed, with a warning.
+    let c = load("[logging]\nfile_mode = \"0666\"\n[audit]\nenabled = false\n").unwrap();
+    let w = &c.warnings()[0];
+    assert_eq!(
+        (w.kind(), w.path()),
+        (ProblemKind::Advice, "logging.file_mode")
+    );
+}
+
+#[test]
+fn header_values_are_secrets_that_decrypt_under_their_key_path() {
+    let key = Keyring::generate_key();
+    let keys = Keyring::parse(&key).unwrap();
+    let auth = keys
+        .encrypt(
+            "alerts.channels.hook.headers.Authorization",
+            "Bearer abc123",
+        )
+        .unwrap();
+    let toml = format!(
+        "[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"https://example.com/h\"\nheaders = {{ Authorization = \"{auth}\", X-Api-Key = \"plain-key\", Content-Type = \"text/plain\" }}\n"
+    );
+    let c = Loader::new()
+        .toml_str(toml.clone())
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap();
+    let headers = &c.alerts.channels[0].headers;
+    assert_eq!(headers["Authorization"].expose(), "Bearer abc123");
+    assert_eq!(format!("{:?}", headers["Authorization"]), "[REDACTED]");
+    assert!(!format!("{c:?}").contains("abc123"));
+    // The plain credential-like header is warned about; the plain Content-Type and the
+    // encrypted Authorization are not.
+    let warned: Vec<(ProblemKind, &str)> =
+        c.warnings().iter().map(|w| (w.kind(), w.path())).collect();
+    assert!(
+        warned.contains(&(
+            ProblemKind::PlainSecret,
+            "alerts.channels.hook.headers.X-Api-Key"
+        )),
+        "{warned:?}"
+    );
+    assert!(
+        !warned
+            .iter()
+            .any(|(_, p)| p.ends_with("Content-Type") || p.ends_with("Authorization")),
+        "{warned:?}"
+    );
+    assert!(
+        !c.warnings()
+            .iter()
+            .any(|w| w.to_string().contains("plain-key"))
+    );
+
+    // Moved to another header, it does not decrypt.
+    let moved = toml.replace("Authorization = ", "Proxy-Authorization = ");
+    let err = Loader::new()
+        .toml_str(moved)
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap_err();
+    assert_eq!(
+        err.problems()[0].path(),
+        "alerts.channels.hook.headers.Proxy-Authorization"
+    );
+
+    // One header from the environment: its name is lowercased, and so is its key path.
+    let token = keys
+        .encrypt("alerts.channels.hook.headers.x-token", "t0k")
+        .unwrap();
+    let c = Loader::new()
+        .toml_str("[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"https://example.com/h\"\n")
+        .env([
+            ("QIFLOW_MASTER_KEY", key.as_str()),
+            ("QIFLOW__ALERTS__CHANNELS__0__HEADERS__X-TOKEN", token.as_str()),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(c.alerts.channels[0].headers["x-token"].expose(), "t0k");
+    // A whole table from the environment.
+    let c = Loader::new()
+        .toml_str("[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"webhook\"\nurl = \"https://example.com/h\"\n")
+        .env([("QIFLOW__ALERTS__CHANNELS__0__HEADERS", "{ X-Team = \"ops\" }")])
+        .load()
+        .unwrap();
+    assert_eq!(c.alerts.channels[0].headers["X-Team"].expose(), "ops");
+}

@@ -254,7 +254,7 @@ pub(crate) fn start(
         .map_err(|e| format!("alerts: cannot build the HTTP client: {e}"))?;
     let mut routes = Vec::new();
     for (i, ch) in alerts.channels.iter().enumerate() {
-        let channel = channels::build(config, ch, i, &client)?;
+        let channel = Arc::new(channels::build(config, ch, i, &client)?);
         routes.push(Route::new(
             channels::channel_name(ch),
             channel,

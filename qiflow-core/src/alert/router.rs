@@ -870,7 +870,7 @@ impl Router {
         }
     }
 
-    /// Writes the state file (atomically: a temporary file renamed over it).
+    /// Writes the state file (atomically: a temporary file created `0600`, renamed over it).
     pub(crate) fn save(&self) {
         let Some(path) = &self.settings.state_file else {
             return;
@@ -889,14 +889,9 @@ impl Router {
             state.version = 1;
             serde_json::to_vec(&*state)
         };
-        let result = json.map_err(std::io::Error::other).and_then(|json| {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, json)?;
-            std::fs::rename(&tmp, path)
-        });
+        let result = json
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::files::write_atomic(path, &json, crate::files::PRIVATE_MODE));
         if let Err(e) = result {
             self.dirty.store(true, Ordering::Release); // Try again at the next save.
             tracing::warn!(target: "qiflow::alert", path = %path.display(), error = %e, "cannot write the alert state file; a restart may send alerts again");

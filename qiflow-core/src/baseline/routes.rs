@@ -464,7 +464,8 @@ impl Baselines {
         let _ = alerts.raise(alert);
     }
 
-    /// Writes the learned baselines to `state_file` (atomically: a temp file, then a rename).
+    /// Writes the learned baselines to `state_file` (atomically: a temp file created `0600`, then
+    /// a rename).
     fn save(&self, routes: &[Arc<RouteBaseline>]) {
         let path: &PathBuf = &self.config.state_file;
         if path.as_os_str().is_empty() {
@@ -494,14 +495,9 @@ impl Baselines {
                 learned: *learned,
             });
         }
-        let result = (|| -> std::io::Result<()> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
-            std::fs::rename(&tmp, path)
-        })();
+        let result = serde_json::to_vec_pretty(&state)
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::files::write_atomic(path, &json, crate::files::PRIVATE_MODE));
         if let Err(e) = result {
             tracing::warn!(target: "qiflow::baseline", path = %path.display(), error = %e, "cannot write the baseline state file");
         }

@@ -5,6 +5,7 @@
 //! qiflow encrypt --name database.password     plaintext on stdin  -> ENC:v1:… on stdout
 //! qiflow decrypt --name database.password     ENC:v1:… on stdin   -> plaintext on stdout
 //! qiflow check qiflow.toml                    load, decrypt and validate; one line per problem
+//! qiflow check --strict qiflow.toml           also file modes; any warning fails
 //! qiflow audit verify data/audit --config qiflow.toml [--allow-open-tail]
 //! qiflow audit verify --postgres postgres://… --config qiflow.toml
 //! ```
@@ -58,7 +59,9 @@ enum Command {
     Check {
         /// The configuration file, e.g. qiflow.toml.
         file: PathBuf,
-        /// Fail on warnings too (plain values in secret keys, …).
+        /// Also check that existing log files, state files and audit segments are no wider than
+        /// their mode (run it in the service's working directory), and fail on any warning
+        /// (plain values in secret keys, plain credential-like headers, wide files, …).
         #[arg(long)]
         strict: bool,
     },
@@ -206,33 +209,14 @@ fn decrypt(name: &str) -> Result<(), String> {
 
 fn check(file: PathBuf, strict: bool) -> ExitCode {
     let shown = file.display().to_string();
-    match Loader::new().file(file).load() {
-        Ok(config) => {
-            let warnings = config.warnings();
-            for w in warnings {
-                println!("warning: {shown}: {w}");
-            }
-            if strict && !warnings.is_empty() {
-                println!(
-                    "{shown}: {} warning(s), failing because of --strict",
-                    warnings.len()
-                );
-                return ExitCode::FAILURE;
-            }
-            println!("ok: {shown} is valid ({} warning(s))", warnings.len());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            for p in e.problems() {
-                let level = if p.kind().is_warning() {
-                    "warning"
-                } else {
-                    "error"
-                };
-                println!("{level}: {shown}: {p}");
-            }
-            ExitCode::FAILURE
-        }
+    let report = qiflow_core::config::check(Loader::new().file(file), &shown, strict);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -272,9 +256,11 @@ fn audit_verify(
                 return ExitCode::from(2);
             }
         };
+        // Without the password, and without the query (it may hold `password=`).
         let shown = url::Url::parse(&url)
             .map(|mut u| {
                 let _ = u.set_password(None);
+                u.set_query(None);
                 u.to_string()
             })
             .unwrap_or_else(|_| "the database".into());

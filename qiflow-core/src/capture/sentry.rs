@@ -283,7 +283,8 @@ impl SentryReporter {
                         SinkError::new(format!("Sentry did not answer within {:?}", self.timeout)),
                     ));
                 }
-                Err(e) => SinkError::with_source("cannot reach Sentry", e),
+                // Without the URL: the message names the endpoint, never the DSN.
+                Err(e) => SinkError::with_source("cannot reach Sentry", e.without_url()),
             };
             if attempt >= 2 {
                 self.back_off();

@@ -22,12 +22,16 @@ pub enum ProblemKind {
     PlainSecret,
     /// (warning) Anything else worth a look that does not stop start-up.
     Advice,
+    /// (warning) An existing file that qiflow keeps private (a log file, a state file, an audit
+    /// segment) is readable or writable by more users than its mode allows
+    /// (`qiflow check --strict`).
+    FileMode,
 }
 
 impl ProblemKind {
     /// Whether this kind is only a warning.
     pub fn is_warning(self) -> bool {
-        matches!(self, Self::PlainSecret | Self::Advice)
+        matches!(self, Self::PlainSecret | Self::Advice | Self::FileMode)
     }
 }
 

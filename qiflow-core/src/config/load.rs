@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError, Problem, ProblemKind, validate};
+use super::{Config, ConfigError, Problem, ProblemKind, secret_keys, validate};
 use crate::secret::{self, Keyring, MASTER_KEY_FILE_ENV};
 
 /// The environment variable naming the configuration file.
@@ -180,7 +180,14 @@ impl Loader {
             Ok(config) => config,
             Err(e) => {
                 let path = e.path().to_string();
-                let mut message = e.inner().message().trim().to_owned();
+                let mut message = if secret_keys::holds_secrets(&path) {
+                    // serde's message repeats the value ("invalid type: string \"…\""): not here.
+                    "has the wrong type; a secret is a string (plain, or the ENC: value of \
+                     `qiflow encrypt`), and `headers` is a table of them"
+                        .to_owned()
+                } else {
+                    e.inner().message().trim().to_owned()
+                };
                 if let Some(var) = env_paths.get(&path) {
                     message = format!("{message} (set by {var})");
                 }
@@ -190,17 +197,31 @@ impl Loader {
         };
         // Unknown keys do not stop the range checks: `qiflow check` lists every problem at once.
 
-        for (path, value) in config.secrets() {
-            if !encrypted.contains(&path) && !value.is_empty() {
-                warnings.push(Problem::new(
-                    ProblemKind::PlainSecret,
-                    path.clone(),
-                    format!(
-                        "holds a plain value; encrypt it with `qiflow encrypt --name {path}` and \
-                         use the ENC: value it prints"
-                    ),
-                ));
+        for entry in config.secret_entries() {
+            let path = &entry.path;
+            if encrypted.contains(path) || entry.value.is_empty() {
+                continue;
             }
+            let what = match entry.header {
+                // Headers such as Content-Type are not credentials, and a template such as
+                // `Bearer {{token}}` holds none itself.
+                Some(name)
+                    if !secret_keys::is_credential_header(name)
+                        || entry.value.expose().contains("{{") =>
+                {
+                    continue;
+                }
+                Some(_) => "holds a plain value, and the header looks like a credential",
+                None => "holds a plain value",
+            };
+            warnings.push(Problem::new(
+                ProblemKind::PlainSecret,
+                path.clone(),
+                format!(
+                    "{what}; encrypt it with `qiflow encrypt --name {path}` and use the ENC: \
+                     value it prints"
+                ),
+            ));
         }
         move_old_keys(&mut config, &mut problems, &mut warnings);
         validate::validate(&config, &mut problems, &mut warnings);
@@ -327,7 +348,16 @@ fn schema() -> Value {
         ..Default::default()
     };
     sample.alerts.channels.push(channel);
-    Value::try_from(&sample).unwrap_or_else(|_| Value::Table(Table::new()))
+    let mut schema = Value::try_from(&sample).unwrap_or_else(|_| Value::Table(Table::new()));
+    // Secret keys are never serialized: put back the one that is not a string.
+    if let Some(Value::Table(channel)) = schema
+        .get_mut("alerts")
+        .and_then(|a| a.get_mut("channels"))
+        .and_then(|c| c.get_mut(0))
+    {
+        channel.insert("headers".into(), Value::Table(Table::new()));
+    }
+    schema
 }
 
 fn expected_type<'a>(schema: &'a Value, segments: &[String]) -> Option<&'a Value> {
@@ -389,6 +419,15 @@ fn apply_env_overrides(
     for (name, segments, raw) in overrides {
         let value = match convert(raw, expected_type(&schema, &segments)) {
             Ok(v) => v,
+            Err(_) if secret_keys::holds_secrets(&segments.join(".")) => {
+                let message = format!(
+                    "cannot be read as a table of headers (for {}); write it like \
+                     {{ Authorization = \"ENC:v1:…\" }}, or set one header with {name}__<NAME>",
+                    segments.join(".")
+                );
+                problems.push(Problem::new(ProblemKind::EnvOverride, name, message));
+                continue;
+            }
             Err(why) => {
                 problems.push(Problem::new(
                     ProblemKind::EnvOverride,
@@ -514,6 +553,16 @@ fn decrypt_tree(
 ) {
     let mut visit = |path: &str, value: &mut String| {
         if !secret::is_encrypted(value) {
+            return;
+        }
+        if !secret_keys::is_secret_key(path) {
+            problems.push(Problem::new(
+                ProblemKind::Secret,
+                path,
+                "holds an ENC: value, but is not a secret key: its plaintext would be shown \
+                 wherever the configuration is printed; put the plain value here, or move the \
+                 secret to a secret key (docs/configuration.md lists them)",
+            ));
             return;
         }
         if keyring.is_none() {

@@ -30,12 +30,18 @@
 //! assert!(err.to_string().contains("logging.levl"));
 //! ```
 
+mod check;
 mod error;
+mod files;
 mod load;
+mod secret_keys;
 mod sections;
 pub mod units;
 mod validate;
 
+pub use check::{CheckReport, check};
 pub use error::{ConfigError, Problem, ProblemKind};
+pub use files::{PrivateFile, check_private_files};
 pub use load::{CONFIG_ENV, ENV_PREFIX, Loader};
+pub use secret_keys::{SECRET_KEYS, is_credential_header, is_secret_key};
 pub use sections::*;

@@ -60,37 +60,6 @@ impl Config {
     pub fn operator_listener(&self) -> Option<SocketAddr> {
         self.admin.listen.or(self.metrics.listen)
     }
-
-    /// The key paths of every secret-bearing key that is set, with its value.
-    pub fn secrets(&self) -> Vec<(String, &Secret)> {
-        let mut all: Vec<(String, Option<&Secret>)> = vec![
-            ("errors.sentry_dsn".into(), self.errors.sentry_dsn.as_ref()),
-            (
-                "audit.postgres_url".into(),
-                self.audit.postgres_url.as_ref(),
-            ),
-            ("audit.signing_key".into(), self.audit.signing_key.as_ref()),
-            ("health.token".into(), self.health.token.as_ref()),
-        ];
-        for (i, token) in self.admin.tokens.iter().enumerate() {
-            let base = if token.name.is_empty() {
-                format!("admin.tokens.{i}")
-            } else {
-                format!("admin.tokens.{}", token.name)
-            };
-            all.push((format!("{base}.token"), Some(&token.token)));
-        }
-        for (i, ch) in self.alerts.channels.iter().enumerate() {
-            let base = ch.key_path(i);
-            all.push((format!("{base}.url"), ch.url.as_ref()));
-            all.push((format!("{base}.secret"), ch.secret.as_ref()));
-            all.push((format!("{base}.password"), ch.password.as_ref()));
-            all.push((format!("{base}.token"), ch.token.as_ref()));
-        }
-        let out: Vec<(String, &Secret)> =
-            all.into_iter().filter_map(|(p, s)| Some((p, s?))).collect();
-        out
-    }
 }
 
 /// `[service]`: the identity attached to logs, errors, metrics and alerts.
@@ -164,6 +133,9 @@ pub enum OverflowPolicy {
     Drop,
 }
 
+/// The default of `[logging] file_mode`: the owner reads and writes, the group reads.
+pub const DEFAULT_LOG_FILE_MODE: u32 = 0o640;
+
 /// `[logging]`: structured logs to stdout and a rotating file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -199,6 +171,11 @@ pub struct LoggingConfig {
     pub overflow: OverflowPolicy,
     /// Extra field names to redact, beside the built-in ones (password, token, …). Defaults to none.
     pub redact: Vec<String>,
+    /// Unix permissions of the log files qiflow creates (the active file, rotated and compressed
+    /// ones), in octal (`"0640"`: the owner reads and writes, the group reads). The process umask
+    /// may narrow it further. Defaults to `"0640"`.
+    #[serde(with = "units::mode")]
+    pub file_mode: u32,
 }
 
 impl Default for LoggingConfig {
@@ -218,6 +195,7 @@ impl Default for LoggingConfig {
             queue_capacity: 65_536,
             overflow: OverflowPolicy::Block,
             redact: Vec::new(),
+            file_mode: DEFAULT_LOG_FILE_MODE,
         }
     }
 }
@@ -615,8 +593,11 @@ pub struct ChannelConfig {
     pub to: Vec<String>,
     /// HTTP method (SMS). Defaults to `"POST"`.
     pub method: String,
-    /// Extra HTTP headers (SMS, webhook).
-    pub headers: std::collections::BTreeMap<String, String>,
+    /// Extra HTTP headers (SMS, webhook). The values are secrets (`ENC:` allowed, under the key
+    /// path `alerts.channels.<name>.headers.<Header-Name>`), since headers such as
+    /// `Authorization` carry credentials.
+    #[serde(skip_serializing)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
     /// Subject template (email). Defaults to the built-in one.
     pub subject: Option<String>,
     /// Body template (email, SMS, webhook). Defaults to the built-in one.

@@ -34,6 +34,48 @@ pub fn format_size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
+/// Parses a Unix file mode written in octal, such as `"0640"` or `"640"` (an optional `0o` prefix
+/// is accepted too).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(format!(
+            "invalid file mode {text:?}; write it in octal, like \"0640\" or \"0600\""
+        ));
+    }
+    u32::from_str_radix(digits, 8).map_err(|e| format!("invalid file mode {text:?} ({e})"))
+}
+
+/// Formats a file mode the way [`parse_mode`] reads it (`"0640"`).
+pub fn format_mode(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// serde helpers for Unix file modes written as octal strings (`"0640"`).
+pub(crate) mod mode {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(m: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_mode(*m))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = u32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an octal file mode in a string, like \"0640\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+                parse_mode(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// serde helpers for `Duration` fields written as strings.
 pub(crate) mod duration {
     use super::*;
@@ -119,6 +161,17 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("30").unwrap_err().contains("\"30s\""));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn modes_parse_in_octal() {
+        assert_eq!(parse_mode("0640").unwrap(), 0o640);
+        assert_eq!(parse_mode("600").unwrap(), 0o600);
+        assert_eq!(parse_mode("0o644").unwrap(), 0o644);
+        assert_eq!(format_mode(0o640), "0640");
+        for bad in ["", "0648", "rw-r-----", "12345", "-1", "0x1a4"] {
+            assert!(parse_mode(bad).unwrap_err().contains("\"0640\""), "{bad}");
+        }
     }
 
     #[test]

@@ -49,6 +49,28 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
         );
     }
 
+    let mode = log.file_mode;
+    if mode & !0o666 != 0 || mode & 0o600 != 0o600 {
+        bad(
+            "logging.file_mode",
+            format!(
+                "\"{}\" is not a usable log file mode: the owner must read and write (6 first) and \
+                 no execute or special bits may be set; use \"0640\" (the default) or \"0600\"",
+                super::units::format_mode(mode)
+            ),
+        );
+    } else if mode & 0o022 != 0 {
+        warnings.push(Problem::new(
+            ProblemKind::Advice,
+            "logging.file_mode",
+            format!(
+                "\"{}\" lets users other than the owner write to the log files, so they can forge \
+                 or erase lines; use \"0640\" (the default) or \"0600\"",
+                super::units::format_mode(mode)
+            ),
+        ));
+    }
+
     let errors = &config.errors;
     if !(0.0..=1.0).contains(&errors.sample_rate) {
         bad(

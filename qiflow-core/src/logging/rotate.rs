@@ -35,6 +35,10 @@
 //!   retention, and recovered at the next start if the process ends first). It
 //!   writes `<archive>.gz.tmp`, fsyncs it, renames it to `<archive>.gz`, fsyncs the directory, and
 //!   only then deletes the uncompressed archive.
+//! - **Permissions**: the active file and compressed archives are created with
+//!   [`RotationPolicy::with_file_mode`] (default `0640`: the owner reads and writes, the group
+//!   reads; the umask may narrow it) on Unix; a rotated archive keeps the active file's mode. An
+//!   existing file keeps its mode (`qiflow check --strict` reports one that is wider).
 //! - **Recovery** at [`RotatingFile::open`]: a `*.tmp` left by a crash is deleted and its archive
 //!   compressed again; an uncompressed archive whose compressed copy is complete is deleted; every
 //!   other uncompressed archive is queued for compression (when compression is on). An active
@@ -81,7 +85,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
-use crate::config::{Compression, LoggingConfig, Rotation};
+use crate::config::{Compression, DEFAULT_LOG_FILE_MODE, LoggingConfig, Rotation};
+use crate::files::create_mode;
 
 const HOUR: u64 = 3_600;
 const DAY: u64 = 86_400;
@@ -124,11 +129,13 @@ pub struct RotationPolicy {
     max_backups: u32,
     max_age: Duration,
     compress: Compression,
+    file_mode: u32,
 }
 
 impl RotationPolicy {
     /// A policy for files in `dir` (created when missing), with the defaults: file name
-    /// `app.log`, daily rotation, `max_size` 100 MiB, 10 backups, `max_age` 30 days, gzip.
+    /// `app.log`, daily rotation, `max_size` 100 MiB, 10 backups, `max_age` 30 days, gzip, files
+    /// created `0640`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -138,11 +145,12 @@ impl RotationPolicy {
             max_backups: 10,
             max_age: Duration::from_secs(30 * DAY),
             compress: Compression::Gzip,
+            file_mode: DEFAULT_LOG_FILE_MODE,
         }
     }
 
     /// The policy of a `[logging]` section: `dir`, `file_name`, `rotation`, `max_size`,
-    /// `max_backups`, `max_age` and `compress`.
+    /// `max_backups`, `max_age`, `compress` and `file_mode`.
     pub fn from_config(config: &LoggingConfig) -> Self {
         Self {
             dir: config.dir.clone(),
@@ -152,6 +160,7 @@ impl RotationPolicy {
             max_backups: config.max_backups,
             max_age: config.max_age,
             compress: config.compress,
+            file_mode: config.file_mode,
         }
     }
 
@@ -193,6 +202,19 @@ impl RotationPolicy {
     pub fn with_compress(mut self, compress: Compression) -> Self {
         self.compress = compress;
         self
+    }
+
+    /// The Unix permissions new log files are created with (the active file, compressed
+    /// archives), such as `0o640`; ignored elsewhere. The umask may narrow them. Defaults to
+    /// `0o640`.
+    pub fn with_file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode & 0o7777;
+        self
+    }
+
+    /// The mode new log files are created with.
+    pub fn file_mode(&self) -> u32 {
+        self.file_mode
     }
 
     /// The directory of the active file and its archives.
@@ -369,7 +391,7 @@ impl RotatingFile {
             if let (Some(codec), Some(plain)) = (this.codec, archive.plain)
                 && archive.compressed.is_empty()
             {
-                this.compressor.submit(plain, codec);
+                this.compressor.submit(plain, codec, this.policy.file_mode);
             }
         }
         Ok(this)
@@ -459,7 +481,8 @@ impl RotatingFile {
             match self.rename_active(now) {
                 Ok(archive) => {
                     if let Some(codec) = self.codec {
-                        self.compressor.submit(archive, codec);
+                        self.compressor
+                            .submit(archive, codec, self.policy.file_mode);
                     }
                     self.prune(now);
                     self.prepare(now)?;
@@ -525,11 +548,12 @@ impl RotatingFile {
         self.active = None;
         fs::create_dir_all(&self.policy.dir)
             .map_err(|e| with_path(e, "cannot create the log directory", &self.policy.dir))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.path)
-            .map_err(|e| with_path(e, "cannot open the log file", &self.path))?;
+        let file = create_mode(
+            OpenOptions::new().append(true).create(true),
+            self.policy.file_mode,
+        )
+        .open(&self.path)
+        .map_err(|e| with_path(e, "cannot open the log file", &self.path))?;
         let meta = file
             .metadata()
             .map_err(|e| with_path(e, "cannot inspect the log file", &self.path))?;
@@ -990,6 +1014,8 @@ struct Compressor {
 struct Job {
     source: PathBuf,
     codec: Codec,
+    /// The mode of the compressed file.
+    mode: u32,
 }
 
 /// What the writer and the compression thread share.
@@ -1049,7 +1075,7 @@ impl Shared {
 
 impl Compressor {
     /// Queues `source` for compression; never waits for it.
-    fn submit(&mut self, source: PathBuf, codec: Codec) {
+    fn submit(&mut self, source: PathBuf, codec: Codec, mode: u32) {
         *self.shared.lock_pending() += 1;
         if self.sender.is_none() {
             let (sender, receiver) = mpsc::channel::<Job>();
@@ -1079,7 +1105,13 @@ impl Compressor {
             }
         }
         if let Some(sender) = &self.sender
-            && sender.send(Job { source, codec }).is_err()
+            && sender
+                .send(Job {
+                    source,
+                    codec,
+                    mode,
+                })
+                .is_err()
         {
             self.sender = None;
             self.shared.record(io::Error::other(format!(
@@ -1126,10 +1158,9 @@ fn compress(job: &Job) -> io::Result<()> {
             ));
         }
     };
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    // A leftover temporary file would keep its own mode: start from a new one.
+    let _ = fs::remove_file(&temp);
+    let written = create_mode(OpenOptions::new().write(true).create_new(true), job.mode)
         .open(&temp)
         .and_then(|output| {
             job.codec
@@ -1689,6 +1720,64 @@ mod tests {
         );
         assert_eq!(all_lines(dir.path()), expected(0..95));
         assert!(file.take_error().is_none());
+    }
+
+    /// The process umask (Linux: from `/proc/self/status`), which narrows every created mode.
+    #[cfg(unix)]
+    fn umask() -> u32 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    }
+
+    #[cfg(unix)]
+    fn modes(dir: &Path) -> Vec<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        names(dir)
+            .into_iter()
+            .map(|n| {
+                let mode = fs::metadata(dir.join(&n)).unwrap().permissions().mode() & 0o7777;
+                (n, mode)
+            })
+            .collect()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn log_files_are_created_with_the_file_mode_active_rotated_and_compressed() {
+        for (mode, compress) in [
+            (None, Compression::Gzip),
+            (Some(0o600), Compression::Gzip),
+            (Some(0o644), Compression::None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = start();
+            let mut policy = policy(dir.path())
+                .with_max_size(100)
+                .with_compress(compress);
+            if let Some(mode) = mode {
+                policy = policy.with_file_mode(mode);
+            }
+            let want = mode.unwrap_or(0o640) & !umask();
+            let mut file = open(policy, &clock);
+            for i in 0..35 {
+                file.write_line(&line(i)).unwrap();
+            }
+            assert!(file.wait_for_compression(WAIT));
+            let found = modes(dir.path());
+            assert_eq!(found.len(), 4, "{found:?}");
+            for (name, got) in &found {
+                assert_eq!(*got, want, "{name} of {found:?} (mode {mode:?})");
+            }
+            if compress == Compression::Gzip {
+                assert!(found.iter().any(|(n, _)| n.ends_with(".gz")), "{found:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `kind = "alertmanager"`: POST `/api/v2/alerts` to a Prometheus Alertmanager.
 
-use super::http::{host_of, json, send};
+use super::http::{Scrubber, host_of, json, send};
 use crate::alert::model::{AlertStatus, Notification, level_name, rfc3339};
 use crate::alert::{AlertChannel, SendError};
 use crate::config::Config;
+use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// Posts alerts to an Alertmanager's `POST /api/v2/alerts` (the `url` is its base,
@@ -13,25 +14,35 @@ use crate::worker::BoxFuture;
 /// "annotations":{"summary","description","source","fingerprint","count"},"startsAt"}`; a
 /// resolved alert also has `endsAt`, which resolves it in Alertmanager. Alertmanager then
 /// applies its own routing, grouping and inhibition.
-#[derive(Debug)]
 pub struct AlertmanagerChannel {
-    url: String,
+    url: Secret,
     host: String,
     service: String,
     environment: String,
     client: reqwest::Client,
+    scrub: Scrubber,
+}
+
+/// Only the host: the URL may carry credentials (`https://user:password@…`).
+impl std::fmt::Debug for AlertmanagerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerChannel")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AlertmanagerChannel {
-    pub(super) fn new(url: &str, config: &Config, client: reqwest::Client) -> Self {
-        let trimmed = url.trim_end_matches('/');
-        let url = if trimmed.ends_with("/api/v2/alerts") {
+    pub(super) fn new(url: &Secret, config: &Config, client: reqwest::Client) -> Self {
+        let trimmed = url.expose().trim_end_matches('/');
+        let url = Secret::new(if trimmed.ends_with("/api/v2/alerts") {
             trimmed.to_owned()
         } else {
             format!("{trimmed}/api/v2/alerts")
-        };
+        });
         Self {
-            host: host_of(&url),
+            host: host_of(url.expose()),
+            scrub: Scrubber::new().url(url.expose()),
             url,
             service: config.service.name.clone(),
             environment: config.service.environment.clone(),
@@ -102,9 +113,9 @@ fn sanitize_label(name: &str) -> String {
 impl AlertChannel for AlertmanagerChannel {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let request = self.client.post(&self.url);
+            let request = self.client.post(self.url.expose());
             let request = json(request, &self.payload(n));
-            send(request, "alertmanager", &self.host).await?;
+            send(request, "alertmanager", &self.host, &self.scrub).await?;
             Ok(())
         })
     }

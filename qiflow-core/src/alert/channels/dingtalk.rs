@@ -3,10 +3,11 @@
 use base64::Engine as _;
 
 use super::Render;
-use super::http::{host_of, json, send};
+use super::http::{Scrubber, host_of, json, send};
 use super::webhook::hmac_sha256;
 use crate::alert::model::Notification;
 use crate::alert::{AlertChannel, SendError};
+use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// The default body of one alert (DingTalk markdown).
@@ -19,13 +20,23 @@ pub(super) const DEFAULT_BODY: &str = "#### [{{LEVEL}}] {{name}} {{status}}\n\n*
 /// are added to the query as DingTalk requires (see [`dingtalk_sign`]). DingTalk answers 200 even
 /// when it rejects a message; a non-zero `errcode` is an error (retryable for its rate limit,
 /// 130101).
-#[derive(Debug)]
 pub struct DingtalkChannel {
-    url: String,
+    url: Secret,
     host: String,
-    secret: Option<String>,
+    secret: Option<Secret>,
     render: Render,
     client: reqwest::Client,
+    scrub: Scrubber,
+}
+
+/// Only the host: the URL carries the robot's `access_token`.
+impl std::fmt::Debug for DingtalkChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DingtalkChannel")
+            .field("host", &self.host)
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// DingTalk's signature: the URL-encoded base64 of HMAC-SHA256 over `"{timestamp}\n{secret}"`,
@@ -44,33 +55,40 @@ pub fn dingtalk_sign(timestamp_ms: u128, secret: &str) -> String {
 
 impl DingtalkChannel {
     pub(super) fn new(
-        url: String,
-        secret: Option<String>,
+        url: Secret,
+        secret: Option<Secret>,
         render: Render,
         client: reqwest::Client,
     ) -> Self {
+        let secret = secret.filter(|s| !s.is_empty());
+        let mut scrub = Scrubber::new().url(url.expose());
+        if let Some(secret) = &secret {
+            scrub = scrub.secret(secret.expose());
+        }
         Self {
-            host: host_of(&url),
+            host: host_of(url.expose()),
             url,
-            secret: secret.filter(|s| !s.is_empty()),
+            secret,
             render,
             client,
+            scrub,
         }
     }
 
+    /// The URL to post to: with `timestamp` and `sign` when signed.
     fn url(&self) -> String {
+        let url = self.url.expose();
         let Some(secret) = &self.secret else {
-            return self.url.clone();
+            return url.to_owned();
         };
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let sep = if self.url.contains('?') { '&' } else { '?' };
+        let sep = if url.contains('?') { '&' } else { '?' };
         format!(
-            "{}{sep}timestamp={ts}&sign={}",
-            self.url,
-            dingtalk_sign(ts, secret)
+            "{url}{sep}timestamp={ts}&sign={}",
+            dingtalk_sign(ts, secret.expose())
         )
     }
 }
@@ -87,7 +105,7 @@ impl AlertChannel for DingtalkChannel {
             });
             let request = self.client.post(self.url());
             let request = json(request, &payload);
-            let body = send(request, "dingtalk", &self.host).await?;
+            let body = send(request, "dingtalk", &self.host, &self.scrub).await?;
             let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             match answer.get("errcode").and_then(serde_json::Value::as_i64) {
                 None | Some(0) => Ok(()),
@@ -97,8 +115,9 @@ impl AlertChannel for DingtalkChannel {
                         .and_then(serde_json::Value::as_str)
                         .unwrap_or("");
                     let message = format!(
-                        "dingtalk: {} rejected the message: errcode {code} {msg}",
-                        self.host
+                        "dingtalk: {} rejected the message: errcode {code} {}",
+                        self.host,
+                        self.scrub.apply(msg)
                     );
                     Err(if code == 130101 {
                         SendError::retryable(message)

@@ -8,8 +8,6 @@ mod slack;
 mod sms;
 mod webhook;
 
-use std::sync::Arc;
-
 pub use alertmanager::AlertmanagerChannel;
 pub use dingtalk::{DingtalkChannel, dingtalk_sign};
 pub use email::EmailChannel;
@@ -18,10 +16,12 @@ pub use slack::SlackChannel;
 pub use sms::SmsChannel;
 pub use webhook::{WebhookChannel, webhook_signature};
 
+use super::SendError;
 use super::channel::{AlertChannel, LogChannel};
 use super::model::Notification;
 use super::template::{Context, Template};
 use crate::config::{ChannelConfig, ChannelKind, Config};
+use crate::worker::BoxFuture;
 
 /// The default subject template.
 pub const DEFAULT_SUBJECT: &str = "[{{LEVEL}}] {{name}} {{status}}: {{summary}}";
@@ -110,24 +110,92 @@ pub fn kind_name(kind: ChannelKind) -> &'static str {
     }
 }
 
+/// A channel built from one `[[alerts.channels]]` entry: one of the built-in channels.
+///
+/// Its `Debug` shows only what is not secret (the kind, the name or host); URLs, signing
+/// secrets, tokens, passwords and header values never appear.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfiguredChannel {
+    /// `kind = "log"`.
+    Log(LogChannel),
+    /// `kind = "webhook"`.
+    Webhook(WebhookChannel),
+    /// `kind = "slack"`.
+    Slack(SlackChannel),
+    /// `kind = "dingtalk"`.
+    Dingtalk(DingtalkChannel),
+    /// `kind = "sms"`.
+    Sms(SmsChannel),
+    /// `kind = "alertmanager"`.
+    Alertmanager(AlertmanagerChannel),
+    /// `kind = "email"`.
+    Email(EmailChannel),
+}
+
+impl AlertChannel for ConfiguredChannel {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        match self {
+            Self::Log(c) => c.send(n),
+            Self::Webhook(c) => c.send(n),
+            Self::Slack(c) => c.send(n),
+            Self::Dingtalk(c) => c.send(n),
+            Self::Sms(c) => c.send(n),
+            Self::Alertmanager(c) => c.send(n),
+            Self::Email(c) => c.send(n),
+        }
+    }
+}
+
+/// Builds the `index`th channel of `config.alerts.channels`, as `init` does, with an HTTP client
+/// of its own. Errors name the key path (`alerts.channels.ops.headers.X-Token: …`) and never
+/// repeat a secret value.
+///
+/// ```
+/// use qiflow_core::alert::channels::{ConfiguredChannel, from_config};
+///
+/// let config = qiflow_core::config::Loader::new()
+///     .toml_str("[[alerts.channels]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/s3cr3t-t0ken\"\n")
+///     .env::<[(&str, &str); 0], _, _>([])
+///     .load()
+///     .unwrap();
+/// let channel = from_config(&config, 0).unwrap();
+/// assert!(matches!(channel, ConfiguredChannel::Slack(_)));
+/// let shown = format!("{channel:?}");
+/// assert!(shown.contains("hooks.slack.com") && !shown.contains("s3cr3t-t0ken"));
+/// assert!(from_config(&config, 1).is_err());
+/// ```
+pub fn from_config(config: &Config, index: usize) -> Result<ConfiguredChannel, String> {
+    let ch = config.alerts.channels.get(index).ok_or_else(|| {
+        format!(
+            "alerts.channels: there is no channel {index} ({} configured)",
+            config.alerts.channels.len()
+        )
+    })?;
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("qiflow/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("alerts: cannot build the HTTP client: {e}"))?;
+    build(config, ch, index, &client)
+}
+
 /// Builds the channel `ch` (the `index`th of `[[alerts.channels]]`). Errors name the key.
 pub(crate) fn build(
     config: &Config,
     ch: &ChannelConfig,
     index: usize,
     client: &reqwest::Client,
-) -> Result<Arc<dyn AlertChannel>, String> {
+) -> Result<ConfiguredChannel, String> {
     let name = channel_name(ch);
     let base = ch.key_path(index);
     let url = || {
         ch.url
-            .as_ref()
-            .map(|u| u.expose().to_owned())
+            .clone()
             .ok_or_else(|| format!("{base}.url: is required for a {name} channel"))
     };
     Ok(match ch.kind {
-        ChannelKind::Log => Arc::new(LogChannel),
-        ChannelKind::Webhook => Arc::new(WebhookChannel::from_config(
+        ChannelKind::Log => ConfiguredChannel::Log(LogChannel),
+        ChannelKind::Webhook => ConfiguredChannel::Webhook(WebhookChannel::from_config(
             config,
             ch,
             &name,
@@ -135,18 +203,18 @@ pub(crate) fn build(
             url()?,
             client.clone(),
         )?),
-        ChannelKind::Slack => Arc::new(SlackChannel::new(
+        ChannelKind::Slack => ConfiguredChannel::Slack(SlackChannel::new(
             url()?,
             Render::new(config, ch, &name, &base, slack::DEFAULT_BODY)?,
             client.clone(),
         )),
-        ChannelKind::Dingtalk => Arc::new(DingtalkChannel::new(
+        ChannelKind::Dingtalk => ConfiguredChannel::Dingtalk(DingtalkChannel::new(
             url()?,
-            ch.secret.as_ref().map(|s| s.expose().to_owned()),
+            ch.secret.clone(),
             Render::new(config, ch, &name, &base, dingtalk::DEFAULT_BODY)?,
             client.clone(),
         )),
-        ChannelKind::Sms => Arc::new(SmsChannel::from_config(
+        ChannelKind::Sms => ConfiguredChannel::Sms(SmsChannel::from_config(
             config,
             ch,
             &name,
@@ -154,9 +222,13 @@ pub(crate) fn build(
             url()?,
             client.clone(),
         )?),
-        ChannelKind::Alertmanager => {
-            Arc::new(AlertmanagerChannel::new(&url()?, config, client.clone()))
+        ChannelKind::Alertmanager => ConfiguredChannel::Alertmanager(AlertmanagerChannel::new(
+            &url()?,
+            config,
+            client.clone(),
+        )),
+        ChannelKind::Email => {
+            ConfiguredChannel::Email(EmailChannel::from_config(config, ch, &name, &base)?)
         }
-        ChannelKind::Email => Arc::new(EmailChannel::from_config(config, ch, &name, &base)?),
     })
 }

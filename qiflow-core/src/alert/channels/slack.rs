@@ -1,11 +1,12 @@
 //! `kind = "slack"`: a Slack incoming webhook, as a Block Kit message.
 
 use super::Render;
-use super::http::{host_of, json, send};
+use super::http::{Scrubber, host_of, json, send};
 use crate::alert::model::{AlertStatus, Notification, level_name};
 use crate::alert::template::truncate_chars;
 use crate::alert::{AlertChannel, SendError};
 use crate::config::AlertLevel;
+use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// The default body of one alert's section (Slack mrkdwn).
@@ -18,18 +19,28 @@ const MAX_BLOCKS: usize = 50;
 /// Posts to a Slack incoming webhook: a header block (the subject template), then per alert a
 /// section (the body template, mrkdwn) and a context line; `text` carries the subject for
 /// notifications and clients without blocks.
-#[derive(Debug)]
 pub struct SlackChannel {
-    url: String,
+    url: Secret,
     host: String,
     render: Render,
     client: reqwest::Client,
+    scrub: Scrubber,
+}
+
+/// Only the host: the webhook URL's path is its token.
+impl std::fmt::Debug for SlackChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackChannel")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SlackChannel {
-    pub(super) fn new(url: String, render: Render, client: reqwest::Client) -> Self {
+    pub(super) fn new(url: Secret, render: Render, client: reqwest::Client) -> Self {
         Self {
-            host: host_of(&url),
+            host: host_of(url.expose()),
+            scrub: Scrubber::new().url(url.expose()),
             url,
             render,
             client,
@@ -89,9 +100,9 @@ fn escape(text: &str) -> String {
 impl AlertChannel for SlackChannel {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let request = self.client.post(&self.url);
+            let request = self.client.post(self.url.expose());
             let request = json(request, &self.payload(n));
-            send(request, "slack", &self.host).await?;
+            send(request, "slack", &self.host, &self.scrub).await?;
             Ok(())
         })
     }

@@ -3,12 +3,13 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::http::{host_of, send};
-use super::webhook::check_header;
+use super::http::{Scrubber, host_of, send};
+use super::webhook::{check_header, sensitive_value};
 use crate::alert::model::Notification;
 use crate::alert::template::{Context, Template, field, oneline, truncate_chars};
 use crate::alert::{AlertChannel, SendError};
 use crate::config::{ChannelConfig, Config};
+use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// The default text of one alert.
@@ -25,16 +26,17 @@ pub(super) const DEFAULT_BODY: &str = r#"{"to":"{{to|json}}","message":"{{messag
 /// ending with `…`. The default body is `{"to":"…","message":"…"}` as JSON, with
 /// `Content-Type: application/json` unless `headers` says otherwise. A recipient that fails fails
 /// the notification: the retry sends only to the recipients not reached yet.
-#[derive(Debug)]
 pub struct SmsChannel {
+    /// Parsed from the secret `url`: its text parts are secret too.
     url: Template,
     host: String,
     method: reqwest::Method,
+    /// Parsed from the secret header values.
     headers: BTreeMap<String, Template>,
     body: Template,
     message: Template,
     to: Vec<String>,
-    token: String,
+    token: Secret,
     max_length: usize,
     service: String,
     environment: String,
@@ -42,6 +44,33 @@ pub struct SmsChannel {
     client: reqwest::Client,
     /// Recipients already reached for the notification being sent (by fingerprint list).
     reached: std::sync::Mutex<(String, Vec<String>)>,
+    scrub: Scrubber,
+}
+
+/// Only what is not secret: the name, the host, the method and the header names (never the URL,
+/// the header values or the token).
+impl std::fmt::Debug for SmsChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsChannel")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("method", &self.method)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("to", &self.to.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A template made from a secret value: its parse error names the key and what is allowed, and
+/// never repeats the text.
+fn secret_template(key: &str, text: &str) -> Result<Template, String> {
+    Template::parse(text, EXTRA).map_err(|_| {
+        format!(
+            "{key}: has a {{{{…}}}} that names no known field or filter (the value is secret, so \
+             it is not shown); use {{{{to}}}}, {{{{message}}}}, {{{{token}}}} or an alert field such \
+             as {{{{name}}}}, with the filters json, url, upper or oneline"
+        )
+    })
 }
 
 const EXTRA: &[&str] = &["to", "message", "token"];
@@ -52,19 +81,23 @@ impl SmsChannel {
         ch: &ChannelConfig,
         name: &str,
         base: &str,
-        url: String,
+        url: Secret,
         client: reqwest::Client,
     ) -> Result<Self, String> {
         let method = reqwest::Method::from_bytes(ch.method.to_uppercase().as_bytes())
             .map_err(|_| format!("{base}.method: {:?} is not an HTTP method", ch.method))?;
         let mut headers = BTreeMap::new();
+        let mut scrub = Scrubber::new().url(url.expose());
         for (k, v) in &ch.headers {
-            check_header(base, k, v)?;
+            check_header(base, k, v.expose())?;
             headers.insert(
                 k.clone(),
-                Template::parse(v, EXTRA).map_err(|e| format!("{base}.headers.{k}: {e}"))?,
+                secret_template(&format!("{base}.headers.{k}"), v.expose())?,
             );
+            scrub = scrub.secret(v.expose());
         }
+        let token = ch.token.clone().unwrap_or_else(|| Secret::new(""));
+        scrub = scrub.secret(token.expose());
         if !headers
             .keys()
             .any(|k| k.eq_ignore_ascii_case("content-type"))
@@ -75,8 +108,8 @@ impl SmsChannel {
             );
         }
         Ok(Self {
-            host: host_of(&url),
-            url: Template::parse(&url, EXTRA).map_err(|e| format!("{base}.url: {e}"))?,
+            host: host_of(url.expose()),
+            url: secret_template(&format!("{base}.url"), url.expose())?,
             method,
             headers,
             body: Template::parse(ch.body.as_deref().unwrap_or(DEFAULT_BODY), EXTRA)
@@ -84,17 +117,14 @@ impl SmsChannel {
             message: Template::parse(ch.message.as_deref().unwrap_or(DEFAULT_MESSAGE), &[])
                 .map_err(|e| format!("{base}.message: {e}"))?,
             to: ch.to.clone(),
-            token: ch
-                .token
-                .as_ref()
-                .map(|t| t.expose().to_owned())
-                .unwrap_or_default(),
+            token,
             max_length: ch.max_length.max(1),
             service: config.service.name.clone(),
             environment: config.service.environment.clone(),
             name: name.to_owned(),
             client,
             reached: std::sync::Mutex::new((String::new(), Vec::new())),
+            scrub,
         })
     }
 
@@ -126,7 +156,7 @@ impl SmsChannel {
         let extra = [
             ("to", to),
             ("message", message),
-            ("token", self.token.as_str()),
+            ("token", self.token.expose()),
         ];
         t.render_with(|name| {
             if let Some((_, v)) = extra.iter().find(|(k, _)| *k == name) {
@@ -168,11 +198,25 @@ impl AlertChannel for SmsChannel {
                 }
                 let url = self.render(&self.url, n, to, &message);
                 let mut request = self.client.request(self.method.clone(), url);
+                let mut bad_header = None;
                 for (k, t) in &self.headers {
-                    request = request.header(k, oneline(&self.render(t, n, to, &message)));
+                    match sensitive_value(&oneline(&self.render(t, n, to, &message))) {
+                        Ok(value) => request = request.header(k, value),
+                        Err(why) => {
+                            bad_header = Some(SendError::permanent(format!(
+                                "{}: header {k}: {why}",
+                                self.name
+                            )));
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = bad_header {
+                    first_error.get_or_insert(e);
+                    continue;
                 }
                 let body = self.render(&self.body, n, to, &message);
-                match send(request.body(body), &self.name, &self.host).await {
+                match send(request.body(body), &self.name, &self.host, &self.scrub).await {
                     Ok(_) => reached.push(to.clone()),
                     Err(e) => {
                         first_error.get_or_insert(e);

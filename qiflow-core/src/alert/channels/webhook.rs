@@ -1,15 +1,16 @@
 //! `kind = "webhook"`: the notification as JSON, optionally signed with HMAC-SHA256.
 
-use std::collections::BTreeMap;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Render;
-use super::http::{host_of, send};
+use reqwest::header::{HeaderName, HeaderValue};
+
+use super::http::{Scrubber, host_of, send};
 use crate::alert::model::{Notification, level_name, rfc3339};
 use crate::alert::{AlertChannel, SendError};
 use crate::config::{ChannelConfig, Config};
+use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// POSTs every alert field as JSON to a URL.
@@ -19,16 +20,31 @@ use crate::worker::BoxFuture;
 /// "starts_at","ends_at"}]}`, or the channel's `body` template when set. With a `secret`, the
 /// header `signature_header` (default `X-Qiflow-Signature`) carries `sha256=<hex>`, the
 /// HMAC-SHA256 of the exact body bytes keyed by the secret (see [`webhook_signature`]).
-#[derive(Debug)]
 pub struct WebhookChannel {
-    url: String,
+    url: Secret,
     host: String,
-    secret: Option<String>,
+    secret: Option<Secret>,
     signature_header: String,
-    headers: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     render: Option<Render>,
     client: reqwest::Client,
     name: String,
+    scrub: Scrubber,
+}
+
+/// Only what is not secret: the name and the host (never the URL, the secret or the headers).
+impl std::fmt::Debug for WebhookChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookChannel")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("signed", &self.secret.is_some())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookChannel {
@@ -37,25 +53,33 @@ impl WebhookChannel {
         ch: &ChannelConfig,
         name: &str,
         base: &str,
-        url: String,
+        url: Secret,
         client: reqwest::Client,
     ) -> Result<Self, String> {
         let render = match &ch.body {
             Some(_) => Some(Render::new(config, ch, name, base, "")?),
             None => None,
         };
+        let mut headers = Vec::new();
+        let mut scrub = Scrubber::new().url(url.expose());
         for (k, v) in &ch.headers {
-            check_header(base, k, v)?;
+            headers.push(header(base, k, v.expose())?);
+            scrub = scrub.secret(v.expose());
+        }
+        let secret = ch.secret.clone().filter(|s| !s.is_empty());
+        if let Some(secret) = &secret {
+            scrub = scrub.secret(secret.expose());
         }
         Ok(Self {
-            host: host_of(&url),
+            host: host_of(url.expose()),
             url,
-            secret: ch.secret.as_ref().map(|s| s.expose().to_owned()),
+            secret,
             signature_header: ch.signature_header.clone(),
-            headers: ch.headers.clone(),
+            headers,
             render,
             client,
             name: name.to_owned(),
+            scrub,
         })
     }
 
@@ -125,7 +149,7 @@ pub(super) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 }
 
 pub(super) fn check_header(base: &str, key: &str, value: &str) -> Result<(), String> {
-    if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
+    if HeaderName::from_bytes(key.as_bytes()).is_err() {
         return Err(format!(
             "{base}.headers: {key:?} is not a valid header name"
         ));
@@ -138,24 +162,51 @@ pub(super) fn check_header(base: &str, key: &str, value: &str) -> Result<(), Str
     Ok(())
 }
 
+/// A header of `[[alerts.channels]] headers`: its value is marked sensitive, so `Debug` of the
+/// request, and HTTP/2 header compression, leave it out. Errors never repeat the value.
+pub(super) fn header(
+    base: &str,
+    key: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), String> {
+    check_header(base, key, value)?;
+    let name = HeaderName::from_bytes(key.as_bytes())
+        .map_err(|_| format!("{base}.headers: {key:?} is not a valid header name"))?;
+    Ok((
+        name,
+        sensitive_value(value).map_err(|why| format!("{base}.headers.{key}: {why}"))?,
+    ))
+}
+
+/// `value` as a header value marked sensitive. The error does not repeat it.
+pub(super) fn sensitive_value(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        "is not a valid header value (visible ASCII and spaces only; the value is not shown, \
+         it is secret)"
+            .to_owned()
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
 impl AlertChannel for WebhookChannel {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             let body = self.body(n);
             let mut request = self
                 .client
-                .post(&self.url)
+                .post(self.url.expose())
                 .header(reqwest::header::CONTENT_TYPE, "application/json");
             for (k, v) in &self.headers {
-                request = request.header(k, v);
+                request = request.header(k, v.clone());
             }
             if let Some(secret) = &self.secret {
                 request = request.header(
                     self.signature_header.as_str(),
-                    webhook_signature(secret, body.as_bytes()),
+                    webhook_signature(secret.expose(), body.as_bytes()),
                 );
             }
-            send(request.body(body), &self.name, &self.host).await?;
+            send(request.body(body), &self.name, &self.host, &self.scrub).await?;
             Ok(())
         })
     }
