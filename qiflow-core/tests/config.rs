@@ -657,3 +657,139 @@ fn header_values_are_secrets_that_decrypt_under_their_key_path() {
         .unwrap();
     assert_eq!(c.alerts.channels[0].headers["X-Team"].expose(), "ops");
 }
+
+#[test]
+fn admin_defaults_and_the_older_listen_key() {
+    let c = load("").unwrap();
+    assert_eq!(c.admin.token_file, std::path::Path::new("data/admin-token"));
+    assert_eq!(c.admin.public_metrics, None);
+    assert!(c.admin.tokens.is_empty());
+    assert_eq!(c.alerts.max_silence, Duration::from_secs(24 * 3600));
+
+    let c = load("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.operator_listener(), c.admin.listen);
+    let warning = c
+        .warnings()
+        .iter()
+        .find(|w| w.path() == "metrics.listen")
+        .expect("a warning about the older name");
+    assert!(warning.message().contains("admin.listen"), "{warning:?}");
+
+    let found =
+        problems("[metrics]\nlisten = \"127.0.0.1:9464\"\n[admin]\nlisten = \"127.0.0.1:9465\"\n");
+    assert!(
+        found.iter().any(|(k, p, m)| *k == ProblemKind::Value
+            && p == "metrics.listen"
+            && m.contains("remove it")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn admin_tokens_are_checked_with_their_key_paths() {
+    let found = problems(
+        r#"
+[[admin.tokens]]
+name = "ci"
+token = "short"
+
+[[admin.tokens]]
+name = "bad name!"
+token = "0123456789abcdef0123456789abcdef"
+
+[[admin.tokens]]
+name = "ops"
+token = "0123456789abcdef0123456789abcdef"
+scope = "write"
+
+[[admin.tokens]]
+name = "ops"
+token = "fedcba9876543210fedcba9876543210"
+
+[[admin.tokens]]
+name = "spaces"
+token = "has a space in it 0123456789"
+"#,
+    );
+    let has = |path: &str, text: &str| {
+        found
+            .iter()
+            .any(|(k, p, m)| *k == ProblemKind::Value && p == path && m.contains(text))
+    };
+    assert!(has("admin.tokens.ci.token", "at least 16"), "{found:?}");
+    assert!(
+        has("admin.tokens.bad name!.name", "letters, digits"),
+        "{found:?}"
+    );
+    assert!(
+        has("admin.tokens.ops.token", "same as another token's"),
+        "{found:?}"
+    );
+    assert!(
+        has("admin.tokens.ops.name", "names two tokens"),
+        "{found:?}"
+    );
+    assert!(has("admin.tokens.spaces.token", "whitespace"), "{found:?}");
+
+    let scope = problems(
+        "[[admin.tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\nscope = \"admin\"\n",
+    );
+    assert!(
+        scope
+            .iter()
+            .any(|(k, p, _)| *k == ProblemKind::Type && p.starts_with("admin.tokens")),
+        "{scope:?}"
+    );
+    // Short but allowed: advised to be longer; plain: warned about as a plain secret.
+    let c = load("[[admin.tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\n").unwrap();
+    let paths: Vec<&str> = c.warnings().iter().map(|w| w.path()).collect();
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| **p == "admin.tokens.x.token")
+            .count(),
+        2,
+        "{:?}",
+        c.warnings()
+    );
+    assert_eq!(format!("{:?}", c.admin.tokens[0].token), "[REDACTED]");
+}
+
+#[test]
+fn an_admin_token_may_be_encrypted_for_its_key_path() {
+    let key = Keyring::generate_key();
+    let keyring = Keyring::parse(&key).unwrap();
+    let value = keyring
+        .encrypt("admin.tokens.ops.token", "0123456789abcdef0123456789abcdef")
+        .unwrap();
+    let toml =
+        format!("[[admin.tokens]]\nname = \"ops\"\ntoken = \"{value}\"\nscope = \"write\"\n");
+    let c = Loader::new()
+        .toml_str(toml.as_str())
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap();
+    assert_eq!(
+        c.admin.tokens[0].token.expose(),
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert!(
+        c.warnings()
+            .iter()
+            .all(|w| w.path() != "admin.tokens.ops.token")
+    );
+    // Moved to another token's name, it fails to decrypt.
+    let moved = toml.replace("name = \"ops\"", "name = \"other\"");
+    let e = Loader::new()
+        .toml_str(moved.as_str())
+        .env([("QIFLOW_MASTER_KEY", key.as_str())])
+        .load()
+        .unwrap_err();
+    assert!(
+        e.problems()
+            .iter()
+            .any(|p| p.path() == "admin.tokens.other.token"),
+        "{e}"
+    );
+}
