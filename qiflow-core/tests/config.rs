@@ -793,3 +793,20 @@ fn an_admin_token_may_be_encrypted_for_its_key_path() {
         "{e}"
     );
 }
+
+#[test]
+fn the_complete_example_in_the_docs_loads() {
+    let doc = include_str!("../../docs/configuration.md");
+    let section = doc
+        .split("## A complete `qiflow.toml`")
+        .nth(1)
+        .expect("docs/configuration.md has the complete example");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let c = load(toml).unwrap_or_else(|e| panic!("the documented example does not load:\n{e}"));
+    assert_eq!(c.admin.tokens.len(), 1);
+    assert_eq!(c.alerts.max_silence, Duration::from_secs(24 * 3600));
+}
