@@ -826,3 +826,26 @@ fn resuming_after_a_crash_is_not_fooled_by_metadata_that_looks_like_a_digest() {
     let v = verify_dir(dir.path(), Some(KEY)).unwrap();
     assert!(!v.open_tail(), "{v:?}");
 }
+
+#[test]
+fn an_aborted_outcome_is_stored_queried_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = keyed(dir.path().to_owned()).open().unwrap();
+    let aborted = AuditEvent::builder("carol", "POST /orders")
+        .outcome(Outcome::Aborted)
+        .build();
+    sink.append(&[event(1), aborted, event(2)]).unwrap();
+    sink.seal(qiflow_core::audit::SealReason::Flush).unwrap();
+    let raw: String = segments(dir.path())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(raw.contains("\"outcome\":\"aborted\""), "{raw}");
+    let mut q = qiflow_core::audit::api::parse_query("outcome=aborted").unwrap();
+    q.limit = Some(10);
+    let page = FileStore::new(dir.path(), None).query_blocking(&q).unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].actor, "carol");
+    assert_eq!(page.records[0].outcome, Outcome::Aborted);
+    assert_eq!(verify_dir(dir.path(), Some(KEY)).unwrap().records, 3);
+}

@@ -19,15 +19,25 @@ pub enum Outcome {
     Denied,
     /// It was allowed but failed (5xx, an error).
     Failure,
+    /// It did not finish: the client went away (disconnected) before the response was sent,
+    /// whether or not the handler ran.
+    Aborted,
 }
 
 impl Outcome {
-    /// The outcome's name as stored: `success`, `denied` or `failure`.
+    /// The outcome's name as stored: `success`, `denied`, `failure` or `aborted`.
+    ///
+    /// ```
+    /// use qiflow_core::audit::Outcome;
+    /// assert_eq!(Outcome::Aborted.as_str(), "aborted");
+    /// assert_eq!("aborted".parse::<Outcome>(), Ok(Outcome::Aborted));
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::Denied => "denied",
             Self::Failure => "failure",
+            Self::Aborted => "aborted",
         }
     }
 
@@ -56,8 +66,9 @@ impl std::str::FromStr for Outcome {
             "success" => Ok(Self::Success),
             "denied" => Ok(Self::Denied),
             "failure" => Ok(Self::Failure),
+            "aborted" => Ok(Self::Aborted),
             other => Err(format!(
-                "unknown outcome {other:?}; use success, denied or failure"
+                "unknown outcome {other:?}; use success, denied, failure or aborted"
             )),
         }
     }
