@@ -4,9 +4,9 @@
 #   1. initdb a cluster in a temp dir with the machine's /usr/lib/postgresql/*/bin/initdb
 #      (as the `postgres` user: initdb and postgres refuse to run as root; `runuser` drops to it);
 #   2. start it with pg_ctl on a free 127.0.0.1 port, its unix socket in the temp dir;
-#   3. run the gated tests (qiflow-core/tests/audit_postgres.rs) with
-#      QIFLOW_TIER2=1, QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL (a helper script the
-#      tests call with `stop` / `start` to restart the server mid-stream);
+#   3. run the #[ignore]d tests of qiflow-core/tests/audit_postgres.rs (`--ignored`) with
+#      QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL (a helper script the tests call
+#      with `stop` / `start` to restart the server mid-stream);
 #   4. `qiflow audit verify --postgres` on what the tests left;
 #   5. stop the server (pg_ctl stop, then its postmaster pid if it lingers) and remove the dir.
 #
@@ -79,12 +79,11 @@ step "starting PostgreSQL on 127.0.0.1:$port"
 "$ctl" start >/dev/null
 echo "postmaster pid $(head -n1 "$data/postmaster.pid")"
 
-export QIFLOW_TIER2=1
 export QIFLOW_TEST_POSTGRES_URL="postgres://qiflow@127.0.0.1:$port/postgres"
 export QIFLOW_TEST_POSTGRES_CTL="$ctl"
 
-step "gated tests: cargo test -p qiflow-core --test audit_postgres"
-cargo test -p qiflow-core --test audit_postgres -- --test-threads=1
+step "tier 2 tests: cargo test -p qiflow-core --test audit_postgres -- --ignored"
+cargo test -p qiflow-core --test audit_postgres -- --ignored --test-threads=1
 
 step "qiflow audit verify --postgres"
 cargo run -q -p qiflow-core --features cli --bin qiflow -- audit verify --postgres "$QIFLOW_TEST_POSTGRES_URL"

@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used)]
-//! Tier 2: the PostgreSQL audit sink against a real server (started by `.ci/tier2-audit.sh`).
+//! Tier 2: the PostgreSQL audit sink against a real server, started by `.ci/tier2-audit.sh`,
+//! which runs these tests with `--ignored` and the server in the environment:
 //!
-//! Runs only when `QIFLOW_TIER2=1`; then `QIFLOW_TEST_POSTGRES_URL` must reach a server and
-//! `QIFLOW_TEST_POSTGRES_CTL` must be a script taking `stop` / `start`, or the test fails.
+//! - `QIFLOW_TEST_POSTGRES_URL`: a plain (no TLS) server, e.g. `postgres://qiflow@127.0.0.1:PORT/postgres`
+//! - `QIFLOW_TEST_POSTGRES_CTL`: a script taking `stop` / `start` for that server
+//!
+//! Run by hand without them, they fail saying how to get the server.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,18 +19,15 @@ use qiflow_core::test::quiet_config;
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*/bin; `apt-get install -y postgresql` if missing) and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 const KEY: &[u8] = b"tier two signing key";
 
-fn tier2() -> Option<(String, String)> {
-    if std::env::var("QIFLOW_TIER2").as_deref() != Ok("1") {
-        eprintln!("skipped: tier 2 is off (QIFLOW_TIER2 != 1); {HOWTO}");
-        return None;
-    }
-    let url = std::env::var("QIFLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("QIFLOW_TIER2=1 but QIFLOW_TEST_POSTGRES_URL is unset; {HOWTO}")
-    });
-    let ctl = std::env::var("QIFLOW_TEST_POSTGRES_CTL").unwrap_or_else(|_| {
-        panic!("QIFLOW_TIER2=1 but QIFLOW_TEST_POSTGRES_CTL is unset; {HOWTO}")
-    });
-    Some((url, ctl))
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {HOWTO}"))
+}
+
+fn tier2() -> (String, String) {
+    (
+        env("QIFLOW_TEST_POSTGRES_URL"),
+        env("QIFLOW_TEST_POSTGRES_CTL"),
+    )
 }
 
 fn ctl(script: &str, what: &str) {
@@ -68,10 +68,9 @@ fn event(i: u64) -> AuditEvent {
 }
 
 #[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
 fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
-    let Some((url, ctl_script)) = tier2() else {
-        return;
-    };
+    let (url, ctl_script) = tier2();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
