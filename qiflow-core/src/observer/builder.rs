@@ -365,6 +365,32 @@ impl ObserverBuilder {
                 }
             }));
         }
+        // A trail behind its witness (cut), rewritten, or without its witness: an alert.
+        {
+            let alerts = alerts.clone();
+            audit_options.on_alarm = Some(Arc::new(
+                move |sink: &'static str, alarm: &crate::audit::AuditAlarm| {
+                    let level = if alarm.kind.is_critical() {
+                        crate::alert::AlertLevel::Critical
+                    } else {
+                        crate::alert::AlertLevel::Error
+                    };
+                    let summary = match alarm.kind {
+                        crate::audit::AlarmKind::TrailCut => "the audit trail ends before its witness: records were deleted",
+                        crate::audit::AlarmKind::WitnessMismatch => "the audit trail differs from its witness: it was rewritten",
+                        crate::audit::AlarmKind::WitnessMissing => "the audit witness is missing or unreadable",
+                        _ => "the audit witness cannot be written",
+                    };
+                    let _ = alerts.raise(
+                        crate::alert::Alert::new(alarm.kind.alert_name(), level)
+                            .summary(summary)
+                            .description(alarm.message.clone())
+                            .label("sink", sink)
+                            .source("audit"),
+                    );
+                },
+            ));
+        }
         let audit_custom_sink = audit_options.sink.is_some();
         let auditor = crate::audit::start(
             &self.config,

@@ -347,7 +347,7 @@ impl Observer {
     /// let dir = tempfile::tempdir().unwrap();
     /// let mut config = qiflow_core::test::quiet_config(); // auditing off there: turn it on
     /// config.audit.enabled = true;
-    /// config.audit.dir = dir.path().to_owned();
+    /// config.audit.dir = dir.path().join("audit");
     /// let (observer, guard) = qiflow_core::Observer::builder(config)
     ///     .install_global(false)
     ///     .build()
