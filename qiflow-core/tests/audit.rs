@@ -527,6 +527,7 @@ fn qiflow(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_qiflow"))
         .args(args)
         .env_remove("QIFLOW_CONFIG")
+        .env_remove("QIFLOW__AUDIT__POSTGRES_URL")
         .output()
         .unwrap();
     let text = format!(
@@ -541,7 +542,7 @@ fn qiflow(args: &[&str]) -> (i32, String) {
 fn cli_verify_exit_codes_and_messages() {
     let dir = trail();
     write_trail(dir.path(), 42, 10, keyed);
-    let config = dir.path().join("qiflow.toml");
+    let config = dir.path().with_file_name("qiflow.toml");
     std::fs::write(
         &config,
         format!(
@@ -559,34 +560,80 @@ fn cli_verify_exit_codes_and_messages() {
         text.contains("ok: ") && text.contains("42 records"),
         "{text}"
     );
-    // Without the key: ok, with a warning that signatures were not checked.
+    assert!(text.contains("sealed: 42 records up to seq"), "{text}");
+    assert!(text.contains("witness: sealed seq"), "{text}");
+    // Without the key: ok, with a warning that signatures were not checked; the witness
+    // beside the trail is found and checked.
     let (code, text) = qiflow(&["audit", "verify", d]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("not checked"), "{text}");
+    assert!(text.contains("witness: sealed seq"), "{text}");
     // The directory from the config.
     let (code, _) = qiflow(&["audit", "verify", "--config", c]);
     assert_eq!(code, 0);
 
-    // An open tail fails unless allowed.
-    let seg = &segments(dir.path())[0];
-    let mut l = lines(seg);
-    l.pop();
-    put_lines(seg, &l);
+    // An open tail (records after the last digest: a crash) fails unless allowed.
+    {
+        let mut sink = keyed(dir.path().to_owned()).open().unwrap();
+        sink.append(&[event(42), event(43)]).unwrap();
+        // dropped without a digest
+    }
     let (code, text) = qiflow(&["audit", "verify", d, "--config", c]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("open tail"), "{text}");
+    assert!(text.contains("open tail: 2 record(s)"), "{text}");
     let (code, text) = qiflow(&["audit", "verify", d, "--config", c, "--allow-open-tail"]);
     assert_eq!(code, 0, "{text}");
+    assert!(text.contains("44 records"), "{text}");
+
+    // Cut back to the digest before the last: the witness names the gap.
+    let seg = &segments(dir.path())[0];
+    let all = lines(seg);
+    let digests: Vec<usize> = (0..all.len())
+        .filter(|&i| all[i].contains("\"kind\":\"digest\""))
+        .collect();
+    let keep = digests[digests.len() - 2];
+    let mut l = all[..=keep].to_vec();
+    put_lines(seg, &l);
+    let w = witness_of(&dir);
+    let from = seq_of(&l[keep]) + 1;
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c]);
+    assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("41 records") || text.contains("42 records"),
+        text.contains(&format!(
+            "the trail ends at seq {} but the witness sealed seq {} at {}: records seq {from}..={} are missing",
+            from - 1,
+            w.seq,
+            w.timestamp,
+            w.seq
+        )),
         "{text}"
     );
+    // The witness named directly, kept elsewhere.
+    let elsewhere = dir.path().with_file_name("copy.json");
+    std::fs::rename(dir.witness(), &elsewhere).unwrap();
+    let (code, text) = qiflow(&["audit", "verify", d, "--witness", elsewhere.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("are missing"), "{text}");
+    // No witness anywhere: the config expects one (it was deleted): broken.
+    let (code, text) = qiflow(&["audit", "verify", d, "--config", c]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the witness is missing"), "{text}");
+    // Nothing given and none beside the trail: a note, not a failure.
+    let (code, text) = qiflow(&["audit", "verify", d]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("note: no witness checked") && text.contains("cannot be detected"),
+        "{text}"
+    );
+    let (code, text) = qiflow(&["audit", "verify", d, "--witness", "/nonexistent/w.json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the witness is missing"), "{text}");
 
     // A changed record is named.
     l[7] = l[7].replace("user", "resu");
     let seq = seq_of(&l[7]);
     put_lines(seg, &l);
-    let (code, text) = qiflow(&["audit", "verify", d, "--config", c, "--allow-open-tail"]);
+    let (code, text) = qiflow(&["audit", "verify", d]);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains(&format!(":8: record seq {seq}: hash does not match")),
@@ -596,6 +643,28 @@ fn cli_verify_exit_codes_and_messages() {
     let (code, text) = qiflow(&["audit", "verify", "/nonexistent/trail"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot list"), "{text}");
+
+    // --postgres never takes the URL from the command line, and says where to put it.
+    let (code, text) = qiflow(&[
+        "audit",
+        "verify",
+        "--postgres",
+        "postgres://app:s3cret@db.internal/app",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("takes no URL on the command line") && text.contains("postgres_url"),
+        "{text}"
+    );
+    let (code, text) = qiflow(&["audit", "verify", "--postgres"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("needs the database URL") && text.contains("QIFLOW__AUDIT__POSTGRES_URL"),
+        "{text}"
+    );
+    let (code, text) = qiflow(&["audit", "verify", "--postgres", "--config", c]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("needs the database URL"), "{text}");
 }
 
 /// The child of `sigkill_during_batched_writes`: writes records from 4 threads until killed,

@@ -543,3 +543,33 @@ fn alert_group_by_labels_are_checked() {
     assert!(paths.contains(&"alerts.group_by.2"), "{found:?}");
     assert!(!paths.contains(&"alerts.group_by.1"), "{found:?}");
 }
+
+#[test]
+fn the_audit_witness_defaults_beside_the_trail_and_is_checked() {
+    let c = load("").unwrap();
+    assert_eq!(c.audit.witness, None);
+    assert_eq!(
+        c.audit.witness_path(),
+        std::path::Path::new("data/audit.witness.json")
+    );
+    let c = load("[audit]\ndir = \"/srv/trail\"\nwitness = \"/var/backups/witness.json\"\n").unwrap();
+    assert_eq!(
+        c.audit.witness_path(),
+        std::path::Path::new("/var/backups/witness.json")
+    );
+    let found = problems("[audit]\nwitness = \"\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|(_, p, m)| p == "audit.witness" && m.contains("is empty")),
+        "{found:?}"
+    );
+    let c = load("[audit]\ndir = \"data/audit\"\nwitness = \"data/audit/w.json\"\n").unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.path() == "audit.witness" && w.message().contains("inside audit.dir")),
+        "{:?}",
+        c.warnings()
+    );
+}

@@ -216,6 +216,23 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
         }
         _ => {}
     }
+    if let Some(witness) = &audit.witness {
+        if witness.as_os_str().is_empty() {
+            bad(
+                "audit.witness",
+                "is empty; leave it unset for the default beside audit.dir (<dir>.witness.json), or name a file".into(),
+            );
+        } else if audit.enabled
+            && audit.sink == AuditSinkKind::File
+            && inside(witness, &audit.dir)
+        {
+            warnings.push(Problem::new(
+                ProblemKind::Advice,
+                "audit.witness",
+                "is inside audit.dir: whoever deletes or replaces the trail's files takes the witness with them; keep it beside the directory (the default) or elsewhere",
+            ));
+        }
+    }
     match &audit.signing_key {
         Some(key) if key.expose().len() < 16 => bad(
             "audit.signing_key",
@@ -497,4 +514,12 @@ fn check_dsn(text: &str) -> Result<(), String> {
         format!("is not a valid Sentry DSN ({e}); it looks like https://<key>@<host>/<project>")
     })?;
     Ok(())
+}
+
+/// Whether `path` is inside `dir`, comparing absolute paths without touching the file system.
+fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    match (std::path::absolute(path), std::path::absolute(dir)) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
 }
