@@ -40,6 +40,8 @@ mod chain;
 mod file;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod query;
 mod segment;
 mod verify;
@@ -57,7 +59,7 @@ pub use chain::{
 pub use event::{AuditEvent, AuditEventBuilder, MAX_FIELD_LEN, MAX_METADATA_LEN, Outcome};
 pub use file::{FileAuditSink, FileAuditSinkBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, verify_postgres};
+pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
 pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT};
 pub use verify::{verify_dir, verify_dir_with_witness};
 pub use witness::{
