@@ -611,7 +611,13 @@ fn cli_verify_exit_codes_and_messages() {
     // The witness named directly, kept elsewhere.
     let elsewhere = dir.path().with_file_name("copy.json");
     std::fs::rename(dir.witness(), &elsewhere).unwrap();
-    let (code, text) = qiflow(&["audit", "verify", d, "--witness", elsewhere.to_str().unwrap()]);
+    let (code, text) = qiflow(&[
+        "audit",
+        "verify",
+        d,
+        "--witness",
+        elsewhere.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("are missing"), "{text}");
     // No witness anywhere: the config expects one (it was deleted): broken.
@@ -987,7 +993,10 @@ fn a_trail_cut_back_to_an_earlier_digest_is_caught_by_its_witness() {
     let newest_first = seq_of(&lines(segs.last().unwrap())[0]);
     std::fs::remove_file(segs.last().unwrap()).unwrap();
     let v = verify_dir(t.path(), Some(KEY)).unwrap();
-    assert!(!v.open_tail(), "the cut is invisible without the witness: {v:?}");
+    assert!(
+        !v.open_tail(),
+        "the cut is invisible without the witness: {v:?}"
+    );
     let err = verify_dir_with_witness(t.path(), Some(KEY), &t.witness()).unwrap_err();
     assert_eq!(err.seq, newest_first, "{err}");
     assert!(
@@ -1045,16 +1054,21 @@ fn after_a_cut_sequence_numbers_continue_past_the_witness() {
     let lost_from = seq_of(&lines(&newest)[0]);
     std::fs::remove_file(&newest).unwrap();
 
-    let mut sink = keyed(t.path().to_owned()).segment_size(4096).open().unwrap();
+    let mut sink = keyed(t.path().to_owned())
+        .segment_size(4096)
+        .open()
+        .unwrap();
     let found = alarms(&mut sink);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].kind, AlarmKind::TrailCut);
     assert!(found[0].kind.is_critical());
     assert!(
-        found[0].message.contains(&format!(
-            "records seq {lost_from}..={} are missing",
-            w.seq
-        )) && found[0].message.contains(&format!("continue at seq {}", w.seq + 1)),
+        found[0]
+            .message
+            .contains(&format!("records seq {lost_from}..={} are missing", w.seq))
+            && found[0]
+                .message
+                .contains(&format!("continue at seq {}", w.seq + 1)),
         "{}",
         found[0].message
     );
@@ -1072,7 +1086,11 @@ fn after_a_cut_sequence_numbers_continue_past_the_witness() {
     let after = witness_of(&t);
     // Two records and a digest (after a `segment` digest when the live segment was full).
     assert!(after.seq >= w.seq + 3, "{after:?}");
-    assert_eq!(after.sealed_records, w.sealed_records + 2, "the count goes on");
+    assert_eq!(
+        after.sealed_records,
+        w.sealed_records + 2,
+        "the count goes on"
+    );
 
     // The gap stays visible...
     let err = verify_dir(t.path(), Some(KEY)).unwrap_err();
@@ -1089,7 +1107,10 @@ fn after_a_cut_sequence_numbers_continue_past_the_witness() {
     assert!(v.witness.is_some());
 
     // A restart with nothing wrong raises nothing.
-    let mut sink = keyed(t.path().to_owned()).segment_size(4096).open().unwrap();
+    let mut sink = keyed(t.path().to_owned())
+        .segment_size(4096)
+        .open()
+        .unwrap();
     assert!(alarms(&mut sink).is_empty());
 }
 
@@ -1108,7 +1129,11 @@ fn a_missing_or_foreign_witness_is_reported() {
     let found = alarms(&mut sink);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].kind, AlarmKind::WitnessMissing);
-    assert!(found[0].message.contains("is missing"), "{}", found[0].message);
+    assert!(
+        found[0].message.contains("is missing"),
+        "{}",
+        found[0].message
+    );
     drop(sink);
     assert!(verify_dir_with_witness(t.path(), Some(KEY), &t.witness()).is_ok());
 
@@ -1282,14 +1307,24 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
             found
         })
         .expect("an audit_trail_cut alert");
-    assert_eq!(found.alert.level(), qiflow_core::alert::AlertLevel::Critical);
+    assert_eq!(
+        found.alert.level(),
+        qiflow_core::alert::AlertLevel::Critical
+    );
     assert!(
-        found.alert.description.contains(&format!("sealed seq {}", w.seq)),
+        found
+            .alert
+            .description
+            .contains(&format!("sealed seq {}", w.seq)),
         "{:?}",
         found.alert
     );
     assert_eq!(found.alert.labels["sink"], "file");
-    assert!(observer.render_metrics().contains("qiflow_audit_sealed_records 25"));
+    assert!(
+        observer
+            .render_metrics()
+            .contains("qiflow_audit_sealed_records 25")
+    );
     observer.audit(event(99)).unwrap();
     drop(guard);
     let err = verify_dir(t.path(), Some(KEY)).unwrap_err();

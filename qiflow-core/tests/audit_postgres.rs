@@ -53,7 +53,9 @@ async fn client(url: &str) -> tokio_postgres::Client {
 async fn reset(url: &str) {
     client(url)
         .await
-        .batch_execute("DROP TABLE IF EXISTS qiflow_audit; DROP TABLE IF EXISTS qiflow_audit_witness")
+        .batch_execute(
+            "DROP TABLE IF EXISTS qiflow_audit; DROP TABLE IF EXISTS qiflow_audit_witness",
+        )
         .await
         .unwrap();
 }
@@ -307,7 +309,10 @@ fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
         // Rows deleted from the end, back to the first digest: the table alone looks closed.
         let db = client(&url).await;
         let first_digest: i64 = db
-            .query_one("SELECT min(seq) FROM qiflow_audit WHERE kind = 'digest'", &[])
+            .query_one(
+                "SELECT min(seq) FROM qiflow_audit WHERE kind = 'digest'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -329,7 +334,9 @@ fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
         assert_eq!(found.len(), 1, "{notices:?}");
         assert_eq!(found[0].kind, AlarmKind::TrailCut);
         assert!(
-            found[0].message.contains(&format!("continue at seq {}", w.seq + 1)),
+            found[0]
+                .message
+                .contains(&format!("continue at seq {}", w.seq + 1)),
             "{}",
             found[0].message
         );
@@ -363,7 +370,11 @@ fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
         let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
         assert!(broken.reason.contains("has no witness row"), "{broken}");
         let notices = write_and_seal(&url, 12..14).await.unwrap();
-        assert_eq!(alarms(&notices)[0].kind, AlarmKind::WitnessMissing, "{notices:?}");
+        assert_eq!(
+            alarms(&notices)[0].kind,
+            AlarmKind::WitnessMissing,
+            "{notices:?}"
+        );
         let v = verify_postgres(&url, Some(KEY)).await.unwrap();
         assert_eq!(v.records, 14);
         assert_eq!(v.witness, v.last_seal);

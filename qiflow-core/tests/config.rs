@@ -552,7 +552,8 @@ fn the_audit_witness_defaults_beside_the_trail_and_is_checked() {
         c.audit.witness_path(),
         std::path::Path::new("data/audit.witness.json")
     );
-    let c = load("[audit]\ndir = \"/srv/trail\"\nwitness = \"/var/backups/witness.json\"\n").unwrap();
+    let c =
+        load("[audit]\ndir = \"/srv/trail\"\nwitness = \"/var/backups/witness.json\"\n").unwrap();
     assert_eq!(
         c.audit.witness_path(),
         std::path::Path::new("/var/backups/witness.json")

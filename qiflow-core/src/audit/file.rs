@@ -208,7 +208,8 @@ enum LineAt {
     Gone,
     /// No such line where it should be, or it cannot be read.
     Missing,
-    Found(Line),
+    /// The line there: whether it is a digest, and its hash.
+    Found { digest: bool, hash: String },
 }
 
 struct Live {
@@ -429,7 +430,7 @@ impl FileAuditSink {
             return Ok(());
         }
         match self.line_at(segments, theirs.seq)? {
-            LineAt::Found(Line::Digest(d)) if d.hash == theirs.hash => {
+            LineAt::Found { digest: true, hash } if hash == theirs.hash => {
                 if let Some(ours) = ours {
                     tracing::warn!(
                         target: "qiflow::audit",
@@ -473,9 +474,10 @@ impl FileAuditSink {
             return Ok(LineAt::Missing);
         };
         Ok(match Line::parse(&lines[index].1) {
-            Ok(line) if line.seq() == seq && line.compute_hash() == line.hash() => {
-                LineAt::Found(line)
-            }
+            Ok(line) if line.seq() == seq && line.compute_hash() == line.hash() => LineAt::Found {
+                digest: matches!(line, Line::Digest(_)),
+                hash: line.hash().to_owned(),
+            },
             _ => LineAt::Missing,
         })
     }

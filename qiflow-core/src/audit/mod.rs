@@ -62,9 +62,7 @@ pub use file::{FileAuditSink, FileAuditSinkBuilder};
 pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
 pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT};
 pub use verify::{verify_dir, verify_dir_with_witness};
-pub use witness::{
-    AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path,
-};
+pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path};
 pub(crate) use writer::Auditor;
 
 mod event;

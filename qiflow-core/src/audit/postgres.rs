@@ -910,7 +910,12 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
                 &[&after],
             )
             .await
-            .map_err(|e| at_table(verifier.expected_seq(), format!("cannot read: {}", with_causes(&e))))?;
+            .map_err(|e| {
+                at_table(
+                    verifier.expected_seq(),
+                    format!("cannot read: {}", with_causes(&e)),
+                )
+            })?;
         if rows.is_empty() {
             break;
         }

@@ -20,7 +20,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{AuditError, AuditErrorKind};
@@ -158,7 +160,9 @@ fn take_ssl_params(url: &str) -> Result<(String, Option<String>, Option<String>)
             loop {
                 match chars.next() {
                     Some('\\') => {
-                        let escaped = chars.next().ok_or("the connection string ends in a backslash")?;
+                        let escaped = chars
+                            .next()
+                            .ok_or("the connection string ends in a backslash")?;
                         raw.push('\\');
                         raw.push(escaped);
                         value.push(escaped);
@@ -225,9 +229,10 @@ fn client_config(mode: SslMode, root: Option<&str>) -> Result<ClientConfig, Audi
         .with_safe_default_protocol_versions()
         .map_err(|e| config_error(format!("cannot set up TLS: {e}")))?;
     let verify_ca = |root: Option<&str>| -> Result<ClientConfig, AuditError> {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider.clone())
-            .build()
-            .map_err(|e| config_error(format!("cannot set up TLS: {e}")))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider.clone())
+                .build()
+                .map_err(|e| config_error(format!("cannot set up TLS: {e}")))?;
         Ok(builder
             .clone()
             .dangerous()
@@ -357,7 +362,9 @@ mod tests {
     #[test]
     fn ssl_parameters_are_taken_out_of_urls_and_connection_strings() {
         assert_eq!(
-            parts("postgres://u:p@db:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"),
+            parts(
+                "postgres://u:p@db:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"
+            ),
             (
                 "postgres://u:p@db:5432/app?application_name=x".into(),
                 Some("verify-full".into()),
@@ -368,9 +375,14 @@ mod tests {
             parts("postgresql://db/app?sslmode=require"),
             ("postgresql://db/app".into(), Some("require".into()), None)
         );
-        assert_eq!(parts("postgres://db/app"), ("postgres://db/app".into(), None, None));
         assert_eq!(
-            parts("host=db user=app password='it\\'s x' sslmode = verify-ca sslrootcert='/a b.pem'"),
+            parts("postgres://db/app"),
+            ("postgres://db/app".into(), None, None)
+        );
+        assert_eq!(
+            parts(
+                "host=db user=app password='it\\'s x' sslmode = verify-ca sslrootcert='/a b.pem'"
+            ),
             (
                 "host=db user=app password='it\\'s x'".into(),
                 Some("verify-ca".into()),
@@ -405,7 +417,10 @@ mod tests {
                 "postgres://u:secret-pw@db/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
                 "sslrootcert /nonexistent/ca.pem: cannot read",
             ),
-            ("postgres://u:secret-pw@db:port/app", "not a valid PostgreSQL URL"),
+            (
+                "postgres://u:secret-pw@db:port/app",
+                "not a valid PostgreSQL URL",
+            ),
         ] {
             let err = connect(url).err().unwrap().to_string();
             assert!(err.contains(says), "{url}: {err}");

@@ -338,7 +338,10 @@ mod tests {
             Path::new("/var/lib/app/audit.witness.json")
         );
         let here = default_witness_path(Path::new("."));
-        assert!(here.to_string_lossy().ends_with(".witness.json"), "{here:?}");
+        assert!(
+            here.to_string_lossy().ends_with(".witness.json"),
+            "{here:?}"
+        );
         assert_ne!(here.parent(), Some(Path::new(".")));
     }
 }

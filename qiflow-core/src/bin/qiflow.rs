@@ -291,12 +291,10 @@ fn audit_verify(args: Verify) -> ExitCode {
             Err(code) => return code,
         },
         // --postgres without a file: the URL (and key) from the environment alone.
-        None if args.postgres => {
-            match load_config(Loader::new().toml_str(""), "the environment") {
-                Ok(c) => Some(c),
-                Err(code) => return code,
-            }
-        }
+        None if args.postgres => match load_config(Loader::new().toml_str(""), "the environment") {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
         None => None,
     };
     let key = config
@@ -307,11 +305,15 @@ fn audit_verify(args: Verify) -> ExitCode {
     let (what, result) = if args.postgres {
         if let Some(dir) = &args.dir {
             let text = dir.display().to_string();
-            return usage(&if text.contains("://") || text.contains('@') || text.contains('=') {
-                "--postgres takes no URL on the command line (`ps` would show its password): set [audit] postgres_url in --config FILE, or QIFLOW__AUDIT__POSTGRES_URL".to_owned()
-            } else {
-                format!("--postgres verifies the qiflow_audit table, not a directory: drop {text:?}")
-            });
+            return usage(
+                &if text.contains("://") || text.contains('@') || text.contains('=') {
+                    "--postgres takes no URL on the command line (`ps` would show its password): set [audit] postgres_url in --config FILE, or QIFLOW__AUDIT__POSTGRES_URL".to_owned()
+                } else {
+                    format!(
+                        "--postgres verifies the qiflow_audit table, not a directory: drop {text:?}"
+                    )
+                },
+            );
         }
         if args.witness.is_some() {
             return usage(

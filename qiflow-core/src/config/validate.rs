@@ -222,9 +222,7 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
                 "audit.witness",
                 "is empty; leave it unset for the default beside audit.dir (<dir>.witness.json), or name a file".into(),
             );
-        } else if audit.enabled
-            && audit.sink == AuditSinkKind::File
-            && inside(witness, &audit.dir)
+        } else if audit.enabled && audit.sink == AuditSinkKind::File && inside(witness, &audit.dir)
         {
             warnings.push(Problem::new(
                 ProblemKind::Advice,

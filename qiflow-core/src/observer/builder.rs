@@ -376,9 +376,15 @@ impl ObserverBuilder {
                         crate::alert::AlertLevel::Error
                     };
                     let summary = match alarm.kind {
-                        crate::audit::AlarmKind::TrailCut => "the audit trail ends before its witness: records were deleted",
-                        crate::audit::AlarmKind::WitnessMismatch => "the audit trail differs from its witness: it was rewritten",
-                        crate::audit::AlarmKind::WitnessMissing => "the audit witness is missing or unreadable",
+                        crate::audit::AlarmKind::TrailCut => {
+                            "the audit trail ends before its witness: records were deleted"
+                        }
+                        crate::audit::AlarmKind::WitnessMismatch => {
+                            "the audit trail differs from its witness: it was rewritten"
+                        }
+                        crate::audit::AlarmKind::WitnessMissing => {
+                            "the audit witness is missing or unreadable"
+                        }
                         _ => "the audit witness cannot be written",
                     };
                     let _ = alerts.raise(
