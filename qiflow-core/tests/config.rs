@@ -574,3 +574,36 @@ fn the_audit_witness_defaults_beside_the_trail_and_is_checked() {
         c.warnings()
     );
 }
+
+#[test]
+fn the_postgres_url_tls_parameters_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let ok = format!(
+        "[audit]\nsink = \"postgres\"\npostgres_url = \"postgres://app@db/app?sslmode=verify-full&sslrootcert={}\"\n",
+        ca.display()
+    );
+    assert!(load(&ok).is_ok(), "{:?}", load(&ok).err());
+    for (url, says) in [
+        (
+            "postgres://app@db/app?sslmode=verify",
+            "sslmode=verify is not supported",
+        ),
+        ("postgres://app@db/app?sslmode=allow", "is not supported"),
+        (
+            "postgres://app@db/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "sslrootcert=/nonexistent/ca.pem: no such file",
+        ),
+    ] {
+        let found = problems(&format!(
+            "[audit]\nsink = \"postgres\"\npostgres_url = \"{url}\"\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|(_, p, m)| p == "audit.postgres_url" && m.contains(says)),
+            "{url}: {found:?}"
+        );
+    }
+}

@@ -127,8 +127,9 @@ pub enum SinkNotice {
 
 /// The witness file of a trail directory: `<dir>.witness.json` beside it by default.
 ///
-/// One JSON object, replaced atomically (a temporary file, fsync, rename, fsync of the
-/// directory), created `0600`:
+/// One JSON object, replaced atomically (a temporary file, fsync, rename), created `0600`. The
+/// directory is not fsynced: after a crash the witness may be one digest behind the trail,
+/// which the next start recognises (the trail holds that digest), logs and corrects:
 ///
 /// ```json
 /// {"kind":"qiflow-audit-witness","version":1,"trail":"data/audit","seq":57,"sealed_records":55,
@@ -215,8 +216,8 @@ impl WitnessFile {
         Ok(Some(stored.seal))
     }
 
-    /// Replaces the witness with `seal` (of the trail in `trail`), atomically and durably, mode
-    /// `0600`. Creates the parent directory when missing.
+    /// Replaces the witness with `seal` (of the trail in `trail`), atomically, mode `0600`.
+    /// Creates the parent directory when missing.
     pub fn write(&self, seal: &Seal, trail: &Path) -> Result<(), AuditError> {
         let io = |what: &str, e: std::io::Error| {
             AuditError::new(
@@ -249,11 +250,7 @@ impl WitnessFile {
             let mut file = private_file(&tmp)?;
             file.write_all(&json)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Ok(dir) = std::fs::File::open(parent) {
-                let _ = dir.sync_all();
-            }
-            Ok(())
+            std::fs::rename(&tmp, &self.path)
         })();
         result.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

@@ -210,7 +210,9 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "is required when audit.sink = \"postgres\"; set it to postgres://user:password@host/db".into(),
         ),
         (_, Some(url)) => {
-            if let Err(why) = check_url(url.expose(), &["postgres", "postgresql"]) {
+            if let Err(why) = check_url(url.expose(), &["postgres", "postgresql"])
+                .and_then(|()| check_postgres_tls(url.expose()))
+            {
                 bad("audit.postgres_url", why);
             }
         }
@@ -520,4 +522,32 @@ fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
         (Ok(path), Ok(dir)) => path.starts_with(dir),
         _ => false,
     }
+}
+
+/// The URL's `sslmode` is one qiflow speaks, and its `sslrootcert` file exists.
+fn check_postgres_tls(text: &str) -> Result<(), String> {
+    let Ok(url) = url::Url::parse(text) else {
+        return Ok(());
+    };
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "sslmode"
+                if !["disable", "prefer", "require", "verify-ca", "verify-full"]
+                    .contains(&value.as_ref()) =>
+            {
+                return Err(format!(
+                    "sslmode={value} is not supported; use disable, prefer (the default), require, verify-ca or verify-full"
+                ));
+            }
+            "sslrootcert"
+                if value != "system" && !std::path::Path::new(value.as_ref()).is_file() =>
+            {
+                return Err(format!(
+                    "sslrootcert={value}: no such file; name the PEM file of the database's CA, or `system`"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
