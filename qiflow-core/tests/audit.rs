@@ -1349,3 +1349,70 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
         "{logged:#?}"
     );
 }
+
+/// A custom sink reports its own seals and alarms: the observer publishes them like the file
+/// sink's (gauges, alert), the start-up ones once the pipeline is built.
+#[test]
+fn a_custom_sink_publishes_seals_and_alarms() {
+    use qiflow_core::audit::{AlarmKind, AuditAlarm, AuditError, AuditSink, Seal, SinkNotice};
+    struct Reporting {
+        notices: Vec<SinkNotice>,
+        written: u64,
+    }
+    impl AuditSink for Reporting {
+        fn write<'a>(
+            &'a mut self,
+            batch: &'a [AuditEvent],
+        ) -> qiflow_core::worker::BoxFuture<'a, Result<(), AuditError>> {
+            self.written += batch.len() as u64;
+            self.notices.push(SinkNotice::Sealed(Seal::new(
+                self.written + 1,
+                self.written,
+                "2030-01-01T00:00:00.000000Z",
+                "ab".repeat(32),
+                "cd".repeat(32),
+            )));
+            Box::pin(async { Ok(()) })
+        }
+        fn take_notices(&mut self) -> Vec<SinkNotice> {
+            std::mem::take(&mut self.notices)
+        }
+    }
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    let sink = Reporting {
+        notices: vec![SinkNotice::Alarm(AuditAlarm::new(
+            AlarmKind::WitnessMismatch,
+            "the custom store differs from its witness",
+        ))],
+        written: 0,
+    };
+    let (observer, guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .audit_sink(sink, None)
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        observer.audit(event(i)).unwrap();
+    }
+    assert!(observer.flush(Duration::from_secs(5)));
+    let text = observer.render_metrics();
+    assert!(text.contains("qiflow_audit_sealed_records 3"), "{text}");
+    assert!(
+        text.contains("qiflow_audit_last_digest_timestamp_seconds 1893456000"),
+        "{text}"
+    );
+    let found = observer
+        .alerts()
+        .view()
+        .active
+        .into_iter()
+        .find(|a| a.alert.name == "audit_witness_mismatch")
+        .expect("the start-up alarm as an alert");
+    assert_eq!(
+        found.alert.level(),
+        qiflow_core::alert::AlertLevel::Critical
+    );
+    assert_eq!(found.alert.labels["sink"], "custom");
+    drop(guard);
+}

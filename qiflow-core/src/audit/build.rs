@@ -51,7 +51,7 @@ pub(crate) fn start(
         .signing_key
         .as_ref()
         .map(|k| k.expose().as_bytes().to_vec());
-    let (sink, store): SinkAndStore = match options.sink {
+    let (mut sink, store): SinkAndStore = match options.sink {
         Some(custom) => custom,
         None => match audit.sink {
             AuditSinkKind::Postgres => postgres(config, keyring.clone(), clock.clone())?,
@@ -85,6 +85,8 @@ pub(crate) fn start(
         Some(AutoAudit::new(&audit.routes, actor)?)
     };
     let accounts = Accounts::new(metrics, sink.name(), options.on_loss, options.on_alarm);
+    // Published by `Auditor::publish_startup` once the host's log subscriber is installed.
+    let startup = sink.take_notices();
     let pipeline = worker.add(
         PipelineOptions::new("audit")
             .capacity(audit.queue_capacity)
@@ -131,6 +133,7 @@ pub(crate) fn start(
         Redactor::new(&config.logging.redact),
         store,
         auto,
+        startup,
     )))
 }
 

@@ -34,6 +34,24 @@ pub struct Seal {
 }
 
 impl Seal {
+    /// A seal at `seq` (the digest's seq), `sealed_records` records sealed in all; what a
+    /// custom [`AuditSink`](super::AuditSink) reports in [`SinkNotice::Sealed`].
+    pub fn new(
+        seq: u64,
+        sealed_records: u64,
+        timestamp: impl Into<String>,
+        hash: impl Into<String>,
+        signature: impl Into<String>,
+    ) -> Self {
+        Self {
+            seq,
+            sealed_records,
+            timestamp: timestamp.into(),
+            hash: hash.into(),
+            signature: signature.into(),
+        }
+    }
+
     /// The seal that `digest` (a stored digest line) stands for, with `sealed_records` records
     /// sealed in all.
     pub(crate) fn of(digest: &DigestRecord, sealed_records: u64) -> Self {
@@ -277,13 +295,13 @@ mod tests {
     use super::*;
 
     fn seal(seq: u64) -> Seal {
-        Seal {
+        Seal::new(
             seq,
-            sealed_records: seq - 1,
-            timestamp: "2026-01-02T03:04:05.678901Z".into(),
-            hash: "ab".repeat(32),
-            signature: "cd".repeat(32),
-        }
+            seq - 1,
+            "2026-01-02T03:04:05.678901Z",
+            "ab".repeat(32),
+            "cd".repeat(32),
+        )
     }
 
     #[test]

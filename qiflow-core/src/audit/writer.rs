@@ -75,7 +75,20 @@ impl Accounts {
     pub(crate) fn publish(&self, notices: Vec<SinkNotice>) {
         for notice in notices {
             match notice {
-                SinkNotice::Resumed(seal) | SinkNotice::Sealed(seal) => {
+                SinkNotice::Resumed(seal) => {
+                    self.sealed_records.set(seal.sealed_records as f64);
+                    self.last_digest.set(seal.unix_seconds());
+                    tracing::info!(
+                        target: "qiflow::audit",
+                        sink = self.sink,
+                        seq = seal.seq,
+                        sealed_records = seal.sealed_records,
+                        digest_timestamp = %seal.timestamp,
+                        hash = %seal.hash,
+                        "audit trail opened: sealed up to its last digest"
+                    );
+                }
+                SinkNotice::Sealed(seal) => {
                     self.sealed_records.set(seal.sealed_records as f64);
                     self.last_digest.set(seal.unix_seconds());
                     tracing::info!(
@@ -130,6 +143,8 @@ pub(crate) struct Auditor {
     redactor: Redactor,
     store: Option<Arc<dyn AuditStore>>,
     auto: Option<AutoAudit>,
+    /// What the sink found when it opened the trail, until [`Auditor::publish_startup`].
+    startup: std::sync::Mutex<Vec<SinkNotice>>,
 }
 
 impl Auditor {
@@ -139,6 +154,7 @@ impl Auditor {
         redactor: Redactor,
         store: Option<Arc<dyn AuditStore>>,
         auto: Option<AutoAudit>,
+        startup: Vec<SinkNotice>,
     ) -> Self {
         Self {
             pipeline,
@@ -146,7 +162,18 @@ impl Auditor {
             redactor,
             store,
             auto,
+            startup: std::sync::Mutex::new(startup),
         }
+    }
+
+    /// Logs, sets the gauges for, and alerts what the sink found when it opened the trail.
+    /// Called once the log subscriber is installed.
+    pub(crate) fn publish_startup(&self) {
+        let notices = match self.startup.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        self.accounts.publish(notices);
     }
 
     pub(crate) fn store(&self) -> Option<&Arc<dyn AuditStore>> {
@@ -207,9 +234,8 @@ pub(crate) struct Writer<S> {
 }
 
 impl<S: AuditSink> Writer<S> {
-    /// A writer around `sink`; publishes what the sink found when it was opened.
-    pub(crate) fn new(mut sink: S, accounts: Accounts) -> Self {
-        accounts.publish(sink.take_notices());
+    /// A writer around `sink` (what it found when opened is published by the [`Auditor`]).
+    pub(crate) fn new(sink: S, accounts: Accounts) -> Self {
         Self {
             sink,
             accounts,

@@ -437,6 +437,11 @@ impl ObserverBuilder {
         for warning in self.config.warnings() {
             tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
         }
+        // What the audit sink found when it opened the trail (a cut, a missing witness): logged
+        // now that the subscriber is installed, and alerted.
+        if let Some(auditor) = &auditor {
+            auditor.publish_startup();
+        }
         let mut health_checks = self.health_checks;
         health_checks.push(("alerts".into(), Arc::new(alerts.health_check())));
         if !self.config.logging.dir.as_os_str().is_empty() {
