@@ -3,6 +3,9 @@
 //! - `audit_file_{disk,tmpfs}/<batch>/chained`: records/s into [`FileAuditSink`] (hash chain, a
 //!   keyed digest every 1000 records, one fsync per batch), batches of 100 and 1,000, on the temp
 //!   dir's disk and on `/dev/shm` (where fsync costs nearly nothing, so the ratio is the CPU cost).
+//! - `audit_file_{disk,tmpfs}/<batch>/chained_no_witness`: the same without the witness file
+//!   (rewritten after every batch that wrote a digest), so `chained ÷ chained_no_witness` is
+//!   the witness's cost.
 //! - `audit_file_{disk,tmpfs}/<batch>/plain_jsonl`: the baseline in the same run: the same
 //!   records as JSON lines (serde_json, no chain, no digest) appended to a file with one fsync
 //!   per batch.
@@ -98,6 +101,21 @@ fn file_sink(c: &mut Criterion) {
                         .unwrap_or_else(|e| panic!("append: {e}"))
                 });
             });
+            let mut bare = FileAuditSink::builder(dir.path().join(format!("bare-{size}")))
+                .signing_key(Some(b"bench signing key, 32 bytes long"))
+                .digest_every(1000)
+                .witness(None)
+                .open()
+                .unwrap_or_else(|e| panic!("open: {e}"));
+            group.bench_function(
+                BenchmarkId::new(size.to_string(), "chained_no_witness"),
+                |b| {
+                    b.iter(|| {
+                        bare.append(&events)
+                            .unwrap_or_else(|e| panic!("append: {e}"))
+                    });
+                },
+            );
         }
         group.finish();
     }

@@ -860,7 +860,7 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     let dir = tempfile::tempdir().unwrap();
     let mut config = qiflow_core::test::quiet_config();
     config.audit.enabled = true;
-    config.audit.dir = dir.path().to_owned();
+    config.audit.dir = dir.path().join("audit");
     config.audit.routes = vec!["GET /users/{id}".into(), "* /panic".into()];
     config.audit.actor_header = "x-user".into();
     let (observer, guard) = Observer::builder(config)
@@ -895,7 +895,7 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     assert_eq!(records[1]["outcome"], "success");
     drop(guard);
     assert_eq!(
-        qiflow_core::audit::verify_dir(dir.path(), None)
+        qiflow_core::audit::verify_dir(&dir.path().join("audit"), None)
             .unwrap()
             .records,
         2

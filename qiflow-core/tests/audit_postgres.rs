@@ -1,8 +1,14 @@
 #![allow(clippy::unwrap_used)]
-//! Tier 2: the PostgreSQL audit sink against a real server (started by `.ci/tier2-audit.sh`).
+//! Tier 2: the PostgreSQL audit sink against a real server, started by `.ci/tier2-audit.sh`,
+//! which runs these tests with `--ignored` and the server in the environment:
 //!
-//! Runs only when `QIFLOW_TIER2=1`; then `QIFLOW_TEST_POSTGRES_URL` must reach a server and
-//! `QIFLOW_TEST_POSTGRES_CTL` must be a script taking `stop` / `start`, or the test fails.
+//! - `QIFLOW_TEST_POSTGRES_URL`: a plain (no TLS) server, e.g. `postgres://qiflow@127.0.0.1:PORT/postgres`
+//! - `QIFLOW_TEST_POSTGRES_CTL`: a script taking `stop` / `start` for that server
+//! - `QIFLOW_TEST_POSTGRES_TLS_URL`: a second server that accepts TLS connections only, with a
+//!   certificate for `127.0.0.1` (not `localhost`) issued by the CA in
+//!   `QIFLOW_TEST_POSTGRES_CA` (PEM); `QIFLOW_TEST_POSTGRES_WRONG_CA` is another CA
+//!
+//! Run by hand without them, they fail saying how to get the server.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,18 +22,15 @@ use qiflow_core::test::quiet_config;
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*/bin; `apt-get install -y postgresql` if missing) and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 const KEY: &[u8] = b"tier two signing key";
 
-fn tier2() -> Option<(String, String)> {
-    if std::env::var("QIFLOW_TIER2").as_deref() != Ok("1") {
-        eprintln!("skipped: tier 2 is off (QIFLOW_TIER2 != 1); {HOWTO}");
-        return None;
-    }
-    let url = std::env::var("QIFLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("QIFLOW_TIER2=1 but QIFLOW_TEST_POSTGRES_URL is unset; {HOWTO}")
-    });
-    let ctl = std::env::var("QIFLOW_TEST_POSTGRES_CTL").unwrap_or_else(|_| {
-        panic!("QIFLOW_TIER2=1 but QIFLOW_TEST_POSTGRES_CTL is unset; {HOWTO}")
-    });
-    Some((url, ctl))
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {HOWTO}"))
+}
+
+fn tier2() -> (String, String) {
+    (
+        env("QIFLOW_TEST_POSTGRES_URL"),
+        env("QIFLOW_TEST_POSTGRES_CTL"),
+    )
 }
 
 fn ctl(script: &str, what: &str) {
@@ -39,13 +42,20 @@ fn ctl(script: &str, what: &str) {
     assert!(status.success(), "{script} {what} failed");
 }
 
-async fn reset(url: &str) {
+async fn client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}; {HOWTO}"));
     tokio::spawn(conn);
     client
-        .batch_execute("DROP TABLE IF EXISTS qiflow_audit")
+}
+
+async fn reset(url: &str) {
+    client(url)
+        .await
+        .batch_execute(
+            "DROP TABLE IF EXISTS qiflow_audit; DROP TABLE IF EXISTS qiflow_audit_witness",
+        )
         .await
         .unwrap();
 }
@@ -68,10 +78,9 @@ fn event(i: u64) -> AuditEvent {
 }
 
 #[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
 fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
-    let Some((url, ctl_script)) = tier2() else {
-        return;
-    };
+    let (url, ctl_script) = tier2();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,6 +149,9 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
         let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
         assert_eq!(verified.records, N, "{verified:?}");
         assert!(!verified.open_tail(), "{verified:?}");
+        // The witness row holds the last digest.
+        assert_eq!(verified.witness, verified.last_seal, "{verified:?}");
+        assert_eq!(verified.last_seal.as_ref().unwrap().sealed_records, N);
         // No duplicates: every event id once.
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
@@ -243,5 +255,262 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
         let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
         assert_eq!(verified.records, 20);
         assert!(!verified.open_tail());
+    });
+}
+
+fn sink(url: &str) -> PostgresAuditSink {
+    let clock: Arc<dyn qiflow_core::clock::Clock> = Arc::new(qiflow_core::clock::SystemClock);
+    PostgresAuditSink::new(url, Some(KEY), None, clock)
+        .unwrap()
+        .digest_every(10)
+}
+
+/// Writes `events` through a new sink and seals; returns what the sink reported.
+async fn write_and_seal(
+    url: &str,
+    events: std::ops::Range<u64>,
+) -> Result<Vec<qiflow_core::audit::SinkNotice>, qiflow_core::audit::AuditError> {
+    use qiflow_core::audit::AuditSink as _;
+    let mut sink = sink(url);
+    let batch: Vec<_> = events.map(event).collect();
+    sink.write(&batch).await?;
+    sink.seal(qiflow_core::audit::SealReason::Flush).await?;
+    Ok(sink.take_notices())
+}
+
+fn alarms(notices: &[qiflow_core::audit::SinkNotice]) -> Vec<qiflow_core::audit::AuditAlarm> {
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            qiflow_core::audit::SinkNotice::Alarm(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
+    use qiflow_core::audit::AlarmKind;
+    let (url, _) = tier2();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reset(&url).await;
+        let notices = write_and_seal(&url, 0..35).await.unwrap();
+        assert!(alarms(&notices).is_empty(), "a first start: {notices:?}");
+        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let w = v.witness.clone().unwrap();
+        assert_eq!(Some(&w), v.last_seal.as_ref());
+        assert_eq!(w.sealed_records, 35);
+
+        // Rows deleted from the end, back to the first digest: the table alone looks closed.
+        let db = client(&url).await;
+        let first_digest: i64 = db
+            .query_one(
+                "SELECT min(seq) FROM qiflow_audit WHERE kind = 'digest'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        db.execute("DELETE FROM qiflow_audit WHERE seq > $1", &[&first_digest])
+            .await
+            .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(
+            broken.reason.contains(&format!(
+                "the trail ends at seq {first_digest} but the witness sealed seq {}",
+                w.seq
+            )),
+            "{broken}"
+        );
+
+        // The next start alarms and continues after the witness.
+        let notices = write_and_seal(&url, 100..103).await.unwrap();
+        let found = alarms(&notices);
+        assert_eq!(found.len(), 1, "{notices:?}");
+        assert_eq!(found[0].kind, AlarmKind::TrailCut);
+        assert!(
+            found[0]
+                .message
+                .contains(&format!("continue at seq {}", w.seq + 1)),
+            "{}",
+            found[0].message
+        );
+        let next: i64 = db
+            .query_one(
+                "SELECT min(seq) FROM qiflow_audit WHERE seq > $1",
+                &[&first_digest],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(next as u64, w.seq + 1, "seqs are not reused");
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(
+            broken.reason.contains(&format!(
+                "records seq {}..={} are missing",
+                first_digest + 1,
+                w.seq
+            )),
+            "{broken}"
+        );
+        let notices = write_and_seal(&url, 200..201).await.unwrap();
+        assert!(alarms(&notices).is_empty(), "raised once: {notices:?}");
+
+        // A deleted witness row: verify fails, the next start alarms and writes it again.
+        reset(&url).await;
+        write_and_seal(&url, 0..12).await.unwrap();
+        db.execute("DELETE FROM qiflow_audit_witness", &[])
+            .await
+            .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(broken.reason.contains("has no witness row"), "{broken}");
+        let notices = write_and_seal(&url, 12..14).await.unwrap();
+        assert_eq!(
+            alarms(&notices)[0].kind,
+            AlarmKind::WitnessMissing,
+            "{notices:?}"
+        );
+        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        assert_eq!(v.records, 14);
+        assert_eq!(v.witness, v.last_seal);
+    });
+}
+
+/// `qiflow::audit` warnings, captured from every thread.
+fn captured_warnings() -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static LINES: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<String>>>> =
+        std::sync::OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            struct Capture(Arc<std::sync::Mutex<Vec<String>>>);
+            impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+                fn on_event(
+                    &self,
+                    event: &tracing::Event<'_>,
+                    _: tracing_subscriber::layer::Context<'_, S>,
+                ) {
+                    struct Message(String);
+                    impl tracing::field::Visit for Message {
+                        fn record_debug(
+                            &mut self,
+                            _: &tracing::field::Field,
+                            v: &dyn std::fmt::Debug,
+                        ) {
+                            self.0.push_str(&format!("{v:?} "));
+                        }
+                    }
+                    if event.metadata().target() == "qiflow::audit"
+                        && *event.metadata().level() == tracing::Level::WARN
+                    {
+                        let mut m = Message(String::new());
+                        event.record(&mut m);
+                        self.0.lock().unwrap().push(m.0);
+                    }
+                }
+            }
+            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(Capture(lines.clone())),
+            )
+            .unwrap();
+            lines
+        })
+        .clone()
+}
+
+fn with_params(url: &str, params: &str) -> String {
+    format!("{url}{}{params}", if url.contains('?') { '&' } else { '?' })
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL with TLS; run by .ci/tier2-audit.sh"]
+fn postgres_sslmodes_against_servers_with_and_without_tls() {
+    let (plain, _) = tier2();
+    let tls = env("QIFLOW_TEST_POSTGRES_TLS_URL");
+    let ca = env("QIFLOW_TEST_POSTGRES_CA");
+    let wrong_ca = env("QIFLOW_TEST_POSTGRES_WRONG_CA");
+    let warnings = captured_warnings();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plain_warned = |w: &[String]| w.iter().any(|l| l.contains("connected without TLS"));
+    rt.block_on(async {
+        reset(&plain).await;
+        let mut n = 0u64;
+        let mut next = || {
+            n += 3;
+            n - 3..n
+        };
+        // The TLS-only server: every mode that speaks TLS gets in; `disable` is refused by
+        // the server (hostnossl … reject), which proves it really sends no TLS.
+        for params in [
+            "sslmode=require".to_owned(),
+            "sslmode=prefer".to_owned(),
+            format!("sslmode=verify-full&sslrootcert={ca}"),
+            format!("sslmode=verify-ca&sslrootcert={ca}"),
+            format!("sslmode=require&sslrootcert={ca}"),
+        ] {
+            let url = with_params(&tls, &params);
+            write_and_seal(&url, next())
+                .await
+                .unwrap_or_else(|e| panic!("{params}: {e}"));
+            verify_postgres(&url, Some(KEY))
+                .await
+                .unwrap_or_else(|e| panic!("{params}: {e}"));
+        }
+        assert!(!plain_warned(&warnings.lock().unwrap()), "prefer used TLS");
+        for (params, says) in [
+            ("sslmode=disable".to_owned(), "no encryption"),
+            (
+                format!("sslmode=verify-full&sslrootcert={wrong_ca}"),
+                "certificate",
+            ),
+            (
+                format!("sslmode=verify-ca&sslrootcert={wrong_ca}"),
+                "certificate",
+            ),
+            (
+                format!("sslmode=require&sslrootcert={wrong_ca}"),
+                "certificate",
+            ),
+            // Without sslrootcert: the Mozilla roots, which did not issue the test CA.
+            ("sslmode=verify-full".to_owned(), "certificate"),
+        ] {
+            let url = with_params(&tls, &params);
+            let err = write_and_seal(&url, next()).await.unwrap_err().to_string();
+            assert!(err.contains(says), "{params}: {err}");
+        }
+        // The certificate names 127.0.0.1, not localhost: verify-full checks the name,
+        // verify-ca does not.
+        let localhost = tls.replace("127.0.0.1", "localhost");
+        let url = with_params(&localhost, &format!("sslmode=verify-full&sslrootcert={ca}"));
+        let err = write_and_seal(&url, next()).await.unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        let url = with_params(&localhost, &format!("sslmode=verify-ca&sslrootcert={ca}"));
+        write_and_seal(&url, next()).await.unwrap();
+
+        // The plain server: disable and prefer connect (prefer with a warning); require does not.
+        write_and_seal(&with_params(&plain, "sslmode=disable"), next())
+            .await
+            .unwrap();
+        assert!(!plain_warned(&warnings.lock().unwrap()));
+        write_and_seal(&plain, next()).await.unwrap();
+        assert!(
+            plain_warned(&warnings.lock().unwrap()),
+            "prefer fell back to plain without a warning: {:?}",
+            warnings.lock().unwrap()
+        );
+        let err = write_and_seal(&with_params(&plain, "sslmode=require"), next())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS") || err.contains("SSL"), "{err}");
     });
 }

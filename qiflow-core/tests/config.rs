@@ -810,3 +810,67 @@ fn the_complete_example_in_the_docs_loads() {
     assert_eq!(c.admin.tokens.len(), 1);
     assert_eq!(c.alerts.max_silence, Duration::from_secs(24 * 3600));
 }
+
+#[test]
+fn the_audit_witness_defaults_beside_the_trail_and_is_checked() {
+    let c = load("").unwrap();
+    assert_eq!(c.audit.witness, None);
+    assert_eq!(
+        c.audit.witness_path(),
+        std::path::Path::new("data/audit.witness.json")
+    );
+    let c =
+        load("[audit]\ndir = \"/srv/trail\"\nwitness = \"/var/backups/witness.json\"\n").unwrap();
+    assert_eq!(
+        c.audit.witness_path(),
+        std::path::Path::new("/var/backups/witness.json")
+    );
+    let found = problems("[audit]\nwitness = \"\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|(_, p, m)| p == "audit.witness" && m.contains("is empty")),
+        "{found:?}"
+    );
+    let c = load("[audit]\ndir = \"data/audit\"\nwitness = \"data/audit/w.json\"\n").unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.path() == "audit.witness" && w.message().contains("inside audit.dir")),
+        "{:?}",
+        c.warnings()
+    );
+}
+
+#[test]
+fn the_postgres_url_tls_parameters_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let ok = format!(
+        "[audit]\nsink = \"postgres\"\npostgres_url = \"postgres://app@db/app?sslmode=verify-full&sslrootcert={}\"\n",
+        ca.display()
+    );
+    assert!(load(&ok).is_ok(), "{:?}", load(&ok).err());
+    for (url, says) in [
+        (
+            "postgres://app@db/app?sslmode=verify",
+            "sslmode=verify is not supported",
+        ),
+        ("postgres://app@db/app?sslmode=allow", "is not supported"),
+        (
+            "postgres://app@db/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "sslrootcert=/nonexistent/ca.pem: no such file",
+        ),
+    ] {
+        let found = problems(&format!(
+            "[audit]\nsink = \"postgres\"\npostgres_url = \"{url}\"\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|(_, p, m)| p == "audit.postgres_url" && m.contains(says)),
+            "{url}: {found:?}"
+        );
+    }
+}

@@ -316,8 +316,10 @@ fn an_unwritable_directory_never_panics_and_counts_losses() {
     assert_eq!(logs.dropped(), 100, "{logs:?}");
 }
 
-/// A real full disk: a 1 MiB tmpfs (needs root and mount permission, as in CI).
+/// A real full disk: a 1 MiB tmpfs. Needs root and mount permission, so it is run by `.ci/run`
+/// (as root) with `--ignored`; run by hand without them, it fails saying so.
 #[test]
+#[ignore = "needs root to mount a tmpfs; run by .ci/run (cargo test --test logging -- --ignored --exact a_full_disk_counts_losses_and_recovers)"]
 fn a_full_disk_counts_losses_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("tiny");
@@ -327,13 +329,13 @@ fn a_full_disk_counts_losses_and_recovers() {
         .arg(&mount)
         .status()
         .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!(
-            "skipping the tmpfs part: cannot mount a tmpfs here (run the tests as root, as CI does); \
-             the injected-error unit tests in logging::rotate cover the same path"
-        );
-        return;
-    }
+    assert!(
+        mounted,
+        "cannot mount a tmpfs at {}: this test needs root and mount permission (CI runs it as \
+         root from .ci/run); the injected-error unit tests in logging::rotate cover the same path \
+         without root",
+        mount.display()
+    );
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
@@ -392,9 +394,12 @@ fn a_full_disk_counts_losses_and_recovers() {
 #[ignore = "entry point of a child process; run by a_sigkill_loses_no_flushed_line"]
 fn child_writer() {
     use std::io::Write as _;
-    let Ok(dir) = std::env::var("QIFLOW_TEST_CHILD_DIR") else {
-        return;
-    };
+    let dir = std::env::var("QIFLOW_TEST_CHILD_DIR").unwrap_or_else(|_| {
+        panic!(
+            "child_writer is the child process of a_sigkill_loses_no_flushed_line, which runs it \
+             with QIFLOW_TEST_CHILD_DIR set; run that test instead"
+        )
+    });
     let mut c = config(Path::new(&dir));
     c.logging.max_size = 64 * 1024;
     c.logging.max_backups = 100_000;

@@ -14,8 +14,9 @@ use qiflow_core::request::{RequestInfo, RequestOutcome};
 
 /// String literals in the source that look like metric names but are not metrics.
 const NOT_METRICS: &[&str] = &[
-    // the PostgreSQL audit sink's table
+    // the PostgreSQL audit sink's tables
     "qiflow_audit",
+    "qiflow_audit_witness",
 ];
 
 /// Labels Prometheus or qiflow's global labels add to every series, and histograms' `le`.

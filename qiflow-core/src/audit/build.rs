@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::writer::{Accounts, Writer};
 use super::{
-    ActorFn, ActorSource, AuditSink, AuditStore, Auditor, AutoAudit, FileAuditSink, FileStore,
-    LossHook,
+    ActorFn, ActorSource, AlarmHook, AuditSink, AuditStore, Auditor, AutoAudit, FileAuditSink,
+    FileStore, LossHook,
 };
 use crate::clock::Clock;
 use crate::config::{AuditSinkKind, Config};
@@ -22,6 +22,8 @@ type SinkAndStore = (Box<dyn AuditSink>, Option<Arc<dyn AuditStore>>);
 pub(crate) struct AuditOptions {
     pub(crate) sink: Option<SinkAndStore>,
     pub(crate) on_loss: Option<LossHook>,
+    /// Raises the sink's alarms (a trail behind its witness, …) as alerts.
+    pub(crate) on_alarm: Option<AlarmHook>,
     pub(crate) actor: Option<ActorFn>,
     pub(crate) keyring: Option<Arc<Keyring>>,
 }
@@ -49,7 +51,7 @@ pub(crate) fn start(
         .signing_key
         .as_ref()
         .map(|k| k.expose().as_bytes().to_vec());
-    let (sink, store): SinkAndStore = match options.sink {
+    let (mut sink, store): SinkAndStore = match options.sink {
         Some(custom) => custom,
         None => match audit.sink {
             AuditSinkKind::Postgres => postgres(config, keyring.clone(), clock.clone())?,
@@ -64,6 +66,7 @@ pub(crate) fn start(
                     .signing_key(signing_key.as_deref())
                     .keyring(keyring.clone())
                     .clock(clock.clone())
+                    .witness(Some(audit.witness_path()))
                     .open()
                     .map_err(|e| format!("audit.dir: {e}"))?;
                 let store = FileStore::new(&audit.dir, keyring.clone());
@@ -81,7 +84,9 @@ pub(crate) fn start(
         };
         Some(AutoAudit::new(&audit.routes, actor)?)
     };
-    let accounts = Accounts::new(metrics, sink.name(), options.on_loss);
+    let accounts = Accounts::new(metrics, sink.name(), options.on_loss, options.on_alarm);
+    // Published by `Auditor::publish_startup` once the host's log subscriber is installed.
+    let startup = sink.take_notices();
     let pipeline = worker.add(
         PipelineOptions::new("audit")
             .capacity(audit.queue_capacity)
@@ -128,6 +133,7 @@ pub(crate) fn start(
         Redactor::new(&config.logging.redact),
         store,
         auto,
+        startup,
     )))
 }
 

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::event::{AuditEvent, Outcome, canonical_map};
+use super::witness::Seal;
 
 /// The `prev_hash` of the very first line of a trail.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -60,12 +61,16 @@ pub struct DigestRecord {
     /// When it was written (RFC 3339, UTC, microseconds).
     pub timestamp: String,
     /// Why it was written: `count`, `interval`, `flush` (also at shutdown), `segment`,
-    /// `recovery`.
+    /// `recovery`, `continue` (the first line after a cut trail, continuing after its witness).
     pub reason: String,
     /// The first seq it seals (the line after the previous digest).
     pub first_seq: u64,
     /// How many records (not digests) it seals.
     pub records: u64,
+    /// How many records all digests up to this one sealed, since the trail began (absent in
+    /// digests written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<u64>,
     /// The first seq still kept after retention deleted older segments (0 if none were).
     pub retained_from: u64,
     /// Whether `signature` is an HMAC with the signing key (false: a plain SHA-256, no key was
@@ -257,6 +262,11 @@ pub(crate) fn sign_digest(digest: &DigestRecord, key: Option<&[u8]>) -> String {
     }
 }
 
+/// The first 12 characters of a hash, for messages.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// Compares two hex strings in constant time.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -281,6 +291,10 @@ pub(crate) struct ChainState {
     pub(crate) unsealed_records: u64,
     /// The first seq kept after retention.
     pub(crate) retained_from: u64,
+    /// Records sealed by all digests so far.
+    pub(crate) sealed_records: u64,
+    /// The last digest, as published.
+    pub(crate) last_seal: Option<Seal>,
 }
 
 impl Default for ChainState {
@@ -292,6 +306,8 @@ impl Default for ChainState {
             unsealed_from: 0,
             unsealed_records: 0,
             retained_from: 0,
+            sealed_records: 0,
+            last_seal: None,
         }
     }
 }
@@ -307,9 +323,29 @@ impl ChainState {
                 self.unsealed_from = d.seq + 1;
                 self.unsealed_records = 0;
                 self.retained_from = self.retained_from.max(d.retained_from);
+                self.sealed_records = d.sealed.unwrap_or(self.sealed_records + d.records);
+                self.last_seal = Some(Seal::of(d, self.sealed_records));
             }
             _ => self.unsealed_records += 1,
         }
+    }
+
+    /// Continues after `seal` (a witness ahead of the trail): the next line gets the seq after
+    /// it and chains onto its hash and signature, so the lost lines' seqs are never reused and
+    /// the trail verifies whole again if they are restored.
+    pub(crate) fn continue_after(&mut self, seal: &Seal) {
+        self.next_seq = seal.seq + 1;
+        self.last_hash = seal.hash.clone();
+        self.last_signature = seal.signature.clone();
+        self.unsealed_from = seal.seq + 1;
+        self.unsealed_records = 0;
+        self.sealed_records = seal.sealed_records;
+        self.last_seal = Some(seal.clone());
+    }
+
+    /// The seq of the last line, if any.
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1)
     }
 
     /// The next record line for `event`, as stored; advances the state.
@@ -362,6 +398,7 @@ impl ChainState {
             reason: reason.to_owned(),
             first_seq: self.unsealed_from,
             records: self.unsealed_records,
+            sealed: Some(self.sealed_records + self.unsealed_records),
             retained_from: self.retained_from,
             keyed: key.is_some(),
             prev_signature: self.last_signature.clone(),
@@ -460,6 +497,10 @@ pub struct Verifier {
     unchecked_signatures: u64,
     last_location: Option<Location>,
     last_digest: Option<DigestRecord>,
+    /// Records sealed in all, when known (from seq 0, or from a digest that says).
+    sealed_records: Option<u64>,
+    witness: Option<Seal>,
+    witness_seen: bool,
 }
 
 /// What a successful verification found.
@@ -483,6 +524,12 @@ pub struct Verified {
     pub last_digest: Option<(u64, String)>,
     /// The last line was cut mid-write (a crash); it was ignored. Part of an open tail.
     pub torn_tail: bool,
+    /// The last digest as a [`Seal`] (what the witness should hold), with the records sealed in
+    /// all when the digests say.
+    pub last_seal: Option<Seal>,
+    /// The witness the trail was checked against (see [`Verifier::expect_witness`]); `None`
+    /// when none was given.
+    pub witness: Option<Seal>,
 }
 
 impl Verified {
@@ -504,7 +551,17 @@ impl Verifier {
             unchecked_signatures: 0,
             last_location: None,
             last_digest: None,
+            sealed_records: None,
+            witness: None,
+            witness_seen: false,
         }
+    }
+
+    /// Checks the trail against its witness too: the line at the witness's seq must be the
+    /// digest it sealed, and the trail must not end before it (a cut tail: the newest segment
+    /// deleted, or the trail truncated right after an earlier digest).
+    pub fn expect_witness(&mut self, witness: Seal) {
+        self.witness = Some(witness);
     }
 
     fn broken(&self, seq: u64, location: &Location, reason: String) -> Broken {
@@ -556,6 +613,8 @@ impl Verifier {
                 state.next_seq = seq;
                 self.state = Some(state);
                 self.first_seq = Some(seq);
+                // From seq 0 the count is known; after retention, from the first digest on.
+                self.sealed_records = (seq == 0).then_some(0);
             }
             Some(state) => {
                 if seq > state.next_seq {
@@ -648,10 +707,37 @@ impl Verifier {
                     }
                 }
             }
+            match (d.sealed, self.sealed_records) {
+                (Some(claimed), Some(before)) if claimed != before + d.records => {
+                    return Err(why(format!(
+                        "digest says {claimed} records were sealed in all, but the digests before it sealed {before} and it seals {}: records were deleted or inserted before it",
+                        d.records
+                    )));
+                }
+                (Some(claimed), _) => self.sealed_records = Some(claimed),
+                (None, known) => self.sealed_records = known.map(|n| n + d.records),
+            }
             self.digests += 1;
             self.last_digest = Some(d.clone());
         } else {
             self.records += 1;
+        }
+        if let Some(w) = &self.witness
+            && w.seq == seq
+        {
+            if !matches!(line, Line::Digest(_)) || !same(&w.hash, line.hash()) {
+                return Err(Broken {
+                    seq,
+                    location,
+                    reason: format!(
+                        "the witness sealed seq {seq} at {} with hash {}, but the trail's line there is another one (hash {}): the trail was rewritten from here, or the witness belongs to another trail",
+                        w.timestamp,
+                        short(&w.hash),
+                        short(line.hash())
+                    ),
+                });
+            }
+            self.witness_seen = true;
         }
         state.absorb(&line);
         self.last_location = Some(location);
@@ -659,7 +745,8 @@ impl Verifier {
     }
 
     /// Ends the verification: checks that the first line kept is where retention says the
-    /// trail starts, and reports what was found. An open tail is not an error here; see
+    /// trail starts and, with a witness, that the trail does not end before the seq it sealed;
+    /// then reports what was found. An open tail is not an error here; see
     /// [`Verified::unsealed`].
     pub fn finish(self) -> Result<Verified, Broken> {
         let first_seq = self.first_seq.unwrap_or(0);
@@ -679,18 +766,50 @@ impl Verifier {
             });
         }
         let state = self.state.unwrap_or_default();
+        let last_seq = state
+            .next_seq
+            .checked_sub(1)
+            .filter(|_| self.first_seq.is_some());
+        if let Some(w) = &self.witness
+            && !self.witness_seen
+            && (self.first_seq.is_none() || first_seq <= w.seq)
+        {
+            let (ends, from) = match last_seq {
+                Some(last) => (format!("ends at seq {last}"), last + 1),
+                None => ("is empty".to_owned(), 0),
+            };
+            let missing = if from == w.seq {
+                format!("record seq {from} is missing")
+            } else {
+                format!("records seq {from}..={} are missing", w.seq)
+            };
+            return Err(Broken {
+                seq: from,
+                location: self.last_location.clone().unwrap_or(Location {
+                    source: String::new(),
+                    line: 0,
+                }),
+                reason: format!(
+                    "the trail {ends} but the witness sealed seq {} at {}: {missing} (the newest segment was deleted, or the trail was cut back to an earlier digest)",
+                    w.seq, w.timestamp
+                ),
+            });
+        }
+        let last_seal = self
+            .last_digest
+            .as_ref()
+            .map(|d| Seal::of(d, self.sealed_records.unwrap_or(0)));
         Ok(Verified {
             records: self.records,
             digests: self.digests,
             first_seq,
-            last_seq: state
-                .next_seq
-                .checked_sub(1)
-                .filter(|_| self.first_seq.is_some()),
+            last_seq,
             unsealed: state.unsealed_records,
             unchecked_signatures: self.unchecked_signatures,
             last_digest: self.last_digest.map(|d| (d.seq, d.signature)),
             torn_tail: false,
+            last_seal,
+            witness: self.witness,
         })
     }
 }

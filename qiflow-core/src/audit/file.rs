@@ -12,6 +12,9 @@ use zeroize::Zeroizing;
 
 use super::chain::{ChainState, Line};
 use super::segment::{self, SegmentFile};
+use super::witness::{
+    AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path, private_file,
+};
 use super::{AuditError, AuditErrorKind, AuditEvent, AuditSink, SealReason};
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Keyring;
@@ -30,6 +33,16 @@ pub struct FileAuditSinkBuilder {
     signing_key: Option<Zeroizing<Vec<u8>>>,
     keyring: Option<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
+    witness: Witness,
+}
+
+/// Where the witness goes.
+#[derive(Debug, Clone)]
+enum Witness {
+    /// `<dir>.witness.json`.
+    Beside,
+    At(PathBuf),
+    Off,
 }
 
 impl std::fmt::Debug for FileAuditSinkBuilder {
@@ -40,6 +53,7 @@ impl std::fmt::Debug for FileAuditSinkBuilder {
             .field("digest_every", &self.digest_every)
             .field("keyed", &self.signing_key.is_some())
             .field("encrypted", &self.keyring.is_some())
+            .field("witness", &self.witness)
             .finish_non_exhaustive()
     }
 }
@@ -99,10 +113,22 @@ impl FileAuditSinkBuilder {
         self
     }
 
-    /// Opens the trail: creates the directory, resumes the chain where the last segment ends
-    /// (cutting a torn last line left by a crash, and sealing unsealed records with a
-    /// `recovery` digest). Fails when the directory cannot be used or the last line kept does
-    /// not match its hash (run `qiflow audit verify` on it).
+    /// The witness file, rewritten after every digest ([`WitnessFile`]); `None` writes none
+    /// (a trail cut back to an earlier digest is then detected only by a copy of the
+    /// published seals kept elsewhere). Defaults to `<dir>.witness.json`, beside the
+    /// directory ([`default_witness_path`]).
+    pub fn witness(mut self, path: Option<PathBuf>) -> Self {
+        self.witness = path.map_or(Witness::Off, Witness::At);
+        self
+    }
+
+    /// Opens the trail: creates the directory (`0700`), resumes the chain where the last
+    /// segment ends (cutting a torn last line left by a crash, and sealing unsealed records with
+    /// a `recovery` digest), and compares the trail with its witness: a trail that ends before
+    /// the witness (cut), differs from it, or a missing witness, is reported as an
+    /// [`AuditAlarm`] (see [`AuditSink::take_notices`]), and a cut trail continues after the
+    /// witness's seq. Fails when the directory cannot be used or the last line kept does not
+    /// match its hash (run `qiflow audit verify` on it).
     pub fn open(self) -> Result<FileAuditSink, AuditError> {
         let io = |what: &str, e: std::io::Error| {
             AuditError::new(
@@ -110,7 +136,7 @@ impl FileAuditSinkBuilder {
                 format!("audit.dir {}: {what}: {e}", self.dir.display()),
             )
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| io("cannot create the directory", e))?;
+        create_private_dir(&self.dir).map_err(|e| io("cannot create the directory", e))?;
         for entry in std::fs::read_dir(&self.dir)
             .map_err(|e| io("cannot list", e))?
             .flatten()
@@ -136,13 +162,54 @@ impl FileAuditSinkBuilder {
             live: None,
             compressing: Vec::new(),
             buf: Vec::with_capacity(64 * 1024),
+            witness: match self.witness {
+                Witness::Beside => Some(WitnessFile::new(default_witness_path(&self.dir))),
+                Witness::At(path) => Some(WitnessFile::new(path)),
+                Witness::Off => None,
+            },
+            sealing: Vec::new(),
+            notices: Vec::new(),
         };
         sink.resume(&segments)?;
+        if let Some(seal) = sink.state.last_seal.clone() {
+            sink.notices.push(SinkNotice::Resumed(seal));
+        }
+        sink.check_witness(&segments)?;
         if sink.state.unsealed_records > 0 {
             sink.seal_now("recovery")?;
         }
         Ok(sink)
     }
+}
+
+/// Creates `dir` (and its parents); the directory itself, when created here, is `0700`.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// The line at a seq, looked up in the segments.
+enum LineAt {
+    /// Before the first segment kept (retention deleted it).
+    Gone,
+    /// No such line where it should be, or it cannot be read.
+    Missing,
+    /// The line there: whether it is a digest, and its hash.
+    Found { digest: bool, hash: String },
 }
 
 struct Live {
@@ -175,6 +242,10 @@ pub struct FileAuditSink {
     last_seal: SystemTime,
     compressing: Vec<std::thread::JoinHandle<()>>,
     buf: Vec<u8>,
+    witness: Option<WitnessFile>,
+    /// Digests in `buf`, published once it is committed.
+    sealing: Vec<Seal>,
+    notices: Vec<SinkNotice>,
 }
 
 impl std::fmt::Debug for FileAuditSink {
@@ -204,6 +275,7 @@ impl FileAuditSink {
             signing_key: None,
             keyring: None,
             clock: Arc::new(SystemClock),
+            witness: Witness::Beside,
         }
     }
 
@@ -296,6 +368,142 @@ impl FileAuditSink {
         Ok(())
     }
 
+    /// Compares the trail (just resumed) with its witness; see [`FileAuditSinkBuilder::open`].
+    fn check_witness(&mut self, segments: &[SegmentFile]) -> Result<(), AuditError> {
+        let Some(witness) = self.witness.clone() else {
+            return Ok(());
+        };
+        let trail = self.dir.display().to_string();
+        let shown = witness.path().display().to_string();
+        let ours = self.state.last_seal.clone();
+        let theirs = match witness.read() {
+            Ok(seal) => seal,
+            Err(e) => {
+                self.alarm(
+                    AlarmKind::WitnessMissing,
+                    format!(
+                        "{e}; the trail {trail} cannot be checked against it at this start. It is replaced at the next digest; compare the trail with the published seals kept elsewhere (`qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)"
+                    ),
+                );
+                return Ok(());
+            }
+        };
+        let Some(theirs) = theirs else {
+            if let Some(ours) = ours {
+                self.alarm(
+                    AlarmKind::WitnessMissing,
+                    format!(
+                        "audit witness {shown} is missing, but the trail {trail} is sealed up to seq {}: it was deleted or moved, so a trail cut back to an earlier digest cannot be detected at this start. A new witness is written from the trail; compare it with the published seals kept elsewhere (`qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                        ours.seq
+                    ),
+                );
+                self.write_witness(&ours);
+            }
+            return Ok(());
+        };
+        match self.state.last_seq() {
+            Some(last) if last >= theirs.seq => {}
+            last => {
+                let (ends, from) = match last {
+                    Some(last) => (format!("ends at seq {last}"), last + 1),
+                    None => ("is empty".to_owned(), 0),
+                };
+                self.alarm(
+                    AlarmKind::TrailCut,
+                    format!(
+                        "audit trail {trail} {ends}, but its witness {shown} sealed seq {} at {}: records seq {from}..={} are missing (the newest segment was deleted, or the trail was cut back to an earlier digest). New records continue at seq {}, never reusing the lost ones; restore the lost lines from a backup, and run `qiflow audit verify {trail} --witness {shown}`",
+                        theirs.seq,
+                        theirs.timestamp,
+                        theirs.seq,
+                        theirs.seq + 1
+                    ),
+                );
+                self.state.continue_after(&theirs);
+                // The continuation starts a segment of its own, opened by a digest, so the lost
+                // segment fits back between the two if it is restored.
+                self.live = None;
+                self.seal_now("continue")?;
+                return Ok(());
+            }
+        }
+        if ours.as_ref() == Some(&theirs) {
+            return Ok(());
+        }
+        match self.line_at(segments, theirs.seq)? {
+            LineAt::Found { digest: true, hash } if hash == theirs.hash => {
+                if let Some(ours) = ours {
+                    tracing::warn!(
+                        target: "qiflow::audit",
+                        witness = %shown,
+                        witness_seq = theirs.seq,
+                        trail_seq = ours.seq,
+                        "the audit witness is behind the trail (a crash between a digest and its witness, or an older copy put back); it is updated"
+                    );
+                    self.write_witness(&ours);
+                }
+            }
+            LineAt::Gone => {
+                if let Some(ours) = ours {
+                    self.write_witness(&ours);
+                }
+            }
+            _ => self.alarm(
+                AlarmKind::WitnessMismatch,
+                format!(
+                    "audit trail {trail}: the line at seq {} is not the digest its witness {shown} sealed at {} (hash {}): the trail was rewritten from there, or the witness belongs to another trail. Run `qiflow audit verify {trail} --witness {shown}`",
+                    theirs.seq,
+                    theirs.timestamp,
+                    theirs.hash.get(..12).unwrap_or(&theirs.hash)
+                ),
+            ),
+        }
+        Ok(())
+    }
+
+    /// The line at `seq`, read from the segment that should hold it.
+    fn line_at(&self, segments: &[SegmentFile], seq: u64) -> Result<LineAt, AuditError> {
+        let Some(seg) = segments.iter().rev().find(|s| s.first_seq <= seq) else {
+            return Ok(LineAt::Gone);
+        };
+        let (lines, _) = segment::read_lines(seg)
+            .map_err(|e| self.err(&format!("cannot read {}", seg.name()), e))?;
+        let Some(index) = usize::try_from(seq - seg.first_seq)
+            .ok()
+            .filter(|&i| i < lines.len())
+        else {
+            return Ok(LineAt::Missing);
+        };
+        Ok(match Line::parse(&lines[index].1) {
+            Ok(line) if line.seq() == seq && line.compute_hash() == line.hash() => LineAt::Found {
+                digest: matches!(line, Line::Digest(_)),
+                hash: line.hash().to_owned(),
+            },
+            _ => LineAt::Missing,
+        })
+    }
+
+    fn alarm(&mut self, kind: AlarmKind, message: String) {
+        self.notices
+            .push(SinkNotice::Alarm(AuditAlarm::new(kind, message)));
+    }
+
+    /// Replaces the witness with `seal`; a failure is an alarm, not an error (the digest is
+    /// stored, and the next one retries).
+    fn write_witness(&mut self, seal: &Seal) {
+        let Some(witness) = &self.witness else {
+            return;
+        };
+        if let Err(e) = witness.write(seal, &self.dir) {
+            self.alarm(
+                AlarmKind::WitnessUnwritable,
+                format!(
+                    "{e}; the digest at seq {} is stored in the trail, and the witness is written again at the next digest",
+                    seal.seq
+                ),
+            );
+        }
+    }
+
     fn corrupt(&self, segment: &SegmentFile, line: u64, why: &str) -> AuditError {
         AuditError::new(
             AuditErrorKind::Corrupt,
@@ -317,10 +525,14 @@ impl FileAuditSink {
         let path = self
             .dir
             .join(segment::segment_name(self.state.next_seq, unix(now)));
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
+        let mut options = OpenOptions::new();
+        options.create(true).read(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options
             .open(&path)
             .map_err(|e| self.err("cannot create a segment", e))?;
         sync_dir(&self.dir);
@@ -390,6 +602,8 @@ impl FileAuditSink {
     fn commit(&mut self, checkpoint: ChainState) -> Result<(), AuditError> {
         let Some(live) = self.live.as_mut() else {
             self.state = checkpoint;
+            self.buf.clear();
+            self.sealing.clear();
             return Err(AuditError::new(AuditErrorKind::Io, "no live segment"));
         };
         let result = live
@@ -400,11 +614,18 @@ impl FileAuditSink {
             Ok(()) => {
                 live.len += self.buf.len() as u64;
                 self.buf.clear();
+                let sealed = std::mem::take(&mut self.sealing);
+                if let Some(last) = sealed.last().cloned() {
+                    self.write_witness(&last);
+                }
+                self.notices
+                    .extend(sealed.into_iter().map(SinkNotice::Sealed));
                 Ok(())
             }
             Err(e) => {
                 let _ = live.file.set_len(live.len);
                 self.buf.clear();
+                self.sealing.clear();
                 self.state = checkpoint;
                 let path = live.path.display().to_string();
                 Err(self.err(&format!("cannot write {path}"), e))
@@ -421,6 +642,9 @@ impl FileAuditSink {
         self.buf.extend_from_slice(&json);
         self.buf.push(b'\n');
         self.last_seal = self.now();
+        if let Some(seal) = &self.state.last_seal {
+            self.sealing.push(seal.clone());
+        }
     }
 
     fn seal_now(&mut self, reason: &str) -> Result<(), AuditError> {
@@ -453,6 +677,7 @@ impl FileAuditSink {
                 Err(e) => {
                     self.state = checkpoint;
                     self.buf.clear();
+                    self.sealing.clear();
                     return Err(AuditError::new(AuditErrorKind::Encryption, e));
                 }
             };
@@ -506,6 +731,10 @@ impl AuditSink for FileAuditSink {
     fn seal(&mut self, reason: SealReason) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move { blocking(|| FileAuditSink::seal(self, reason)) })
     }
+
+    fn take_notices(&mut self) -> Vec<SinkNotice> {
+        std::mem::take(&mut self.notices)
+    }
 }
 
 /// Runs blocking file I/O without stalling the other tasks of a multi-threaded runtime.
@@ -531,7 +760,7 @@ fn compress_segment(path: &Path) {
     let tmp = PathBuf::from(format!("{}.gz.tmp", path.display()));
     let result = (|| -> std::io::Result<()> {
         let mut input = File::open(path)?;
-        let out = File::create(&tmp)?;
+        let out = private_file(&tmp)?;
         let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
         std::io::copy(&mut input, &mut encoder)?;
         let out = encoder.finish()?;

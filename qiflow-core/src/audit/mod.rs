@@ -22,6 +22,14 @@
 //!   then the digest).
 //! - [`Observer::audit_durable`](crate::Observer::audit_durable) resolves once the record's batch
 //!   is stored: that is an *acknowledged* record, which a crash cannot lose.
+//! - Every digest, once durable, is published outside the trail (module docs of
+//!   [`WitnessFile`] and [`Seal`]): the witness (a file beside the trail directory, or a row in
+//!   `qiflow_audit_witness`), an info line on target `qiflow::audit`, and the gauges
+//!   `qiflow_audit_sealed_records` and `qiflow_audit_last_digest_timestamp_seconds`.
+//! - At start (the file sink) or at the first batch (PostgreSQL), the sink compares the trail
+//!   with its witness: a trail that ends before it, differs from it, or a witness that is
+//!   missing, raises an [`AuditAlarm`] (logged and alerted; critical for a cut or rewritten
+//!   trail), and sequence numbers continue past the witness, never reused.
 //!
 //! The record format, the chain and what verification proves are in `docs/audit.md`.
 
@@ -32,9 +40,12 @@ mod chain;
 mod file;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod query;
 mod segment;
 mod verify;
+mod witness;
 mod writer;
 
 use std::sync::Arc;
@@ -48,9 +59,10 @@ pub use chain::{
 pub use event::{AuditEvent, AuditEventBuilder, MAX_FIELD_LEN, MAX_METADATA_LEN, Outcome};
 pub use file::{FileAuditSink, FileAuditSinkBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, verify_postgres};
+pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
 pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT};
-pub use verify::verify_dir;
+pub use verify::{verify_dir, verify_dir_with_witness};
+pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path};
 pub(crate) use writer::Auditor;
 
 mod event;
@@ -156,6 +168,16 @@ pub trait AuditSink: Send + 'static {
     fn name(&self) -> &'static str {
         "custom"
     }
+
+    /// What happened since the last call: where the trail stood when opened, the digests that
+    /// became durable, and disagreements with the witness. Called by the writer after every
+    /// `write` and `seal` (and once when the pipeline starts), which logs each notice on target
+    /// `qiflow::audit`, sets the gauges `qiflow_audit_sealed_records` and
+    /// `qiflow_audit_last_digest_timestamp_seconds`, and raises alarms as alerts. Defaults to
+    /// nothing.
+    fn take_notices(&mut self) -> Vec<SinkNotice> {
+        Vec::new()
+    }
 }
 
 impl<S: AuditSink + ?Sized> AuditSink for Box<S> {
@@ -167,6 +189,9 @@ impl<S: AuditSink + ?Sized> AuditSink for Box<S> {
     }
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn take_notices(&mut self) -> Vec<SinkNotice> {
+        (**self).take_notices()
     }
 }
 
@@ -198,3 +223,6 @@ pub struct AuditLoss {
 /// Called whenever audit records are lost (after the count and the error log). The place to
 /// raise a critical alert.
 pub type LossHook = Arc<dyn Fn(&AuditLoss) + Send + Sync>;
+
+/// Called with every [`AuditAlarm`] a sink reports (after the log line): raises it as an alert.
+pub(crate) type AlarmHook = Arc<dyn Fn(&'static str, &AuditAlarm) + Send + Sync>;

@@ -25,21 +25,34 @@
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
+//! -- The witness: where the trail was last sealed, updated in the digest's transaction.
+//! CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
+//!     id             SMALLINT PRIMARY KEY CHECK (id = 1),
+//!     seq            BIGINT NOT NULL,      -- the last digest's seq
+//!     sealed_records BIGINT NOT NULL,      -- records sealed since the trail began
+//!     timestamp      TEXT NOT NULL,        -- the digest's time
+//!     hash           TEXT NOT NULL,        -- the digest line's hash
+//!     signature      TEXT NOT NULL,        -- the digest's signature
+//!     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+//! );
 //! ```
+//!
+//! The connection's TLS comes from the URL's `sslmode` and `sslrootcert` (module
+//! `postgres_tls`): `prefer` by default.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::chain::{
     self, AuditRecord, Broken, ChainState, DigestRecord, EncryptedRecord, Line, Location, Verified,
     Verifier, parse_timestamp,
 };
+use super::postgres_tls::{self, SslMode};
+use super::witness::{AlarmKind, AuditAlarm, Seal, SinkNotice};
 use super::{
     AuditError, AuditErrorKind, AuditEvent, AuditPage, AuditQuery, AuditSink, AuditStore,
     SealReason,
@@ -51,6 +64,9 @@ use crate::worker::BoxFuture;
 /// The table name.
 pub const TABLE: &str = "qiflow_audit";
 
+/// The witness table: one row, where the trail was last sealed.
+pub const WITNESS_TABLE: &str = "qiflow_audit_witness";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS qiflow_audit (
     seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, id TEXT, timestamp TEXT, ts TIMESTAMPTZ,
@@ -59,44 +75,141 @@ CREATE TABLE IF NOT EXISTS qiflow_audit (
 CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
 CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
 CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
-CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);";
+CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
+CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
+    id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, sealed_records BIGINT NOT NULL,
+    timestamp TEXT NOT NULL, hash TEXT NOT NULL, signature TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());";
+
+const WITNESS_SELECT: &str =
+    "SELECT seq, sealed_records, timestamp, hash, signature FROM qiflow_audit_witness WHERE id = 1";
+
+/// Never moves the witness back.
+const WITNESS_UPSERT: &str = "INSERT INTO qiflow_audit_witness (id, seq, sealed_records, timestamp, hash, signature, updated_at)
+VALUES (1, $1, $2, $3, $4, $5, now())
+ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, sealed_records = EXCLUDED.sealed_records,
+    timestamp = EXCLUDED.timestamp, hash = EXCLUDED.hash, signature = EXCLUDED.signature, updated_at = now()
+WHERE qiflow_audit_witness.seq <= EXCLUDED.seq";
 
 const COLUMNS: &str = "seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash";
 
-fn db(what: &str, e: impl std::fmt::Display) -> AuditError {
+fn db(what: &str, e: impl std::error::Error) -> AuditError {
     AuditError::new(
         AuditErrorKind::Database,
-        format!("audit database: {what}: {e}"),
+        format!("audit database: {what}: {}", with_causes(&e)),
     )
 }
 
-/// Builds a connection pool for `url` (no TLS: use a local socket or a trusted network).
+/// The error and its causes: the driver's own text is often only "db error", with the server's
+/// message (`FATAL: …`, a TLS failure) in its source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Builds a connection pool for `url`, with the TLS its `sslmode` asks for.
 fn pool(url: &str) -> Result<Pool, AuditError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
-        AuditError::new(
-            AuditErrorKind::Config,
-            format!("not a valid PostgreSQL URL ({e}); use postgres://user:password@host:port/db"),
-        )
-    })?;
+    let connect = postgres_tls::connect(url)?;
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        connect.config,
+        connect.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         },
     );
-    Pool::builder(manager)
+    let mut builder = Pool::builder(manager)
         .max_size(4)
         .wait_timeout(Some(Duration::from_secs(5)))
         .create_timeout(Some(Duration::from_secs(5)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .map_err(|e| {
-            AuditError::new(
-                AuditErrorKind::Config,
-                format!("cannot build the pool: {e}"),
-            )
-        })
+        .runtime(deadpool_postgres::Runtime::Tokio1);
+    if connect.mode == SslMode::Prefer {
+        // `prefer` falls back to a plain connection when the server offers no TLS: say so.
+        builder = builder.post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                let ssl: Option<bool> = client
+                    .query_opt("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| row.try_get(0).ok());
+                if ssl == Some(false) {
+                    tracing::warn!(
+                        target: "qiflow::audit",
+                        "audit database: connected without TLS: the server offers none (sslmode=prefer falls back to plain); set sslmode=require or verify-full in [audit] postgres_url to insist on TLS"
+                    );
+                }
+                Ok(())
+            })
+        }));
+    }
+    builder.build().map_err(|e| {
+        AuditError::new(
+            AuditErrorKind::Config,
+            format!("cannot build the pool: {e}"),
+        )
+    })
+}
+
+/// The witness row, if the table and the row exist.
+async fn read_witness(client: &tokio_postgres::Client) -> Result<Option<Seal>, AuditError> {
+    let row = match client.query_opt(WITNESS_SELECT, &[]).await {
+        Ok(row) => row,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(db(&format!("cannot read {WITNESS_TABLE}"), e)),
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let num = |c: &str| -> Result<u64, AuditError> {
+        row.try_get::<_, i64>(c)
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                AuditError::new(
+                    AuditErrorKind::Corrupt,
+                    format!("{WITNESS_TABLE}: column {c} is not a count: the row was edited"),
+                )
+            })
+    };
+    let text = |c: &str| -> Result<String, AuditError> {
+        row.try_get::<_, String>(c)
+            .map_err(|e| db(&format!("cannot read {WITNESS_TABLE}.{c}"), e))
+    };
+    Ok(Some(Seal {
+        seq: num("seq")?,
+        sealed_records: num("sealed_records")?,
+        timestamp: text("timestamp")?,
+        hash: text("hash")?,
+        signature: text("signature")?,
+    }))
+}
+
+/// Sets the witness row to `seal` (never backwards).
+async fn write_witness(
+    client: &impl deadpool_postgres::GenericClient,
+    seal: &Seal,
+) -> Result<(), AuditError> {
+    let seq = i64::try_from(seal.seq).unwrap_or(i64::MAX);
+    let sealed = i64::try_from(seal.sealed_records).unwrap_or(i64::MAX);
+    client
+        .execute(
+            WITNESS_UPSERT,
+            &[&seq, &sealed, &seal.timestamp, &seal.hash, &seal.signature],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| db(&format!("cannot update {WITNESS_TABLE}"), e))
 }
 
 /// One row, as inserted.
@@ -236,6 +349,8 @@ struct Pending {
     rows: Vec<Row>,
     after: ChainState,
     sealed_at: Option<SystemTime>,
+    /// The digests among the rows, published once they are committed.
+    seals: Vec<Seal>,
 }
 
 /// Stores the trail in the `qiflow_audit` table of a PostgreSQL database.
@@ -254,6 +369,9 @@ pub struct PostgresAuditSink {
     digest_every: u64,
     digest_interval: Duration,
     last_seal: SystemTime,
+    /// Whether the table was compared with its witness (alarms are raised once).
+    witness_checked: bool,
+    notices: Vec<SinkNotice>,
 }
 
 impl std::fmt::Debug for PostgresAuditSink {
@@ -282,6 +400,8 @@ impl PostgresAuditSink {
             pending: None,
             digest_every: 1000,
             digest_interval: Duration::from_secs(60),
+            witness_checked: false,
+            notices: Vec::new(),
         })
     }
 
@@ -357,16 +477,119 @@ impl PostgresAuditSink {
             })?;
             state.absorb(&line);
         }
+        let first = !self.witness_checked;
+        if first && let Some(seal) = &state.last_seal {
+            self.notices.push(SinkNotice::Resumed(seal.clone()));
+        }
+        self.witness_checked = true;
+        let state = self.check_witness(&client, state, first).await?;
         self.state = Some(state.clone());
         Ok(state)
+    }
+
+    /// Compares the table with its witness row: a table that ends before it is continued after
+    /// it (a `continue` digest, chained onto the witness), once with an alarm; a missing or
+    /// foreign witness is an alarm.
+    async fn check_witness(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        mut state: ChainState,
+        alarm: bool,
+    ) -> Result<ChainState, AuditError> {
+        let ours = state.last_seal.clone();
+        let Some(theirs) = read_witness(client).await? else {
+            if let Some(ours) = &ours {
+                if alarm {
+                    self.alarm(
+                        AlarmKind::WitnessMissing,
+                        format!(
+                            "audit table {TABLE} is sealed up to seq {}, but {WITNESS_TABLE} has no witness row: it was deleted, so a table cut back to an earlier digest cannot be detected at this start. The row is written again; compare with the published seals kept elsewhere (`qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                            ours.seq
+                        ),
+                    );
+                }
+                write_witness(client, ours).await?;
+            }
+            return Ok(state);
+        };
+        match state.last_seq() {
+            Some(last) if last >= theirs.seq => {}
+            last => {
+                if alarm {
+                    let (ends, from) = match last {
+                        Some(last) => (format!("ends at seq {last}"), last + 1),
+                        None => ("is empty".to_owned(), 0),
+                    };
+                    self.alarm(
+                        AlarmKind::TrailCut,
+                        format!(
+                            "audit table {TABLE} {ends}, but {WITNESS_TABLE} sealed seq {} at {}: rows seq {from}..={} are missing (deleted from the table's end). New rows continue at seq {}, never reusing the lost ones; restore the lost rows from a backup, and run `qiflow audit verify --postgres`",
+                            theirs.seq,
+                            theirs.timestamp,
+                            theirs.seq,
+                            theirs.seq + 1
+                        ),
+                    );
+                }
+                state.continue_after(&theirs);
+                let now = self.clock.now();
+                let (d, _) = state.digest("continue", OffsetDateTime::from(now), self.key());
+                let seal = state.last_seal.clone();
+                self.insert(&[Row::of(&d)], seal.as_ref()).await?;
+                self.notices.extend(seal.map(SinkNotice::Sealed));
+                return Ok(state);
+            }
+        }
+        if ours.as_ref() == Some(&theirs) {
+            return Ok(state);
+        }
+        let seq = i64::try_from(theirs.seq).unwrap_or(i64::MAX);
+        let there: Option<(String, String)> = client
+            .query_opt(
+                &format!("SELECT kind, hash FROM {TABLE} WHERE seq = $1"),
+                &[&seq],
+            )
+            .await
+            .map_err(|e| db("cannot read the witness's row", e))?
+            .and_then(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)));
+        match there {
+            Some((kind, hash)) if kind == "digest" && hash == theirs.hash => {
+                if let Some(ours) = &ours {
+                    tracing::warn!(
+                        target: "qiflow::audit",
+                        witness_seq = theirs.seq,
+                        trail_seq = ours.seq,
+                        "the audit witness row is behind the table (a witness put back from an older copy); it is updated"
+                    );
+                    write_witness(client, ours).await?;
+                }
+            }
+            _ if alarm => self.alarm(
+                AlarmKind::WitnessMismatch,
+                format!(
+                    "audit table {TABLE}: the row at seq {} is not the digest {WITNESS_TABLE} sealed at {} (hash {}): the table was rewritten from there, or the witness belongs to another table. Run `qiflow audit verify --postgres`",
+                    theirs.seq,
+                    theirs.timestamp,
+                    theirs.hash.get(..12).unwrap_or(&theirs.hash)
+                ),
+            ),
+            _ => {}
+        }
+        Ok(state)
+    }
+
+    fn alarm(&mut self, kind: AlarmKind, message: String) {
+        self.notices
+            .push(SinkNotice::Alarm(AuditAlarm::new(kind, message)));
     }
 
     fn key(&self) -> Option<&[u8]> {
         self.signing_key.as_deref()
     }
 
-    /// Inserts `rows` in one transaction, unless a previous attempt already committed them.
-    async fn insert(&self, rows: &[Row]) -> Result<(), AuditError> {
+    /// Inserts `rows` in one transaction, with the witness row set to `witness` (the last
+    /// digest among them), unless a previous attempt already committed them.
+    async fn insert(&self, rows: &[Row], witness: Option<&Seal>) -> Result<(), AuditError> {
         let Some(last) = rows.last() else {
             return Ok(());
         };
@@ -432,6 +655,9 @@ impl PostgresAuditSink {
                 .await
                 .map_err(|e| db("cannot insert the batch", e))?;
         }
+        if let Some(seal) = witness {
+            write_witness(&tx, seal).await?;
+        }
         tx.commit()
             .await
             .map_err(|e| db("cannot commit the batch", e))
@@ -441,12 +667,14 @@ impl PostgresAuditSink {
         let Some(pending) = &self.pending else {
             return Ok(());
         };
-        self.insert(&pending.rows).await?;
+        self.insert(&pending.rows, pending.seals.last()).await?;
         if let Some(p) = self.pending.take() {
             self.state = Some(p.after);
             if let Some(at) = p.sealed_at {
                 self.last_seal = at;
             }
+            self.notices
+                .extend(p.seals.into_iter().map(SinkNotice::Sealed));
         }
         Ok(())
     }
@@ -455,6 +683,10 @@ impl PostgresAuditSink {
 impl AuditSink for PostgresAuditSink {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn take_notices(&mut self) -> Vec<SinkNotice> {
+        std::mem::take(&mut self.notices)
     }
 
     fn write<'a>(&'a mut self, batch: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), AuditError>> {
@@ -474,6 +706,7 @@ impl AuditSink for PostgresAuditSink {
                 let now = self.clock.now();
                 let mut rows = Vec::with_capacity(batch.len() + 1);
                 let mut sealed_at = None;
+                let mut seals = Vec::new();
                 for event in batch {
                     let (line, _) = state
                         .record(event, self.keyring.as_deref())
@@ -482,6 +715,7 @@ impl AuditSink for PostgresAuditSink {
                     if state.unsealed_records >= self.digest_every {
                         let (d, _) = state.digest("count", OffsetDateTime::from(now), self.key());
                         rows.push(Row::of(&d));
+                        seals.extend(state.last_seal.clone());
                         sealed_at = Some(now);
                     }
                 }
@@ -491,6 +725,7 @@ impl AuditSink for PostgresAuditSink {
                 {
                     let (d, _) = state.digest("interval", OffsetDateTime::from(now), self.key());
                     rows.push(Row::of(&d));
+                    seals.extend(state.last_seal.clone());
                     sealed_at = Some(now);
                 }
                 self.pending = Some(Pending {
@@ -498,6 +733,7 @@ impl AuditSink for PostgresAuditSink {
                     rows,
                     after: state,
                     sealed_at,
+                    seals,
                 });
             }
             self.store_pending().await
@@ -516,11 +752,13 @@ impl AuditSink for PostgresAuditSink {
             }
             let now = self.clock.now();
             let (d, _) = state.digest(reason.as_str(), OffsetDateTime::from(now), self.key());
+            let seals = state.last_seal.clone().into_iter().collect();
             self.pending = Some(Pending {
                 first_id: None,
                 rows: vec![Row::of(&d)],
                 after: state,
                 sealed_at: Some(now),
+                seals,
             });
             let result = self.store_pending().await;
             self.pending = None;
@@ -638,7 +876,10 @@ impl AuditStore for PostgresStore {
 }
 
 /// Verifies the trail in the `qiflow_audit` table at `url`, as [`verify_dir`](super::verify_dir)
-/// does a directory. Each row is checked as the line its columns stand for.
+/// does a directory, and against its witness row in `qiflow_audit_witness`, as
+/// [`verify_dir_with_witness`](super::verify_dir_with_witness) does against a witness file:
+/// a table that ends before the witness, or a sealed table without a witness row, is broken.
+/// Each row is checked as the line its columns stand for.
 pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, Broken> {
     let at_table = |seq: u64, reason: String| Broken {
         seq,
@@ -652,8 +893,14 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
     let client = pool
         .get()
         .await
-        .map_err(|e| at_table(0, format!("cannot connect: {e}")))?;
+        .map_err(|e| at_table(0, format!("cannot connect: {}", with_causes(&e))))?;
+    let witness = read_witness(&client)
+        .await
+        .map_err(|e| at_table(0, e.to_string()))?;
     let mut verifier = Verifier::new(key);
+    if let Some(seal) = witness.clone() {
+        verifier.expect_witness(seal);
+    }
     let mut after: i64 = -1;
     let mut any = false;
     loop {
@@ -663,7 +910,12 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
                 &[&after],
             )
             .await
-            .map_err(|e| at_table(verifier.expected_seq(), format!("cannot read: {e}")))?;
+            .map_err(|e| {
+                at_table(
+                    verifier.expected_seq(),
+                    format!("cannot read: {}", with_causes(&e)),
+                )
+            })?;
         if rows.is_empty() {
             break;
         }
@@ -691,5 +943,17 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
     if !any {
         return Err(at_table(0, "the table is empty or missing".into()));
     }
-    verifier.finish()
+    let verified = verifier.finish()?;
+    if witness.is_none()
+        && let Some(last) = &verified.last_seal
+    {
+        return Err(at_table(
+            last.seq,
+            format!(
+                "the table is sealed up to seq {}, but {WITNESS_TABLE} has no witness row: it was deleted, so a table cut back to an earlier digest cannot be ruled out; compare with a copy kept elsewhere (the `qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                last.seq
+            ),
+        ));
+    }
+    Ok(verified)
 }

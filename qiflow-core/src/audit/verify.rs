@@ -1,9 +1,11 @@
-//! [`verify_dir`]: checks a trail directory, segment by segment.
+//! [`verify_dir`]: checks a trail directory, segment by segment; [`verify_dir_with_witness`]
+//! checks it against its witness too.
 
 use std::path::Path;
 
 use super::chain::{Broken, Location, Verified, Verifier};
 use super::segment;
+use super::witness::{Seal, WitnessFile};
 
 /// Verifies the trail in `dir` with the signing `key` (when given): every line's hash, the
 /// chain across segments, every digest (its count, its link to the previous digest, its HMAC),
@@ -12,7 +14,47 @@ use super::segment;
 /// Returns what was found, or the first broken line. An open tail (records after the last
 /// digest, or a torn last line from a crash) is not an error here: see
 /// [`Verified::open_tail`]. A directory without segments is an error.
+///
+/// A trail cut back to an earlier digest (its newest segment deleted, or truncated right after
+/// a digest) looks closed here: [`verify_dir_with_witness`] detects it.
 pub fn verify_dir(dir: &Path, key: Option<&[u8]>) -> Result<Verified, Broken> {
+    verify(dir, key, None)
+}
+
+/// [`verify_dir`], and checks the trail against the witness file at `witness`
+/// ([`WitnessFile`]): the trail must hold the digest the witness sealed, and must not end
+/// before it. A missing witness is an error when the trail holds a digest (it was deleted, so
+/// a cut could not be detected); an unreadable one always is.
+pub fn verify_dir_with_witness(
+    dir: &Path,
+    key: Option<&[u8]>,
+    witness: &Path,
+) -> Result<Verified, Broken> {
+    let at_witness = |reason: String| Broken {
+        seq: 0,
+        location: Location {
+            source: witness.display().to_string(),
+            line: 0,
+        },
+        reason,
+    };
+    match WitnessFile::new(witness).read() {
+        Err(e) => Err(at_witness(e.to_string())),
+        Ok(Some(seal)) => verify(dir, key, Some(seal)),
+        Ok(None) => {
+            let verified = verify(dir, key, None)?;
+            match &verified.last_seal {
+                Some(last) => Err(at_witness(format!(
+                    "the witness is missing, but the trail is sealed up to seq {}: it was deleted or moved, so a trail cut back to an earlier digest cannot be ruled out; compare with a copy kept elsewhere (the `qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                    last.seq
+                ))),
+                None => Ok(verified),
+            }
+        }
+    }
+}
+
+fn verify(dir: &Path, key: Option<&[u8]>, witness: Option<Seal>) -> Result<Verified, Broken> {
     let at_dir = |reason: String| Broken {
         seq: 0,
         location: Location {
@@ -29,6 +71,9 @@ pub fn verify_dir(dir: &Path, key: Option<&[u8]>) -> Result<Verified, Broken> {
         ));
     }
     let mut verifier = Verifier::new(key);
+    if let Some(seal) = witness {
+        verifier.expect_witness(seal);
+    }
     let mut torn = false;
     for (i, seg) in segments.iter().enumerate() {
         let name = seg.name();

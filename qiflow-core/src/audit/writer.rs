@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{
-    AuditError, AuditErrorKind, AuditEvent, AuditLoss, AuditSink, AuditStore, AutoAudit, LossHook,
-    RETRY_FOR, SealReason,
+    AlarmHook, AuditError, AuditErrorKind, AuditEvent, AuditLoss, AuditSink, AuditStore, AutoAudit,
+    LossHook, RETRY_FOR, SealReason, SinkNotice,
 };
 use crate::logging::Redactor;
 use crate::metrics::Metrics;
@@ -22,17 +22,25 @@ pub(crate) struct Queued {
     ack: Option<Ack>,
 }
 
-/// Counters and the loss hook, shared by both sides.
+/// Counters, gauges and the hooks, shared by both sides.
 #[derive(Clone)]
 pub(crate) struct Accounts {
     sink: &'static str,
     written: metrics::Counter,
     lost: metrics::Counter,
+    sealed_records: metrics::Gauge,
+    last_digest: metrics::Gauge,
     hook: Option<LossHook>,
+    alarm: Option<AlarmHook>,
 }
 
 impl Accounts {
-    pub(crate) fn new(metrics: &Metrics, sink: &'static str, hook: Option<LossHook>) -> Self {
+    pub(crate) fn new(
+        metrics: &Metrics,
+        sink: &'static str,
+        hook: Option<LossHook>,
+        alarm: Option<AlarmHook>,
+    ) -> Self {
         let counter = |outcome: &'static str| {
             metrics.counter(
                 "qiflow_audit_records_total",
@@ -47,11 +55,64 @@ impl Accounts {
         // Both series exist from the start, so a dashboard sees 0 rather than nothing.
         written.increment(0);
         lost.increment(0);
+        let sealed_records = metrics.gauge("qiflow_audit_sealed_records", Vec::new());
+        let last_digest = metrics.gauge("qiflow_audit_last_digest_timestamp_seconds", Vec::new());
+        sealed_records.set(0.0);
+        last_digest.set(0.0);
         Self {
             sink,
             written,
             lost,
+            sealed_records,
+            last_digest,
             hook,
+            alarm,
+        }
+    }
+
+    /// Publishes what the sink reports: seals as a log line and the gauges, alarms as an error
+    /// log line and an alert.
+    pub(crate) fn publish(&self, notices: Vec<SinkNotice>) {
+        for notice in notices {
+            match notice {
+                SinkNotice::Resumed(seal) => {
+                    self.sealed_records.set(seal.sealed_records as f64);
+                    self.last_digest.set(seal.unix_seconds());
+                    tracing::info!(
+                        target: "qiflow::audit",
+                        sink = self.sink,
+                        seq = seal.seq,
+                        sealed_records = seal.sealed_records,
+                        digest_timestamp = %seal.timestamp,
+                        hash = %seal.hash,
+                        "audit trail opened: sealed up to its last digest"
+                    );
+                }
+                SinkNotice::Sealed(seal) => {
+                    self.sealed_records.set(seal.sealed_records as f64);
+                    self.last_digest.set(seal.unix_seconds());
+                    tracing::info!(
+                        target: "qiflow::audit",
+                        sink = self.sink,
+                        seq = seal.seq,
+                        sealed_records = seal.sealed_records,
+                        digest_timestamp = %seal.timestamp,
+                        hash = %seal.hash,
+                        signature = %seal.signature,
+                        "audit trail sealed"
+                    );
+                }
+                SinkNotice::Alarm(alarm) => {
+                    if alarm.kind.is_critical() {
+                        tracing::error!(target: "qiflow::audit", sink = self.sink, alarm = alarm.kind.alert_name(), "{}", alarm.message);
+                    } else {
+                        tracing::warn!(target: "qiflow::audit", sink = self.sink, alarm = alarm.kind.alert_name(), "{}", alarm.message);
+                    }
+                    if let Some(hook) = &self.alarm {
+                        hook(self.sink, &alarm);
+                    }
+                }
+            }
         }
     }
 
@@ -82,6 +143,8 @@ pub(crate) struct Auditor {
     redactor: Redactor,
     store: Option<Arc<dyn AuditStore>>,
     auto: Option<AutoAudit>,
+    /// What the sink found when it opened the trail, until [`Auditor::publish_startup`].
+    startup: std::sync::Mutex<Vec<SinkNotice>>,
 }
 
 impl Auditor {
@@ -91,6 +154,7 @@ impl Auditor {
         redactor: Redactor,
         store: Option<Arc<dyn AuditStore>>,
         auto: Option<AutoAudit>,
+        startup: Vec<SinkNotice>,
     ) -> Self {
         Self {
             pipeline,
@@ -98,7 +162,18 @@ impl Auditor {
             redactor,
             store,
             auto,
+            startup: std::sync::Mutex::new(startup),
         }
+    }
+
+    /// Logs, sets the gauges for, and alerts what the sink found when it opened the trail.
+    /// Called once the log subscriber is installed.
+    pub(crate) fn publish_startup(&self) {
+        let notices = match self.startup.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        self.accounts.publish(notices);
     }
 
     pub(crate) fn store(&self) -> Option<&Arc<dyn AuditStore>> {
@@ -159,6 +234,7 @@ pub(crate) struct Writer<S> {
 }
 
 impl<S: AuditSink> Writer<S> {
+    /// A writer around `sink` (what it found when opened is published by the [`Auditor`]).
     pub(crate) fn new(sink: S, accounts: Accounts) -> Self {
         Self {
             sink,
@@ -210,7 +286,9 @@ impl<S: AuditSink> Sink<Queued> for Writer<S> {
             let (events, acks): (Vec<AuditEvent>, Vec<Option<Ack>>) =
                 batch.into_iter().map(|q| (q.event, q.ack)).unzip();
             let n = events.len() as u64;
-            match self.write_with_retry(&events).await {
+            let result = self.write_with_retry(&events).await;
+            self.accounts.publish(self.sink.take_notices());
+            match result {
                 Ok(()) => {
                     self.accounts.written.increment(n);
                     for ack in acks.into_iter().flatten() {
@@ -239,10 +317,9 @@ impl<S: AuditSink> Sink<Queued> for Writer<S> {
 
     fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            self.sink
-                .seal(SealReason::Flush)
-                .await
-                .map_err(|e| {
+            let result = self.sink.seal(SealReason::Flush).await;
+            self.accounts.publish(self.sink.take_notices());
+            result.map_err(|e| {
                     tracing::error!(target: "qiflow::audit", sink = self.accounts.sink, error = %e, "cannot seal the audit trail with a digest");
                     SinkError::new(format!("cannot seal the audit trail: {e}"))
                 })
@@ -300,7 +377,7 @@ mod tests {
             l.fetch_add(loss.records, Ordering::SeqCst);
         });
         let stored = Arc::new(AtomicU64::new(0));
-        let accounts = Accounts::new(&metrics, "flaky", Some(hook));
+        let accounts = Accounts::new(&metrics, "flaky", Some(hook), None);
         let mut writer = Writer::new(
             Flaky {
                 failures: 3,

@@ -6,8 +6,9 @@
 //! qiflow decrypt --name database.password     ENC:v1:… on stdin   -> plaintext on stdout
 //! qiflow check qiflow.toml                    load, decrypt and validate; one line per problem
 //! qiflow check --strict qiflow.toml           also file modes; any warning fails
-//! qiflow audit verify data/audit --config qiflow.toml [--allow-open-tail]
-//! qiflow audit verify --postgres postgres://… --config qiflow.toml
+//! qiflow audit verify data/audit --config qiflow.toml [--witness FILE] [--allow-open-tail]
+//! qiflow audit verify --postgres --config qiflow.toml   URL from [audit] postgres_url
+//! QIFLOW__AUDIT__POSTGRES_URL=… qiflow audit verify --postgres
 //! ```
 //!
 //! The key comes from `QIFLOW_MASTER_KEY` (base64) or `QIFLOW_MASTER_KEY_FILE`, read from the
@@ -74,20 +75,31 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify an audit trail: every hash, the chain, the digests and their signatures.
+    /// Verify an audit trail: every hash, the chain, the digests and their signatures, and
+    /// the witness (where the trail was last sealed, kept outside it).
     ///
     /// Exits 0 and prints the record count when the trail is intact; exits 1 naming the first
-    /// broken record (file:line, seq) and why. A trail whose last line is not a digest (an open
-    /// tail: a live trail, a crash, or a cut) exits 1 unless --allow-open-tail.
+    /// broken record (file:line, seq) and why. A trail that ends before its witness (cut back
+    /// to an earlier digest) exits 1 naming the missing records. A trail whose last line is not
+    /// a digest (an open tail: a live trail, a crash, or a cut) exits 1 unless
+    /// --allow-open-tail. Exits 2 on a usage error.
     Verify {
         /// The trail directory (`[audit] dir`). Defaults to the one in --config.
         dir: Option<PathBuf>,
-        /// The configuration whose `[audit] signing_key` (ENC: allowed) checks the digests.
+        /// The configuration whose `[audit] signing_key` (ENC: allowed) checks the digests; its
+        /// `[audit] witness` (or `<dir>.witness.json`) must be there when the trail is sealed,
+        /// and its `[audit] postgres_url` is the database of --postgres.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Verify the `qiflow_audit` table of this PostgreSQL database instead of a directory.
-        #[arg(long, value_name = "URL")]
-        postgres: Option<String>,
+        /// The witness file to check the trail against. Defaults to the one of --config, else
+        /// to `<dir>.witness.json` when it exists.
+        #[arg(long, value_name = "FILE")]
+        witness: Option<PathBuf>,
+        /// Verify the `qiflow_audit` table (and its witness row) instead of a directory. The
+        /// URL comes from `[audit] postgres_url` of --config, else from the environment
+        /// (`QIFLOW__AUDIT__POSTGRES_URL`), never from the command line, where `ps` shows it.
+        #[arg(long)]
+        postgres: bool,
         /// Accept records after the last digest (a live trail, or one cut by a crash).
         #[arg(long)]
         allow_open_tail: bool,
@@ -106,10 +118,19 @@ fn main() -> ExitCode {
                 AuditCommand::Verify {
                     dir,
                     config,
+                    witness,
                     postgres,
                     allow_open_tail,
                 },
-        } => return audit_verify(dir, config, postgres, allow_open_tail),
+        } => {
+            return audit_verify(Verify {
+                dir,
+                config,
+                witness,
+                postgres,
+                allow_open_tail,
+            });
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,32 +241,74 @@ fn check(file: PathBuf, strict: bool) -> ExitCode {
     }
 }
 
-fn audit_verify(
+/// The arguments of `qiflow audit verify`.
+struct Verify {
     dir: Option<PathBuf>,
     config: Option<PathBuf>,
-    postgres: Option<String>,
+    witness: Option<PathBuf>,
+    postgres: bool,
     allow_open_tail: bool,
-) -> ExitCode {
-    let config = match config {
-        Some(file) => {
-            let shown = file.display().to_string();
-            match Loader::new().file(file).load() {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    for p in e.problems() {
-                        eprintln!("qiflow: {shown}: {p}");
-                    }
-                    return ExitCode::from(2);
-                }
-            }
+}
+
+/// A usage error of `qiflow audit verify`: printed, exit 2.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("qiflow: {message}");
+    ExitCode::from(2)
+}
+
+fn load_config(loader: Loader, shown: &str) -> Result<qiflow_core::config::Config, ExitCode> {
+    loader.load().map_err(|e| {
+        for p in e.problems() {
+            eprintln!("qiflow: {shown}: {p}");
         }
+        ExitCode::from(2)
+    })
+}
+
+fn audit_verify(args: Verify) -> ExitCode {
+    let config = match &args.config {
+        Some(file) => match load_config(
+            Loader::new().file(file.clone()),
+            &file.display().to_string(),
+        ) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+        // --postgres without a file: the URL (and key) from the environment alone.
+        None if args.postgres => match load_config(Loader::new().toml_str(""), "the environment") {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
         None => None,
     };
     let key = config
         .as_ref()
         .and_then(|c| c.audit.signing_key.as_ref())
         .map(|k| k.expose().as_bytes().to_vec());
-    let (what, result) = if let Some(url) = postgres {
+    let mut notes = Vec::new();
+    let (what, result) = if args.postgres {
+        if let Some(dir) = &args.dir {
+            let text = dir.display().to_string();
+            return usage(
+                &if text.contains("://") || text.contains('@') || text.contains('=') {
+                    "--postgres takes no URL on the command line (`ps` would show its password): set [audit] postgres_url in --config FILE, or QIFLOW__AUDIT__POSTGRES_URL".to_owned()
+                } else {
+                    format!(
+                        "--postgres verifies the qiflow_audit table, not a directory: drop {text:?}"
+                    )
+                },
+            );
+        }
+        if args.witness.is_some() {
+            return usage(
+                "--witness is for a trail directory; the PostgreSQL witness is the qiflow_audit_witness table, checked with the trail",
+            );
+        }
+        let Some(url) = config.as_ref().and_then(|c| c.audit.postgres_url.as_ref()) else {
+            return usage(
+                "--postgres needs the database URL: set [audit] postgres_url in --config FILE (ENC: allowed), or QIFLOW__AUDIT__POSTGRES_URL in the environment; it is never taken from the command line",
+            );
+        };
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -257,7 +320,7 @@ fn audit_verify(
             }
         };
         // Without the password, and without the query (it may hold `password=`).
-        let shown = url::Url::parse(&url)
+        let shown = url::Url::parse(url.expose())
             .map(|mut u| {
                 let _ = u.set_password(None);
                 u.set_query(None);
@@ -266,19 +329,46 @@ fn audit_verify(
             .unwrap_or_else(|_| "the database".into());
         (
             shown,
-            runtime.block_on(qiflow_core::audit::verify_postgres(&url, key.as_deref())),
+            runtime.block_on(qiflow_core::audit::verify_postgres(
+                url.expose(),
+                key.as_deref(),
+            )),
         )
     } else {
-        let Some(dir) = dir.or_else(|| config.as_ref().map(|c| c.audit.dir.clone())) else {
-            eprintln!(
-                "qiflow: name the trail directory, or pass --config (its [audit] dir), or --postgres URL"
+        let Some(dir) = args
+            .dir
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.audit.dir.clone()))
+        else {
+            return usage(
+                "name the trail directory, or pass --config (its [audit] dir), or --postgres with --config",
             );
-            return ExitCode::from(2);
         };
-        (
-            dir.display().to_string(),
-            qiflow_core::audit::verify_dir(&dir, key.as_deref()),
-        )
+        // The witness: named, or the config's (expected there), or the default beside the
+        // directory when it exists.
+        let witness = match (&args.witness, &config) {
+            (Some(w), _) => Some(w.clone()),
+            (None, Some(c)) => Some(
+                c.audit
+                    .witness
+                    .clone()
+                    .unwrap_or_else(|| qiflow_core::audit::default_witness_path(&dir)),
+            ),
+            (None, None) => {
+                Some(qiflow_core::audit::default_witness_path(&dir)).filter(|w| w.exists())
+            }
+        };
+        let result = match &witness {
+            Some(w) => qiflow_core::audit::verify_dir_with_witness(&dir, key.as_deref(), w),
+            None => {
+                notes.push(format!(
+                    "note: no witness checked (none given, none at {}): a trail cut back to an earlier digest cannot be detected; pass --witness FILE or --config FILE",
+                    qiflow_core::audit::default_witness_path(&dir).display()
+                ));
+                qiflow_core::audit::verify_dir(&dir, key.as_deref())
+            }
+        };
+        (dir.display().to_string(), result)
     };
     match result {
         Err(broken) => {
@@ -295,6 +385,19 @@ fn audit_verify(
             if let Some((seq, signature)) = &v.last_digest {
                 println!("last digest: seq {seq}, signature {signature}");
             }
+            if let Some(seal) = &v.last_seal {
+                println!(
+                    "sealed: {} records up to seq {} at {}",
+                    seal.sealed_records, seal.seq, seal.timestamp
+                );
+            }
+            match &v.witness {
+                Some(w) => println!(
+                    "witness: sealed seq {} at {}: the trail holds it",
+                    w.seq, w.timestamp
+                ),
+                None => notes.iter().for_each(|n| println!("{n}")),
+            }
             let range = match v.last_seq {
                 Some(last) => format!("seq {}..={last}", v.first_seq),
                 None => "empty".into(),
@@ -309,7 +412,7 @@ fn audit_verify(
                     "open tail: {} record(s) after the last digest{torn} are not sealed (a live trail, a crash, or a cut tail)",
                     v.unsealed
                 );
-                if !allow_open_tail {
+                if !args.allow_open_tail {
                     println!("broken: {what}: {msg}; pass --allow-open-tail for a live trail");
                     return ExitCode::FAILURE;
                 }

@@ -80,6 +80,11 @@ impl Config {
         ));
         if self.audit.enabled && self.audit.sink == AuditSinkKind::File {
             add(PrivateFile::new("audit.dir", &self.audit.dir, PRIVATE_MODE));
+            add(PrivateFile::new(
+                "audit.witness",
+                self.audit.witness_path(),
+                PRIVATE_MODE,
+            ));
         }
         add(PrivateFile::new(
             "admin.token_file",
@@ -302,6 +307,7 @@ mod tests {
                 ("alerts.state_file", 0o600),
                 ("baseline.state_file", 0o600),
                 ("audit.dir", 0o600),
+                ("audit.witness", 0o600),
                 ("admin.token_file", 0o600)
             ]
         );

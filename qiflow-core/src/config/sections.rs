@@ -347,6 +347,12 @@ pub struct AuditConfig {
     pub sink: AuditSinkKind,
     /// Directory of the file sink. Defaults to `"data/audit"`.
     pub dir: PathBuf,
+    /// File sink: the witness file, rewritten after every digest with where the trail was
+    /// last sealed, so a trail cut back to an earlier digest is detected. Keep it outside
+    /// `dir`. Defaults to unset: `<dir>.witness.json`, beside the directory (see
+    /// [`AuditConfig::witness_path`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness: Option<PathBuf>,
     /// PostgreSQL connection URL (secret; `ENC:` allowed). Required when `sink = "postgres"`.
     #[serde(skip_serializing)]
     pub postgres_url: Option<Secret>,
@@ -401,6 +407,7 @@ impl Default for AuditConfig {
             enabled: true,
             sink: AuditSinkKind::File,
             dir: PathBuf::from("data/audit"),
+            witness: None,
             postgres_url: None,
             batch_size: 100,
             flush_interval: Duration::from_secs(1),
@@ -417,6 +424,21 @@ impl Default for AuditConfig {
             routes: Vec::new(),
             actor_header: String::new(),
         }
+    }
+}
+
+impl AuditConfig {
+    /// The witness file of the file sink: `witness` when set, else `<dir>.witness.json`
+    /// beside the trail directory.
+    ///
+    /// ```
+    /// let audit = qiflow_core::config::Config::default().audit;
+    /// assert_eq!(audit.witness_path(), std::path::Path::new("data/audit.witness.json"));
+    /// ```
+    pub fn witness_path(&self) -> PathBuf {
+        self.witness
+            .clone()
+            .unwrap_or_else(|| crate::audit::default_witness_path(&self.dir))
     }
 }
 

@@ -232,11 +232,28 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &
             "is required when audit.sink = \"postgres\"; set it to postgres://user:password@host/db".into(),
         ),
         (_, Some(url)) => {
-            if let Err(why) = check_url(url.expose(), &["postgres", "postgresql"]) {
+            if let Err(why) = check_url(url.expose(), &["postgres", "postgresql"])
+                .and_then(|()| check_postgres_tls(url.expose()))
+            {
                 bad("audit.postgres_url", why);
             }
         }
         _ => {}
+    }
+    if let Some(witness) = &audit.witness {
+        if witness.as_os_str().is_empty() {
+            bad(
+                "audit.witness",
+                "is empty; leave it unset for the default beside audit.dir (<dir>.witness.json), or name a file".into(),
+            );
+        } else if audit.enabled && audit.sink == AuditSinkKind::File && inside(witness, &audit.dir)
+        {
+            warnings.push(Problem::new(
+                ProblemKind::Advice,
+                "audit.witness",
+                "is inside audit.dir: whoever deletes or replaces the trail's files takes the witness with them; keep it beside the directory (the default) or elsewhere",
+            ));
+        }
     }
     match &audit.signing_key {
         Some(key) if key.expose().len() < 16 => bad(
@@ -603,5 +620,41 @@ fn check_dsn(text: &str) -> Result<(), String> {
     <sentry::types::Dsn as std::str::FromStr>::from_str(text).map_err(|e| {
         format!("is not a valid Sentry DSN ({e}); it looks like https://<key>@<host>/<project>")
     })?;
+    Ok(())
+}
+
+/// Whether `path` is inside `dir`, comparing absolute paths without touching the file system.
+fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    match (std::path::absolute(path), std::path::absolute(dir)) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
+}
+
+/// The URL's `sslmode` is one qiflow speaks, and its `sslrootcert` file exists.
+fn check_postgres_tls(text: &str) -> Result<(), String> {
+    let Ok(url) = url::Url::parse(text) else {
+        return Ok(());
+    };
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "sslmode"
+                if !["disable", "prefer", "require", "verify-ca", "verify-full"]
+                    .contains(&value.as_ref()) =>
+            {
+                return Err(format!(
+                    "sslmode={value} is not supported; use disable, prefer (the default), require, verify-ca or verify-full"
+                ));
+            }
+            "sslrootcert"
+                if value != "system" && !std::path::Path::new(value.as_ref()).is_file() =>
+            {
+                return Err(format!(
+                    "sslrootcert={value}: no such file; name the PEM file of the database's CA, or `system`"
+                ));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }

@@ -163,6 +163,18 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Audit records by sink and outcome.",
     ),
     metric(
+        "qiflow_audit_sealed_records",
+        MetricKind::Gauge,
+        &[],
+        "Audit records sealed by the trail's digests since it began; it never goes down unless the trail was cut back or replaced.",
+    ),
+    metric(
+        "qiflow_audit_last_digest_timestamp_seconds",
+        MetricKind::Gauge,
+        &[],
+        "Unix time of the audit trail's last durable digest (0: none yet).",
+    ),
+    metric(
         "qiflow_baseline_p95_seconds",
         MetricKind::Gauge,
         &["method", "route"],

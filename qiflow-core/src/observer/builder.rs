@@ -365,6 +365,38 @@ impl ObserverBuilder {
                 }
             }));
         }
+        // A trail behind its witness (cut), rewritten, or without its witness: an alert.
+        {
+            let alerts = alerts.clone();
+            audit_options.on_alarm = Some(Arc::new(
+                move |sink: &'static str, alarm: &crate::audit::AuditAlarm| {
+                    let level = if alarm.kind.is_critical() {
+                        crate::alert::AlertLevel::Critical
+                    } else {
+                        crate::alert::AlertLevel::Error
+                    };
+                    let summary = match alarm.kind {
+                        crate::audit::AlarmKind::TrailCut => {
+                            "the audit trail ends before its witness: records were deleted"
+                        }
+                        crate::audit::AlarmKind::WitnessMismatch => {
+                            "the audit trail differs from its witness: it was rewritten"
+                        }
+                        crate::audit::AlarmKind::WitnessMissing => {
+                            "the audit witness is missing or unreadable"
+                        }
+                        _ => "the audit witness cannot be written",
+                    };
+                    let _ = alerts.raise(
+                        crate::alert::Alert::new(alarm.kind.alert_name(), level)
+                            .summary(summary)
+                            .description(alarm.message.clone())
+                            .label("sink", sink)
+                            .source("audit"),
+                    );
+                },
+            ));
+        }
         let audit_custom_sink = audit_options.sink.is_some();
         let auditor = crate::audit::start(
             &self.config,
@@ -414,6 +446,11 @@ impl ObserverBuilder {
             tracing::warn!(target: "qiflow::admin", "{warning}");
         }
         log_operator_surface(&self.config, &admin);
+        // What the audit sink found when it opened the trail (a cut, a missing witness): logged
+        // now that the subscriber is installed, and alerted.
+        if let Some(auditor) = &auditor {
+            auditor.publish_startup();
+        }
         let mut health_checks = self.health_checks;
         health_checks.push(("alerts".into(), Arc::new(alerts.health_check())));
         if !self.config.logging.dir.as_os_str().is_empty() {

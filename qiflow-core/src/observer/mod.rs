@@ -289,7 +289,7 @@ impl Observer {
     /// let dir = tempfile::tempdir().unwrap();
     /// let mut config = qiflow_core::test::quiet_config(); // auditing off there: turn it on
     /// config.audit.enabled = true;
-    /// config.audit.dir = dir.path().to_owned();
+    /// config.audit.dir = dir.path().join("audit");
     /// let (observer, guard) = qiflow_core::Observer::builder(config)
     ///     .install_global(false)
     ///     .build()
@@ -298,7 +298,13 @@ impl Observer {
     ///     .audit(AuditEvent::builder("alice", "user.login").outcome(Outcome::Success).build())
     ///     .unwrap();
     /// drop(guard); // writes what is queued, then a digest
-    /// let verified = qiflow_core::audit::verify_dir(dir.path(), None).unwrap();
+    /// // The witness (where the trail was last sealed) is beside the trail directory.
+    /// let verified = qiflow_core::audit::verify_dir_with_witness(
+    ///     &dir.path().join("audit"),
+    ///     None,
+    ///     &dir.path().join("audit.witness.json"),
+    /// )
+    /// .unwrap();
     /// assert_eq!(verified.records, 1);
     /// assert!(!verified.open_tail());
     /// ```
