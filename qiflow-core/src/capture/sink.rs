@@ -85,7 +85,10 @@ fn print_backtrace(report: &ErrorReport) {
     let Some(trace) = &report.stacktrace else {
         return;
     };
-    let thread = report.tags.get("thread").map_or("<unnamed>", String::as_str);
+    let thread = report
+        .tags
+        .get("thread")
+        .map_or("<unnamed>", String::as_str);
     let mut text = format!(
         "stack backtrace of the panic in thread '{thread}': {}",
         report.detail.top_message()

@@ -190,9 +190,9 @@ impl Stacktrace {
                 .frames
                 .iter()
                 .take_while(|f| {
-                    f.function.as_deref().is_none_or(|n| {
-                        PANIC_MACHINERY.iter().any(|prefix| n.starts_with(prefix))
-                    })
+                    f.function
+                        .as_deref()
+                        .is_none_or(|n| PANIC_MACHINERY.iter().any(|prefix| n.starts_with(prefix)))
                 })
                 .count();
             // Without any name (nothing resolved), there is nothing to tell machinery by.
@@ -372,9 +372,14 @@ mod tests {
         assert!(trace.truncated);
 
         let long = "x".repeat(1000);
-        let frame = Frame::at(1).with_function(&long).with_location(&long, Some(3), None);
+        let frame = Frame::at(1)
+            .with_function(&long)
+            .with_location(&long, Some(3), None);
         let function = frame.function.unwrap();
-        assert!(function.len() <= MAX_NAME_LEN && function.ends_with('…'), "{function}");
+        assert!(
+            function.len() <= MAX_NAME_LEN && function.ends_with('…'),
+            "{function}"
+        );
         assert!(frame.file.unwrap().len() <= MAX_NAME_LEN);
     }
 

@@ -1,25 +1,31 @@
 //! Resolving panic stack traces on qiflow's worker, with a bounded cost, keeping nothing of the
 //! debug info afterwards.
 //!
-//! A resolution opens the object that holds qiflow's code (the executable, read through
-//! `/proc/self/exe` so a binary replaced on disk cannot give wrong names), looks up the
-//! addresses that are not in the small address cache, and drops the loader (its memory map and
-//! everything it parsed) before it returns. What stays is the cache of resolved names: at most
-//! [`MAX_CACHED_ADDRESSES`] addresses, a few tens of KiB, so the same panic again costs no
-//! lookup at all.
+//! A resolution runs on a thread of its own (`qiflow-symbolize`) that exits when it is done. It
+//! opens the object that holds qiflow's code (the executable, read through `/proc/self/exe`, so a
+//! binary replaced on disk cannot give wrong names), looks up the addresses that are not in the
+//! small address cache, and drops the loader (its memory map and everything it parsed). The
+//! names it finds go into an [`Output`] that the worker allocated before the thread started, so
+//! nothing the thread allocated outlives it. That matters with glibc's allocator: memory freed
+//! by a thread stays resident behind any allocation of that thread that is still alive, and
+//! only a thread that leaves nothing behind gives all of its memory back when it exits.
 //!
-//! The work runs on the worker runtime's blocking pool; the errors pipeline waits for it at most
-//! [`RESOLVE_BUDGET`], then sends the report with addresses only ([`Resolution::Unresolved`]).
-//! A resolution that overran still finishes in the background and fills the cache; no second
-//! one starts while it runs, so at most one set of debug info is ever loaded.
+//! What stays is the cache of resolved names: at most [`MAX_CACHED_ADDRESSES`] addresses, a few
+//! tens of KiB, so the same panic again costs no lookup at all.
+//!
+//! The errors pipeline waits for a resolution at most [`RESOLVE_BUDGET`], then sends the report
+//! with addresses only ([`Resolution::Unresolved`]). A resolution that overran still finishes;
+//! the next report picks up its names. No second one starts while one runs, so at most one set
+//! of debug info is ever loaded.
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::stacktrace::{Frame, Resolution, Stacktrace};
+use super::stacktrace::{Frame, MAX_NAME_LEN, Resolution, Stacktrace};
 
 /// The longest the errors pipeline waits for one resolution before it sends the report with
 /// addresses only.
@@ -29,12 +35,12 @@ pub const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
 /// emptied and fills again.
 pub const MAX_CACHED_ADDRESSES: usize = 512;
 
-/// The frames of each address a resolution was asked for (innermost first, inlined calls
-/// included); an empty list for an address it could not resolve.
-pub(crate) type Resolved = HashMap<u64, Vec<Frame>>;
+/// The most frames (inlined calls included) one address resolves to; deeper inlining keeps the
+/// innermost.
+const MAX_FRAMES_PER_ADDRESS: usize = 8;
 
-/// What resolves addresses: the real lookup, or a test's stand-in.
-type ResolveFn = dyn Fn(&[u64]) -> Resolved + Send + Sync;
+/// What resolves addresses into an [`Output`]: the real lookup, or a test's stand-in.
+type ResolveFn = dyn Fn(&[u64], &mut Output) + Send + Sync;
 
 thread_local! {
     /// Set on the thread that is resolving, so that a panic there is reported without a stack
@@ -47,10 +53,136 @@ pub(crate) fn resolving_here() -> bool {
     RESOLVING.with(Cell::get)
 }
 
+/// One resolved frame in an [`Output`]: ranges into its text.
+#[derive(Debug, Clone)]
+struct RawFrame {
+    address: u64,
+    function: Option<Range<usize>>,
+    file: Option<Range<usize>>,
+    line: Option<u32>,
+    column: Option<u32>,
+}
+
+/// The result of a resolution, in memory allocated up front by the thread that asked for it:
+/// the resolving thread only writes within the capacity it was given (what does not fit is left
+/// out), so none of its own allocations survives it.
+#[derive(Debug)]
+pub(crate) struct Output {
+    text: String,
+    frames: Vec<RawFrame>,
+}
+
+impl Output {
+    /// Room for `addresses` addresses, each with up to [`MAX_FRAMES_PER_ADDRESS`] frames whose
+    /// names take 160 bytes on average (each is capped at [`MAX_NAME_LEN`]).
+    fn for_addresses(addresses: usize) -> Self {
+        let frames = addresses * MAX_FRAMES_PER_ADDRESS;
+        Self {
+            text: String::with_capacity(frames * 160),
+            frames: Vec::with_capacity(frames),
+        }
+    }
+
+    /// Copies `s`, cut to [`MAX_NAME_LEN`] (ending with `…` when cut); `None` when the text is
+    /// full.
+    fn push_str(&mut self, s: &str) -> Option<Range<usize>> {
+        let (kept, cut) = crate::logging::format_cap(s, MAX_NAME_LEN);
+        let (kept, marker) = if cut == 0 {
+            (kept, "")
+        } else {
+            let (kept, _) = crate::logging::format_cap(kept, MAX_NAME_LEN - '…'.len_utf8());
+            (kept, "…")
+        };
+        let start = self.text.len();
+        if start + kept.len() + marker.len() > self.text.capacity() {
+            return None;
+        }
+        self.text.push_str(kept);
+        self.text.push_str(marker);
+        Some(start..self.text.len())
+    }
+
+    /// Adds a frame of `address`, innermost first; `false` (and nothing added) when the output
+    /// is full.
+    pub(crate) fn add(
+        &mut self,
+        address: u64,
+        function: Option<&str>,
+        location: Option<(&str, Option<u32>, Option<u32>)>,
+    ) -> bool {
+        if self.frames.len() == self.frames.capacity() {
+            return false;
+        }
+        let text_len = self.text.len();
+        let function = match function.map(|f| self.push_str(f)) {
+            Some(None) => return false,
+            Some(Some(range)) => Some(range),
+            None => None,
+        };
+        let (file, line, column) = match location {
+            Some((file, line, column)) => match self.push_str(file) {
+                Some(range) => (Some(range), line, column),
+                None => {
+                    self.text.truncate(text_len);
+                    return false;
+                }
+            },
+            None => (None, None, None),
+        };
+        self.frames.push(RawFrame {
+            address,
+            function,
+            file,
+            line,
+            column,
+        });
+        true
+    }
+
+    /// Sets the function of the last frame of `address` when it has none; `false` when there
+    /// is no such frame or no room.
+    fn name_last(&mut self, address: u64, function: &str) -> bool {
+        let Some(index) = self
+            .frames
+            .iter()
+            .rposition(|f| f.address == address && f.function.is_none())
+        else {
+            return false;
+        };
+        let Some(range) = self.push_str(function) else {
+            return false;
+        };
+        if let Some(frame) = self.frames.get_mut(index) {
+            frame.function = Some(range);
+        }
+        true
+    }
+
+    /// The frames by address, built on the calling thread.
+    fn into_frames(self) -> HashMap<u64, Vec<Frame>> {
+        let text =
+            |range: &Option<Range<usize>>| range.as_ref().and_then(|r| self.text.get(r.clone()));
+        let mut by_address: HashMap<u64, Vec<Frame>> = HashMap::new();
+        for raw in &self.frames {
+            let mut frame = Frame::at(raw.address);
+            if let Some(function) = text(&raw.function) {
+                frame = frame.with_function(function);
+            }
+            if let Some(file) = text(&raw.file) {
+                frame = frame.with_location(file, raw.line, raw.column);
+            }
+            by_address.entry(raw.address).or_default().push(frame);
+        }
+        by_address
+    }
+}
+
 /// Resolves the stack traces of reports, one report at a time, on the errors pipeline's sink.
 pub(crate) struct Symbolizer {
-    cache: Arc<Mutex<HashMap<u64, Vec<Frame>>>>,
+    cache: Mutex<HashMap<u64, Vec<Frame>>>,
     running: Arc<AtomicBool>,
+    /// The output of a resolution that finished after its report had gone, for the next one.
+    late: Arc<Mutex<Option<(Vec<u64>, Output)>>>,
     budget: Duration,
     resolve: Arc<ResolveFn>,
 }
@@ -76,24 +208,52 @@ impl Symbolizer {
     /// A symbolizer that waits at most `budget` for `resolve`.
     pub(crate) fn with_resolver(
         budget: Duration,
-        resolve: impl Fn(&[u64]) -> Resolved + Send + Sync + 'static,
+        resolve: impl Fn(&[u64], &mut Output) + Send + Sync + 'static,
     ) -> Self {
         Self {
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Mutex::new(HashMap::new()),
             running: Arc::new(AtomicBool::new(false)),
+            late: Arc::new(Mutex::new(None)),
             budget,
             resolve: Arc::new(resolve),
         }
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Frame>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts what a resolution found for `addresses` in the cache (an empty list for an address
+    /// it could not resolve, so it is not asked for again).
+    fn remember(&self, addresses: Vec<u64>, output: Output) {
+        let mut found = output.into_frames();
+        let mut cache = self.cache();
+        if cache.len() + addresses.len() > MAX_CACHED_ADDRESSES {
+            cache.clear();
+        }
+        for address in addresses {
+            let frames = found.remove(&address).unwrap_or_default();
+            cache.insert(address, frames);
+        }
+    }
+
     /// Resolves a pending stack trace in place, then trims it (see [`Stacktrace`]); leaves it
-    /// [`Resolution::Unresolved`] when the budget runs out or a resolution is still running.
+    /// [`Resolution::Unresolved`] when the budget runs out, a resolution is still running, or
+    /// nothing could be named.
     pub(crate) async fn resolve(&self, trace: &mut Stacktrace) {
         if trace.resolution != Resolution::Pending {
             return;
         }
+        let late = self
+            .late
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((addresses, output)) = late {
+            self.remember(addresses, output);
+        }
         let mut missing: Vec<u64> = {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self.cache();
             trace
                 .frames
                 .iter()
@@ -107,7 +267,7 @@ impl Symbolizer {
             trace.resolution = Resolution::Unresolved;
             return;
         }
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = self.cache();
         let mut frames = Vec::with_capacity(trace.frames.len());
         for frame in &trace.frames {
             match cache.get(&frame.instruction_addr) {
@@ -126,29 +286,41 @@ impl Symbolizer {
         trace.trim();
     }
 
-    /// Runs one resolution of `addresses` on the blocking pool and waits for it within the
+    /// Runs one resolution of `addresses` on a thread of its own and waits for it within the
     /// budget. `false` when it overran, failed, or another one was still running.
     async fn run(&self, addresses: Vec<u64>) -> bool {
         if self.running.swap(true, Ordering::AcqRel) {
             return false;
         }
         let running = Running(self.running.clone());
-        let cache = self.cache.clone();
+        // Allocated here, before the thread starts: see `Output`.
+        let mut output = Output::for_addresses(addresses.len());
+        let (sender, receiver) = tokio::sync::oneshot::channel::<Output>();
+        let late = self.late.clone();
         let resolve = self.resolve.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _running = running;
-            RESOLVING.with(|r| r.set(true));
-            let resolved = resolve(&addresses);
-            let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.len() + addresses.len() > MAX_CACHED_ADDRESSES {
-                cache.clear();
+        let asked = addresses.clone();
+        let spawned = std::thread::Builder::new()
+            .name("qiflow-symbolize".into())
+            .spawn(move || {
+                RESOLVING.with(|r| r.set(true));
+                resolve(&asked, &mut output);
+                // Done before the answer, so that the next report may start a resolution.
+                drop(running);
+                if let Err(output) = sender.send(output) {
+                    // The report went without names; the next one takes them.
+                    *late.lock().unwrap_or_else(PoisonError::into_inner) = Some((asked, output));
+                }
+            });
+        if spawned.is_err() {
+            return false; // `running` was dropped with the closure.
+        }
+        match tokio::time::timeout(self.budget, receiver).await {
+            Ok(Ok(output)) => {
+                self.remember(addresses, output);
+                true
             }
-            for address in addresses {
-                let frames = resolved.get(&address).cloned().unwrap_or_default();
-                cache.insert(address, frames);
-            }
-        });
-        matches!(tokio::time::timeout(self.budget, job).await, Ok(Ok(())))
+            _ => false,
+        }
     }
 }
 
@@ -160,51 +332,50 @@ impl Symbolizer {
 ///
 /// Everything loaded (the memory map of the file, the parsed units and line programs, the
 /// symbol map) is dropped before this returns.
-fn resolve_in_own_object(addresses: &[u64]) -> Resolved {
-    let mut resolved = Resolved::with_capacity(addresses.len());
+fn resolve_in_own_object(addresses: &[u64], output: &mut Output) {
     let Some(object) = OwnObject::find() else {
-        return resolved;
+        return;
     };
     let Ok(loader) = addr2line::Loader::new(&object.path) else {
-        return resolved;
+        return;
     };
     for &address in addresses {
-        let Some(probe) = object.probe(address) else {
-            continue;
-        };
-        resolved.insert(address, frames_at(&loader, address, probe));
+        if let Some(probe) = object.probe(address) {
+            add_frames(&loader, address, probe, output);
+        }
     }
-    resolved
 }
 
-/// The frames of one address: the inlined calls first, then the function that holds them.
-fn frames_at(loader: &addr2line::Loader, address: u64, probe: u64) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    if let Ok(mut iter) = loader.find_frames(probe) {
-        while let Ok(Some(found)) = iter.next() {
-            let mut frame = Frame::at(address);
-            if let Some(name) = found.function.as_ref().and_then(|f| f.demangle().ok()) {
-                frame = frame.with_function(&name);
+/// Adds the frames of one address to `output`: the inlined calls first, then the function
+/// that holds them.
+fn add_frames(loader: &addr2line::Loader, address: u64, probe: u64, output: &mut Output) {
+    let mut added = 0;
+    let mut outermost_named = false;
+    if let Ok(mut frames) = loader.find_frames(probe) {
+        while let Ok(Some(found)) = frames.next() {
+            if added == MAX_FRAMES_PER_ADDRESS {
+                break;
             }
-            if let Some(location) = &found.location
-                && let Some(file) = location.file
-            {
-                frame = frame.with_location(file, location.line, location.column);
+            let name = found.function.as_ref().and_then(|f| f.demangle().ok());
+            let location = found
+                .location
+                .as_ref()
+                .and_then(|l| Some((l.file?, l.line, l.column)));
+            if !output.add(address, name.as_deref(), location) {
+                return;
             }
-            frames.push(frame);
+            added += 1;
+            outermost_named = name.is_some();
         }
     }
     // Without debug info for the address (or with line tables only, for the outermost
     // function), the symbol table still names the function.
-    let outermost_unnamed = frames.last().is_none_or(|f| f.function.is_none());
-    if outermost_unnamed && let Some(symbol) = loader.find_symbol(probe) {
+    if !outermost_named && let Some(symbol) = loader.find_symbol(probe) {
         let name = addr2line::demangle_auto(symbol.into(), None);
-        match frames.last_mut() {
-            Some(frame) => frame.function = Frame::at(address).with_function(&name).function,
-            None => frames.push(Frame::at(address).with_function(&name)),
+        if added == 0 || !output.name_last(address, &name) {
+            output.add(address, Some(&name), None);
         }
     }
-    frames
 }
 
 /// The object that holds qiflow's code, and where its code is mapped.
@@ -220,7 +391,7 @@ impl OwnObject {
     fn find() -> Option<Self> {
         use findshlibs::{Segment as _, SharedLibrary as _, TargetSharedLibrary};
         // Any function of this crate: the object that holds it holds qiflow.
-        let marker = resolve_in_own_object as fn(&[u64]) -> Resolved as usize;
+        let marker = resolve_in_own_object as fn(&[u64], &mut Output) as usize;
         let mut found = None;
         let mut first = true;
         TargetSharedLibrary::each(|lib| {
@@ -299,15 +470,17 @@ mod tests {
             })
             .unwrap_or_else(|| panic!("no frame of the capturing function in:\n{trace}"));
         assert!(
-            ours.file.as_deref().is_some_and(|f| f.ends_with("symbolize.rs")),
+            ours.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("symbolize.rs")),
             "{ours:?}"
         );
         assert!(ours.line.is_some(), "{ours:?}");
         assert!(
-            !trace
-                .frames
-                .iter()
-                .any(|f| f.function.as_deref().is_some_and(|n| n.starts_with("backtrace::"))),
+            !trace.frames.iter().any(|f| f
+                .function
+                .as_deref()
+                .is_some_and(|n| n.starts_with("backtrace::"))),
             "the capture's own frames are trimmed:\n{trace}"
         );
         assert!(trace.frames.len() <= crate::capture::MAX_FRAMES);
@@ -317,12 +490,11 @@ mod tests {
     fn the_same_addresses_again_are_served_from_the_cache() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();
-        let symbolizer = Symbolizer::with_resolver(RESOLVE_BUDGET, move |addresses| {
+        let symbolizer = Symbolizer::with_resolver(RESOLVE_BUDGET, move |addresses, output| {
             seen.lock().unwrap().push(addresses.to_vec());
-            addresses
-                .iter()
-                .map(|&a| (a, vec![Frame::at(a).with_function(&format!("app::f{a}"))]))
-                .collect()
+            for &a in addresses {
+                assert!(output.add(a, Some(&format!("app::f{a}")), None));
+            }
         });
         let rt = runtime();
         let mut first = Stacktrace::from_addresses([1, 2, 2, 3]);
@@ -331,7 +503,11 @@ mod tests {
         rt.block_on(symbolizer.resolve(&mut second));
         assert_eq!(*calls.lock().unwrap(), [vec![1, 2, 3], vec![4]]);
         assert_eq!(second.resolution, Resolution::Resolved);
-        let names: Vec<_> = second.frames.iter().map(|f| f.function.clone().unwrap()).collect();
+        let names: Vec<_> = second
+            .frames
+            .iter()
+            .map(|f| f.function.clone().unwrap())
+            .collect();
         assert_eq!(names, ["app::f3", "app::f2", "app::f4"]);
 
         // A full cache starts over rather than growing.
@@ -350,15 +526,15 @@ mod tests {
         let wait = Mutex::new(wait);
         let calls = Arc::new(AtomicBool::new(false));
         let called = calls.clone();
-        let symbolizer = Symbolizer::with_resolver(Duration::from_millis(50), move |addresses| {
-            called.store(true, Ordering::SeqCst);
-            // Stands for a huge binary: runs until the test lets it finish.
-            let _ = wait.lock().unwrap().recv();
-            addresses
-                .iter()
-                .map(|&a| (a, vec![Frame::at(a).with_function("app::slow")]))
-                .collect()
-        });
+        let symbolizer =
+            Symbolizer::with_resolver(Duration::from_millis(50), move |addresses, output| {
+                called.store(true, Ordering::SeqCst);
+                // Stands for a huge binary: runs until the test lets it finish.
+                let _ = wait.lock().unwrap().recv();
+                for &a in addresses {
+                    output.add(a, Some("app::slow"), None);
+                }
+            });
         let rt = runtime();
         let mut trace = Stacktrace::from_addresses([7, 8]);
         rt.block_on(symbolizer.resolve(&mut trace));
@@ -374,8 +550,11 @@ mod tests {
         // Once it finishes, its result is in the cache for the next report.
         release.send(()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while symbolizer.running.load(Ordering::Acquire) {
-            assert!(std::time::Instant::now() < deadline, "the resolution never ended");
+        while symbolizer.late.lock().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the resolution never ended"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let mut again = Stacktrace::from_addresses([8]);
@@ -388,12 +567,11 @@ mod tests {
     fn a_resolver_that_panics_leaves_addresses_and_the_next_one_runs() {
         let marked = Arc::new(AtomicBool::new(false));
         let seen = marked.clone();
-        let symbolizer = Symbolizer::with_resolver(RESOLVE_BUDGET, move |addresses| {
+        let symbolizer = Symbolizer::with_resolver(RESOLVE_BUDGET, move |addresses, _output| {
             seen.store(resolving_here(), Ordering::SeqCst);
             if addresses.contains(&13) {
                 panic!("malformed debug info");
             }
-            Resolved::new()
         });
         let rt = runtime();
         let mut trace = Stacktrace::from_addresses([13]);
@@ -401,7 +579,11 @@ mod tests {
         assert_eq!(trace.resolution, Resolution::Unresolved);
         let mut next = Stacktrace::from_addresses([14]);
         rt.block_on(symbolizer.resolve(&mut next));
-        assert_eq!(next.frames, [Frame::at(14)], "unresolvable: the address stays");
+        assert_eq!(
+            next.frames,
+            [Frame::at(14)],
+            "unresolvable: the address stays"
+        );
         assert_eq!(next.resolution, Resolution::Unresolved, "no name found");
         assert!(
             marked.load(Ordering::SeqCst),
@@ -412,7 +594,31 @@ mod tests {
 
     #[test]
     fn addresses_outside_qiflows_object_are_not_looked_up() {
-        let resolved = resolve_in_own_object(&[0, 8]);
-        assert!(resolved.is_empty(), "{resolved:?}");
+        let mut output = Output::for_addresses(2);
+        resolve_in_own_object(&[0, 8], &mut output);
+        assert!(output.frames.is_empty(), "{output:?}");
+    }
+
+    #[test]
+    fn an_output_never_grows_past_what_the_worker_allocated() {
+        let mut output = Output::for_addresses(1);
+        let (text, frames) = (output.text.capacity(), output.frames.capacity());
+        let long = "n".repeat(1000);
+        let mut added = 0;
+        while output.add(1, Some(&long), Some((&long, Some(1), None))) {
+            added += 1;
+        }
+        assert!(added > 0 && added <= MAX_FRAMES_PER_ADDRESS, "{added}");
+        assert_eq!(
+            output.text.capacity(),
+            text,
+            "no reallocation by the resolving thread"
+        );
+        assert_eq!(output.frames.capacity(), frames);
+        let frames = output.into_frames().remove(&1).unwrap();
+        assert_eq!(frames.len(), added);
+        let name = frames[0].function.as_deref().unwrap();
+        assert!(name.ends_with('…') && name.len() <= MAX_NAME_LEN, "{name}");
+        assert_eq!(frames[0].line, Some(1));
     }
 }
