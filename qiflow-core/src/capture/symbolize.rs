@@ -177,12 +177,15 @@ impl Output {
     }
 }
 
+/// The addresses a resolution was asked for, and what it found.
+type Late = (Vec<u64>, Output);
+
 /// Resolves the stack traces of reports, one report at a time, on the errors pipeline's sink.
 pub(crate) struct Symbolizer {
     cache: Mutex<HashMap<u64, Vec<Frame>>>,
     running: Arc<AtomicBool>,
     /// The output of a resolution that finished after its report had gone, for the next one.
-    late: Arc<Mutex<Option<(Vec<u64>, Output)>>>,
+    late: Arc<Mutex<Option<Late>>>,
     budget: Duration,
     resolve: Arc<ResolveFn>,
 }
