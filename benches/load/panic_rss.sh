@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What panics cost in resident memory: the release quickstart's RSS before any panic, after the
-# first `GET /panic` and after the Nth, and how long the first panicking request took. See
+# first `GET /panic` and after the Nth, and how long the panicking requests took. See
 # docs/errors.md, "Backtraces and memory".
 #
 #   benches/load/panic_rss.sh                 # builds and measures target/release/quickstart
@@ -10,6 +10,7 @@
 # there), on 127.0.0.1 only. RSS is VmRSS from /proc/PID/status, split into RssAnon (heap) and
 # RssFile (mapped files: the binary's pages, and any debug info a symbolizer maps). The peak is
 # VmHWM at the end: the most the process ever had resident, transient symbolization included.
+# The first panicking request is timed, and the median of the others is given.
 #
 # Settings (environment):
 #   PANIC_RSS_PORT       port on 127.0.0.1 (default 3300)
@@ -79,6 +80,7 @@ errors_json() {
 results=()
 for bin in "${binaries[@]}"; do
     [[ -x "$bin" ]] || die "$bin is not an executable"
+    bin="$(realpath "$bin")" # it runs from its own working directory
     work="$(mktemp -d)"
     echo "==> $bin (RUST_BACKTRACE=$backtrace, $count panics)"
     (cd "$work" && RUST_BACKTRACE="$backtrace" QIFLOW_ADDR="127.0.0.1:$port" exec "$bin" >"$work/stdout.log" 2>"$work/stderr.log") &
@@ -90,9 +92,12 @@ for bin in "${binaries[@]}"; do
     first_ms="$(curl -s -o /dev/null --max-time 30 -w '%{time_total}' "http://127.0.0.1:$port/panic" | awk '{ printf "%.1f", $1 * 1000 }')"
     sleep "$settle"
     after_one="$(rss_of "$server_pid")"
+    : >"$work/times"
     for _ in $(seq 2 "$count"); do
-        curl -s -o /dev/null --max-time 30 "http://127.0.0.1:$port/panic"
+        curl -s -o /dev/null --max-time 30 -w '%{time_total}\n' "http://127.0.0.1:$port/panic" >>"$work/times"
     done
+    # The median of the later panicking requests, as curl saw them.
+    later_ms="$(sort -n "$work/times" | awk '{ t[NR] = $1 } END { if (NR) printf "%.2f", t[int((NR + 1) / 2)] * 1000; else print "-" }')"
     sleep "$settle"
     after_all="$(rss_of "$server_pid")"
     peak="$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status")"
@@ -111,7 +116,7 @@ else:
     print("%s: %d named, %d with lines" % (trace["resolution"], named, lines))
 ')"
     size_mib="$(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }')"
-    results+=("$bin|$size_mib|$before|$after_one|$after_all|$peak|$first_ms|$frames")
+    results+=("$bin|$size_mib|$before|$after_one|$after_all|$peak|$first_ms|$later_ms|$frames")
     stop_pid "$server_pid"
     server_pid=""
     rm -rf "$work"
@@ -119,11 +124,12 @@ else:
 done
 
 echo
-echo "RSS in MiB as VmRSS (anon + file); RUST_BACKTRACE=$backtrace; first = the first /panic request"
-printf '%-32s %6s %20s %20s %20s %6s %8s  %s\n' binary "size" "before any panic" "after 1 panic" "after $count panics" "peak" "first ms" "report frames"
+echo "RSS in MiB as VmRSS (anon + file); peak = VmHWM; RUST_BACKTRACE=$backtrace;"
+echo "first ms = the first /panic request; later ms = the median of the others (curl's time_total)"
+printf '%-32s %6s %20s %20s %20s %6s %8s %8s  %s\n' binary "size" "before any panic" "after 1 panic" "after $count panics" "peak" "first ms" "later ms" "report frames"
 for row in "${results[@]}"; do
-    IFS='|' read -r bin size before one all peak first frames <<<"$row"
+    IFS='|' read -r bin size before one all peak first later frames <<<"$row"
     fmt() { awk '{ printf "%.1f (%.1f + %.1f)", $1, $2, $3 }' <<<"$1"; }
-    printf '%-32s %6s %20s %20s %20s %6s %8s  %s\n' "$(basename "$(dirname "$bin")")/$(basename "$bin")" "$size" \
-        "$(fmt "$before")" "$(fmt "$one")" "$(fmt "$all")" "$peak" "$first" "$frames"
+    printf '%-32s %6s %20s %20s %20s %6s %8s %8s  %s\n' "$(basename "$(dirname "$bin")")/$(basename "$bin")" "$size" \
+        "$(fmt "$before")" "$(fmt "$one")" "$(fmt "$all")" "$peak" "$first" "$later" "$frames"
 done

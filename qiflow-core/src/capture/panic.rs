@@ -51,7 +51,7 @@ pub enum PreviousHook {
     /// The previous hook runs after qiflow's report is queued, as it would have without qiflow.
     /// When it is the standard library's and `RUST_BACKTRACE` is set, it resolves the backtrace
     /// on the panicking thread and keeps the debug info it loaded for the life of the process
-    /// (137 MB for the quickstart; `docs/errors.md`, "Backtraces and memory").
+    /// (134 MiB for the quickstart; `docs/errors.md`, "Backtraces and memory").
     Chain,
 }
 
