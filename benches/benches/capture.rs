@@ -10,6 +10,12 @@
 //!   the envelope to the transport, here one that discards it, so only the caller's share is
 //!   measured.
 //!
+//! - `panic/stacktrace_capture_100`: what the panic hook adds for the stack, 100 frames deep (a
+//!   handler on a tokio worker): [`Stacktrace::capture`], return addresses only.
+//! - `panic/catch_unwind` and `panic/catch_unwind_qiflow_hook`: a panic caught with
+//!   `catch_unwind`, first with a silent hook, then with qiflow's hook in front of it (report,
+//!   stack capture, enqueue). The worker resolves the stack off the measured thread.
+//!
 //! The queue holds 1,024 reports; each measured batch stays below that and the queue is drained
 //! (untimed) between batches, so the figures are enqueue costs, never drop costs.
 //!
@@ -20,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use qiflow_core::Observer;
-use qiflow_core::capture::{ErrorDetail, ErrorKind, ErrorReport, RequestContext, Severity};
+use qiflow_core::capture::{
+    ErrorDetail, ErrorKind, ErrorReport, PreviousHook, RequestContext, Severity, Stacktrace,
+};
 
 #[derive(Debug)]
 struct LookupFailed(std::io::Error);
@@ -104,6 +112,24 @@ fn capture(c: &mut Criterion) {
         });
     });
 
+    group.bench_function("panic/stacktrace_capture_100", |b| {
+        b.iter(|| at_depth(100, &mut Stacktrace::capture));
+    });
+    // Quiet: the default hook would print every panic.
+    std::panic::set_hook(Box::new(|_| {}));
+    group.bench_function("panic/catch_unwind", |b| {
+        b.iter(|| std::panic::catch_unwind(|| panic!("boom")).is_err());
+    });
+    qiflow_core::capture::install_panic_hook_with(&observer, PreviousHook::Chain);
+    group.bench_function("panic/catch_unwind_qiflow_hook", |b| {
+        b.iter_custom(|iters| {
+            batched(&observer, iters, || {
+                assert!(std::panic::catch_unwind(|| panic!("boom")).is_err());
+            })
+        });
+    });
+    drop(std::panic::take_hook());
+
     let mut options = sentry::ClientOptions::default();
     options.dsn = Some("http://public@127.0.0.1:9/1".parse().expect("a DSN"));
     options.release = Some("0.1.0".into());
@@ -115,6 +141,15 @@ fn capture(c: &mut Criterion) {
         b.iter(|| hub.capture_error(&e));
     });
     group.finish();
+}
+
+/// Calls `f` `depth` frames further down the stack.
+#[inline(never)]
+fn at_depth<R>(depth: usize, f: &mut dyn FnMut() -> R) -> R {
+    if depth == 0 {
+        return f();
+    }
+    std::hint::black_box(at_depth(depth - 1, f))
 }
 
 // Written out rather than `criterion_group!`/`criterion_main!`, whose generated `pub fn` cannot

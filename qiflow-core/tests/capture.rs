@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use qiflow_core::capture::{ErrorDetail, Severity};
+use qiflow_core::capture::{ErrorDetail, ErrorKind, ErrorReport, Resolution, Severity, Stacktrace};
 use qiflow_core::request::{RequestInfo, RequestOutcome};
 use qiflow_core::secret::Secret;
 use qiflow_core::worker::PipelineStats;
@@ -260,6 +260,85 @@ fn sending_resumes_after_the_rate_limit_passes() {
     let stats = errors(&observer.stats());
     assert_eq!(stats.delivered + stats.dropped(), stats.submitted);
     assert!(stats.dropped_rate_limited >= 1);
+}
+
+/// The stack of a report as the panic hook takes it, from a function the test can find.
+#[inline(never)]
+fn stack_taken_here() -> Stacktrace {
+    std::hint::black_box(Stacktrace::capture())
+}
+
+#[test]
+fn a_panic_stack_reaches_sentry_as_native_frames_with_debug_images() {
+    let sentry = FakeSentry::start(Mode::Ok);
+    let (observer, guard) = observer(Some(sentry.dsn()), Duration::from_secs(5));
+    let mut report = ErrorReport::new(
+        ErrorKind::Panic,
+        Severity::Fatal,
+        ErrorDetail::message(Some("panic"), "the ledger is negative"),
+    );
+    report.stacktrace = Some(stack_taken_here());
+    assert!(
+        report
+            .stacktrace
+            .as_ref()
+            .unwrap()
+            .frames
+            .iter()
+            .all(|f| f.function.is_none()),
+        "the caller's thread holds addresses only"
+    );
+    observer.capture(report);
+    assert!(observer.flush(PATIENCE));
+    drop(guard);
+
+    // Resolved on the worker before the store and the reporters saw it.
+    let groups = observer.error_store().groups();
+    let trace = groups[0].stacktrace.as_ref().unwrap();
+    assert_eq!(trace.resolution, Resolution::Resolved, "{trace}");
+    assert!(trace.frames.len() <= qiflow_core::capture::MAX_FRAMES);
+
+    let received = sentry.accepted();
+    assert_eq!(received.len(), 1);
+    let event = received[0].event().unwrap();
+    assert_eq!(event["platform"], "native", "{event}");
+    let exception = event["exception"]["values"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    let frames = exception["stacktrace"]["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), trace.frames.len());
+    // Sentry's order: the outermost frame first, the innermost last.
+    let ours = frames
+        .iter()
+        .rposition(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("stack_taken_here"))
+        })
+        .unwrap_or_else(|| panic!("no frame of stack_taken_here in {exception}"));
+    let frame = &frames[ours];
+    assert!(
+        frame["filename"].as_str().unwrap().ends_with("capture.rs"),
+        "{frame}"
+    );
+    assert!(frame["lineno"].as_u64().is_some(), "{frame}");
+    let addr = frame["instruction_addr"].as_str().unwrap();
+    assert_eq!(
+        u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap(),
+        trace.frames[frames.len() - 1 - ours].instruction_addr
+    );
+    // The loaded objects with their build ids (`code_id`, and `id` derived from it), for
+    // Sentry to resolve the addresses again from uploaded debug files.
+    let images = event["debug_meta"]["images"].as_array().unwrap();
+    assert!(images.iter().any(|i| i["code_id"].is_string()), "{event}");
+    assert!(
+        images
+            .iter()
+            .all(|i| i["id"].is_string() && i["image_addr"].is_string()),
+        "{images:?}"
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use qiflow_core::capture::{ErrorDetail, ErrorKind, ErrorReport, Reporter};
+use qiflow_core::capture::{
+    ErrorDetail, ErrorKind, ErrorReport, PreviousHook, Reporter, Resolution,
+};
 use qiflow_core::request::{RequestInfo, RequestOutcome};
 use qiflow_core::worker::{BoxFuture, SinkError};
 use qiflow_core::{Guard, Observer};
@@ -62,6 +64,7 @@ fn shared() -> &'static Shared {
         let recording = Recording::default();
         let (observer, guard) = Observer::builder(config)
             .reporter(recording.clone())
+            .previous_panic_hook(PreviousHook::Chain)
             .build()
             .unwrap();
         Shared {
@@ -233,6 +236,43 @@ fn the_panic_hook_reports_once_and_chains_the_previous_hook() {
     assert_eq!(outside[0].kind, ErrorKind::Panic);
     assert_eq!(outside[0].tags["thread"], "exporter");
     assert!(outside[0].tags["panic.location"].contains("capture_global.rs"));
+    // The stack, taken as addresses by the hook, arrives resolved from the worker: the frame
+    // that panicked comes first after the panic entry points, with its file and line.
+    let trace = outside[0].stacktrace.as_ref().unwrap();
+    assert_eq!(trace.resolution, Resolution::Resolved, "{trace}");
+    let first_own = trace
+        .frames
+        .iter()
+        .find(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(|n| !n.starts_with("core::") && !n.contains("rust_begin_unwind"))
+        })
+        .unwrap();
+    assert!(
+        first_own
+            .function
+            .as_deref()
+            .unwrap()
+            .contains("the_panic_hook_reports_once_and_chains_the_previous_hook"),
+        "{trace}"
+    );
+    assert!(
+        first_own
+            .file
+            .as_deref()
+            .unwrap()
+            .ends_with("capture_global.rs"),
+        "{first_own:?}"
+    );
+    assert!(first_own.line.is_some());
+    assert!(
+        !trace.frames.iter().any(|f| f
+            .function
+            .as_deref()
+            .is_some_and(|n| n.starts_with("qiflow_core::capture::panic"))),
+        "the hook's own frames are trimmed: {trace}"
+    );
 
     let inside = recording.reports_where(|r| r.detail.top_message() == "handler exploded");
     assert_eq!(

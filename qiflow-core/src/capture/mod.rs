@@ -11,13 +11,15 @@
 //!   the current request's context; events at `info` and above inside a request are kept as its
 //!   breadcrumbs (the last [`MAX_BREADCRUMBS`]).
 //! - [`Observer::capture_error`](crate::Observer::capture_error) from application code.
-//! - The panic hook `init` installs (it calls the hook that was installed before it).
+//! - The panic hook `init` installs ([`install_panic_hook`]), with the panicking thread's stack
+//!   as addresses ([`Stacktrace`]).
 //!
 //! # What happens to them
 //!
 //! The caller only builds the report and offers it to the `errors` pipeline: a bounded queue,
-//! never waited on; a full queue drops the report and counts it. On qiflow's worker, the
-//! [`ErrorStore`] groups it by [`fingerprint`] (served as JSON at `/qiflow/api/errors`) and each
+//! never waited on; a full queue drops the report and counts it. On qiflow's worker, a panic's
+//! stack addresses are resolved to function names and `file:line` (within [`RESOLVE_BUDGET`],
+//! releasing the debug info afterwards), then the [`ErrorStore`] groups it by [`fingerprint`] (served as JSON at `/qiflow/api/errors`) and each
 //! [`Reporter`] forwards it. A report a reporter could not deliver (Sentry down, or asking to back
 //! off) is counted on `qiflow_dropped_total{pipeline="errors",reason}`, so that
 //! `captured == delivered + dropped` always holds ([`Observer::stats`](crate::Observer::stats)).
@@ -48,13 +50,19 @@ mod layer;
 mod panic;
 mod sentry;
 mod sink;
+mod stacktrace;
 mod store;
+mod symbolize;
 
 pub use layer::CaptureLayer;
-pub use panic::install_panic_hook;
+pub use panic::{PreviousHook, install_panic_hook, install_panic_hook_with};
 pub use sentry::SentryReporter;
 pub(crate) use sink::ErrorSink;
+pub use stacktrace::{
+    Frame, MAX_CAPTURED_FRAMES, MAX_FRAMES, MAX_NAME_LEN, Resolution, Stacktrace,
+};
 pub use store::{ErrorGroup, ErrorStore};
+pub use symbolize::{MAX_CACHED_ADDRESSES, RESOLVE_BUDGET};
 
 pub(crate) use layer::{
     GlobalBreadcrumbs, attach_request, is_request_span, request_scope_of_current,
@@ -368,6 +376,10 @@ pub struct ErrorReport {
     pub tags: BTreeMap<String, String>,
     /// What happened before, oldest first.
     pub breadcrumbs: Vec<Breadcrumb>,
+    /// The panicking thread's stack (panics only): addresses when captured, names once the
+    /// worker has resolved them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
     /// `[service] version`.
     pub release: String,
     /// `[service] environment`.
@@ -391,6 +403,7 @@ impl ErrorReport {
             status: None,
             tags: BTreeMap::new(),
             breadcrumbs: Vec::new(),
+            stacktrace: None,
             release: String::new(),
             environment: String::new(),
             timestamp: SystemTime::now(),

@@ -397,6 +397,18 @@ pub(crate) fn to_event(report: &ErrorReport) -> Event<'static> {
                 })
                 .collect(),
         };
+        if let Some(trace) = &report.stacktrace
+            && let Some(outermost) = event.exception.values.last_mut()
+        {
+            outermost.stacktrace = Some(to_stacktrace(trace));
+            // Native frames: Sentry resolves the addresses again from uploaded debug files,
+            // found by the images' build ids, and keeps the names sent when it has none.
+            event.platform = "native".into();
+            event.debug_meta = std::borrow::Cow::Owned(protocol::DebugMeta {
+                images: sentry::integrations::debug_images::debug_images(),
+                ..Default::default()
+            });
+        }
     }
     event
         .tags
@@ -445,6 +457,27 @@ pub(crate) fn to_event(report: &ErrorReport) -> Event<'static> {
             .collect(),
     };
     event
+}
+
+/// Sentry's stack trace of a report's: the outermost frame first, each with its address.
+fn to_stacktrace(trace: &super::Stacktrace) -> protocol::Stacktrace {
+    let frames = trace
+        .frames
+        .iter()
+        .rev()
+        .map(|frame| protocol::Frame {
+            function: frame.function.clone(),
+            filename: frame.file.clone(),
+            lineno: frame.line.map(u64::from),
+            colno: frame.column.map(u64::from),
+            instruction_addr: Some(protocol::Addr(frame.instruction_addr)),
+            ..Default::default()
+        })
+        .collect();
+    protocol::Stacktrace {
+        frames,
+        ..Default::default()
+    }
 }
 
 /// `before_send`: sensitive headers, query values and extra data redacted, credentials out of

@@ -1,13 +1,17 @@
-//! The `errors` pipeline's sink: the local store, then every reporter.
+//! The `errors` pipeline's sink: a panic's stack resolved, then the local store, then every
+//! reporter.
 
 use std::sync::Arc;
 
-use super::{ErrorReport, ErrorStore, Reporter};
+use super::symbolize::Symbolizer;
+use super::{ErrorKind, ErrorReport, ErrorStore, Reporter};
 use crate::worker::{BoxFuture, Sink, SinkError};
 
-/// Records each report in the store, then hands it to the reporters in order; the first
-/// reporter that fails decides how the report is counted (the ones after it still run).
+/// Resolves each report's stack trace (panics), records the report in the store, then hands it
+/// to the reporters in order; the first reporter that fails decides how the report is counted
+/// (the ones after it still run).
 pub(crate) struct ErrorSink {
+    symbolizer: Symbolizer,
     store: Arc<ErrorStore>,
     reporters: Vec<Arc<dyn Reporter>>,
     release: String,
@@ -23,6 +27,7 @@ impl ErrorSink {
         environment: String,
     ) -> Self {
         Self {
+            symbolizer: Symbolizer::default(),
             store,
             reporters,
             release,
@@ -73,6 +78,29 @@ pub(crate) fn alert_of(report: &ErrorReport) -> crate::alert::Alert {
     alert
 }
 
+/// A panic's resolved backtrace on stderr, where the standard library's hook would have printed
+/// it (`RUST_BACKTRACE` is set and qiflow's hook replaced that one).
+fn print_backtrace(report: &ErrorReport) {
+    use std::io::Write as _;
+    let Some(trace) = &report.stacktrace else {
+        return;
+    };
+    let thread = report
+        .tags
+        .get("thread")
+        .map_or("<unnamed>", String::as_str);
+    let mut text = format!(
+        "stack backtrace of the panic in thread '{thread}': {}",
+        report.detail.top_message()
+    );
+    if let Some(request) = &report.request {
+        text.push_str(&format!(" (request {})", request.request_id));
+    }
+    text.push('\n');
+    text.push_str(&trace.to_string());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 impl Sink<ErrorReport> for ErrorSink {
     fn write(&mut self, mut batch: Vec<ErrorReport>) -> BoxFuture<'_, Result<(), SinkError>> {
         for report in &mut batch {
@@ -81,7 +109,14 @@ impl Sink<ErrorReport> for ErrorSink {
         Box::pin(async move {
             let total = batch.len() as u64;
             let mut failed: Option<(u64, SinkError)> = None;
-            for (i, report) in batch.iter().enumerate() {
+            for (i, report) in batch.iter_mut().enumerate() {
+                if let Some(trace) = report.stacktrace.as_mut() {
+                    self.symbolizer.resolve(trace).await;
+                    if report.kind == ErrorKind::Panic && super::panic::echo_backtraces() {
+                        print_backtrace(report);
+                    }
+                }
+                let report = &*report;
                 self.store.record(report);
                 if let Some(alerts) = &self.alerts {
                     // Counted by the alerts pipeline when its queue is full.

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{ErrorKind, ErrorReport, Severity};
+use super::{ErrorKind, ErrorReport, Severity, Stacktrace};
 
 /// One group of reports with the same [`fingerprint`](super::fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +38,9 @@ pub struct ErrorGroup {
     pub last_request_id: Option<String>,
     /// The latest report's HTTP status.
     pub last_status: Option<u16>,
+    /// The latest report's stack trace (panics), resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<Stacktrace>,
 }
 
 /// Error groups, bounded: past `capacity` groups the least recently seen one is evicted (and
@@ -94,6 +97,7 @@ impl ErrorStore {
             group.severity = group.severity.max(report.severity);
             group.last_request_id = request_id;
             group.last_status = report.status;
+            group.stacktrace.clone_from(&report.stacktrace);
             return;
         }
         if inner.groups.len() >= self.capacity {
@@ -122,6 +126,7 @@ impl ErrorStore {
                 last_seen: report.timestamp,
                 last_request_id: request_id,
                 last_status: report.status,
+                stacktrace: report.stacktrace.clone(),
             },
         );
     }

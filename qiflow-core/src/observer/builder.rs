@@ -8,8 +8,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use super::{Guard, Inner, Observer};
 use crate::alert::AlertChannel;
 use crate::capture::{
-    CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, Reporter, SentryOptions,
-    SentryReporter,
+    CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, PreviousHook, Reporter,
+    SentryOptions, SentryReporter,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OverflowPolicy};
@@ -32,6 +32,7 @@ pub struct ObserverBuilder {
     flush_budget: Duration,
     worker_threads: usize,
     install_global: bool,
+    previous_panic_hook: PreviousHook,
     clock: Arc<dyn Clock>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     reporters: Vec<Arc<dyn Reporter>>,
@@ -46,6 +47,7 @@ impl std::fmt::Debug for ObserverBuilder {
             .field("flush_budget", &self.flush_budget)
             .field("worker_threads", &self.worker_threads)
             .field("install_global", &self.install_global)
+            .field("previous_panic_hook", &self.previous_panic_hook)
             .field("health_checks", &self.health_checks.len())
             .finish_non_exhaustive()
     }
@@ -58,6 +60,7 @@ impl ObserverBuilder {
             flush_budget: Duration::from_secs(5),
             worker_threads: 2,
             install_global: true,
+            previous_panic_hook: PreviousHook::Replace,
             clock: Arc::new(SystemClock),
             health_checks: Vec::new(),
             reporters: Vec::new(),
@@ -141,6 +144,16 @@ impl ObserverBuilder {
     /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
+        self
+    }
+
+    /// What the panic hook that `build` installs does with the hook installed before it.
+    /// Defaults to [`PreviousHook::Replace`]: qiflow prints the panic message itself and the
+    /// standard library's hook does not run, so a panic never resolves a backtrace on the
+    /// panicking thread nor keeps debug info in memory. [`PreviousHook::Chain`] runs the
+    /// previous hook too (an application hook set before `init` that must run on every panic).
+    pub fn previous_panic_hook(mut self, previous: PreviousHook) -> Self {
+        self.previous_panic_hook = previous;
         self
     }
 
@@ -491,7 +504,7 @@ impl ObserverBuilder {
             }),
         };
         if self.install_global {
-            crate::capture::install_panic_hook(&observer);
+            crate::capture::install_panic_hook_with(&observer, self.previous_panic_hook);
         }
         Ok((observer, guard))
     }
