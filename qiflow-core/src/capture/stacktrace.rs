@@ -218,12 +218,8 @@ impl Stacktrace {
 /// `__rust_end_short_backtrace` marker is missing.
 const PANIC_MACHINERY: &[&str] = &[
     "backtrace::",
-    // `qiflow_core::…`, spelled with the crate's name.
-    concat!(env!("CARGO_CRATE_NAME"), "::capture::panic::"),
-    concat!(
-        env!("CARGO_CRATE_NAME"),
-        "::capture::stacktrace::Stacktrace::capture"
-    ),
+    "qiflow_core::capture::panic::",
+    "qiflow_core::capture::stacktrace::Stacktrace::capture",
     "std::panicking::",
     "std::panic::",
     "std::sys::backtrace::",
@@ -317,7 +313,7 @@ mod tests {
         let mut trace = Stacktrace::from_addresses([]);
         trace.frames = [
             "backtrace::backtrace::trace",
-            concat!(env!("CARGO_CRATE_NAME"), "::capture::panic::report"),
+            "qiflow_core::capture::panic::report",
             "std::panicking::panic_with_hook",
             "std::sys::backtrace::__rust_end_short_backtrace",
             "__rustc::rust_begin_unwind",
@@ -350,10 +346,7 @@ mod tests {
         trace.frames = vec![
             Frame::at(1),
             named("backtrace::backtrace::trace"),
-            named(concat!(
-                env!("CARGO_CRATE_NAME"),
-                "::capture::panic::report"
-            )),
+            named("qiflow_core::capture::panic::report"),
             named("<alloc::boxed::Box<F,A> as core::ops::function::Fn<Args>>::call"),
             named("std::panicking::rust_panic_with_hook"),
             named("core::panicking::panic_fmt"),
