@@ -42,7 +42,7 @@ use std::time::Duration;
 
 pub use message::{AdminRequest, AdminResponse, MAX_BODY};
 pub(crate) use route::Endpoint;
-pub use route::{API_PREFIX, PREFIX};
+pub use route::PREFIX;
 pub(crate) use token::Caller;
 
 use crate::config::{Config, TokenScope};

@@ -5,9 +5,6 @@ use crate::config::Config;
 /// The prefix of qiflow's own pages and API.
 pub const PREFIX: &str = "/qiflow";
 
-/// Where the JSON API lives: `/qiflow/api/<view>`.
-pub const API_PREFIX: &str = "/qiflow/api/";
-
 /// One operator endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Endpoint {
