@@ -440,7 +440,9 @@ impl Suite {
     /// report fields on every stack; no 4xx is.
     fn errors_are_captured(&mut self) {
         let stack = self.stack.clone();
-        // Reports reach the store on qiflow's worker: wait for them (bounded).
+        // Reports reach the store on qiflow's worker, each panic's after its stack is resolved
+        // there: wait for all of them (bounded).
+        let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let json = loop {
             let response = self.operator("GET", "/qiflow/api/errors", b"");
@@ -453,13 +455,17 @@ impl Suite {
             let json: Value = serde_json::from_slice(&response.body)
                 .unwrap_or_else(|e| panic!("[{stack}] /qiflow/api/errors is not JSON ({e})"));
             let groups = json["groups"].as_array().map_or(0, Vec::len);
-            if groups >= 2 || Instant::now() >= deadline {
+            let panics_counted = json["groups"].as_array().is_some_and(|groups| {
+                groups
+                    .iter()
+                    .any(|g| g["kind"] == "panic" && g["count"] == panics)
+            });
+            if (groups >= 2 && panics_counted) || Instant::now() >= deadline {
                 break json;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         let groups = json["groups"].as_array().cloned().unwrap_or_default();
-        let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
         let panic = groups
             .iter()
             .find(|g| g["kind"] == "panic")
