@@ -33,7 +33,8 @@
 //!
 //! - [`capture`]: error capture: reports from panics, handler errors and `error!` events, the
 //!   local [`ErrorStore`](capture::ErrorStore), and forwarding to Sentry.
-//! - [`config`]: the `qiflow.toml` sections and the [`Loader`](config::Loader).
+//! - [`config`]: the `qiflow.toml` sections and the [`Loader`](config::Loader); [`check`]: each
+//!   capability's checks of its section, and what `qiflow check` reports.
 //! - [`secret`]: `ENC:v1:` values, the [`Keyring`](secret::Keyring), the redacting
 //!   [`Secret`](secret::Secret).
 //! - [`Observer`], [`ObserverBuilder`], [`Guard`]: the hub and its flush-on-drop guard.
@@ -58,6 +59,7 @@ pub mod alert;
 pub mod audit;
 pub mod baseline;
 pub mod capture;
+pub mod check;
 pub mod clock;
 pub mod config;
 mod files;

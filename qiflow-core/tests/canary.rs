@@ -671,7 +671,7 @@ fn qiflow_check_prints_no_canary() {
         let loader = Loader::new()
             .file(&file)
             .env([("QIFLOW_MASTER_KEY", s.key.as_str())]);
-        let report = qiflow_core::config::check(loader, "qiflow.toml", strict);
+        let report = qiflow_core::check::run(loader, "qiflow.toml", strict);
         assert_clean("the check report", &report.lines.join("\n"));
         assert_eq!(report.passed, !strict, "{:#?}", report.lines);
     }

@@ -420,7 +420,7 @@ fn no_secret_reaches_logs_metrics_views_files_or_qiflow_check() {
         let loader = Loader::new()
             .file(&config_path)
             .env([("QIFLOW_MASTER_KEY", key.as_str())]);
-        let report = qiflow_core::config::check(loader, "qiflow.toml", strict);
+        let report = qiflow_core::check::run(loader, "qiflow.toml", strict);
         let text = report.lines.join("\n");
         assert_clean("qiflow check", &text);
         assert_eq!(report.passed, !strict, "{text}");

@@ -34,6 +34,7 @@
 //!   scrapes do not flood the log) and counted on
 //!   `qiflow_admin_requests_total{endpoint,status}`.
 
+pub(crate) mod check;
 mod message;
 mod route;
 mod token;

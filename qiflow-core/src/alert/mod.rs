@@ -41,6 +41,7 @@
 mod api;
 mod channel;
 pub mod channels;
+pub(crate) mod check;
 mod model;
 mod rate_limit;
 mod router;

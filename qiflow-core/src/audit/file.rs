@@ -12,11 +12,10 @@ use zeroize::Zeroizing;
 
 use super::chain::{ChainState, Line};
 use super::segment::{self, SegmentFile};
-use super::witness::{
-    AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path, private_file,
-};
+use super::witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, private_file};
 use super::{AuditError, AuditErrorKind, AuditEvent, AuditSink, SealReason};
 use crate::clock::{Clock, SystemClock};
+use crate::config::default_witness_path;
 use crate::secret::Keyring;
 use crate::worker::BoxFuture;
 

@@ -37,6 +37,7 @@ pub mod api;
 mod auto;
 mod build;
 mod chain;
+pub(crate) mod check;
 mod file;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -51,6 +52,7 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::config::default_witness_path;
 pub use auto::{ActorFn, ActorSource, AutoAudit, PendingAudit};
 pub(crate) use build::{AuditOptions, start};
 pub use chain::{
@@ -62,7 +64,7 @@ pub use file::{FileAuditSink, FileAuditSinkBuilder};
 pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
 pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT};
 pub use verify::{verify_dir, verify_dir_with_witness};
-pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, default_witness_path};
+pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile};
 pub(crate) use writer::Auditor;
 
 mod event;

@@ -169,24 +169,6 @@ struct Stored {
 
 const KIND: &str = "qiflow-audit-witness";
 
-/// The default witness of the trail in `dir`: `<dir>.witness.json`, beside the directory (not
-/// in it), e.g. `data/audit.witness.json` for `data/audit`.
-///
-/// ```
-/// use std::path::Path;
-/// let w = qiflow_core::audit::default_witness_path(Path::new("data/audit"));
-/// assert_eq!(w, Path::new("data/audit.witness.json"));
-/// ```
-pub fn default_witness_path(dir: &Path) -> PathBuf {
-    let named = |d: &Path| {
-        d.file_name()
-            .map(|name| d.with_file_name(format!("{}.witness.json", name.to_string_lossy())))
-    };
-    named(dir)
-        .or_else(|| std::path::absolute(dir).ok().and_then(|abs| named(&abs)))
-        .unwrap_or_else(|| dir.join("..").join("audit.witness.json"))
-}
-
 impl WitnessFile {
     /// The witness at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -293,6 +275,7 @@ pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::config::default_witness_path;
 
     fn seal(seq: u64) -> Seal {
         Seal::new(

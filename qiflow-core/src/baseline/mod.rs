@@ -30,6 +30,7 @@
 //! assert_eq!(now.error_rate(), 0.2);
 //! ```
 
+pub(crate) mod check;
 mod routes;
 mod window;
 

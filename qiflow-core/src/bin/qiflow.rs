@@ -230,7 +230,7 @@ fn decrypt(name: &str) -> Result<(), String> {
 
 fn check(file: PathBuf, strict: bool) -> ExitCode {
     let shown = file.display().to_string();
-    let report = qiflow_core::config::check(Loader::new().file(file), &shown, strict);
+    let report = qiflow_core::check::run(Loader::new().file(file), &shown, strict);
     for line in &report.lines {
         println!("{line}");
     }

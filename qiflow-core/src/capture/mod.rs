@@ -46,6 +46,7 @@ use serde::Serialize;
 use crate::logging::{REDACTED, Redactor};
 use crate::worker::{BoxFuture, SinkError};
 
+pub(crate) mod check;
 mod layer;
 mod panic;
 mod sentry;

@@ -35,6 +35,51 @@ impl ProblemKind {
     }
 }
 
+/// What the checks of a loaded configuration found, each with its key path: every capability's
+/// `check` adds to it, so one run reports every problem at once.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    /// Errors: the configuration cannot be used.
+    pub(crate) problems: Vec<Problem>,
+    /// Warnings: it can, but something deserves a look.
+    pub(crate) warnings: Vec<Problem>,
+}
+
+impl Findings {
+    /// An error: a value out of range or inconsistent ([`ProblemKind::Value`]).
+    pub(crate) fn bad(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems
+            .push(Problem::new(ProblemKind::Value, path, message));
+    }
+
+    /// A warning that does not stop start-up ([`ProblemKind::Advice`]).
+    pub(crate) fn advise(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings
+            .push(Problem::new(ProblemKind::Advice, path, message));
+    }
+}
+
+/// Checks a URL without ever echoing it (it may carry credentials): it parses, has one of
+/// `schemes` and a host.
+pub(crate) fn check_url(text: &str, schemes: &[&str]) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a valid URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "has scheme {:?}; use {}",
+            url.scheme(),
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
 /// One problem in a configuration, named by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

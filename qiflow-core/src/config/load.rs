@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError, Problem, ProblemKind, secret_keys, validate};
+use super::{Config, ConfigError, Findings, Problem, ProblemKind, secret_keys, validate};
 use crate::secret::{self, Keyring, MASTER_KEY_FILE_ENV};
 
 /// The environment variable naming the configuration file.
@@ -19,6 +19,32 @@ const KNOWN_VARS: &[&str] = &[
     crate::secret::MASTER_KEY_FILE_ENV,
 ];
 const DEFAULT_FILE: &str = "qiflow.toml";
+
+/// A configuration as [`Loader::parse`] left it: what it found so far, the capabilities' checks
+/// still to run.
+pub(crate) struct Parsed {
+    pub(crate) config: Config,
+    pub(crate) findings: Findings,
+    /// The file it came from, for error messages.
+    pub(crate) origin: Option<String>,
+}
+
+impl Parsed {
+    /// The configuration with its warnings, or every problem found (errors first).
+    pub(crate) fn finish(self) -> Result<Config, ConfigError> {
+        let Findings {
+            mut problems,
+            warnings,
+        } = self.findings;
+        if !problems.is_empty() {
+            problems.extend(warnings);
+            return Err(ConfigError::new(self.origin, problems));
+        }
+        let mut config = self.config;
+        config.warnings = warnings;
+        Ok(config)
+    }
+}
 
 enum Source {
     /// Look for `QIFLOW_CONFIG`, then `./qiflow.toml`.
@@ -102,8 +128,10 @@ impl Loader {
         self
     }
 
-    /// Loads, decrypts and validates. Warnings are kept in [`Config::warnings`].
-    pub fn load(self) -> Result<Config, ConfigError> {
+    /// Loads and decrypts, and checks what configuration alone can check (syntax, types,
+    /// unknown keys, environment overrides, secrets, the sections no capability owns). The
+    /// capabilities' own checks run after it, in [`Loader::load`].
+    pub(crate) fn parse(self) -> Result<Parsed, ConfigError> {
         let mut problems = Vec::new();
         let env = self.environment(&mut problems);
         let lookup = |name: &str| env.get(name).cloned();
@@ -224,12 +252,13 @@ impl Loader {
             ));
         }
         move_old_keys(&mut config, &mut problems, &mut warnings);
-        validate::validate(&config, &mut problems, &mut warnings);
-        if !problems.is_empty() {
-            return fail(problems, &warnings);
-        }
-        config.warnings = warnings;
-        Ok(config)
+        let mut findings = Findings { problems, warnings };
+        validate::validate(&config, &mut findings);
+        Ok(Parsed {
+            config,
+            findings,
+            origin: origin_name,
+        })
     }
 
     fn environment(&self, problems: &mut Vec<Problem>) -> BTreeMap<String, String> {

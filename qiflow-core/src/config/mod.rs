@@ -30,7 +30,6 @@
 //! assert!(err.to_string().contains("logging.levl"));
 //! ```
 
-mod check;
 mod error;
 mod files;
 mod load;
@@ -39,8 +38,8 @@ mod sections;
 pub mod units;
 mod validate;
 
-pub use check::{CheckReport, check};
 pub use error::{ConfigError, Problem, ProblemKind};
+pub(crate) use error::{Findings, check_url};
 pub use files::{PrivateFile, check_private_files};
 pub use load::{CONFIG_ENV, ENV_PREFIX, Loader};
 pub use secret_keys::{SECRET_KEYS, is_credential_header, is_secret_key};

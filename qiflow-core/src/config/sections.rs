@@ -40,16 +40,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads the configuration the standard way: see [`Loader`](super::Loader).
-    pub fn load() -> Result<Self, super::ConfigError> {
-        super::Loader::new().load()
-    }
-
-    /// Loads the configuration from `path` plus the environment.
-    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, super::ConfigError> {
-        super::Loader::new().file(path).load()
-    }
-
     /// Warnings found while loading: they do not stop `init`, which logs them, and
     /// `qiflow check` prints them.
     pub fn warnings(&self) -> &[super::Problem] {
@@ -438,8 +428,26 @@ impl AuditConfig {
     pub fn witness_path(&self) -> PathBuf {
         self.witness
             .clone()
-            .unwrap_or_else(|| crate::audit::default_witness_path(&self.dir))
+            .unwrap_or_else(|| default_witness_path(&self.dir))
     }
+}
+
+/// The default witness of the trail in `dir`: `<dir>.witness.json`, beside the directory (not
+/// in it), e.g. `data/audit.witness.json` for `data/audit`.
+///
+/// ```
+/// use std::path::Path;
+/// let w = qiflow_core::audit::default_witness_path(Path::new("data/audit"));
+/// assert_eq!(w, Path::new("data/audit.witness.json"));
+/// ```
+pub fn default_witness_path(dir: &std::path::Path) -> PathBuf {
+    let named = |d: &std::path::Path| {
+        d.file_name()
+            .map(|name| d.with_file_name(format!("{}.witness.json", name.to_string_lossy())))
+    };
+    named(dir)
+        .or_else(|| std::path::absolute(dir).ok().and_then(|abs| named(&abs)))
+        .unwrap_or_else(|| dir.join("..").join("audit.witness.json"))
 }
 
 /// Alert severity, lowest first.

@@ -336,6 +336,17 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Adds the problems of `[health]`'s paths to `f` (its `token` is the operator surface's: see
+/// `crate::admin`).
+pub(crate) fn check(health: &crate::config::HealthConfig, f: &mut crate::config::Findings) {
+    if !health.path.starts_with('/') {
+        f.bad(
+            "health.path",
+            format!("{:?} must start with '/'", health.path),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

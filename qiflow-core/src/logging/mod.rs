@@ -23,6 +23,7 @@
 //!   drop and count. Drops are reported in the log itself, on stderr, and on
 //!   `qiflow_dropped_total{pipeline="logs"}`.
 
+pub(crate) mod check;
 mod format;
 mod layer;
 pub(crate) mod pool;

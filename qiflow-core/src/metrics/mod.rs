@@ -31,6 +31,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::config::Config;
 
+pub(crate) mod check;
 mod latency;
 
 use latency::{LatencyHistogram, LatencyRegistry};
