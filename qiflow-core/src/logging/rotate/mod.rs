@@ -18,11 +18,11 @@
 //! # When things happen
 //!
 //! - **Rotation** happens *before* a line is written, when the line would make a non-empty active
-//!   file larger than `max_size`, or, with [`Rotation::Hourly`]/[`Rotation::Daily`], when the
-//!   UTC hour or day has changed since the active file's period began. A line larger than
-//!   `max_size` still goes in, alone in a fresh file. Rotation fsyncs the active file, renames it
-//!   to its archive name, fsyncs the directory, and opens a fresh active file. An empty file is
-//!   never rotated.
+//!   file larger than `max_size`, or, with [`Rotation::Hourly`](crate::config::Rotation::Hourly)
+//!   or [`Rotation::Daily`](crate::config::Rotation::Daily), when the UTC hour or day has changed
+//!   since the active file's period began. A line larger than `max_size` still goes in, alone in
+//!   a fresh file. Rotation fsyncs the active file, renames it to its archive name, fsyncs the
+//!   directory, and opens a fresh active file. An empty file is never rotated.
 //! - **Retention** runs at [`RotatingFile::open`] and after every rotation: of the archives of
 //!   *this* `file_name` (the files matching the pattern above, nothing else: never the active
 //!   file, never other files in the directory), it keeps the `max_backups` newest (by the time in
@@ -73,6 +73,8 @@
 //! file.sync()?;
 //! let files = std::fs::read_dir(dir.path())?.count();
 //! assert!(files > 1, "the active file and its archives");
+//! # Ok(()) }
+//! ```
 //!
 //! # Structure
 //!
