@@ -7,6 +7,12 @@
 //! The policy is a pure function of the retry's number and the time spent so far, so it is
 //! tested without sleeping and works with any clock: the router counts with the system clock, the
 //! audit writer with tokio's (paused in its tests).
+//!
+//! Why not a crate such as `backon`: its backoff is an iterator that drives the loop and keeps
+//! its own state, with no "pause for retry n, given the time spent"; its time limit adds up the
+//! sleeps, not the attempts' own time (an alert attempt can take its whole channel `timeout`);
+//! its jitter adds up to a step on top instead of drawing within the step; its arithmetic is in
+//! `f32`. Adapting all that would take more code than this module.
 
 use std::time::Duration;
 
