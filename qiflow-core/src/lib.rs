@@ -68,6 +68,7 @@ pub mod logging;
 pub mod metrics;
 mod observer;
 pub mod request;
+mod retry;
 mod retry_after;
 pub mod secret;
 #[cfg(feature = "test")]

@@ -1,7 +1,6 @@
 //! The [`Alert`] and the [`Notification`] a channel receives.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -185,12 +184,7 @@ impl Alert {
             hasher.update([1u8]);
             hasher.update(v.as_bytes());
         }
-        let digest = hasher.finalize();
-        let mut out = String::with_capacity(16);
-        for b in &digest[..8] {
-            let _ = write!(out, "{b:02x}");
-        }
-        out
+        hex::encode(&hasher.finalize()[..8])
     }
 
     /// The labels plus `alertname` (the name) and `severity` (the level), which matchers see.
@@ -323,5 +317,19 @@ pub(crate) mod time_opt {
     ) -> Result<Option<SystemTime>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         Ok(text.and_then(|t| super::parse_rfc3339(&t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_16_hex_digits_of_the_name_and_labels_digest() {
+        // Fingerprints are kept in the state file across restarts: the format must never change.
+        let alert = Alert::new("disk_full", AlertLevel::Critical).label("host", "db-1");
+        assert_eq!(alert.fingerprint_value(), "f13c187eafdac40b");
+        let set = Alert::new("disk_full", AlertLevel::Critical).fingerprint("mine");
+        assert_eq!(set.fingerprint_value(), "mine");
     }
 }

@@ -18,6 +18,7 @@ use super::view::{ActiveAlert, AlertsView, ChannelStatus, RecentAlert, RecentNot
 use crate::clock::Clock;
 use crate::config::{AlertLevel, AlertsConfig};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 /// The most alerts one notification carries; a fuller group is sent at once.
 const MAX_GROUP: usize = 50;
@@ -192,9 +193,8 @@ pub(crate) struct Settings {
     pub(crate) group_wait: Duration,
     /// `[alerts] group_by`.
     pub(crate) group_by: Vec<String>,
-    pub(crate) retry_initial: Duration,
-    pub(crate) retry_max: Duration,
-    pub(crate) retry_deadline: Duration,
+    /// `[alerts] retry_initial`, `retry_max` and `retry_deadline`, with jitter.
+    pub(crate) retry: Backoff,
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) service: String,
     pub(crate) environment: String,
@@ -212,9 +212,9 @@ impl Settings {
             cooldown: config.cooldown,
             group_wait: config.group_wait,
             group_by: config.group_by.clone(),
-            retry_initial: config.retry_initial,
-            retry_max: config.retry_max.max(config.retry_initial),
-            retry_deadline: config.retry_deadline,
+            retry: Backoff::exponential(config.retry_initial, config.retry_max)
+                .with_jitter()
+                .with_deadline(config.retry_deadline),
             state_file: (!config.state_file.as_os_str().is_empty())
                 .then(|| config.state_file.clone()),
             service: service.name.clone(),
@@ -660,15 +660,14 @@ impl Router {
         state.recent.truncate(MAX_RECENT);
     }
 
-    /// Sends with a per-attempt timeout, retrying retryable failures with exponential backoff
-    /// and jitter (or the receiver's `Retry-After`) until the retry deadline.
+    /// Sends with a per-attempt timeout, retrying retryable failures as `settings.retry` says
+    /// (or after the receiver's `Retry-After`) until the retry deadline.
     async fn send_with_retry(
         &self,
         route: &Route,
         n: &Notification,
     ) -> Result<u32, (u32, SendError)> {
-        let deadline = Instant::now() + self.settings.retry_deadline;
-        let mut backoff = self.settings.retry_initial;
+        let first = Instant::now();
         let histogram = self.metrics.histogram(
             "qiflow_alert_send_duration_seconds",
             vec![Label::new("channel", route.name.clone())],
@@ -704,11 +703,13 @@ impl Router {
             if !error.is_retryable() {
                 return Err((attempts, error));
             }
-            let wait = error.wait_hint().unwrap_or_else(|| jitter(backoff));
-            backoff = (backoff * 2).min(self.settings.retry_max);
-            if Instant::now() + wait >= deadline {
+            let Some(wait) =
+                self.settings
+                    .retry
+                    .delay_or(attempts, first.elapsed(), error.wait_hint())
+            else {
                 return Err((attempts, error));
-            }
+            };
             tracing::debug!(target: "qiflow::alert", channel = %route.name, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -924,10 +925,4 @@ fn load_state(path: &std::path::Path) -> Result<State, String> {
             path.display()
         )),
     }
-}
-
-/// Between half of `base` and `base`, at random ("equal jitter"), so retries of many senders spread out.
-fn jitter(base: Duration) -> Duration {
-    let half = base / 2;
-    half + half.mul_f64(fastrand::f64())
 }

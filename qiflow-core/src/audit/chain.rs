@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -186,7 +187,7 @@ impl Line {
     pub fn compute_hash(&self) -> String {
         let mut copy = self.clone();
         copy.set_hash(String::new());
-        hex(&Sha256::digest(to_json(&copy)))
+        hex::encode(Sha256::digest(to_json(&copy)))
     }
 
     /// Sets `hash` and returns the line as stored (JSON, no trailing newline).
@@ -195,7 +196,7 @@ impl Line {
         // `hash` is every line's last field: the stored line is the canonical form with
         // `,"hash":"…"` before its closing brace, so it is serialized once.
         let mut json = to_json(&self);
-        let hash = hex(&Sha256::digest(&json));
+        let hash = hex::encode(Sha256::digest(&json));
         if json.pop() == Some(b'}') {
             json.extend_from_slice(b",\"hash\":\"");
             json.extend_from_slice(hash.as_bytes());
@@ -212,16 +213,6 @@ impl Line {
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing plain data structs and JSON values cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// RFC 3339, UTC, six fractional digits (what both sinks store).
@@ -256,9 +247,9 @@ pub(crate) fn sign_digest(digest: &DigestRecord, key: Option<&[u8]>) -> String {
                 return String::new(); // HMAC takes keys of any length.
             };
             mac.update(&body);
-            hex(&mac.finalize().into_bytes())
+            hex::encode(mac.finalize().into_bytes())
         }
-        None => hex(&Sha256::digest(&body)),
+        None => hex::encode(Sha256::digest(&body)),
     }
 }
 
@@ -267,13 +258,9 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-/// Compares two hex strings in constant time.
+/// Compares two hashes or signatures in constant time (their length is not secret).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// The writer's side of the chain: where the trail stands.
@@ -818,6 +805,19 @@ impl Verifier {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn hashes_compare_equal_only_when_identical() {
+        let hash = hex::encode(Sha256::digest(b"x"));
+        assert!(same(&hash, &hash.clone()));
+        assert!(same("", ""));
+        let mut other = hash.clone().into_bytes();
+        other[63] = if other[63] == b'0' { b'1' } else { b'0' };
+        assert!(!same(&hash, std::str::from_utf8(&other).unwrap()));
+        assert!(!same(&hash, &hash[..63]), "a prefix is not the hash");
+        assert!(!same(&hash[..63], &hash));
+        assert!(!same(&hash, ""));
+    }
 
     #[test]
     fn a_sealed_line_is_its_own_serialization_and_verifies() {

@@ -14,8 +14,10 @@
 //!   raises the critical alert.
 //! - On the worker: up to `[audit] batch_size` records (or what gathered within
 //!   `[audit] flush_interval`) are written in one [`AuditSink::write`], which stores them durably
-//!   (fsync, commit) before it returns. A failed batch is retried with backoff for up to
-//!   [`RETRY_FOR`], then lost (as above). Written records count as `outcome="written"`.
+//!   (fsync, commit) before it returns. A failed batch is retried after pauses doubling from
+//!   50 ms to 2 s (qiflow's one retry policy, without jitter) while the next retry would start
+//!   within [`RETRY_FOR`] of the first attempt, then lost (as above). Written records count as
+//!   `outcome="written"`.
 //! - Digests: after `[audit] digest_every` records, when records waited `[audit]
 //!   digest_interval` unsealed, at [`Observer::flush`](crate::Observer::flush), and when the
 //!   [`Guard`](crate::Guard) is dropped (the guard writes everything queued within its budget,
@@ -71,7 +73,8 @@ mod event;
 
 use crate::worker::BoxFuture;
 
-/// How long a failed batch is retried before its records are counted as lost.
+/// How long a failed batch is retried before its records are counted as lost: no retry starts
+/// later than this after the batch's first attempt.
 pub const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// What kind of failure an [`AuditError`] is.

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::logging::Redactor;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::worker::{BoxFuture, DropReason, Pipeline, Sink, SinkError};
 
 type Ack = oneshot::Sender<Result<(), AuditError>>;
@@ -226,10 +227,16 @@ impl Auditor {
     }
 }
 
+/// How a failed batch is retried: pauses doubling from 50 ms to 2 s, without jitter (one writer
+/// per trail, nobody to spread out from), for [`RETRY_FOR`] from the first attempt.
+const RETRY: Backoff = Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2))
+    .with_deadline(RETRY_FOR);
+
 /// The worker side: writes batches through the sink with retries, counts, acknowledges.
 pub(crate) struct Writer<S> {
     sink: S,
     accounts: Accounts,
+    /// [`RETRY`]'s deadline, shorter in tests.
     retry_for: Duration,
 }
 
@@ -250,18 +257,17 @@ impl<S: AuditSink> Writer<S> {
     }
 
     async fn write_with_retry(&mut self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut backoff = Duration::from_millis(50);
+        let retry = RETRY.with_deadline(self.retry_for);
+        let first = tokio::time::Instant::now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             match self.sink.write(events).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    let now = tokio::time::Instant::now();
-                    if now + backoff > deadline {
+                    let Some(wait) = retry.delay(attempt, first.elapsed()) else {
                         return Err(e);
-                    }
+                    };
                     if attempt == 1 || attempt.is_power_of_two() {
                         tracing::warn!(
                             target: "qiflow::audit",
@@ -272,8 +278,7 @@ impl<S: AuditSink> Writer<S> {
                             "audit batch failed; retrying"
                         );
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -11,6 +11,7 @@ use sentry::types::Dsn;
 use super::{ErrorKind, ErrorReport, Reporter, Severity, scrub_query};
 use crate::logging::{REDACTED, Redactor};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::worker::{BoxFuture, SinkError};
 
 /// The longest one HTTP attempt may take, connection included.
@@ -19,6 +20,15 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A bare 429 (no usable header) backs off this long, as Sentry's SDKs do.
 pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How one report is retried: a refused connection or a 5xx is tried again once, after 200 ms.
+/// A timeout is not retried (the attempt already took [`ATTEMPT_TIMEOUT`]).
+const RETRY: Backoff = Backoff::constant(Duration::from_millis(200)).with_max_retries(1);
+
+/// How long sending pauses after a report's last attempt failed, by the number of reports that
+/// failed in a row: 1 s doubling to 60 s, without jitter (one transport per process); a success
+/// starts the count again.
+const PAUSE: Backoff = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
 
 /// Forwards reports to Sentry (`[errors] sentry_dsn`).
 ///
@@ -66,7 +76,8 @@ struct State {
     rate_limited_until: Option<Instant>,
     /// No request before this (the endpoint failed).
     failing_until: Option<Instant>,
-    backoff: Duration,
+    /// Reports whose last attempt failed in a row: the step of [`PAUSE`].
+    failures: u32,
 }
 
 /// The transport handed to the sentry client: it keeps the envelope for the reporter to send.
@@ -255,7 +266,7 @@ impl SentryReporter {
                     if (200..300).contains(&status) {
                         let mut state = self.state();
                         state.failing_until = None;
-                        state.backoff = Duration::ZERO;
+                        state.failures = 0;
                         return Ok(());
                     }
                     if status == 429 {
@@ -286,18 +297,19 @@ impl SentryReporter {
                 // Without the URL: the message names the endpoint, never the DSN.
                 Err(e) => SinkError::with_source("cannot reach Sentry", e.without_url()),
             };
-            if attempt >= 2 {
+            let Some(wait) = RETRY.delay(attempt, now.elapsed()) else {
                 self.back_off();
                 return Err((Outcome::Failed, retryable));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
+    /// Pauses sending after a report failed, for [`PAUSE`]'s next step.
     fn back_off(&self) {
         let mut state = self.state();
-        state.backoff = (state.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        state.failing_until = Some(Instant::now() + state.backoff);
+        state.failures = state.failures.saturating_add(1);
+        state.failing_until = Some(Instant::now() + PAUSE.pause(state.failures));
     }
 }
 
@@ -566,6 +578,23 @@ mod tests {
             ])),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn a_failing_endpoint_pauses_sending_longer_each_time() {
+        let reporter = SentryReporter::new(
+            "https://key@sentry.test/1",
+            SentryOptions::new("test", "1.0"),
+        )
+        .unwrap();
+        let pause = || {
+            let before = Instant::now();
+            reporter.back_off();
+            let until = reporter.state().failing_until.unwrap();
+            (until - before).as_secs()
+        };
+        let pauses: Vec<u64> = (0..8).map(|_| pause()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 
     #[test]

@@ -127,15 +127,19 @@ pub(crate) fn json_body(n: &Notification) -> serde_json::Value {
 /// recomputes to check a webhook.
 ///
 /// ```
-/// let sig = qiflow_core::alert::channels::webhook_signature("key", b"{}");
-/// assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+/// use qiflow_core::alert::channels::webhook_signature;
+///
+/// // RFC 4231, test case 2.
+/// assert_eq!(
+///     webhook_signature("Jefe", b"what do ya want for nothing?"),
+///     "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+/// );
 /// ```
 pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
-    let mut out = String::from("sha256=");
-    for b in hmac_sha256(secret.as_bytes(), body) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), body))
+    )
 }
 
 /// HMAC-SHA256 of `message` keyed by `key`.
