@@ -801,7 +801,7 @@ fn sigkill_during_batched_writes_loses_no_acknowledged_record() {
 #[test]
 fn the_api_view_is_token_protected_and_validates_its_query() {
     use qiflow_core::admin::AdminRequest;
-    use qiflow_core::audit::api::parse_query;
+    use qiflow_core::audit::AuditQuery;
     let dir = trail();
     let mut config = quiet_config();
     config.audit.enabled = true;
@@ -847,7 +847,7 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{body}");
     }
-    assert!(parse_query("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
+    assert!(AuditQuery::from_query_string("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
     drop(guard);
 
     // Auditing off: 503.
@@ -955,7 +955,7 @@ fn an_aborted_outcome_is_stored_queried_and_verified() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     assert!(raw.contains("\"outcome\":\"aborted\""), "{raw}");
-    let mut q = qiflow_core::audit::api::parse_query("outcome=aborted").unwrap();
+    let mut q = qiflow_core::audit::AuditQuery::from_query_string("outcome=aborted").unwrap();
     q.limit = Some(10);
     let page = FileStore::new(dir.path(), None).query_blocking(&q).unwrap();
     assert_eq!(page.records.len(), 1);

@@ -2,9 +2,26 @@
 
 use super::{AuditQuery, Outcome};
 
-/// Parses `actor`, `action`, `resource`, `outcome`, `from`, `to`, `limit`, `before` from a
-/// query string (`actor=alice&limit=20`).
-pub fn parse_query(query: &str) -> Result<AuditQuery, String> {
+impl AuditQuery {
+    /// Parses `actor`, `action`, `resource`, `outcome`, `from`, `to`, `limit`, `before` from a
+    /// query string (`actor=alice&limit=20`), as `GET /qiflow/api/audit` takes them; the error
+    /// names the parameter.
+    ///
+    /// ```
+    /// use qiflow_core::audit::{AuditQuery, Outcome};
+    ///
+    /// let q = AuditQuery::from_query_string("actor=alice&outcome=denied&limit=20").unwrap();
+    /// assert_eq!(q.actor.as_deref(), Some("alice"));
+    /// assert_eq!(q.outcome, Some(Outcome::Denied));
+    /// assert!(AuditQuery::from_query_string("colour=red").unwrap_err().contains("colour"));
+    /// ```
+    pub fn from_query_string(query: &str) -> Result<AuditQuery, String> {
+        parse_query(query)
+    }
+}
+
+/// See [`AuditQuery::from_query_string`].
+pub(crate) fn parse_query(query: &str) -> Result<AuditQuery, String> {
     let mut q = AuditQuery::new();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let value = value.into_owned();

@@ -134,7 +134,7 @@ impl AutoAudit {
 /// A request that will be audited when it finishes (held by
 /// [`InFlight`](crate::request::InFlight)).
 #[derive(Debug)]
-pub struct PendingAudit {
+pub(crate) struct PendingAudit {
     actor: String,
     action: String,
     resource: String,
@@ -143,7 +143,7 @@ pub struct PendingAudit {
 impl PendingAudit {
     /// The decision when a request starts: `Some` when auto-audit is on and the request
     /// matches a rule. Costs one `Option` check when auto-audit is off.
-    pub fn begin(observer: &crate::Observer, info: &RequestInfo<'_>) -> Option<Box<Self>> {
+    pub(crate) fn begin(observer: &crate::Observer, info: &RequestInfo<'_>) -> Option<Box<Self>> {
         let auto = observer.auditor()?.auto()?;
         let route = info.route.as_deref().unwrap_or(&info.path);
         if !auto.matches(&info.method, route) {
@@ -157,7 +157,7 @@ impl PendingAudit {
     }
 
     /// Writes the event when the response head is ready (or the handler panicked: 500).
-    pub fn finish(self, observer: &crate::Observer, status: u16, request_id: &str) {
+    pub(crate) fn finish(self, observer: &crate::Observer, status: u16, request_id: &str) {
         let event = AuditEvent::builder(self.actor, self.action)
             .resource(self.resource)
             .outcome(Outcome::from_status(status))
@@ -172,7 +172,7 @@ impl PendingAudit {
     /// Writes the event of a request that never got its response head: the client went away
     /// (or the server dropped the request) while it ran. Outcome `aborted`: the handler may
     /// have done part of its work, and the trail must say the request was there.
-    pub fn abort(self, observer: &crate::Observer, request_id: &str, latency_ms: f64) {
+    pub(crate) fn abort(self, observer: &crate::Observer, request_id: &str, latency_ms: f64) {
         let event = AuditEvent::builder(self.actor, self.action)
             .resource(self.resource)
             .outcome(Outcome::Aborted)

@@ -444,6 +444,7 @@ pub(crate) fn decrypt(
 
 /// Where a line is: a file and line number, or a database row.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Location {
     /// The segment file (or table) name.
     pub source: String,
@@ -463,6 +464,7 @@ impl std::fmt::Display for Location {
 
 /// The first problem found in a trail: which line, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 #[error("{location}: record seq {seq}: {reason}")]
 pub struct Broken {
     /// The seq of the broken line (as expected there when the line cannot be read).

@@ -35,7 +35,7 @@
 //!
 //! The record format, the chain and what verification proves are in `docs/audit.md`.
 
-pub mod api;
+mod api;
 mod auto;
 mod build;
 mod chain;
@@ -55,7 +55,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::config::default_witness_path;
-pub use auto::{ActorFn, ActorSource, AutoAudit, PendingAudit};
+pub(crate) use auto::PendingAudit;
+pub use auto::{ActorFn, ActorSource, AutoAudit};
 pub(crate) use build::{AuditOptions, start};
 pub use chain::{
     AuditRecord, Broken, DigestRecord, EncryptedRecord, GENESIS, Line, Location, Verified, Verifier,
@@ -64,7 +65,7 @@ pub use event::{AuditEvent, AuditEventBuilder, MAX_FIELD_LEN, MAX_METADATA_LEN, 
 pub use file::{FileAuditSink, FileAuditSinkBuilder};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
-pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT};
+pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT, NoopAuditStore};
 pub use verify::{verify_dir, verify_dir_with_witness};
 pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile};
 pub(crate) use writer::Auditor;

@@ -120,6 +120,32 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
 }
 
+impl<S: AuditStore + ?Sized> AuditStore for Box<S> {
+    fn query<'a>(&'a self, query: &'a AuditQuery) -> BoxFuture<'a, Result<AuditPage, AuditError>> {
+        (**self).query(query)
+    }
+}
+
+/// An [`AuditStore`] with nothing in it: every query answers an empty page. For tests, and for
+/// a custom sink whose records cannot be read back.
+///
+/// ```
+/// use qiflow_core::audit::{AuditQuery, AuditStore, NoopAuditStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let page = NoopAuditStore.query(&AuditQuery::new()).await.unwrap();
+/// assert!(page.records.is_empty() && page.next.is_none());
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopAuditStore;
+
+impl AuditStore for NoopAuditStore {
+    fn query<'a>(&'a self, _query: &'a AuditQuery) -> BoxFuture<'a, Result<AuditPage, AuditError>> {
+        Box::pin(async { Ok(AuditPage::default()) })
+    }
+}
+
 /// Queries a trail directory by reading its segments, newest first (decrypting with the keyring
 /// when records are encrypted).
 #[derive(Debug, Clone)]

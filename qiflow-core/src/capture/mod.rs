@@ -210,6 +210,7 @@ impl ErrorKind {
 
 /// One error of a chain: its type (when known) and its message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ChainLink {
     /// The error's type name (`std::io::error::Error`), when known.
     pub type_name: Option<String>,
@@ -220,6 +221,7 @@ pub struct ChainLink {
 /// An error and its `source()` chain, outermost first, as text: what a report, the access line
 /// and Sentry's exception list are made from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct ErrorDetail {
     /// The outermost error first, then each `source()`.
     pub chain: Vec<ChainLink>,
@@ -346,6 +348,7 @@ impl RequestContext {
 
 /// An event noted before an error, kept with the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Breadcrumb {
     /// When it happened.
     #[serde(with = "crate::capture::rfc3339")]
@@ -439,11 +442,58 @@ impl ErrorReport {
 /// [`SinkError::rate_limited`]); a reporter that wants retries does them itself, within a
 /// bounded time.
 pub trait Reporter: Send + Sync + 'static {
-    /// A short name for logs (`sentry`).
-    fn name(&self) -> &'static str;
-
     /// Delivers one report.
     fn report<'a>(&'a self, report: &'a ErrorReport) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// A short name for logs (`sentry`). Defaults to the type's name.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+impl<R: Reporter + ?Sized> Reporter for std::sync::Arc<R> {
+    fn report<'a>(&'a self, report: &'a ErrorReport) -> BoxFuture<'a, Result<(), SinkError>> {
+        (**self).report(report)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+impl<R: Reporter + ?Sized> Reporter for Box<R> {
+    fn report<'a>(&'a self, report: &'a ErrorReport) -> BoxFuture<'a, Result<(), SinkError>> {
+        (**self).report(report)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// A [`Reporter`] that accepts every report and sends it nowhere: for tests, and for a builder
+/// slot that wants one.
+///
+/// ```
+/// use qiflow_core::capture::{ErrorDetail, ErrorKind, ErrorReport, NoopReporter, Reporter, Severity};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let report = ErrorReport::new(ErrorKind::Manual, Severity::Error, ErrorDetail::message(None, "x"));
+/// assert!(NoopReporter.report(&report).await.is_ok());
+/// assert_eq!(NoopReporter.name(), "noop");
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopReporter;
+
+impl Reporter for NoopReporter {
+    fn report<'a>(&'a self, _report: &'a ErrorReport) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn name(&self) -> &'static str {
+        "noop"
+    }
 }
 
 /// Fills what the caller left empty: release, environment and the fingerprint. Done on the
@@ -491,16 +541,7 @@ pub fn fingerprint(type_name: &str, message: &str, route: Option<&str>) -> Strin
 
 /// The message with its variable parts replaced: hex ids (UUIDs, hashes, `0x…` addresses) and
 /// runs of digits by `#`, quoted values by `"…"`. At most 512 bytes of the message are considered.
-///
-/// ```
-/// use qiflow_core::capture::normalize_message;
-/// assert_eq!(normalize_message("user 42 not found"), "user # not found");
-/// assert_eq!(
-///     normalize_message("id 01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f: \"bob\" at 0x7ffd12"),
-///     "id #: \"…\" at #"
-/// );
-/// ```
-pub fn normalize_message(message: &str) -> String {
+pub(crate) fn normalize_message(message: &str) -> String {
     let (message, _) = crate::logging::format_cap(message, 512);
     let mut out = String::with_capacity(message.len());
     let mut words = message.split_inclusive(|c: char| !(c.is_alphanumeric() || c == '-'));
@@ -650,6 +691,15 @@ pub(crate) mod rfc3339 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn messages_are_normalized_for_fingerprints() {
+        assert_eq!(normalize_message("user 42 not found"), "user # not found");
+        assert_eq!(
+            normalize_message("id 01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f: \"bob\" at 0x7ffd12"),
+            "id #: \"…\" at #"
+        );
+    }
     use super::*;
 
     #[test]

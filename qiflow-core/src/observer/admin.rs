@@ -159,7 +159,7 @@ impl Observer {
 
     /// `GET /qiflow/api/audit?<query>`: newest records first, paged.
     async fn audit_view(&self, query: Option<&str>) -> AdminResponse {
-        let query = match crate::audit::api::parse_query(query.unwrap_or("")) {
+        let query = match crate::audit::AuditQuery::from_query_string(query.unwrap_or("")) {
             Ok(q) => q,
             Err(e) => return AdminResponse::error(400, &e),
         };
