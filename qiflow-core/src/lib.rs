@@ -55,7 +55,7 @@
 //!
 //! The transports are features, so a service compiles only those it uses:
 //!
-//! - `sentry` (default): forwarding reports to Sentry, [`capture::SentryReporter`].
+//! - `sentry` (default): forwarding reports to Sentry (`capture::SentryReporter`).
 //! - `email` (default): the email alert channel (lettre).
 //! - `http-channels` (default): the webhook, Slack, DingTalk, SMS and Alertmanager channels
 //!   (reqwest).
