@@ -149,6 +149,7 @@ mod tests {
             .env::<[(&str, &str); 0], _, _>([])
     }
 
+    #[cfg(feature = "email")]
     #[test]
     fn a_rule_only_a_constructor_knows_still_fails_the_check_with_its_key() {
         // The section check sees an address with an '@'; the email constructor cannot parse it.

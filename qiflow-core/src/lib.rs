@@ -51,6 +51,24 @@
 //! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
 //!
+//! # Cargo features
+//!
+//! The transports are features, so a service compiles only those it uses:
+//!
+//! - `sentry` (default): forwarding reports to Sentry (`capture::SentryReporter`).
+//! - `email` (default): the email alert channel (lettre).
+//! - `http-channels` (default): the webhook, Slack, DingTalk, SMS and Alertmanager channels
+//!   (reqwest).
+//! - `postgres`: the PostgreSQL audit sink and `qiflow audit verify --postgres`.
+//! - `zstd`: zstd compression of rotated log files (without it, gzip).
+//! - `cli`: the `qiflow` binary (it turns on `postgres`); `test`: the test doubles.
+//!
+//! With `default-features = false`, qiflow logs, captures errors into its local store, keeps
+//! metrics, baselines, health and the file audit trail, and alerts to the log. A configuration
+//! that names a part the build lacks (a `sentry_dsn`, a `slack` channel, the `postgres` sink)
+//! fails to load with a [`ProblemKind::MissingFeature`](config::ProblemKind::MissingFeature)
+//! problem naming the feature to turn on.
+//!
 //! The `qiflow` command-line tool (feature `cli`) generates keys, encrypts and decrypts values,
 //! and checks configuration files: `cargo run -p qiflow-core --features cli --bin qiflow -- --help`.
 
@@ -69,6 +87,7 @@ pub mod metrics;
 mod observer;
 pub mod request;
 mod retry;
+#[cfg(any(feature = "sentry", feature = "http-channels"))]
 mod retry_after;
 pub mod secret;
 #[cfg(feature = "test")]

@@ -58,6 +58,7 @@ impl Backoff {
     }
 
     /// The same pause before every retry; no jitter, no limit.
+    #[cfg_attr(not(feature = "sentry"), allow(dead_code))] // for the Sentry transport
     pub(crate) const fn constant(pause: Duration) -> Self {
         Self {
             initial: pause,
@@ -82,6 +83,7 @@ impl Backoff {
     }
 
     /// At most `retries` retries (attempts: one more).
+    #[cfg_attr(not(feature = "sentry"), allow(dead_code))] // for the Sentry transport
     pub(crate) const fn with_max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
         self
@@ -98,6 +100,7 @@ impl Backoff {
 
     /// The pause before retry `retry`, jittered if set, whatever the limits: for a sender that
     /// keeps its own count of consecutive failures, such as the pause after a failing endpoint.
+    #[cfg_attr(not(feature = "sentry"), allow(dead_code))] // for the Sentry transport
     pub(crate) fn pause(&self, retry: u32) -> Duration {
         self.pause_at(retry, fastrand::f64())
     }

@@ -1,6 +1,8 @@
 //! Every built-in channel against an in-process receiver: the payload each receiver gets,
 //! DingTalk's signature and the webhook HMAC checked as the receiver would, email through a
 //! small SMTP server (several recipients, no header injection).
+// The email and HTTP channels: qiflow-core's `email` and `http-channels` features.
+#![cfg(all(feature = "email", feature = "http-channels"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,6 +1,8 @@
 //! Delivery when the receiver misbehaves: down, 500, 429 with Retry-After, 400, never
 //! answering. Retries are bounded and back off, each attempt is timed out, a notification is
 //! delivered exactly once after recovery, the guard's drop keeps its budget, counters are exact.
+// The webhook channel: the `http-channels` feature.
+#![cfg(feature = "http-channels")]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -12,6 +12,8 @@
 //! - `QIFLOW_TIER2_ALERTMANAGER`: `http://127.0.0.1:PORT` of `prometheus-alertmanager`
 //!
 //! Run by hand without them, they fail saying how to get the servers.
+// The email channel and the Alertmanager channel: the `email` and `http-channels` features.
+#![cfg(all(feature = "email", feature = "http-channels"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,19 +1,26 @@
 //! Error capture against an in-process Sentry envelope endpoint: what the real `sentry` client
 //! sends through qiflow's transport, scrubbing, and exact accounting when Sentry is down, hangs,
-//! rate-limits or fails.
+//! rate-limits or fails (those with the `sentry` feature); and what capture does without Sentry.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+#[cfg(feature = "sentry")]
 #[path = "support/sentry.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "sentry")]
+use std::time::Instant;
 
-use qiflow_core::capture::{ErrorDetail, ErrorKind, ErrorReport, Resolution, Severity, Stacktrace};
+use qiflow_core::capture::{ErrorDetail, Severity};
+#[cfg(feature = "sentry")]
+use qiflow_core::capture::{ErrorKind, ErrorReport, Resolution, Stacktrace};
 use qiflow_core::request::{RequestInfo, RequestOutcome};
 use qiflow_core::secret::Secret;
+#[cfg(feature = "sentry")]
 use qiflow_core::worker::PipelineStats;
 use qiflow_core::{Guard, Observer};
+#[cfg(feature = "sentry")]
 use support::{FakeSentry, Mode, closed_port_dsn};
 
 /// A bound the tests wait at most for background work; reaching it is a failure, not a figure.
@@ -32,6 +39,7 @@ fn observer(dsn: Option<String>, budget: Duration) -> (Observer, Guard) {
         .unwrap()
 }
 
+#[cfg(feature = "sentry")]
 fn errors(stats: &[PipelineStats]) -> PipelineStats {
     stats.iter().find(|s| s.name == "errors").unwrap().clone()
 }
@@ -69,6 +77,7 @@ fn failing_request(observer: &Observer, i: usize) {
     in_flight.finish(RequestOutcome::new(500).with_error(ErrorDetail::from_error(&error)));
 }
 
+#[cfg(feature = "sentry")]
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
@@ -77,6 +86,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     let sentry = FakeSentry::start(Mode::Ok);
@@ -159,6 +169,7 @@ fn a_malformed_dsn_is_a_config_error_naming_the_key() {
     assert!(err.to_string().contains("errors.sentry_dsn"), "{err}");
 }
 
+#[cfg(feature = "sentry")]
 /// What every failure mode must keep: requests never wait for Sentry, the guard returns within
 /// its budget, and `submitted == delivered + dropped`.
 fn survives(mode: Option<Mode>, reports: usize) -> (PipelineStats, usize, String) {
@@ -194,6 +205,7 @@ fn survives(mode: Option<Mode>, reports: usize) -> (PipelineStats, usize, String
     (stats, sentry.map_or(0, |s| s.requests()), metrics)
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn sentry_down_drops_and_counts_without_slowing_requests() {
     let (stats, _, metrics) = survives(None, 20);
@@ -208,6 +220,7 @@ fn sentry_down_drops_and_counts_without_slowing_requests() {
     );
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn sentry_that_never_answers_cannot_hold_shutdown() {
     let (stats, requests, _) = survives(Some(Mode::Hang), 20);
@@ -219,6 +232,7 @@ fn sentry_that_never_answers_cannot_hold_shutdown() {
     );
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn a_429_backs_off_for_its_retry_after() {
     let (stats, requests, metrics) =
@@ -237,6 +251,7 @@ fn a_429_backs_off_for_its_retry_after() {
     );
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn a_500_is_retried_once_then_sending_backs_off() {
     let (stats, requests, _) = survives(Some(Mode::Status(500)), 20);
@@ -244,6 +259,7 @@ fn a_500_is_retried_once_then_sending_backs_off() {
     assert_eq!(stats.dropped_sink_error, 20, "{stats:?}");
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn sending_resumes_after_the_rate_limit_passes() {
     let sentry = FakeSentry::start(Mode::TooMany(vec![("Retry-After", "1".into())]));
@@ -262,12 +278,14 @@ fn sending_resumes_after_the_rate_limit_passes() {
     assert!(stats.dropped_rate_limited >= 1);
 }
 
+#[cfg(feature = "sentry")]
 /// The stack of a report as the panic hook takes it, from a function the test can find.
 #[inline(never)]
 fn stack_taken_here() -> Stacktrace {
     std::hint::black_box(Stacktrace::capture())
 }
 
+#[cfg(feature = "sentry")]
 #[test]
 fn a_panic_stack_reaches_sentry_as_native_frames_with_debug_images() {
     let sentry = FakeSentry::start(Mode::Ok);

@@ -37,6 +37,8 @@ fn empty_config_gives_documented_defaults() {
     assert_eq!(c.health.path, "/health");
 }
 
+// Sentry and channels of every kind: the default features.
+#[cfg(all(feature = "sentry", feature = "email", feature = "http-channels"))]
 #[test]
 fn every_section_parses() {
     let c = load(
@@ -200,6 +202,8 @@ fn wrong_types_name_the_key() {
     assert_eq!(found[0].1, "logging.rotation");
 }
 
+// Sentry, email and Slack values: the default features.
+#[cfg(all(feature = "sentry", feature = "email", feature = "http-channels"))]
 #[test]
 fn values_are_range_checked() {
     let found = problems(
@@ -243,6 +247,8 @@ name = "mail"
     assert!(found.iter().all(|(_, _, m)| !m.contains("not a dsn")));
 }
 
+// Its channel is a webhook.
+#[cfg(feature = "http-channels")]
 #[test]
 fn environment_overrides_nest_and_convert() {
     let c = Loader::new()
@@ -343,6 +349,7 @@ fn a_missing_file_is_named() {
     );
 }
 
+#[cfg(all(feature = "sentry", feature = "email"))]
 #[test]
 fn encrypted_values_decrypt_into_secrets() {
     let key = Keyring::generate_key();
@@ -462,6 +469,7 @@ fn a_failed_load_still_reports_its_warnings_and_bad_channel_names() {
 }
 
 /// A CA certificate (PEM) with no use but being one: `ca_file` checks need a real file.
+#[cfg(feature = "email")]
 const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIBiTCCAS+gAwIBAgIUKVQalKB3OfkGeIjrBvuCFJqWJvcwCgYIKoZIzj0EAwIw
 GTEXMBUGA1UEAwwOcWlmbG93IHRlc3QgQ0EwIBcNMjYxMjA2MDMxODU4WhgPMjEy
@@ -475,6 +483,7 @@ xxORvSGTGt7S35+29w==
 -----END CERTIFICATE-----
 ";
 
+#[cfg(feature = "email")]
 #[test]
 fn an_email_ca_file_is_checked_at_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,6 +588,7 @@ fn log_file_mode_is_octal_and_checked() {
     );
 }
 
+#[cfg(feature = "http-channels")]
 #[test]
 fn header_values_are_secrets_that_decrypt_under_their_key_path() {
     let key = Keyring::generate_key();
@@ -794,6 +804,8 @@ fn an_admin_token_may_be_encrypted_for_its_key_path() {
     );
 }
 
+// The example names Sentry and the email and HTTP channels.
+#[cfg(all(feature = "sentry", feature = "email", feature = "http-channels"))]
 #[test]
 fn the_complete_example_in_the_docs_loads() {
     let doc = include_str!("../../docs/configuration.md");

@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use super::channels::{kind_name, read_ca_file};
+#[cfg(feature = "email")]
+use super::channels::read_ca_file;
+use super::channels::{kind_name, missing_feature};
 use crate::config::{AlertsConfig, ChannelKind, Findings, SmtpTls, check_url};
 
 /// Adds the problems of `[alerts]` to `f`.
@@ -80,6 +82,13 @@ pub(crate) fn check(alerts: &AlertsConfig, f: &mut Findings) {
                 format!("channel name {name:?} is used twice; give each channel a unique name"),
             );
         }
+        if let Some(feature) = missing_feature(ch.kind) {
+            f.needs_feature(
+                format!("{base}.kind"),
+                &format!("{:?}", kind_name(ch.kind)),
+                feature,
+            );
+        }
         let needs_url = matches!(
             ch.kind,
             ChannelKind::Webhook
@@ -141,8 +150,14 @@ pub(crate) fn check(alerts: &AlertsConfig, f: &mut Findings) {
                 );
             } else if ch.tls == SmtpTls::None {
                 f.bad(&key, "is set, but tls is \"none\": there is no certificate to check; use tls = \"starttls\" or \"tls\", or remove it");
-            } else if let Err(why) = read_ca_file(path) {
-                f.bad(&key, why);
+            } else {
+                #[cfg(feature = "email")]
+                if let Err(why) = read_ca_file(path) {
+                    f.bad(&key, why);
+                }
+                // Without the `email` feature, the kind is the problem (above), not the file.
+                #[cfg(not(feature = "email"))]
+                let _ = path;
             }
         }
         if ch.kind == ChannelKind::Sms && ch.to.is_empty() {
@@ -206,6 +221,98 @@ fn check_address(path: &str, addr: &str, f: &mut Findings) {
                 "{:?} is not an email address",
                 addr.escape_debug().to_string()
             ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    // What a build without a channel feature says: these run in `cargo test -p qiflow-core
+    // --no-default-features --lib` (`.ci/run` does), not in a default build.
+
+    /// The configuration's errors as `path: message`, or none when it loads.
+    #[cfg(not(all(feature = "email", feature = "http-channels")))]
+    fn problems(toml: &str) -> Vec<String> {
+        match crate::config::Loader::new()
+            .toml_str(toml)
+            .env::<[(&str, &str); 0], _, _>([])
+            .load()
+        {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems()
+                .iter()
+                .filter(|p| !p.kind().is_warning())
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+
+    #[cfg(not(feature = "http-channels"))]
+    #[test]
+    fn an_http_channel_without_the_feature_fails_to_load_naming_it() {
+        for kind in ["webhook", "slack", "dingtalk", "sms", "alertmanager"] {
+            let toml = format!(
+                "[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"{kind}\"\nname = \"ops\"\n\
+                 url = \"https://hooks.example.com/x\"\nto = [\"+15550100\"]\n"
+            );
+            let problems = problems(&toml);
+            let expected = format!(
+                "alerts.channels.ops.kind: \"{kind}\" needs qiflow-core's \"http-channels\" \
+                 feature; add features = [\"http-channels\"] to the qiflow-core dependency"
+            );
+            assert!(problems.contains(&expected), "{kind}: {problems:#?}");
+        }
+    }
+
+    #[cfg(not(feature = "email"))]
+    #[test]
+    fn an_email_channel_without_the_feature_fails_to_load_naming_it() {
+        let problems = problems(
+            "[audit]\nenabled = false\n[[alerts.channels]]\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+             tls = \"none\"\nfrom = \"qiflow@example.com\"\nto = [\"ops@example.com\"]\n",
+        );
+        assert_eq!(
+            problems,
+            [
+                "alerts.channels.0.kind: \"email\" needs qiflow-core's \"email\" feature; add \
+              features = [\"email\"] to the qiflow-core dependency"
+            ]
+        );
+    }
+
+    #[cfg(not(feature = "email"))]
+    #[test]
+    fn building_a_channel_the_build_lacks_names_the_feature() {
+        // A configuration made in code skips the load's checks; the constructor says the same.
+        let mut config = crate::Config::default();
+        config.alerts.channels.push(crate::config::ChannelConfig {
+            kind: crate::config::ChannelKind::Email,
+            name: Some("mail".into()),
+            ..Default::default()
+        });
+        let err = super::super::channels::from_config(&config, 0).unwrap_err();
+        assert_eq!(
+            err,
+            "alerts.channels.mail.kind: \"email\" needs qiflow-core's \"email\" feature; add \
+             features = [\"email\"] to the qiflow-core dependency"
+        );
+    }
+
+    #[test]
+    fn the_log_channel_needs_no_feature() {
+        assert_eq!(
+            super::missing_feature(crate::config::ChannelKind::Log),
+            None
+        );
+        assert_eq!(
+            super::missing_feature(crate::config::ChannelKind::Slack).is_some(),
+            !cfg!(feature = "http-channels")
+        );
+        assert_eq!(
+            super::missing_feature(crate::config::ChannelKind::Email).is_some(),
+            !cfg!(feature = "email")
         );
     }
 }

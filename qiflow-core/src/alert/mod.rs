@@ -249,13 +249,10 @@ pub(crate) fn start(
 ) -> Result<Alerts, String> {
     let alerts = &config.alerts;
     let now = clock.now();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("qiflow/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("alerts: cannot build the HTTP client: {e}"))?;
+    let transports = channels::Transports::new()?;
     let mut routes = Vec::new();
     for (i, ch) in alerts.channels.iter().enumerate() {
-        let channel = Arc::new(channels::build(config, ch, i, &client)?);
+        let channel = Arc::new(channels::build(config, ch, i, &transports)?);
         routes.push(Route::new(
             channels::channel_name(ch),
             channel,

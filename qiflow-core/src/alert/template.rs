@@ -195,6 +195,7 @@ pub(crate) fn oneline(text: &str) -> String {
 }
 
 /// `text` cut to at most `max` characters, ending with `…` when cut.
+#[cfg_attr(not(feature = "http-channels"), allow(dead_code))] // for the SMS channel
 pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();

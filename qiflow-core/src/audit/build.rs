@@ -166,8 +166,8 @@ fn postgres(
     _keyring: Option<Arc<Keyring>>,
     _clock: Arc<dyn Clock>,
 ) -> Result<SinkAndStore, String> {
-    Err(
-        "audit.sink: \"postgres\" needs qiflow-core's `postgres` feature; enable it in Cargo.toml"
-            .into(),
-    )
+    Err(format!(
+        "audit.sink: {}",
+        crate::config::needs_feature("\"postgres\"", "postgres")
+    ))
 }

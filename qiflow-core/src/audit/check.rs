@@ -7,6 +7,7 @@ use crate::config::{AuditConfig, AuditSinkKind, Findings, check_url};
 
 /// Adds the problems of `[audit]` to `f`.
 pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
+    check_sink_built(audit, cfg!(feature = "postgres"), f);
     if audit.batch_size == 0 || audit.batch_size > 10_000 {
         f.bad(
             "audit.batch_size",
@@ -108,6 +109,15 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
     }
 }
 
+/// The sink is one this build has: `postgres` needs the Cargo feature of that name
+/// (`postgres_built`: whether this build has it; a parameter, so that the tests, whose builds
+/// always have it, can see what a build without it says).
+fn check_sink_built(audit: &AuditConfig, postgres_built: bool, f: &mut Findings) {
+    if audit.sink == AuditSinkKind::Postgres && !postgres_built {
+        f.needs_feature("audit.sink", "\"postgres\"", "postgres");
+    }
+}
+
 /// Whether `path` is inside `dir`, comparing absolute paths without touching the file system.
 fn inside(path: &Path, dir: &Path) -> bool {
     match (std::path::absolute(path), std::path::absolute(dir)) {
@@ -140,4 +150,35 @@ fn check_postgres_tls(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_sink_without_the_feature_names_it() {
+        let audit = AuditConfig {
+            sink: AuditSinkKind::Postgres,
+            ..AuditConfig::default()
+        };
+        let mut f = Findings::default();
+        check_sink_built(&audit, false, &mut f);
+        let [problem] = &f.problems[..] else {
+            panic!("one problem expected: {f:?}");
+        };
+        assert_eq!(problem.path(), "audit.sink");
+        assert_eq!(
+            problem.message(),
+            "\"postgres\" needs qiflow-core's \"postgres\" feature; add features = [\"postgres\"] to the qiflow-core dependency"
+        );
+        assert_eq!(problem.kind(), crate::config::ProblemKind::MissingFeature);
+
+        let mut f = Findings::default();
+        check_sink_built(&audit, true, &mut f);
+        assert!(f.problems.is_empty(), "{f:?}");
+        let file = AuditConfig::default();
+        check_sink_built(&file, false, &mut f);
+        assert!(f.problems.is_empty(), "{f:?}");
+    }
 }

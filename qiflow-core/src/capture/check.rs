@@ -1,6 +1,8 @@
 //! The checks of `[errors]`, run when a configuration is loaded.
 
-use crate::config::{ErrorsConfig, Findings, check_url};
+#[cfg(feature = "sentry")]
+use crate::config::check_url;
+use crate::config::{ErrorsConfig, Findings};
 
 /// Adds the problems of `[errors]` to `f`.
 pub(crate) fn check(errors: &ErrorsConfig, f: &mut Findings) {
@@ -27,13 +29,18 @@ pub(crate) fn check(errors: &ErrorsConfig, f: &mut Findings) {
     }
     if let Some(dsn) = &errors.sentry_dsn
         && !dsn.is_empty()
-        && let Err(why) = check_dsn(dsn.expose())
     {
-        f.bad("errors.sentry_dsn", why);
+        #[cfg(feature = "sentry")]
+        if let Err(why) = check_dsn(dsn.expose()) {
+            f.bad("errors.sentry_dsn", why);
+        }
+        #[cfg(not(feature = "sentry"))]
+        f.needs_feature("errors.sentry_dsn", "forwarding to Sentry", "sentry");
     }
 }
 
 /// A Sentry DSN: `https://<key>@<host>/<project>`. Never echoes it (the key is a secret).
+#[cfg(feature = "sentry")]
 fn check_dsn(text: &str) -> Result<(), String> {
     check_url(text, &["http", "https"])
         .map_err(|why| format!("{why}; a Sentry DSN looks like https://<key>@<host>/<project>"))?;
@@ -58,4 +65,73 @@ fn check_dsn(text: &str) -> Result<(), String> {
         format!("is not a valid Sentry DSN ({e}); it looks like https://<key>@<host>/<project>")
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    const DSN: &str = "https://public@o0.ingest.example.com/42";
+
+    fn load(toml: &str) -> Result<crate::Config, crate::config::ConfigError> {
+        crate::config::Loader::new()
+            .toml_str(toml)
+            .env::<[(&str, &str); 0], _, _>([])
+            .load()
+    }
+
+    // Runs in `cargo test -p qiflow-core --no-default-features --lib` (`.ci/run` does).
+    #[cfg(not(feature = "sentry"))]
+    #[test]
+    fn a_sentry_dsn_without_the_feature_fails_to_load_naming_it() {
+        let err = load(&format!(
+            "[errors]\nsentry_dsn = \"{DSN}\"\n[audit]\nenabled = false\n"
+        ))
+        .unwrap_err();
+        let problems: Vec<String> = err
+            .problems()
+            .iter()
+            .filter(|p| !p.kind().is_warning())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "errors.sentry_dsn: forwarding to Sentry needs qiflow-core's \"sentry\" feature; \
+              add features = [\"sentry\"] to the qiflow-core dependency"
+            ]
+        );
+        assert!(!err.to_string().contains("public@"), "{err}");
+        // An empty DSN (Sentry off) is fine in any build.
+        assert!(load("[errors]\nsentry_dsn = \"\"\n[audit]\nenabled = false\n").is_ok());
+    }
+
+    #[cfg(not(feature = "sentry"))]
+    #[test]
+    fn init_with_a_sentry_dsn_without_the_feature_names_it() {
+        // A configuration made in code skips the load's checks; init says the same.
+        let mut config = crate::test::quiet_config();
+        config.errors.sentry_dsn = Some(crate::secret::Secret::new(DSN));
+        let err = crate::Observer::builder(config)
+            .install_global(false)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::InitErrorKind::Config);
+        assert!(
+            err.to_string().contains(
+                "errors.sentry_dsn: forwarding to Sentry needs qiflow-core's \"sentry\" feature"
+            ),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "sentry")]
+    #[test]
+    fn a_sentry_dsn_with_the_feature_loads() {
+        let config = load(&format!(
+            "[errors]\nsentry_dsn = \"{DSN}\"\n[audit]\nenabled = false\n"
+        ))
+        .unwrap();
+        assert!(config.errors.sentry_dsn.is_some());
+    }
 }

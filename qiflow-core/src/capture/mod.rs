@@ -48,6 +48,7 @@ use crate::worker::{BoxFuture, SinkError};
 pub(crate) mod check;
 mod layer;
 mod panic;
+#[cfg(feature = "sentry")]
 mod sentry;
 mod sink;
 mod stacktrace;
@@ -56,6 +57,7 @@ mod symbolize;
 
 pub use layer::CaptureLayer;
 pub use panic::{PreviousHook, install_panic_hook, install_panic_hook_with};
+#[cfg(feature = "sentry")]
 pub use sentry::SentryReporter;
 pub(crate) use sink::ErrorSink;
 pub use stacktrace::{
@@ -69,7 +71,41 @@ pub(crate) use layer::{
     request_scope_of_span,
 };
 pub(crate) use panic::take_panic_captured;
+#[cfg(feature = "sentry")]
 pub use sentry::{ATTEMPT_TIMEOUT, DEFAULT_RATE_LIMIT, MAX_BACKOFF, SentryOptions};
+
+/// The reporter `[errors]` configures: Sentry when `sentry_dsn` is set (`None` when it is not).
+/// Without the `sentry` feature a DSN is an error naming the feature (the configuration's check
+/// says so at load; this covers a `Config` built in code).
+pub(crate) fn configured_reporter(
+    config: &crate::config::Config,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Option<std::sync::Arc<dyn Reporter>>, String> {
+    let Some(dsn) = config.errors.sentry_dsn.as_ref().filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    #[cfg(feature = "sentry")]
+    {
+        let mut options = SentryOptions::new(
+            config.service.environment.clone(),
+            config.service.version.clone(),
+        );
+        options.sample_rate = config.errors.sample_rate as f32;
+        options.redactor = Redactor::new(&config.logging.redact);
+        let sentry = SentryReporter::new(dsn.expose(), options)?;
+        Ok(Some(std::sync::Arc::new(
+            sentry.with_metrics(metrics.clone()),
+        )))
+    }
+    #[cfg(not(feature = "sentry"))]
+    {
+        let _ = (dsn, metrics);
+        Err(format!(
+            "errors.sentry_dsn: {}",
+            crate::config::needs_feature("forwarding to Sentry", "sentry")
+        ))
+    }
+}
 
 /// The capacity of the `errors` queue: a storm of failures beyond it is dropped and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -301,9 +337,13 @@ impl std::fmt::Display for ErrorDetail {
 /// assert_eq!(type_from_debug("\"just text\""), None);
 /// ```
 pub fn type_from_debug(debug: &str) -> Option<String> {
-    // Sentry's own reading (the text up to the first space, `(` or `{`), kept only when it is
-    // a type name: a quoted string's `Debug` is not one.
-    let name = ::sentry::parse_type_from_debug(debug);
+    // Sentry's reading (the text up to the first space, `(`, `{` or line break), kept only
+    // when it is a type name: a quoted string's `Debug` is not one.
+    let name = debug
+        .split([' ', '(', '{', '\r', '\n'])
+        .next()
+        .unwrap_or_default()
+        .trim();
     let plausible = name.chars().next().is_some_and(char::is_uppercase)
         && name
             .chars()

@@ -51,6 +51,8 @@ const PAUSE: Backoff = Backoff::exponential(Duration::from_secs(1), Duration::fr
 ///
 /// Each outcome is counted on `qiflow_errors_forwarded_total{reporter="sentry",outcome}`
 /// (`sent`, `sampled_out`, `rate_limited`, `failed`).
+///
+/// Built with qiflow-core's `sentry` feature (on by default).
 pub struct SentryReporter {
     client: sentry::Client,
     slot: Arc<EnvelopeSlot>,
@@ -94,6 +96,8 @@ impl sentry::Transport for EnvelopeSlot {
 }
 
 /// Settings of a [`SentryReporter`] besides the DSN.
+///
+/// Built with qiflow-core's `sentry` feature (on by default).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SentryOptions {
@@ -532,6 +536,34 @@ mod tests {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn type_names_are_read_as_sentry_reads_them() {
+        // qiflow reads them without the `sentry` crate (so builds without the feature group
+        // errors the same): the reading must stay the one Sentry's issue grouping uses.
+        for debug in [
+            "NotFound { path: \"/x\" }",
+            "Timeout(30)",
+            "Refused",
+            "io::Error { kind: NotFound }",
+            "Multi\nLine",
+            "Tab\tSeparated value",
+            "\"just text\"",
+            "  padded ",
+            "",
+        ] {
+            let sentry_name = sentry::parse_type_from_debug(debug);
+            let plausible = sentry_name.chars().next().is_some_and(char::is_uppercase)
+                && sentry_name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            assert_eq!(
+                super::super::type_from_debug(debug),
+                plausible.then(|| sentry_name.to_owned()),
+                "{debug:?}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum ProblemKind {
     PlainSecret,
     /// (warning) Anything else worth a look that does not stop start-up.
     Advice,
+    /// A value that needs a Cargo feature of `qiflow-core` this build was compiled without (an
+    /// alert channel kind, an audit sink, a Sentry DSN); the message names the feature.
+    MissingFeature,
     /// (warning) An existing file that qiflow keeps private (a log file, a state file, an audit
     /// segment) is readable or writable by more users than its mode allows
     /// (`qiflow check --strict`).
@@ -52,11 +55,29 @@ impl Findings {
             .push(Problem::new(ProblemKind::Value, path, message));
     }
 
+    /// An error: `what` (at `path`) needs qiflow-core's Cargo feature `feature`, which this build
+    /// lacks ([`ProblemKind::MissingFeature`]).
+    pub(crate) fn needs_feature(&mut self, path: impl Into<String>, what: &str, feature: &str) {
+        self.problems.push(Problem::new(
+            ProblemKind::MissingFeature,
+            path,
+            needs_feature(what, feature),
+        ));
+    }
+
     /// A warning that does not stop start-up ([`ProblemKind::Advice`]).
     pub(crate) fn advise(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings
             .push(Problem::new(ProblemKind::Advice, path, message));
     }
+}
+
+/// What to say when `what` needs qiflow-core's Cargo feature `feature`, which this build lacks:
+/// the feature, and how to turn it on.
+pub(crate) fn needs_feature(what: &str, feature: &str) -> String {
+    format!(
+        "{what} needs qiflow-core's \"{feature}\" feature; add features = [\"{feature}\"] to the qiflow-core dependency"
+    )
 }
 
 /// Checks a URL without ever echoing it (it may carry credentials): it parses, has one of

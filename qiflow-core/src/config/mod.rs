@@ -39,7 +39,7 @@ pub mod units;
 mod validate;
 
 pub use error::{ConfigError, Problem, ProblemKind};
-pub(crate) use error::{Findings, check_url};
+pub(crate) use error::{Findings, check_url, needs_feature};
 pub use files::{PrivateFile, check_private_files};
 pub use load::{CONFIG_ENV, ENV_PREFIX, Loader};
 pub use secret_keys::{SECRET_KEYS, is_credential_header, is_secret_key};

@@ -1,6 +1,6 @@
 //! The checks of `[logging]`, run when a configuration is loaded.
 
-use crate::config::{Findings, LoggingConfig, units};
+use crate::config::{Compression, Findings, LoggingConfig, units};
 
 /// The largest queue any pipeline may ask for.
 pub(crate) const MAX_QUEUE: usize = 10_000_000;
@@ -37,6 +37,16 @@ pub(crate) fn check(log: &LoggingConfig, f: &mut Findings) {
             ),
         );
     }
+    if log.compress == Compression::Zstd && !cfg!(feature = "zstd") {
+        // Not an error: the files are still rotated and compressed, with gzip.
+        f.advise(
+            "logging.compress",
+            format!(
+                "{}; meanwhile rotated files are gzipped",
+                crate::config::needs_feature("\"zstd\"", "zstd")
+            ),
+        );
+    }
     let mode = log.file_mode;
     if mode & !0o666 != 0 || mode & 0o600 != 0o600 {
         f.bad(
@@ -56,5 +66,40 @@ pub(crate) fn check(log: &LoggingConfig, f: &mut Findings) {
                 units::format_mode(mode)
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::config::Loader;
+
+    fn load(toml: &str) -> crate::Config {
+        Loader::new()
+            .toml_str(toml)
+            .env::<[(&str, &str); 0], _, _>([])
+            .load()
+            .unwrap()
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    #[test]
+    fn zstd_without_the_feature_warns_naming_it() {
+        let config = load("[logging]\ncompress = \"zstd\"\n[audit]\nenabled = false\n");
+        let [warning] = config.warnings() else {
+            panic!("one warning expected: {:?}", config.warnings());
+        };
+        assert_eq!(
+            warning.to_string(),
+            "logging.compress: \"zstd\" needs qiflow-core's \"zstd\" feature; add features = [\"zstd\"] \
+             to the qiflow-core dependency; meanwhile rotated files are gzipped"
+        );
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_with_the_feature_is_quiet() {
+        let config = load("[logging]\ncompress = \"zstd\"\n[audit]\nenabled = false\n");
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     }
 }

@@ -9,7 +9,6 @@ use super::{Guard, Inner, Observer};
 use crate::alert::AlertChannel;
 use crate::capture::{
     CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, PreviousHook, Reporter,
-    SentryOptions, SentryReporter,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OverflowPolicy};
@@ -273,21 +272,14 @@ impl ObserverBuilder {
             worker.on_shutdown(Box::new(move |_| alerts.abandon()));
         }
         let errors_config = &self.config.errors;
-        let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
-        if let Some(dsn) = errors_config.sentry_dsn.as_ref().filter(|d| !d.is_empty()) {
-            let mut options = SentryOptions::new(
-                self.config.service.environment.clone(),
-                self.config.service.version.clone(),
-            );
-            options.sample_rate = errors_config.sample_rate as f32;
-            options.redactor = Redactor::new(&logging.redact);
-            let sentry =
-                SentryReporter::new(dsn.expose(), options).map_err(|message| InitError {
+        let mut reporters: Vec<Arc<dyn Reporter>> =
+            crate::capture::configured_reporter(&self.config, &metrics)
+                .map_err(|message| InitError {
                     kind: InitErrorKind::Config,
                     message,
-                })?;
-            reporters.push(Arc::new(sentry.with_metrics(metrics.clone())));
-        }
+                })?
+                .into_iter()
+                .collect();
         reporters.extend(self.reporters);
         let error_store = Arc::new(ErrorStore::new(errors_config.recent_capacity));
         let errors = worker.add(

@@ -14,6 +14,8 @@ use crate::worker::BoxFuture;
 /// "annotations":{"summary","description","source","fingerprint","count"},"startsAt"}`; a
 /// resolved alert also has `endsAt`, which resolves it in Alertmanager. Alertmanager then
 /// applies its own routing, grouping and inhibition.
+///
+/// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct AlertmanagerChannel {
     url: Secret,
     host: String,

@@ -20,6 +20,8 @@ pub(super) const DEFAULT_BODY: &str = "#### [{{LEVEL}}] {{name}} {{status}}\n\n*
 /// are added to the query as DingTalk requires (see [`dingtalk_sign`]). DingTalk answers 200 even
 /// when it rejects a message; a non-zero `errcode` is an error (retryable for its rate limit,
 /// 130101).
+///
+/// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct DingtalkChannel {
     url: Secret,
     host: String,

@@ -21,6 +21,8 @@ use crate::worker::BoxFuture;
 /// The subject is the `subject` template on one line: a line break in any alert field becomes a
 /// space, so no field can add a mail header; the body is encoded by lettre (quoted-printable or
 /// base64 as needed). SMTP 4xx answers and connection failures are retried, 5xx answers are not.
+///
+/// Built with qiflow-core's `email` feature (on by default).
 pub struct EmailChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,

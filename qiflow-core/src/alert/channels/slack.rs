@@ -19,6 +19,8 @@ const MAX_BLOCKS: usize = 50;
 /// Posts to a Slack incoming webhook: a header block (the subject template), then per alert a
 /// section (the body template, mrkdwn) and a context line; `text` carries the subject for
 /// notifications and clients without blocks.
+///
+/// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct SlackChannel {
     url: Secret,
     host: String,

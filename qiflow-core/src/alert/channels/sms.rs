@@ -26,6 +26,8 @@ pub(super) const DEFAULT_BODY: &str = r#"{"to":"{{to|json}}","message":"{{messag
 /// ending with `…`. The default body is `{"to":"…","message":"…"}` as JSON, with
 /// `Content-Type: application/json` unless `headers` says otherwise. A recipient that fails fails
 /// the notification: the retry sends only to the recipients not reached yet.
+///
+/// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct SmsChannel {
     /// Parsed from the secret `url`: its text parts are secret too.
     url: Template,

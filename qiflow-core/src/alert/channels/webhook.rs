@@ -20,6 +20,8 @@ use crate::worker::BoxFuture;
 /// "starts_at","ends_at"}]}`, or the channel's `body` template when set. With a `secret`, the
 /// header `signature_header` (default `X-Qiflow-Signature`) carries `sha256=<hex>`, the
 /// HMAC-SHA256 of the exact body bytes keyed by the secret (see [`webhook_signature`]).
+///
+/// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct WebhookChannel {
     url: Secret,
     host: String,
