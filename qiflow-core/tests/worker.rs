@@ -154,7 +154,16 @@ fn overflow_drop_counts_every_drop() {
             refused += 1;
         }
     }
-    let before = first_user(&observer.stats()).clone();
+    // A snapshot reads the queue and the in-flight count apart: wait until the worker holds its
+    // one item in the hanging sink (between taking it and counting it, it is in neither).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let s = first_user(&observer.stats()).clone();
+        if s.in_flight == 1 || std::time::Instant::now() >= deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     balanced(&before);
     assert_eq!(before.dropped_queue_full, refused);
     assert!(refused >= 1_000 - 11, "{before:?}");
