@@ -330,13 +330,7 @@ impl std::fmt::Display for ErrorDetail {
 
 /// The type name a `Debug` output starts with, as Sentry reads it: `Foo { .. }`, `Foo(..)`,
 /// `Foo` → `Foo`; anything else (a bare string) → `None`.
-///
-/// ```
-/// use qiflow_core::capture::type_from_debug;
-/// assert_eq!(type_from_debug("NotFound { path: \"/x\" }").as_deref(), Some("NotFound"));
-/// assert_eq!(type_from_debug("\"just text\""), None);
-/// ```
-pub fn type_from_debug(debug: &str) -> Option<String> {
+pub(crate) fn type_from_debug(debug: &str) -> Option<String> {
     // Sentry's reading (the text up to the first space, `(`, `{` or line break), kept only
     // when it is a type name: a quoted string's `Debug` is not one.
     let name = debug
@@ -556,19 +550,7 @@ pub(crate) fn complete(report: &mut ErrorReport, release: &str, environment: &st
 
 /// The grouping key: the error type, the message with its variable parts (numbers, ids,
 /// addresses, quoted values) replaced, and the route. 16 hex digits of its SHA-256.
-///
-/// ```
-/// use qiflow_core::capture::fingerprint;
-/// assert_eq!(
-///     fingerprint("DbError", "user 42 not found", Some("/users/{id}")),
-///     fingerprint("DbError", "user 7 not found", Some("/users/{id}")),
-/// );
-/// assert_ne!(
-///     fingerprint("DbError", "user 42 not found", Some("/users/{id}")),
-///     fingerprint("DbError", "user 42 not found", Some("/orders/{id}")),
-/// );
-/// ```
-pub fn fingerprint(type_name: &str, message: &str, route: Option<&str>) -> String {
+pub(crate) fn fingerprint(type_name: &str, message: &str, route: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(type_name.as_bytes());
@@ -634,27 +616,6 @@ fn is_variable(word: &str) -> bool {
     has_digit && (all_hex || word.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The URL of a request for a report: `http://<host><path>?<query>`, with the values of
-/// sensitive query parameters (by the [`Redactor`]'s names: `token`, `password`, …) replaced by
-/// `[REDACTED]` and any credentials before the host dropped.
-///
-/// ```
-/// use qiflow_core::{capture::scrub_url, logging::Redactor};
-/// let url = scrub_url(Some("user:pw@api.test"), "/search", Some("q=rust&access_token=abc"), &Redactor::default());
-/// assert_eq!(url, "http://api.test/search?q=rust&access_token=[REDACTED]");
-/// ```
-pub fn scrub_url(
-    host: Option<&str>,
-    path: &str,
-    query: Option<&str>,
-    redactor: &Redactor,
-) -> String {
-    let query = query
-        .filter(|q| !q.is_empty())
-        .map(|q| scrub_query(q, redactor));
-    url_of(host, path, query.as_deref())
-}
-
 /// `http://host/path?query` for a query that is already scrubbed; credentials before the host
 /// are dropped.
 pub(crate) fn url_of(host: Option<&str>, path: &str, scrubbed_query: Option<&str>) -> String {
@@ -671,7 +632,7 @@ pub(crate) fn url_of(host: Option<&str>, path: &str, scrubbed_query: Option<&str
 }
 
 /// A query string with the values of sensitive parameters replaced by `[REDACTED]`.
-pub fn scrub_query(query: &str, redactor: &Redactor) -> String {
+pub(crate) fn scrub_query(query: &str, redactor: &Redactor) -> String {
     let mut out = String::with_capacity(query.len());
     push_scrubbed_query(&mut out, query, redactor);
     out
@@ -731,6 +692,33 @@ pub(crate) mod rfc3339 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn types_fingerprints_and_urls() {
+        use crate::logging::Redactor;
+        assert_eq!(
+            type_from_debug("NotFound { path: \"/x\" }").as_deref(),
+            Some("NotFound")
+        );
+        assert_eq!(type_from_debug("\"just text\""), None);
+        assert_eq!(
+            fingerprint("DbError", "user 42 not found", Some("/users/{id}")),
+            fingerprint("DbError", "user 7 not found", Some("/users/{id}")),
+        );
+        assert_ne!(
+            fingerprint("DbError", "user 42 not found", Some("/users/{id}")),
+            fingerprint("DbError", "user 42 not found", Some("/orders/{id}")),
+        );
+        let url = url_of(
+            Some("user:pw@api.test"),
+            "/search",
+            Some(&scrub_query(
+                "q=rust&access_token=abc",
+                &Redactor::default(),
+            )),
+        );
+        assert_eq!(url, "http://api.test/search?q=rust&access_token=[REDACTED]");
+    }
 
     #[test]
     fn messages_are_normalized_for_fingerprints() {
@@ -814,12 +802,8 @@ mod tests {
     #[test]
     fn urls_lose_credentials_and_secret_query_values() {
         let r = Redactor::default();
-        let url = scrub_url(
-            Some("admin:hunter2@shop.test"),
-            "/login",
-            Some("next=%2Fhome&password=hunter2&api%5Fkey=k&Token=t"),
-            &r,
-        );
+        let query = scrub_query("next=%2Fhome&password=hunter2&api%5Fkey=k&Token=t", &r);
+        let url = url_of(Some("admin:hunter2@shop.test"), "/login", Some(&query));
         assert!(!url.contains("hunter2"), "{url}");
         assert!(!url.contains("=k"), "{url}");
         assert!(!url.contains("=t"), "{url}");
