@@ -329,8 +329,15 @@ impl std::fmt::Display for ErrorDetail {
 }
 
 /// The type name a `Debug` output starts with, as Sentry reads it: `Foo { .. }`, `Foo(..)`,
-/// `Foo` → `Foo`; anything else (a bare string) → `None`.
-pub(crate) fn type_from_debug(debug: &str) -> Option<String> {
+/// `Foo` → `Foo`; anything else (a bare string) → `None`. Adapters use it to name the type of a
+/// framework's error that they only see as `dyn Debug + Display`.
+///
+/// ```
+/// use qiflow_core::capture::type_from_debug;
+/// assert_eq!(type_from_debug("NotFound { path: \"/x\" }").as_deref(), Some("NotFound"));
+/// assert_eq!(type_from_debug("\"just text\""), None);
+/// ```
+pub fn type_from_debug(debug: &str) -> Option<String> {
     // Sentry's reading (the text up to the first space, `(`, `{` or line break), kept only
     // when it is a type name: a quoted string's `Debug` is not one.
     let name = debug
@@ -632,6 +639,7 @@ pub(crate) fn url_of(host: Option<&str>, path: &str, scrubbed_query: Option<&str
 }
 
 /// A query string with the values of sensitive parameters replaced by `[REDACTED]`.
+#[cfg(any(test, feature = "sentry"))]
 pub(crate) fn scrub_query(query: &str, redactor: &Redactor) -> String {
     let mut out = String::with_capacity(query.len());
     push_scrubbed_query(&mut out, query, redactor);
