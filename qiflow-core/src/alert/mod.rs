@@ -46,7 +46,12 @@ mod model;
 mod rate_limit;
 mod router;
 mod silence;
-pub mod template;
+// Without a channel that renders, only the configuration checks parse templates.
+#[cfg_attr(
+    not(any(feature = "email", feature = "http-channels")),
+    allow(dead_code)
+)]
+pub(crate) mod template;
 #[cfg(feature = "test")]
 pub(crate) mod testing;
 mod view;

@@ -27,7 +27,7 @@ enum Part {
 
 /// A parsed template.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
@@ -52,7 +52,7 @@ const FIELDS: &[&str] = &[
 
 impl Template {
     /// Parses `text`; `extra` names fields the caller adds (SMS: `to`, `message`).
-    pub fn parse(text: &str, extra: &[&str]) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str, extra: &[&str]) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -102,7 +102,7 @@ impl Template {
     }
 
     /// Renders with `lookup` giving each field's value (unknown ones render empty).
-    pub fn render_with<'a>(&self, lookup: impl Fn(&str) -> Option<Cow<'a, str>>) -> String {
+    pub(crate) fn render_with<'a>(&self, lookup: impl Fn(&str) -> Option<Cow<'a, str>>) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -120,7 +120,12 @@ impl Template {
     }
 
     /// Renders over one alert of a notification.
-    pub fn render(&self, ctx: &Context<'_>, notice: &Notice, extra: &[(&str, &str)]) -> String {
+    pub(crate) fn render(
+        &self,
+        ctx: &Context<'_>,
+        notice: &Notice,
+        extra: &[(&str, &str)],
+    ) -> String {
         self.render_with(|name| {
             if let Some((_, v)) = extra.iter().find(|(k, _)| *k == name) {
                 return Some(Cow::Owned((*v).to_owned()));
@@ -132,13 +137,13 @@ impl Template {
 
 /// What a template sees besides the alert.
 #[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// `[service] name`.
-    pub service: &'a str,
+    pub(crate) service: &'a str,
     /// `[service] environment`.
-    pub environment: &'a str,
+    pub(crate) environment: &'a str,
     /// The channel's name.
-    pub channel: &'a str,
+    pub(crate) channel: &'a str,
 }
 
 pub(crate) fn field<'a>(ctx: &Context<'_>, notice: &Notice, name: &str) -> Option<Cow<'a, str>> {

@@ -42,13 +42,9 @@ impl std::fmt::Debug for DingtalkChannel {
 }
 
 /// DingTalk's signature: the URL-encoded base64 of HMAC-SHA256 over `"{timestamp}\n{secret}"`,
-/// keyed by the secret.
-///
-/// ```
-/// let sign = qiflow_core::alert::channels::dingtalk_sign(1_700_000_000_000, "SEC123");
-/// assert!(sign.ends_with("%3D")); // base64 padding, URL-encoded
-/// ```
-pub fn dingtalk_sign(timestamp_ms: u128, secret: &str) -> String {
+/// keyed by the secret (`dingtalk_signs_as_dingtalk_checks_and_sends_markdown` in
+/// `tests/alert_channels.rs` checks it the way DingTalk does).
+pub(crate) fn dingtalk_sign(timestamp_ms: u128, secret: &str) -> String {
     let message = format!("{timestamp_ms}\n{secret}");
     let mac = hmac_sha256(secret.as_bytes(), message.as_bytes());
     let b64 = base64::engine::general_purpose::STANDARD.encode(mac);

@@ -23,7 +23,7 @@ mod webhook;
 #[cfg(feature = "http-channels")]
 pub use alertmanager::AlertmanagerChannel;
 #[cfg(feature = "http-channels")]
-pub use dingtalk::{DingtalkChannel, dingtalk_sign};
+pub use dingtalk::DingtalkChannel;
 #[cfg(feature = "email")]
 pub use email::EmailChannel;
 #[cfg(feature = "email")]
