@@ -88,7 +88,7 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
             );
         } else if audit.enabled && audit.sink == AuditSinkKind::File && inside(witness, &audit.dir)
         {
-            f.advise(
+            f.risky(
                 "audit.witness",
                 "is inside audit.dir: whoever deletes or replaces the trail's files takes the witness with them; keep it beside the directory (the default) or elsewhere",
             );
@@ -99,12 +99,33 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
             "audit.signing_key",
             "is too short; use at least 16 characters (`qiflow keygen` prints a good one)",
         ),
-        None if audit.enabled => f.advise(
-            "audit.signing_key",
-            "is not set: digests are chained but not keyed, so a rewritten trail cannot be told \
-             from the original; set one (`qiflow keygen`, then `qiflow encrypt --name audit.signing_key`)",
-        ),
         _ => {}
+    }
+}
+
+/// The environments in which a trail without a signing key fails `qiflow check --strict`.
+const PRODUCTION: [&str; 2] = ["production", "prod"];
+
+/// Advises `[audit] signing_key` when auditing is on without one, saying what that costs; in
+/// production (`[service] environment`, see [`PRODUCTION`]) it is unsafe, so `--strict` fails.
+pub(crate) fn signing_key(audit: &AuditConfig, environment: &str, f: &mut Findings) {
+    if !audit.enabled || audit.signing_key.is_some() {
+        return;
+    }
+    let cost = "is not set: the trail's digests are chained but not keyed, so whoever can write \
+                the trail can rewrite records and recompute every hash, and `qiflow audit verify` \
+                cannot tell. Set one before the trail holds records you may need as evidence (a \
+                key added to an existing trail covers its older records only from then on): run \
+                `qiflow keygen`, encrypt its output with `qiflow encrypt --name audit.signing_key`, \
+                and set [audit] signing_key to the ENC: value";
+    let environment = environment.trim();
+    if PRODUCTION.iter().any(|p| environment.eq_ignore_ascii_case(p)) {
+        f.risky(
+            "audit.signing_key",
+            format!("{cost} (unsafe because [service] environment is {environment:?})"),
+        );
+    } else {
+        f.advise("audit.signing_key", cost);
     }
 }
 

@@ -5,7 +5,7 @@
 //! qiflow encrypt --name database.password     plaintext on stdin  -> ENC:v1:… on stdout
 //! qiflow decrypt --name database.password     ENC:v1:… on stdin   -> plaintext on stdout
 //! qiflow check qiflow.toml                    load, decrypt and validate; one line per problem
-//! qiflow check --strict qiflow.toml           also file modes; any warning fails
+//! qiflow check --strict qiflow.toml           also file modes; fails on what is unsafe
 //! qiflow audit verify data/audit --config qiflow.toml [--witness FILE] [--allow-open-tail]
 //! qiflow audit verify --postgres --config qiflow.toml   URL from [audit] postgres_url
 //! QIFLOW__AUDIT__POSTGRES_URL=… qiflow audit verify --postgres
@@ -55,14 +55,17 @@ enum Command {
     },
     /// Load, decrypt and validate a configuration file; print one line per problem.
     ///
-    /// Exits 0 when the file is valid (warnings are printed but do not fail unless --strict),
-    /// 1 when it has problems. Secrets are never printed.
+    /// Lines start with `error:` (the file cannot be used), `warning:` (unsafe for this
+    /// configuration: fails --strict) or `advice:` (never fails). Exits 0 when the file is
+    /// valid, 1 when it has errors (or, with --strict, warnings). Secrets are never printed.
     Check {
         /// The configuration file, e.g. qiflow.toml.
         file: PathBuf,
-        /// Also check that existing log files, state files and audit segments are no wider than
-        /// their mode (run it in the service's working directory), and fail on any warning
-        /// (plain values in secret keys, plain credential-like headers, wide files, …).
+        /// Also check that existing log files, state files, audit segments and the token file
+        /// are no wider than their mode (run it in the service's working directory), and fail
+        /// on every warning: what is unsafe for this configuration (plain values in secret
+        /// keys, plain credential-like headers, wide files, mail in plain text to a remote
+        /// relay, no audit signing key in production, …). Advice never fails.
         #[arg(long)]
         strict: bool,
     },

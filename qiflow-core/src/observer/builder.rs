@@ -452,8 +452,13 @@ impl ObserverBuilder {
             })?;
         }
         // After the subscriber is installed, so the warnings reach the log.
+        // Advice (`qiflow check` prints it as `advice:`) is information; what is unsafe warns.
         for warning in self.config.warnings() {
-            tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            if warning.kind() == crate::config::ProblemKind::Advice {
+                tracing::info!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            } else {
+                tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            }
         }
         for warning in admin_warnings {
             tracing::warn!(target: "qiflow::admin", "{warning}");
