@@ -847,6 +847,15 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{body}");
     }
+    // The documented range of `limit` is enforced, and the answer names it.
+    for bad in ["limit=0", "limit=1001", "limit=5000", "limit=-1"] {
+        let (status, body) = api(&observer, bad, bearer);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("use 1 to 1000"), "{bad}: {body}");
+    }
+    for good in ["limit=1", "limit=1000"] {
+        assert_eq!(api(&observer, good, bearer).0, 200, "{good}");
+    }
     assert!(parse_query("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
     drop(guard);
 

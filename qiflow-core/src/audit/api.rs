@@ -3,7 +3,18 @@
 use super::{AuditQuery, Outcome};
 
 /// Parses `actor`, `action`, `resource`, `outcome`, `from`, `to`, `limit`, `before` from a
-/// query string (`actor=alice&limit=20`).
+/// query string (`actor=alice&limit=20`). `limit` is 1 to [`MAX_LIMIT`](super::MAX_LIMIT);
+/// outside that range the query is refused (the operator surface answers 400 with the range).
+///
+/// ```
+/// use qiflow_core::audit::api::parse_query;
+///
+/// assert_eq!(parse_query("actor=alice&limit=20").unwrap().limit, Some(20));
+/// assert_eq!(
+///     parse_query("limit=5000").unwrap_err(),
+///     "limit: 5000 is out of range; use 1 to 1000 (the default is 50)"
+/// );
+/// ```
 pub fn parse_query(query: &str) -> Result<AuditQuery, String> {
     let mut q = AuditQuery::new();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -15,14 +26,7 @@ pub fn parse_query(query: &str) -> Result<AuditQuery, String> {
             "outcome" => q.outcome = Some(value.parse::<Outcome>()?),
             "from" => q.from = Some(value),
             "to" => q.to = Some(value),
-            "limit" => {
-                q.limit = Some(value.parse().map_err(|_| {
-                    format!(
-                        "limit: {value:?} is not a number (1 to {})",
-                        super::MAX_LIMIT
-                    )
-                })?)
-            }
+            "limit" => q.limit = Some(parse_limit(&value)?),
             "before" => {
                 q.before = Some(value.parse().map_err(|_| {
                     format!("before: {value:?} is not a seq (use the `next` of the previous page)")
@@ -37,4 +41,15 @@ pub fn parse_query(query: &str) -> Result<AuditQuery, String> {
     }
     q.range().map_err(|e| e.to_string())?;
     Ok(q)
+}
+
+/// `limit`: a number from 1 to [`MAX_LIMIT`](super::MAX_LIMIT).
+fn parse_limit(value: &str) -> Result<usize, String> {
+    let max = super::MAX_LIMIT;
+    let range = format!("use 1 to {max} (the default is 50)");
+    match value.parse::<u64>() {
+        Ok(n) if n >= 1 && n <= max as u64 => Ok(n as usize),
+        Ok(n) => Err(format!("limit: {n} is out of range; {range}")),
+        Err(_) => Err(format!("limit: {value:?} is not a number; {range}")),
+    }
 }
