@@ -1,6 +1,6 @@
 //! qiflow-axum: qiflow for axum.
 //!
-//! ```
+//! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::{Router, routing::get};
 //!
