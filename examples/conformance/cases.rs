@@ -28,7 +28,8 @@
 //! - (j) silences: a silence of everything needs `"all": true`, none outlasts `max_silence`,
 //!   each attempt is audited with the token's name as actor, deleting too;
 //! - (k) operator requests have `qiflow::admin` lines (refusals at warn), the start-up line names
-//!   the token file, and the token is in no other file;
+//!   the token file, no plain start-up line is printed (stdout is not a terminal), and the token
+//!   is in no other file;
 //! - (l) a second server with `[[admin.tokens]]`: a `read` token reads and gets 403 on a write
 //!   (audited as denied under its name), a `write` token's silence is audited under its name,
 //!   and no token file is made;
@@ -1037,6 +1038,12 @@ impl Suite {
                 && l["path"] == "/qiflow/api/alerts/silences"),
             "[{stack}] writes are logged:\n{}",
             lines(&admin)
+        );
+        // stdout is a file here, not a terminal: no plain start-up line on stderr, only the JSON.
+        let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        assert!(
+            !stderr.contains("qiflow: operator surface"),
+            "[{stack}] a plain start-up line with stdout not a terminal:\n{stderr}"
         );
         for file in files_under(dir) {
             if file.ends_with("data/admin-token") {
