@@ -14,8 +14,10 @@
 //! - (a) request ids are generated: a UUID v7 on `GET /users/7` (200, JSON);
 //! - (b) a sane incoming `x-request-id` is honoured and echoed, an insane one (`bad"quote`) is
 //!   replaced;
-//! - (c) `/fail` → 500, `/panic` → 500 (with a request id) and the server lives on, `POST /login`
-//!   → 200 for `demo`/`demo` and 401 otherwise, unknown paths → 404, `/slow?ms=N` → 200;
+//! - (c) `/fail` → 500, `/panic` → 500, each with `x-request-id` and the JSON body
+//!   `{"error":"internal server error","request_id":…}` (the same id, no internals), and the
+//!   server lives on; `POST /login` → 200 for `demo`/`demo` and 401 otherwise, unknown paths →
+//!   404, `/slow?ms=N` → 200;
 //! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
 //!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
 //!   every family, and no series for qiflow's own endpoints;
@@ -238,8 +240,33 @@ impl Suite {
         );
     }
 
-    /// (c) The demo routes: handler error and panic → 500 (the server lives on), login 200/401,
-    /// unknown paths 404, `/slow` 200.
+    /// A 500 of a handler error or a panic: `application/json`, exactly
+    /// `{"error":"internal server error","request_id":<its x-request-id>}`, no internals.
+    fn is_qiflow_500(&self, response: &Response, path: &str) {
+        let stack = &self.stack;
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "[{stack}] {path}: content-type: {:?}",
+            response.headers
+        );
+        let id = response.header("x-request-id").unwrap_or_default();
+        let body: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+            panic!(
+                "[{stack}] {path}: the 500's body is not JSON ({e}): {:?}",
+                response.text()
+            )
+        });
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "internal server error", "request_id": id}),
+            "[{stack}] {path}: the 500's body"
+        );
+    }
+
+    /// (c) The demo routes: handler error and panic → 500 with qiflow's JSON body (the request
+    /// id, no internals; the server lives on), login 200/401, unknown paths 404, `/slow` 200.
     fn demo_routes_answer(&mut self) {
         let stack = self.stack.clone();
         let hello = self.observed("GET", "/hello", &[], b"", 200);
@@ -248,9 +275,11 @@ impl Suite {
             "[{stack}] /hello body: {}",
             hello.text()
         );
-        self.observed("GET", "/fail", &[], b"", 500);
+        let failed = self.observed("GET", "/fail", &[], b"", 500);
+        self.is_qiflow_500(&failed, "/fail");
         for _ in 0..2 {
-            self.observed("GET", "/panic", &[], b"", 500);
+            let panicked = self.observed("GET", "/panic", &[], b"", 500);
+            self.is_qiflow_500(&panicked, "/panic");
             // The server lives on after a panic.
             self.observed("GET", "/hello", &[], b"", 200);
         }
