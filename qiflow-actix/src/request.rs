@@ -72,9 +72,7 @@ impl ResponseError for Panicked {
         let id = self.request_id.as_ref().and_then(|id| id.to_str().ok());
         let mut response = internal_error(id);
         if let Some(id) = &self.request_id {
-            response
-                .headers_mut()
-                .insert(REQUEST_ID, id.clone());
+            response.headers_mut().insert(REQUEST_ID, id.clone());
         }
         response
     }

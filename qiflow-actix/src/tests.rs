@@ -269,11 +269,15 @@ async fn panics_answer_500_and_the_server_lives_on() {
         let response = error.error_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers().get("x-request-id").unwrap(), "p-1");
-        assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
-        let body = actix_web::body::to_bytes(response.into_body()).await.unwrap();
         assert_eq!(
-            body,
-            r#"{"error":"internal server error","request_id":"p-1"}"#,
+            response.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        assert_eq!(
+            body, r#"{"error":"internal server error","request_id":"p-1"}"#,
             "the request id, nothing of the panic"
         );
         let response =
@@ -333,7 +337,10 @@ async fn a_handler_error_is_a_json_500_with_the_request_id() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
     assert_eq!(response.headers().get("x-request-id").unwrap(), "f-1");
     let body = test::read_body(response).await;
     assert_eq!(

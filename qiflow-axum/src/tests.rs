@@ -179,7 +179,8 @@ async fn qiflow_500s_have_a_json_body_with_the_request_id_and_a_handlers_own_is_
         let response = get_path(&app, path).await;
         assert_eq!(response.status(), 500, "{path}");
         assert_eq!(
-            response.headers()["content-type"], "application/json",
+            response.headers()["content-type"],
+            "application/json",
             "{path}"
         );
         let id = response.headers()["x-request-id"]
@@ -192,7 +193,10 @@ async fn qiflow_500s_have_a_json_body_with_the_request_id_and_a_handlers_own_is_
             format!(r#"{{"error":"internal server error","request_id":"{id}"}}"#),
             "{path}"
         );
-        assert!(!text.contains("boom") && !text.contains("disk on fire"), "{text}");
+        assert!(
+            !text.contains("boom") && !text.contains("disk on fire"),
+            "{text}"
+        );
     }
     let own = get_path(&app, "/own").await;
     assert_eq!(own.status(), 500);

@@ -261,7 +261,10 @@ mod tests {
         ] {
             let report = strict(toml);
             assert!(
-                !report.lines.concat().contains("audit.signing_key: is not set"),
+                !report
+                    .lines
+                    .concat()
+                    .contains("audit.signing_key: is not set"),
                 "{report:#?}"
             );
         }
@@ -314,7 +317,10 @@ mod tests {
             let report = strict(&toml);
             assert!(report.passed, "{key:?}: {report:#?}");
             if let Some(key) = key {
-                assert!(line_for(&report, key).starts_with("advice: "), "{report:#?}");
+                assert!(
+                    line_for(&report, key).starts_with("advice: "),
+                    "{report:#?}"
+                );
             }
         }
     }

@@ -91,10 +91,15 @@ fn ten_thousand_identical_alerts_make_one_notification_per_cooldown_with_the_cou
     assert_eq!(first + sent[1].alerts[0].count, 10_002);
     // Counted since the first notification, all in this run.
     let second = &sent[1].alerts[0];
-    assert_eq!(second.since, Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
+    assert_eq!(
+        second.since,
+        Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+    );
     assert_eq!(second.before_restart, 0);
     assert!(
-        second.times().ends_with(" times since 2027-01-15T08:00:00Z"),
+        second
+            .times()
+            .ends_with(" times since 2027-01-15T08:00:00Z"),
         "{}",
         second.times()
     );

@@ -815,7 +815,11 @@ fn check_advises_a_signing_key_when_audit_is_enabled() {
     let run = qiflow(dir.path(), &["check", &file], &[], "");
     assert!(run.success(), "{}", run.describe());
     let out = run.all();
-    assert!(lines_with(&out, "warning:").is_empty(), "{}", run.describe());
+    assert!(
+        lines_with(&out, "warning:").is_empty(),
+        "{}",
+        run.describe()
+    );
     let advice = lines_with(&out, "advice:");
     assert_eq!(advice.len(), 1, "{}", run.describe());
     assert!(

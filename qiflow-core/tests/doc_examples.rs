@@ -99,8 +99,7 @@ fn doc_examples_that_make_files_keep_them_out_of_the_source_tree() {
         let text = std::fs::read_to_string(file).unwrap();
         for (line, code) in runnable_examples(&text) {
             examples += 1;
-            if makes_files(&code) && !KEEPS_OUT.iter().any(|k| code.contains(k))
-            {
+            if makes_files(&code) && !KEEPS_OUT.iter().any(|k| code.contains(k)) {
                 leaking.push(format!("{}:{line}", file.display()));
             }
         }

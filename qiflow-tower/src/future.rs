@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(res.body(), JSON);
         assert_eq!(res.headers()["content-type"], "application/json");
         assert_eq!(res.headers()["x-request-id"], "r-1");
-        assert_eq!(internal_error::<Vec<u8>>(id(), None).body(), JSON.as_bytes());
+        assert_eq!(
+            internal_error::<Vec<u8>>(id(), None).body(),
+            JSON.as_bytes()
+        );
         assert_eq!(internal_error::<Bytes>(id(), None).body(), JSON);
         // A type qiflow does not know: empty, and no content type for a body that is not there.
         #[derive(Default, Debug, PartialEq)]

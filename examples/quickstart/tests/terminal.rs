@@ -78,7 +78,10 @@ fn wait_for(dir: &Path, child: &mut Child, needle: &str) -> String {
         if stderr.contains(needle) || child.try_wait().unwrap().is_some() {
             return stderr;
         }
-        assert!(Instant::now() < deadline, "no {needle:?} on stderr:\n{stderr}");
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on stderr:\n{stderr}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -259,10 +259,7 @@ mod tests {
             "{text}"
         );
         let fields = Template::parse("{{count}} {{count_since}}", &[]).unwrap();
-        assert_eq!(
-            fields.render(&ctx(), &n, &[]),
-            "250 2027-01-15T08:00:00Z"
-        );
+        assert_eq!(fields.render(&ctx(), &n, &[]), "250 2027-01-15T08:00:00Z");
         // Nothing from before: no mention of a restart.
         n.before_restart = 0;
         assert!(!body.render(&ctx(), &n, &[]).contains("restart"));

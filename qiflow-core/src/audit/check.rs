@@ -119,7 +119,10 @@ pub(crate) fn signing_key(audit: &AuditConfig, environment: &str, f: &mut Findin
                 `qiflow keygen`, encrypt its output with `qiflow encrypt --name audit.signing_key`, \
                 and set [audit] signing_key to the ENC: value";
     let environment = environment.trim();
-    if PRODUCTION.iter().any(|p| environment.eq_ignore_ascii_case(p)) {
+    if PRODUCTION
+        .iter()
+        .any(|p| environment.eq_ignore_ascii_case(p))
+    {
         f.risky(
             "audit.signing_key",
             format!("{cost} (unsafe because [service] environment is {environment:?})"),

@@ -385,6 +385,17 @@ fn audit_verify(args: Verify) -> ExitCode {
                     v.unchecked_signatures
                 );
             }
+            match (v.unkeyed_until, &v.first_keyed) {
+                (Some(until), Some((keyed, at))) => println!(
+                    "keyed: digests from seq {keyed} ({at}) on are signed with the signing key; seq {}..={until} were sealed without a key (written before it was set): the keyed digest covers them from {at} on, but a change made to them before then cannot be detected",
+                    v.first_seq
+                ),
+                (Some(until), None) => println!(
+                    "unkeyed: no digest is keyed (seq {}..={until}): a trail rewritten with a recomputed chain cannot be told from the original; set [audit] signing_key",
+                    v.first_seq
+                ),
+                _ => {}
+            }
             if let Some((seq, signature)) = &v.last_digest {
                 println!("last digest: seq {seq}, signature {signature}");
             }

@@ -147,7 +147,10 @@ pub(crate) fn request_id_of_current() -> Option<crate::request::RequestId> {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let span = registry.span(span_id)?;
             let request = span.scope().find(|s| is_request_span(s.metadata()))?;
-            let id = request.extensions().get::<crate::request::RequestId>()?.clone();
+            let id = request
+                .extensions()
+                .get::<crate::request::RequestId>()?
+                .clone();
             Some(id)
         })
         .flatten()

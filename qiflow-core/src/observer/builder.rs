@@ -378,13 +378,16 @@ impl ObserverBuilder {
                 }
             }));
         }
-        // A trail behind its witness (cut), rewritten, or without its witness: an alert.
+        // A trail behind its witness (cut), rewritten, without its witness, or under another
+        // signing key: an alert.
         {
             let alerts = alerts.clone();
             audit_options.on_alarm = Some(Arc::new(
                 move |sink: &'static str, alarm: &crate::audit::AuditAlarm| {
                     let level = if alarm.kind.is_critical() {
                         crate::alert::AlertLevel::Critical
+                    } else if alarm.kind == crate::audit::AlarmKind::SigningKeyAdded {
+                        crate::alert::AlertLevel::Warning
                     } else {
                         crate::alert::AlertLevel::Error
                     };
@@ -397,6 +400,12 @@ impl ObserverBuilder {
                         }
                         crate::audit::AlarmKind::WitnessMissing => {
                             "the audit witness is missing or unreadable"
+                        }
+                        crate::audit::AlarmKind::SigningKeyAdded => {
+                            "a signing key was set on an audit trail sealed without one"
+                        }
+                        crate::audit::AlarmKind::SigningKeyChanged => {
+                            "the audit signing key differs from the trail's"
                         }
                         _ => "the audit witness cannot be written",
                     };
