@@ -306,6 +306,41 @@ mod tests {
             assert!(!report.passed, "{key}: {report:#?}");
             assert!(line_for(&report, key).starts_with("warning: "), "{report:#?}");
         }
+        // A database off this host without checked TLS.
+        let pg = |url: &str| {
+            format!(
+                "[audit]\nsink = \"postgres\"\nsigning_key = \"0123456789abcdef0123\"\npostgres_url = \"{url}\"\n"
+            )
+        };
+        for url in [
+            "postgres://app@db.example.com/app",
+            "postgres://app@db.example.com/app?sslmode=disable",
+        ] {
+            let report = strict(&pg(url));
+            assert!(!report.passed, "{report:#?}");
+            let line = report
+                .lines
+                .iter()
+                .find(|l| l.contains("audit.postgres_url: reaches"))
+                .unwrap_or_else(|| panic!("{report:#?}"));
+            assert!(line.starts_with("warning: "), "{line}");
+            assert!(
+                line.contains("reaches db.example.com with sslmode="),
+                "{line}"
+            );
+            assert!(line.contains("sslmode=verify-full"), "{line}");
+        }
+        for url in [
+            "postgres://app@127.0.0.1/app",
+            "postgres://app@db.example.com/app?sslmode=require",
+            "postgres://app@db.example.com/app?sslmode=verify-full",
+        ] {
+            let report = strict(&pg(url));
+            assert!(
+                !report.lines.concat().contains("reaches"),
+                "{url}: {report:#?}"
+            );
+        }
         // Advice: a local relay in plain text is fine; an older key name is advice.
         for (toml, key) in [
             (email("127.0.0.1"), None),

@@ -664,7 +664,7 @@ fn audit_config(postgres_url: &str, signing_key: &str) -> String {
     )
 }
 
-const PG_URL: &str = "postgres://audit:Tr0ub4dor-pg@db.internal:5432/audit";
+const PG_URL: &str = "postgres://audit:Tr0ub4dor-pg@db.internal:5432/audit?sslmode=verify-full";
 const SIGNING: &str = "signing-key-0123456789abcdef";
 
 #[test]

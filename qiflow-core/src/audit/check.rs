@@ -76,6 +76,10 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
                 .and_then(|()| check_postgres_tls(url.expose()))
             {
                 f.bad("audit.postgres_url", why);
+            } else if audit.sink == AuditSinkKind::Postgres
+                && let Some(why) = plain_to_remote(url.expose())
+            {
+                f.risky("audit.postgres_url", why);
             }
         }
         _ => {}
@@ -138,6 +142,33 @@ fn inside(path: &Path, dir: &Path) -> bool {
         (Ok(path), Ok(dir)) => path.starts_with(dir),
         _ => false,
     }
+}
+
+/// Why a database URL is unsafe: it reaches a host off this machine with an `sslmode` that may
+/// send the password and the records in plain text (`disable`, or `prefer`, the default). Names
+/// the host, never the URL.
+fn plain_to_remote(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let host = url.host_str()?;
+    let local = matches!(host, "localhost" | "::1" | "[::1]") || host.starts_with("127.");
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map_or_else(|| "prefer".to_owned(), |(_, v)| v.into_owned());
+    let how = match mode.as_str() {
+        "disable" => {
+            "sslmode=disable: the database password and the audit records cross the network in plain text"
+        }
+        "prefer" => {
+            "sslmode=prefer (the default): when the server offers no TLS, the database password and the audit records cross the network in plain text, and no certificate is checked"
+        }
+        _ => return None,
+    };
+    (!local).then(|| {
+        format!(
+            "reaches {host} with {how}; add sslmode=verify-full (with sslrootcert= the CA's PEM file, or system) to the URL, or sslmode=require at least, unless the database is on a trusted network"
+        )
+    })
 }
 
 /// The URL's `sslmode` is one qiflow speaks, and its `sslrootcert` file exists.
