@@ -14,8 +14,10 @@
 //! - (a) request ids are generated: a UUID v7 on `GET /users/7` (200, JSON);
 //! - (b) a sane incoming `x-request-id` is honoured and echoed, an insane one (`bad"quote`) is
 //!   replaced;
-//! - (c) `/fail` → 500, `/panic` → 500 (with a request id) and the server lives on, `POST /login`
-//!   → 200 for `demo`/`demo` and 401 otherwise, unknown paths → 404, `/slow?ms=N` → 200;
+//! - (c) `/fail` → 500, `/panic` → 500, each with `x-request-id` and the JSON body
+//!   `{"error":"internal server error","request_id":…}` (the same id, no internals), and the
+//!   server lives on; `POST /login` → 200 for `demo`/`demo` and 401 otherwise, unknown paths →
+//!   404, `/slow?ms=N` → 200;
 //! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
 //!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
 //!   every family, and no series for qiflow's own endpoints;
@@ -28,7 +30,8 @@
 //! - (j) silences: a silence of everything needs `"all": true`, none outlasts `max_silence`,
 //!   each attempt is audited with the token's name as actor, deleting too;
 //! - (k) operator requests have `qiflow::admin` lines (refusals at warn), the start-up line names
-//!   the token file, and the token is in no other file;
+//!   the token file, no plain start-up line is printed (stdout is not a terminal), and the token
+//!   is in no other file;
 //! - (l) a second server with `[[admin.tokens]]`: a `read` token reads and gets 403 on a write
 //!   (audited as denied under its name), a `write` token's silence is audited under its name,
 //!   and no token file is made;
@@ -237,8 +240,33 @@ impl Suite {
         );
     }
 
-    /// (c) The demo routes: handler error and panic → 500 (the server lives on), login 200/401,
-    /// unknown paths 404, `/slow` 200.
+    /// A 500 of a handler error or a panic: `application/json`, exactly
+    /// `{"error":"internal server error","request_id":<its x-request-id>}`, no internals.
+    fn is_qiflow_500(&self, response: &Response, path: &str) {
+        let stack = &self.stack;
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "[{stack}] {path}: content-type: {:?}",
+            response.headers
+        );
+        let id = response.header("x-request-id").unwrap_or_default();
+        let body: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+            panic!(
+                "[{stack}] {path}: the 500's body is not JSON ({e}): {:?}",
+                response.text()
+            )
+        });
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "internal server error", "request_id": id}),
+            "[{stack}] {path}: the 500's body"
+        );
+    }
+
+    /// (c) The demo routes: handler error and panic → 500 with qiflow's JSON body (the request
+    /// id, no internals; the server lives on), login 200/401, unknown paths 404, `/slow` 200.
     fn demo_routes_answer(&mut self) {
         let stack = self.stack.clone();
         let hello = self.observed("GET", "/hello", &[], b"", 200);
@@ -247,9 +275,11 @@ impl Suite {
             "[{stack}] /hello body: {}",
             hello.text()
         );
-        self.observed("GET", "/fail", &[], b"", 500);
+        let failed = self.observed("GET", "/fail", &[], b"", 500);
+        self.is_qiflow_500(&failed, "/fail");
         for _ in 0..2 {
-            self.observed("GET", "/panic", &[], b"", 500);
+            let panicked = self.observed("GET", "/panic", &[], b"", 500);
+            self.is_qiflow_500(&panicked, "/panic");
             // The server lives on after a panic.
             self.observed("GET", "/hello", &[], b"", 200);
         }
@@ -1037,6 +1067,12 @@ impl Suite {
                 && l["path"] == "/qiflow/api/alerts/silences"),
             "[{stack}] writes are logged:\n{}",
             lines(&admin)
+        );
+        // stdout is a file here, not a terminal: no plain start-up line on stderr, only the JSON.
+        let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        assert!(
+            !stderr.contains("qiflow: operator surface"),
+            "[{stack}] a plain start-up line with stdout not a terminal:\n{stderr}"
         );
         for file in files_under(dir) {
             if file.ends_with("data/admin-token") {

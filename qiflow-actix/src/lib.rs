@@ -32,6 +32,8 @@
 //!   `Observer::admin` (health status and `/metrics` open, the rest behind the operator token:
 //!   see [`qiflow_core::admin`]).
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
+//! - [`Error`]: a handler error answered as qiflow's 500 (a JSON body with the request id, no
+//!   internals), whose message the middleware reports.
 //!
 //! [`Observer`]: qiflow_core::Observer
 //!
@@ -54,8 +56,9 @@
 //! - it resolves `Err(e)`: finished with `e`'s status code and message; `Err(e)` is returned
 //!   unchanged (actix-web answers it, without `x-request-id`).
 //! - it panics (in `call` or in `poll`): logged on target `qiflow::panic`, finished as a panicked
-//!   500, and answered with an error that actix-web turns into an empty 500 carrying
-//!   `x-request-id`. The worker lives on.
+//!   500, and answered with an error that actix-web turns into a 500 carrying `x-request-id` and
+//!   the JSON body `{"error":"internal server error","request_id":"…"}` (no internals). The
+//!   worker lives on.
 //! - the future is dropped first (the client went away): counted on
 //!   `qiflow_client_disconnects_total`.
 //! - requests to the operator surface (`Observer::is_admin_path`: `/metrics`, the health paths,
@@ -66,6 +69,7 @@
 //! registers none of it.
 
 mod endpoints;
+mod error;
 mod extract;
 mod future;
 mod middleware;
@@ -73,6 +77,7 @@ mod request;
 mod transform;
 
 pub use endpoints::{configure, serve_internal};
+pub use error::Error;
 pub use extract::{Qiflow, RequestId};
 pub use future::ResponseFuture;
 pub use middleware::ObserveMiddleware;

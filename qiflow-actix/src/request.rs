@@ -49,8 +49,8 @@ pub(crate) use qiflow_core::request::is_sane_request_id;
 pub(crate) use qiflow_core::request::panic_message;
 
 /// The error [`ObserveMiddleware`](crate::ObserveMiddleware) returns when the inner service
-/// panicked: actix-web answers it with an empty `500 Internal Server Error` carrying the request
-/// id. (A `ServiceResponse` would need the `HttpRequest`, which the middleware cannot keep: a
+/// panicked: actix-web answers it with a `500 Internal Server Error` carrying the request id, in
+/// `x-request-id` and in qiflow's JSON body (no internals). (A `ServiceResponse` would need the `HttpRequest`, which the middleware cannot keep: a
 /// clone held across the inner call makes actix-web's router panic.)
 #[derive(Debug)]
 pub(crate) struct Panicked {
@@ -69,12 +69,21 @@ impl ResponseError for Panicked {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::InternalServerError();
+        let id = self.request_id.as_ref().and_then(|id| id.to_str().ok());
+        let mut response = internal_error(id);
         if let Some(id) = &self.request_id {
-            response.insert_header((REQUEST_ID, id.clone()));
+            response.headers_mut().insert(REQUEST_ID, id.clone());
         }
-        response.finish()
+        response
     }
+}
+
+/// qiflow's `500 Internal Server Error`: the JSON body
+/// [`internal_error_body`](qiflow_core::request::internal_error_body) with `request_id`.
+pub(crate) fn internal_error(request_id: Option<&str>) -> HttpResponse {
+    HttpResponse::InternalServerError()
+        .content_type(qiflow_core::request::INTERNAL_ERROR_CONTENT_TYPE)
+        .body(qiflow_core::request::internal_error_body(request_id))
 }
 
 #[cfg(test)]

@@ -269,6 +269,17 @@ async fn panics_answer_500_and_the_server_lives_on() {
         let response = error.error_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers().get("x-request-id").unwrap(), "p-1");
+        assert_eq!(
+            response.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        assert_eq!(
+            body, r#"{"error":"internal server error","request_id":"p-1"}"#,
+            "the request id, nothing of the panic"
+        );
         let response =
             test::call_service(&app, test::TestRequest::get().uri("/users/1").to_request()).await;
         assert_eq!(response.status(), StatusCode::OK);
@@ -294,6 +305,58 @@ async fn panics_answer_500_and_the_server_lives_on() {
         text.contains(r#"http_server_active_requests{method="GET",route="/panic"} 0"#),
         "{text}"
     );
+}
+
+/// `qiflow_actix::Error`: a 500 with qiflow's JSON body and the request id (found in the
+/// request span, through qiflow's layers), its message in the access line, never in the body.
+#[actix_web::test]
+async fn a_handler_error_is_a_json_500_with_the_request_id() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (observer, _guard) = observer();
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(observer.log_layer()));
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/fail",
+                web::get().to(|| async {
+                    let port: u16 = "not a number".parse()?;
+                    Ok::<_, Error>(port.to_string())
+                }),
+            )
+            .wrap(Observe::new(observer.clone())),
+    )
+    .await;
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/fail")
+            .insert_header(("x-request-id", "f-1"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    assert_eq!(response.headers().get("x-request-id").unwrap(), "f-1");
+    let body = test::read_body(response).await;
+    assert_eq!(
+        body,
+        r#"{"error":"internal server error","request_id":"f-1"}"#
+    );
+    // The error is reported, not sent.
+    let o = observer.clone();
+    assert!(
+        std::thread::spawn(move || o.flush(Duration::from_secs(10)))
+            .join()
+            .unwrap()
+    );
+    let groups = observer.error_store().groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].message, "invalid digit found in string");
 }
 
 #[actix_web::test]

@@ -1,6 +1,6 @@
 //! qiflow-axum: qiflow for axum.
 //!
-//! ```
+//! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::{Router, routing::get};
 //!
@@ -40,11 +40,13 @@ pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
 
 /// The request middleware for axum: [`ObserveLayer`] with `MatchedPath` as the route label.
 pub fn layer(observer: Observer) -> ObserveLayer {
-    ObserveLayer::new(observer).route(|extensions: &axum::http::Extensions| {
-        extensions
-            .get::<MatchedPath>()
-            .map(|m| Cow::Borrowed(m.as_str()))
-    })
+    ObserveLayer::new(observer)
+        .route(|extensions: &axum::http::Extensions| {
+            extensions
+                .get::<MatchedPath>()
+                .map(|m| Cow::Borrowed(m.as_str()))
+        })
+        .error_body::<axum::body::Body>()
 }
 
 /// A router with qiflow's operator surface, to merge into the application's router: `GET
@@ -156,6 +158,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Qiflow {
 /// A handler error answered as `500 Internal Server Error`, whose message and source chain the
 /// middleware reports in the access line (and, with error capture, as the error).
 ///
+/// The client gets no internals: the body is
+/// `{"error":"internal server error","request_id":"…"}` (`content-type: application/json`), the
+/// request id being the one of the access line and the error report
+/// ([`internal_error_body`](qiflow_core::request::internal_error_body); it is there when the
+/// handler runs inside [`layer`] with qiflow's tracing layers installed, as `init` does).
+///
 /// ```
 /// async fn handler() -> Result<String, qiflow_axum::Error> {
 ///     let n: u32 = "x".parse()?; // any std error converts
@@ -180,7 +188,18 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        // Called inside the handler's future, so inside the request's span.
+        let id = qiflow_core::request::current_request_id();
+        let body = qiflow_core::request::internal_error_body(id.as_ref().map(|id| id.as_str()));
+        let mut response = (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                qiflow_core::request::INTERNAL_ERROR_CONTENT_TYPE,
+            )],
+            body,
+        )
+            .into_response();
         response.extensions_mut().insert(self.0);
         response
     }

@@ -5,6 +5,15 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The files this example would make in ./data (state, the operator token) go to a
+//! # // temporary directory instead, so running the doctest leaves nothing in the source tree.
+//! # let dir = tempfile::tempdir()?;
+//! # let under = |name: &str| dir.path().join(name).display().to_string();
+//! # let files = [
+//! #     ("QIFLOW__ALERTS__STATE_FILE", under("alerts.json")),
+//! #     ("QIFLOW__BASELINE__STATE_FILE", under("baselines.json")),
+//! #     ("QIFLOW__ADMIN__TOKEN_FILE", under("admin-token")),
+//! # ];
 //! // Load `qiflow.toml` (or `QIFLOW_CONFIG`), `.env` and `QIFLOW__…` overrides; decrypt `ENC:`
 //! // values; validate. Here from inline TOML:
 //! let config = qiflow_core::config::Loader::new()
@@ -19,6 +28,7 @@
 //!         enabled = false
 //!         "#,
 //!     )
+//! #   .env(files)
 //!     .load()?;
 //! let (observer, _guard) = qiflow_core::init(&config)?;
 //!

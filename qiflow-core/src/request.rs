@@ -614,6 +614,61 @@ impl Drop for InFlight {
 /// The request-id header adapters read from requests and echo on responses.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The content type of [`internal_error_body`].
+pub const INTERNAL_ERROR_CONTENT_TYPE: &str = "application/json";
+
+/// The body of the `500 Internal Server Error` that qiflow's adapters answer themselves (after a
+/// panic) or through their handler-error wrappers (`qiflow_axum::Error`, `qiflow_actix::Error`):
+/// `{"error":"internal server error","request_id":"…"}`, the request id and no internals (the
+/// error itself is in the access line and the error report, under the same request id). Without
+/// a request id, the field is left out. Served with `content-type: application/json`
+/// ([`INTERNAL_ERROR_CONTENT_TYPE`]).
+///
+/// ```
+/// use qiflow_core::request::internal_error_body;
+///
+/// assert_eq!(
+///     internal_error_body(Some("0193-abc")),
+///     r#"{"error":"internal server error","request_id":"0193-abc"}"#
+/// );
+/// assert_eq!(internal_error_body(None), r#"{"error":"internal server error"}"#);
+/// ```
+pub fn internal_error_body(request_id: Option<&str>) -> String {
+    match request_id {
+        Some(id) => serde_json::json!({"error": "internal server error", "request_id": id}),
+        None => serde_json::json!({"error": "internal server error"}),
+    }
+    .to_string()
+}
+
+/// The id of the request being handled: the one whose `request` span the caller is in, as a
+/// handler is and the conversion of its error into a response (where the handler-error wrappers
+/// call it). `None` outside a request, or when the process's tracing subscriber is not a
+/// `tracing_subscriber::Registry` carrying qiflow's layers (`init` installs one; a host
+/// composing its own adds `Observer::log_layer` to a `Registry`).
+///
+/// ```
+/// # let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+/// #     .install_global(false)
+/// #     .build()
+/// #     .unwrap();
+/// use tracing_subscriber::layer::SubscriberExt;
+/// use qiflow_core::request::{RequestInfo, RequestOutcome, current_request_id};
+///
+/// let subscriber = tracing_subscriber::registry().with(observer.log_layer());
+/// tracing::subscriber::with_default(subscriber, || {
+///     assert!(current_request_id().is_none());
+///     let in_flight = observer.begin_request(RequestInfo::new("GET", "/").with_request_id("r-1"));
+///     in_flight.span().in_scope(|| {
+///         assert_eq!(current_request_id().unwrap().as_str(), "r-1");
+///     });
+///     in_flight.finish(RequestOutcome::new(200));
+/// });
+/// ```
+pub fn current_request_id() -> Option<RequestId> {
+    crate::capture::request_id_of_current()
+}
+
 /// The longest incoming request id that is honoured; longer ones are replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

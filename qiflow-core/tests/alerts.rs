@@ -89,6 +89,20 @@ fn ten_thousand_identical_alerts_make_one_notification_per_cooldown_with_the_cou
     let sent = channel.sent();
     assert_eq!(sent.len(), 2);
     assert_eq!(first + sent[1].alerts[0].count, 10_002);
+    // Counted since the first notification, all in this run.
+    let second = &sent[1].alerts[0];
+    assert_eq!(
+        second.since,
+        Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+    );
+    assert_eq!(second.before_restart, 0);
+    assert!(
+        second
+            .times()
+            .ends_with(" times since 2027-01-15T08:00:00Z"),
+        "{}",
+        second.times()
+    );
     assert_eq!(observer.alerts().dropped(), 0);
     assert_eq!(
         metric(
@@ -138,7 +152,24 @@ fn a_restart_within_the_cooldown_does_not_page_again() {
     assert!(observer.flush(WAIT));
     let sent = third.sent();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].alerts[0].count, 3);
+    let notice = &sent[0].alerts[0];
+    assert_eq!(notice.count, 3);
+    // The count says that most of it is from before the restart, and since when it counts.
+    assert_eq!(notice.before_restart, 2);
+    let first_sent = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    assert_eq!(notice.since, Some(first_sent));
+    assert_eq!(
+        notice.times(),
+        "3 times since 2027-01-15T08:00:00Z, including 2 before the last restart"
+    );
+    // The next one, within this run, carries nothing from before.
+    clock.advance(Duration::from_secs(601));
+    observer.alert(disk("db-1"));
+    assert!(observer.flush(WAIT));
+    let sent = third.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].alerts[0].before_restart, 0);
+    assert_eq!(sent[1].alerts[0].times(), "once");
     drop(guard);
 }
 

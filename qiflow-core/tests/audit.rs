@@ -847,6 +847,15 @@ fn the_api_view_is_token_protected_and_validates_its_query() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{body}");
     }
+    // The documented range of `limit` is enforced, and the answer names it.
+    for bad in ["limit=0", "limit=1001", "limit=5000", "limit=-1"] {
+        let (status, body) = api(&observer, bad, bearer);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("use 1 to 1000"), "{bad}: {body}");
+    }
+    for good in ["limit=1", "limit=1000"] {
+        assert_eq!(api(&observer, good, bearer).0, 200, "{good}");
+    }
     assert!(AuditQuery::from_query_string("outcome=denied&from=2026-01-01T00:00:00Z").is_ok());
     drop(guard);
 
@@ -1421,4 +1430,205 @@ fn a_custom_sink_publishes_seals_and_alarms() {
     );
     assert_eq!(found.alert.labels["sink"], "custom");
     drop(guard);
+}
+
+/// A signing key set on a trail sealed without one: the sink says so when it opens the trail
+/// (an alarm, raised as a warning alert), seals the trail under the key at once, and `verify`
+/// with the key accepts it, telling which part was sealed without a key. Before that start,
+/// `verify` with the key fails saying what to do.
+#[test]
+fn a_signing_key_added_to_an_existing_trail_is_noticed_sealed_and_reported_by_part() {
+    use qiflow_core::audit::AlarmKind;
+
+    let t = trail();
+    let unkeyed = |d: PathBuf| FileAuditSink::builder(d).digest_every(10);
+    write_trail(t.path(), 25, 5, unkeyed);
+    let before = verify_dir(t.path(), None).unwrap();
+    assert_eq!(before.first_keyed, None);
+    let last_unkeyed = before.unkeyed_until.unwrap();
+    assert_eq!(Some(last_unkeyed), before.last_seq);
+    // The key given before the service started with it: fails, saying why and what to do.
+    let err = verify_dir(t.path(), Some(KEY)).unwrap_err();
+    assert_eq!(err.seq, 10, "the first unkeyed digest: {err}");
+    assert!(err.reason.contains("no keyed digest follows"), "{err}");
+    assert!(
+        err.reason.contains(&format!(
+            "the digests from seq 10 to {last_unkeyed} are unkeyed"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.reason.contains("start the service once with the key"),
+        "{err}"
+    );
+
+    // The service starts with the key: an alarm, and a keyed digest right away.
+    let mut sink = keyed(t.path().to_owned()).open().unwrap();
+    let found = alarms(&mut sink);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, AlarmKind::SigningKeyAdded);
+    assert_eq!(found[0].kind.alert_name(), "audit_signing_key_added");
+    assert!(
+        found[0]
+            .message
+            .contains(&format!("sealed without a key up to seq {last_unkeyed}")),
+        "{}",
+        found[0].message
+    );
+    assert_eq!(sink.next_seq(), last_unkeyed + 2, "one `key` digest");
+    let v = verify_dir(t.path(), Some(KEY)).unwrap();
+    assert_eq!(v.unkeyed_until, Some(last_unkeyed));
+    assert_eq!(v.first_keyed.as_ref().map(|k| k.0), Some(last_unkeyed + 1));
+    let key_line = lines(&segments(t.path())[0]).pop().unwrap();
+    assert!(key_line.contains("\"reason\":\"key\""), "{key_line}");
+    // It goes on keyed, and verifies whole.
+    sink.append(&(25..40).map(event).collect::<Vec<_>>())
+        .unwrap();
+    sink.seal(qiflow_core::audit::SealReason::Flush).unwrap();
+    drop(sink);
+    let v = verify_dir(t.path(), Some(KEY)).unwrap();
+    assert_eq!(v.records, 40);
+    assert_eq!(v.unkeyed_until, Some(last_unkeyed));
+    // A second start with the same key has nothing to say.
+    let mut sink = keyed(t.path().to_owned()).open().unwrap();
+    assert!(alarms(&mut sink).is_empty());
+    drop(sink);
+
+    // The key removed: an alarm (an error alert), and `verify` with the key names the first
+    // unkeyed digest after keyed ones.
+    let mut sink = unkeyed(t.path().to_owned()).open().unwrap();
+    let found = alarms(&mut sink);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, AlarmKind::SigningKeyChanged);
+    assert!(
+        found[0]
+            .message
+            .contains("no [audit] signing_key is set now"),
+        "{}",
+        found[0].message
+    );
+    sink.append(&[event(40)]).unwrap();
+    sink.seal(qiflow_core::audit::SealReason::Flush).unwrap();
+    drop(sink);
+    let err = verify_dir(t.path(), Some(KEY)).unwrap_err();
+    assert!(
+        err.reason
+            .contains("digest is not keyed, but the digests before it are"),
+        "{err}"
+    );
+}
+
+/// A trail keyed with one key, opened with another: the sink says the key changed.
+#[test]
+fn a_changed_signing_key_is_noticed_when_the_trail_opens() {
+    use qiflow_core::audit::AlarmKind;
+
+    let t = trail();
+    write_trail(t.path(), 12, 4, keyed);
+    let mut sink = FileAuditSink::builder(t.path().to_owned())
+        .signing_key(Some(b"another key of some length"))
+        .open()
+        .unwrap();
+    let found = alarms(&mut sink);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, AlarmKind::SigningKeyChanged);
+    assert_eq!(found[0].kind.alert_name(), "audit_signing_key_changed");
+    assert!(
+        found[0]
+            .message
+            .contains("is not signed with the configured [audit] signing_key"),
+        "{}",
+        found[0].message
+    );
+    // Nothing written at open for a changed key.
+    assert_eq!(
+        sink.next_seq(),
+        verify_dir(t.path(), Some(KEY)).unwrap().last_seq.unwrap() + 1
+    );
+}
+
+/// Through the observer: the alarm is logged and raised as a warning alert at start.
+#[test]
+fn a_signing_key_added_through_the_observer_raises_a_warning_alert() {
+    let t = trail();
+    write_trail(t.path(), 5, 5, |d| {
+        FileAuditSink::builder(d).digest_every(10)
+    });
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = t.path().to_owned();
+    config.audit.signing_key = Some(qiflow_core::secret::Secret::new(
+        String::from_utf8(KEY.to_vec()).unwrap(),
+    ));
+    let (observer, guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let found = (0..400)
+        .find_map(|_| {
+            let found = observer
+                .alerts()
+                .view()
+                .active
+                .into_iter()
+                .find(|a| a.alert.name == "audit_signing_key_added");
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            found
+        })
+        .expect("an audit_signing_key_added alert");
+    assert_eq!(found.alert.level(), qiflow_core::alert::AlertLevel::Warning);
+    assert!(
+        found.alert.description.contains("sealed without a key"),
+        "{:?}",
+        found.alert
+    );
+    drop(guard);
+    let v = verify_dir(t.path(), Some(KEY)).unwrap();
+    assert!(
+        v.unkeyed_until.is_some() && v.first_keyed.is_some(),
+        "{v:?}"
+    );
+}
+
+/// `qiflow audit verify` on a trail whose key was added later: before the service started with
+/// the key it fails saying what to do; after, it passes and says which part is keyed.
+#[test]
+fn cli_verify_says_which_part_of_the_trail_is_keyed() {
+    let t = trail();
+    write_trail(t.path(), 20, 5, |d| {
+        FileAuditSink::builder(d).digest_every(10)
+    });
+    let config = t.path().with_file_name("qiflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ndir = {:?}\nsigning_key = {:?}\n",
+            t.path().display().to_string(),
+            std::str::from_utf8(KEY).unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let (code, text) = qiflow(&["audit", "verify", "--config", c]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no keyed digest follows"), "{text}");
+    // Without the key: fine, and said to be unkeyed.
+    let d = t.path().to_str().unwrap();
+    let (code, text) = qiflow(&["audit", "verify", d]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("unkeyed: no digest is keyed (seq 0..=21)"),
+        "{text}"
+    );
+
+    drop(keyed(t.path().to_owned()).open().unwrap());
+    let (code, text) = qiflow(&["audit", "verify", "--config", c]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("keyed: digests from seq 22 (")
+            && text.contains("seq 0..=21 were sealed without a key"),
+        "{text}"
+    );
 }

@@ -514,3 +514,74 @@ fn postgres_sslmodes_against_servers_with_and_without_tls() {
         assert!(err.contains("TLS") || err.contains("SSL"), "{err}");
     });
 }
+
+/// A signing key set on a table sealed without one: the sink alarms at its first batch, seals
+/// the table under the key, and `verify_postgres` with the key accepts it, saying which part
+/// was sealed without a key. Removing the key again is an alarm too.
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_a_signing_key_added_to_an_existing_table_is_noticed_and_sealed() {
+    use qiflow_core::audit::{AlarmKind, AuditSink as _};
+    let (url, _) = tier2();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let with_key = |key: Option<&[u8]>| {
+        let clock: Arc<dyn qiflow_core::clock::Clock> = Arc::new(qiflow_core::clock::SystemClock);
+        PostgresAuditSink::new(&url, key, None, clock)
+            .unwrap()
+            .digest_every(10)
+    };
+    rt.block_on(async {
+        reset(&url).await;
+        let mut unkeyed = with_key(None);
+        unkeyed
+            .write(&(0..15).map(event).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        unkeyed
+            .seal(qiflow_core::audit::SealReason::Flush)
+            .await
+            .unwrap();
+        drop(unkeyed);
+        let before = verify_postgres(&url, None).await.unwrap();
+        let last_unkeyed = before.unkeyed_until.unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(
+            broken.reason.contains("no keyed digest follows"),
+            "{broken}"
+        );
+
+        let mut keyed = with_key(Some(KEY));
+        keyed
+            .write(&(15..18).map(event).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        keyed
+            .seal(qiflow_core::audit::SealReason::Flush)
+            .await
+            .unwrap();
+        let found = alarms(&keyed.take_notices());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, AlarmKind::SigningKeyAdded);
+        assert!(
+            found[0]
+                .message
+                .contains(&format!("sealed without a key up to seq {last_unkeyed}")),
+            "{}",
+            found[0].message
+        );
+        drop(keyed);
+        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        assert_eq!(v.records, 18);
+        assert_eq!(v.unkeyed_until, Some(last_unkeyed));
+        assert_eq!(v.first_keyed.map(|k| k.0), Some(last_unkeyed + 1));
+
+        let mut unkeyed = with_key(None);
+        unkeyed.write(&[event(18)]).await.unwrap();
+        let found = alarms(&unkeyed.take_notices());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, AlarmKind::SigningKeyChanged);
+    });
+}

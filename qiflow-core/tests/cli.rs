@@ -664,7 +664,7 @@ fn audit_config(postgres_url: &str, signing_key: &str) -> String {
     )
 }
 
-const PG_URL: &str = "postgres://audit:Tr0ub4dor-pg@db.internal:5432/audit";
+const PG_URL: &str = "postgres://audit:Tr0ub4dor-pg@db.internal:5432/audit?sslmode=verify-full";
 const SIGNING: &str = "signing-key-0123456789abcdef";
 
 #[test]
@@ -806,6 +806,8 @@ fn check_warns_about_plain_secrets_and_strict_fails_on_them() {
     );
 }
 
+/// A minimal configuration audits without a signing key: `check` advises one, saying what it
+/// costs, and `--strict` passes, except in production, where it is unsafe.
 #[test]
 fn check_advises_a_signing_key_when_audit_is_enabled() {
     let dir = tempdir();
@@ -813,16 +815,47 @@ fn check_advises_a_signing_key_when_audit_is_enabled() {
     let run = qiflow(dir.path(), &["check", &file], &[], "");
     assert!(run.success(), "{}", run.describe());
     let out = run.all();
-    let warnings = lines_with(&out, "warning:");
-    assert_eq!(warnings.len(), 1, "{}", run.describe());
     assert!(
-        warnings[0].contains("audit.signing_key"),
+        lines_with(&out, "warning:").is_empty(),
+        "{}",
+        run.describe()
+    );
+    let advice = lines_with(&out, "advice:");
+    assert_eq!(advice.len(), 1, "{}", run.describe());
+    assert!(
+        advice[0].contains("audit.signing_key: is not set"),
         "{}",
         run.describe()
     );
 
     let strict = qiflow(dir.path(), &["check", "--strict", &file], &[], "");
-    assert!(!strict.success(), "{}", strict.describe());
+    assert!(strict.success(), "{}", strict.describe());
+    assert!(
+        strict.stdout.contains("ok: ") && strict.stdout.contains("nothing unsafe"),
+        "{}",
+        strict.describe()
+    );
+
+    let prod = qiflow(
+        dir.path(),
+        &["check", "--strict", &file],
+        &[("QIFLOW__SERVICE__ENVIRONMENT", "production")],
+        "",
+    );
+    assert_eq!(prod.code, Some(1), "{}", prod.describe());
+    let out = prod.all();
+    let warnings = lines_with(&out, "warning:");
+    assert_eq!(warnings.len(), 1, "{}", prod.describe());
+    assert!(
+        warnings[0].contains("audit.signing_key: is not set"),
+        "{}",
+        prod.describe()
+    );
+    assert!(
+        out.contains("1 unsafe setting(s) (audit.signing_key), failing because of --strict"),
+        "{}",
+        prod.describe()
+    );
 }
 
 #[cfg(unix)]

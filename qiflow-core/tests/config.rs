@@ -579,13 +579,14 @@ fn log_file_mode_is_octal_and_checked() {
         assert_eq!(found[0].1, "logging.file_mode");
         assert!(found[0].2.contains(bad), "{found:?}");
     }
-    // Writable by others: allowed, with a warning.
+    // Writable by others: allowed, with a warning that it is unsafe (`check --strict` fails).
     let c = load("[logging]\nfile_mode = \"0666\"\n[audit]\nenabled = false\n").unwrap();
     let w = &c.warnings()[0];
     assert_eq!(
         (w.kind(), w.path()),
-        (ProblemKind::Advice, "logging.file_mode")
+        (ProblemKind::Unsafe, "logging.file_mode")
     );
+    assert!(w.kind().fails_strict());
 }
 
 #[cfg(feature = "http-channels")]

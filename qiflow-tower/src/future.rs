@@ -1,12 +1,17 @@
+use std::any::{Any, TypeId};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use qiflow_core::capture::ErrorDetail;
-use qiflow_core::request::{InFlight, RequestOutcome};
+use qiflow_core::request::{
+    INTERNAL_ERROR_CONTENT_TYPE, InFlight, RequestOutcome, internal_error_body,
+};
 
 use crate::request::{HandlerError, REQUEST_ID};
 
@@ -17,8 +22,14 @@ pin_project! {
         inner: Option<F>,
         in_flight: Option<InFlight>,
         request_id: Option<HeaderValue>,
+        make_body: Option<MakeBody>,
     }
 }
+
+/// Makes a response body of the type the layer was told
+/// ([`ObserveLayer::error_body`](crate::ObserveLayer::error_body)) from qiflow's JSON error
+/// text. A function pointer: copied into every response future at no cost.
+pub(crate) type MakeBody = fn(String) -> Box<dyn Any + Send>;
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,11 +38,17 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, in_flight: InFlight, request_id: Option<HeaderValue>) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        in_flight: InFlight,
+        request_id: Option<HeaderValue>,
+        make_body: Option<MakeBody>,
+    ) -> Self {
         Self {
             inner: Some(inner),
             in_flight: Some(in_flight),
             request_id,
+            make_body,
         }
     }
 
@@ -41,15 +58,20 @@ impl<F> ResponseFuture<F> {
             inner: Some(inner),
             in_flight: None,
             request_id: None,
+            make_body: None,
         }
     }
 
     /// A future that answers 500 at once (the inner `call` panicked).
-    pub(crate) fn internal_error(request_id: Option<HeaderValue>) -> Self {
+    pub(crate) fn internal_error(
+        request_id: Option<HeaderValue>,
+        make_body: Option<MakeBody>,
+    ) -> Self {
         Self {
             inner: None,
             in_flight: None,
             request_id,
+            make_body,
         }
     }
 }
@@ -57,14 +79,14 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
+    B: Default + 'static,
 {
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Ok(internal_error(this.request_id.take())));
+            return Poll::Ready(Ok(internal_error(this.request_id.take(), *this.make_body)));
         };
         let polled = {
             let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
@@ -103,7 +125,7 @@ where
                 if let Some(f) = this.in_flight.take() {
                     f.finish(RequestOutcome::panicked(message));
                 }
-                Ok(internal_error(this.request_id.take()))
+                Ok(internal_error(this.request_id.take(), *this.make_body))
             }
         };
         this.inner.set(None);
@@ -113,12 +135,98 @@ where
 
 pub(crate) use qiflow_core::request::panic_message;
 
-/// An empty 500 response, with the request id when known.
-pub(crate) fn internal_error<B: Default>(request_id: Option<HeaderValue>) -> Response<B> {
-    let mut response = Response::new(B::default());
+/// The middleware's own 500 (after a panic): qiflow's JSON body with the request id, when the
+/// body type can hold it ([`json_body`]), and `x-request-id`; an empty body otherwise.
+pub(crate) fn internal_error<B: Default + 'static>(
+    request_id: Option<HeaderValue>,
+    make_body: Option<MakeBody>,
+) -> Response<B> {
+    let json = internal_error_body(request_id.as_ref().and_then(|v| v.to_str().ok()));
+    let mut response = match json_body::<B>(json, make_body) {
+        Some(body) => {
+            let mut response = Response::new(body);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(INTERNAL_ERROR_CONTENT_TYPE),
+            );
+            response
+        }
+        None => Response::new(B::default()),
+    };
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     if let Some(id) = request_id {
         response.headers_mut().insert(REQUEST_ID, id);
     }
     response
+}
+
+/// `json` as a body of type `B`: made by `make_body` when it makes a `B`, else when `B` is one
+/// of the body types qiflow knows (`String`, `Vec<u8>`, `Bytes`, `Full<Bytes>`); `None` for
+/// any other type.
+fn json_body<B: 'static>(json: String, make_body: Option<MakeBody>) -> Option<B> {
+    if let Some(make) = make_body
+        && let Ok(body) = make(json.clone()).downcast::<B>()
+    {
+        return Some(*body);
+    }
+    let wanted = TypeId::of::<B>();
+    let body: Box<dyn Any> = if wanted == TypeId::of::<String>() {
+        Box::new(json)
+    } else if wanted == TypeId::of::<Vec<u8>>() {
+        Box::new(json.into_bytes())
+    } else if wanted == TypeId::of::<Bytes>() {
+        Box::new(Bytes::from(json))
+    } else if wanted == TypeId::of::<Full<Bytes>>() {
+        Box::new(Full::new(Bytes::from(json)))
+    } else {
+        return None;
+    };
+    body.downcast::<B>().ok().map(|body| *body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const JSON: &str = r#"{"error":"internal server error","request_id":"r-1"}"#;
+
+    #[test]
+    fn the_known_body_types_hold_the_json_and_others_stay_empty() {
+        let id = || Some(HeaderValue::from_static("r-1"));
+        let res = internal_error::<String>(id(), None);
+        assert_eq!(res.status(), 500);
+        assert_eq!(res.body(), JSON);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.headers()["x-request-id"], "r-1");
+        assert_eq!(
+            internal_error::<Vec<u8>>(id(), None).body(),
+            JSON.as_bytes()
+        );
+        assert_eq!(internal_error::<Bytes>(id(), None).body(), JSON);
+        // A type qiflow does not know: empty, and no content type for a body that is not there.
+        #[derive(Default, Debug, PartialEq)]
+        struct Opaque(u8);
+        let res = internal_error::<Opaque>(id(), None);
+        assert_eq!(res.body(), &Opaque(0));
+        assert!(!res.headers().contains_key("content-type"));
+        assert_eq!(res.headers()["x-request-id"], "r-1");
+    }
+
+    #[test]
+    fn a_body_type_the_layer_was_told_holds_the_json() {
+        #[derive(Default, Debug, PartialEq)]
+        struct Told(String);
+        impl From<String> for Told {
+            fn from(text: String) -> Self {
+                Self(text)
+            }
+        }
+        let make: MakeBody = |json| Box::new(Told::from(json));
+        let res = internal_error::<Told>(Some(HeaderValue::from_static("r-1")), Some(make));
+        assert_eq!(res.body(), &Told(JSON.to_owned()));
+        // Told for another type than the service's: the known types still work.
+        let res = internal_error::<String>(Some(HeaderValue::from_static("r-1")), Some(make));
+        assert_eq!(res.body(), JSON);
+    }
 }

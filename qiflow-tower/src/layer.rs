@@ -19,6 +19,7 @@ impl std::fmt::Debug for ObserveLayer {
         f.debug_struct("ObserveLayer")
             .field("observer", &self.shared.observer)
             .field("route", &self.shared.route.is_some())
+            .field("error_body", &self.shared.make_body.is_some())
             .finish()
     }
 }
@@ -31,6 +32,7 @@ impl ObserveLayer {
             shared: Arc::new(Shared {
                 observer,
                 route: None,
+                make_body: None,
             }),
         }
     }
@@ -45,6 +47,34 @@ impl ObserveLayer {
         self.shared = Arc::new(Shared {
             observer: self.shared.observer.clone(),
             route: Some(Arc::new(route)),
+            make_body: self.shared.make_body,
+        });
+        self
+    }
+
+    /// The response body type `B` of the inner service, for the `500 Internal Server Error` the
+    /// middleware answers itself after a panic: its body is then qiflow's JSON
+    /// (`{"error":"internal server error","request_id":"…"}`,
+    /// [`internal_error_body`](qiflow_core::request::internal_error_body)), made with
+    /// `B::from`. Framework adapters set this (`qiflow_axum::layer` sets axum's `Body`).
+    ///
+    /// Defaults to the body types qiflow knows: `String`, `Vec<u8>`, `Bytes` and
+    /// `http_body_util::Full<Bytes>`; with any other body type the 500 has an empty body (still
+    /// with `x-request-id`).
+    ///
+    /// ```
+    /// use qiflow_tower::ObserveLayer;
+    ///
+    /// # fn build(observer: qiflow_core::Observer) {
+    /// let layer = ObserveLayer::new(observer).error_body::<String>();
+    /// # let _ = layer; }
+    /// ```
+    #[must_use]
+    pub fn error_body<B: From<String> + Send + 'static>(mut self) -> Self {
+        self.shared = Arc::new(Shared {
+            observer: self.shared.observer.clone(),
+            route: self.shared.route.clone(),
+            make_body: Some(|json| Box::new(B::from(json))),
         });
         self
     }

@@ -32,7 +32,11 @@
 //! - the inner future resolves `Ok(response)`: `InFlight::finish` with its status (and the
 //!   [`HandlerError`] the handler attached, if any).
 //! - it resolves `Err(e)`: finished as a 500 with the error, and `Err(e)` is returned unchanged.
-//! - it panics (in `call` or in `poll`): finished as a panicked 500; a 500 response is returned.
+//! - it panics (in `call` or in `poll`): finished as a panicked 500; a 500 response is returned,
+//!   with `x-request-id` and the JSON body `{"error":"internal server error","request_id":"…"}`
+//!   (no internals; see [`ObserveLayer::error_body`] for the body types that can hold it). This
+//!   is the only response the middleware makes: a 500 the inner service answered itself passes
+//!   through unchanged.
 //! - the response future is dropped first (client disconnect): counted on
 //!   `qiflow_client_disconnects_total`.
 

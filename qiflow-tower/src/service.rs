@@ -7,7 +7,7 @@ use http::{HeaderValue, Request, Response};
 use qiflow_core::Observer;
 use qiflow_core::request::RequestOutcome;
 
-use crate::future::ResponseFuture;
+use crate::future::{MakeBody, ResponseFuture};
 use crate::layer::RouteFn;
 use crate::request::{REQUEST_ID, request_info};
 
@@ -23,6 +23,8 @@ pub struct Observe<S> {
 pub(crate) struct Shared {
     pub(crate) observer: Observer,
     pub(crate) route: Option<RouteFn>,
+    /// Makes the body of the middleware's own 500 ([`ObserveLayer::error_body`](crate::ObserveLayer::error_body)).
+    pub(crate) make_body: Option<MakeBody>,
 }
 
 impl<S> std::fmt::Debug for Observe<S> {
@@ -55,7 +57,7 @@ impl<S> Observe<S> {
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Observe<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    ResBody: Default + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -66,7 +68,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let Shared { observer, route } = &*self.shared;
+        let Shared {
+            observer,
+            route,
+            make_body,
+        } = &*self.shared;
         if observer.is_admin_path(request.uri().path()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
@@ -94,7 +100,7 @@ where
             std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
         };
         match called {
-            Ok(future) => ResponseFuture::new(future, in_flight, header),
+            Ok(future) => ResponseFuture::new(future, in_flight, header, *make_body),
             Err(panic) => {
                 let message = crate::future::panic_message(&*panic);
                 {
@@ -102,7 +108,7 @@ where
                     tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
                 }
                 in_flight.finish(RequestOutcome::panicked(message));
-                ResponseFuture::internal_error(header)
+                ResponseFuture::internal_error(header, *make_body)
             }
         }
     }

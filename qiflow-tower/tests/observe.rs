@@ -88,7 +88,13 @@ async fn panics_in_call_and_in_poll_become_500() {
         .await
         .unwrap();
     assert_eq!(res.status(), 500);
-    assert!(res.headers().contains_key("x-request-id"));
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // qiflow's own 500: JSON with the request id, nothing of the panic.
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(
+        res.body(),
+        &format!(r#"{{"error":"internal server error","request_id":"{id}"}}"#)
+    );
 
     let res = ObserveLayer::new(observer.clone())
         .layer(tower::service_fn(|_req: Request<String>| async {
@@ -101,6 +107,12 @@ async fn panics_in_call_and_in_poll_become_500() {
         .await
         .unwrap();
     assert_eq!(res.status(), 500);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        res.body(),
+        &format!(r#"{{"error":"internal server error","request_id":"{id}"}}"#)
+    );
+    assert!(!res.body().contains("panic in poll"));
     assert!(
         observer.render_metrics().contains(
             r#"http_server_requests_total{method="GET",route="unmatched",status="500"} 2"#

@@ -81,11 +81,10 @@ async fn user(id: web::Path<u64>) -> web::Json<serde_json::Value> {
     web::Json(serde_json::json!({ "id": id, "name": format!("user {id}") }))
 }
 
-async fn fail() -> actix_web::Result<String> {
-    // A handler error: answered 500, its message in the access line's `error` field.
-    let port: u16 = "not a number"
-        .parse()
-        .map_err(actix_web::error::ErrorInternalServerError)?;
+async fn fail() -> Result<String, qiflow_actix::Error> {
+    // A handler error: answered 500 with qiflow's JSON body (the request id, no internals), its
+    // message in the access line's `error` field.
+    let port: u16 = "not a number".parse()?;
     Ok(format!("port {port}\n"))
 }
 

@@ -28,7 +28,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use qiflow_core::Observer;
-use qiflow_tower::{HandlerError, ObserveLayer};
+use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
 use tower::ServiceBuilder;
 
 /// The response body: `Full` implements `Default`, which `ObserveLayer` needs for the 500 it
@@ -255,7 +255,7 @@ async fn handle(observer: &Observer, request: Request<Incoming>) -> Response<Bod
     match template {
         HELLO if get => hello(),
         USER if get => user(request.uri().path()),
-        FAIL if get => fail(),
+        FAIL if get => fail(request.extensions().get::<RequestId>()),
         PANIC if get => panic(),
         SLOW if get => slow(request.uri().query()).await,
         LOGIN if post => login(observer, request).await,
@@ -283,13 +283,21 @@ fn user(path: &str) -> Response<Body> {
     }
 }
 
-/// A handler error with a source, answered 500. Attaching it to the response as a
-/// [`HandlerError`] lets the middleware report it, with its source chain, as the cause.
-fn fail() -> Response<Body> {
+/// A handler error with a source, answered 500 with qiflow's JSON body (the request id the
+/// middleware put in the request's extensions, no internals). Attaching the error to the
+/// response as a [`HandlerError`] lets the middleware report it, with its source chain, as the
+/// cause.
+fn fail(id: Option<&RequestId>) -> Response<Body> {
     match "not a number".parse::<u16>() {
         Ok(port) => text(StatusCode::OK, &format!("port {port}\n")),
         Err(source) => {
-            let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            let body = qiflow_core::request::internal_error_body(id.map(RequestId::as_str));
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(qiflow_core::request::INTERNAL_ERROR_CONTENT_TYPE),
+            );
             response
                 .extensions_mut()
                 .insert(HandlerError::new(PortError { source }));

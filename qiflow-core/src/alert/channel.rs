@@ -75,6 +75,7 @@ impl AlertChannel for LogChannel {
                         status = a.status.as_str(),
                         fingerprint = %notice.fingerprint,
                         count = notice.count,
+                        times = %notice.times(),
                         source = %a.source,
                         labels = %labels,
                         description = %a.description,

@@ -129,7 +129,7 @@ pub(crate) fn check(alerts: &AlertsConfig, f: &mut Findings) {
             let host = ch.smtp_host.as_deref().unwrap_or_default();
             let local = matches!(host, "localhost" | "::1") || host.starts_with("127.");
             if ch.tls == SmtpTls::None && !local {
-                f.advise(
+                f.risky(
                     format!("{base}.tls"),
                     format!(
                         "is \"none\": mail{} goes to {host} in plain text; use \"starttls\" or \"tls\" unless the relay is on a trusted network",

@@ -209,8 +209,17 @@ pub struct Notice {
     /// The fingerprint.
     pub fingerprint: String,
     /// How many times it was raised since the last notification about it (at least 1): the
-    /// repeats that `[alerts] cooldown` held back are counted here.
+    /// repeats that `[alerts] cooldown` held back are counted here, including those an earlier
+    /// run of the service counted ([`Notice::before_restart`]).
     pub count: u64,
+    /// Since when `count` was counted: the previous notification about this alert, or when it
+    /// was first seen. `None` when not known (a notice made by hand).
+    #[serde(default, with = "time_opt", skip_serializing_if = "Option::is_none")]
+    pub since: Option<SystemTime>,
+    /// How many of `count` were counted before the service last restarted: held back by the
+    /// cooldown, kept in `[alerts] state_file`, and carried into this run's first notification.
+    #[serde(default)]
+    pub before_restart: u64,
 }
 
 /// What a channel sends: one or more alerts gathered within `[alerts] group_wait`.
@@ -264,7 +273,39 @@ impl Notice {
             fingerprint: alert.fingerprint_value(),
             alert,
             count,
+            since: None,
+            before_restart: 0,
         }
+    }
+
+    /// The count in words, as the default templates show it (`{{times}}`): `once`, `50 times
+    /// since 2026-12-06T10:00:00Z`, and, when part of it was counted before the last restart,
+    /// `250 times since 2026-12-06T10:00:00Z, including 200 before the last restart`.
+    ///
+    /// ```
+    /// use qiflow_core::alert::{Alert, AlertLevel, Notice};
+    ///
+    /// let notice = Notice::new(Alert::new("disk_full", AlertLevel::Error), 1);
+    /// assert_eq!(notice.times(), "once");
+    /// let notice = Notice::new(Alert::new("disk_full", AlertLevel::Error), 3);
+    /// assert_eq!(notice.times(), "3 times");
+    /// ```
+    pub fn times(&self) -> String {
+        let mut text = match self.count {
+            0 | 1 => "once".to_owned(),
+            n => format!("{n} times"),
+        };
+        if let Some(since) = self.since.filter(|_| self.count > 1) {
+            text.push_str(" since ");
+            text.push_str(&rfc3339(since));
+        }
+        if self.before_restart > 0 {
+            text.push_str(&format!(
+                ", including {} before the last restart",
+                self.before_restart.min(self.count)
+            ));
+        }
+        text
     }
 }
 

@@ -161,6 +161,10 @@ struct Record {
     last_notified: Option<SystemTime>,
     /// Raised during the cooldown and not yet told.
     suppressed: u64,
+    /// How much of `suppressed` an earlier run counted (read from the state file; not written
+    /// back as such: after a restart all of `suppressed` is from before it).
+    #[serde(skip)]
+    carried: u64,
     /// Raised in all.
     total: u64,
     /// Channels told that it fires (they get the resolve).
@@ -250,6 +254,10 @@ impl Router {
             Some(path) => load_state(path)?,
             None => State::default(),
         };
+        // What the earlier run held back is told with this run's first notification, saying so.
+        for record in state.records.values_mut() {
+            record.carried = record.suppressed;
+        }
         let now = clock.now();
         state.silences.retain(|s| s.active(now));
         for silence in config_silences {
@@ -335,6 +343,7 @@ impl Router {
             last_seen: now,
             last_notified: None,
             suppressed: 0,
+            carried: 0,
             total: 0,
             notified: Vec::new(),
             queued: Vec::new(),
@@ -367,6 +376,8 @@ impl Router {
             return;
         }
         let count = record.suppressed + 1;
+        let since = record.last_notified.unwrap_or(record.first_seen);
+        let before_restart = record.carried.min(record.suppressed);
         let key = self.group_key(&record.alert);
         let mut queued = Vec::new();
         for route in &self.routes {
@@ -385,6 +396,8 @@ impl Router {
                     alert: record.alert.clone(),
                     fingerprint: fp.clone(),
                     count,
+                    since: Some(since),
+                    before_restart,
                 },
                 now,
             );
@@ -394,6 +407,7 @@ impl Router {
         }
         if !queued.is_empty() {
             record.suppressed = 0;
+            record.carried = 0;
             record.last_notified = Some(now);
             record.queued = queued;
         }
@@ -461,6 +475,8 @@ impl Router {
                         alert: alert.clone(),
                         fingerprint: fp.clone(),
                         count: 1,
+                        since: None,
+                        before_restart: 0,
                     },
                     now,
                 );
@@ -626,6 +642,7 @@ impl Router {
                 {
                     r.last_notified = None;
                     r.suppressed += notice.count;
+                    r.carried += notice.before_restart;
                 }
             }
         }

@@ -1,8 +1,10 @@
 //! Subject and body templates: text with `{{field}}` or `{{field|filter}}` placeholders.
 //!
 //! Fields: `name`, `level`, `LEVEL` (upper case), `summary`, `description`, `source`,
-//! `fingerprint`, `status`, `count`, `starts_at`, `ends_at` (RFC 3339), `labels` (`k=v, k=v`),
-//! `labels.<key>`, `service`, `environment`, `channel`; the SMS channel adds `to` and `message`.
+//! `fingerprint`, `status`, `count`, `times` (the count in words, with since when and how much of
+//! it was counted before the last restart: [`Notice::times`]), `count_since`, `starts_at`,
+//! `ends_at` (RFC 3339), `labels` (`k=v, k=v`), `labels.<key>`, `service`, `environment`,
+//! `channel`; the SMS channel adds `to` and `message`.
 //! Filters: `json` (escaped for the inside of a JSON string), `url` (percent-encoded), `upper`,
 //! `oneline` (line breaks become spaces). An unknown field or filter is an error when the channel
 //! is built, naming the template.
@@ -42,6 +44,8 @@ const FIELDS: &[&str] = &[
     "fingerprint",
     "status",
     "count",
+    "times",
+    "count_since",
     "starts_at",
     "ends_at",
     "labels",
@@ -158,6 +162,8 @@ pub(crate) fn field<'a>(ctx: &Context<'_>, notice: &Notice, name: &str) -> Optio
         "fingerprint" => notice.fingerprint.clone(),
         "status" => a.status.as_str().to_owned(),
         "count" => notice.count.to_string(),
+        "times" => notice.times(),
+        "count_since" => notice.since.map(rfc3339).unwrap_or_default(),
         "starts_at" => a.starts_at.map(rfc3339).unwrap_or_default(),
         "ends_at" => a.ends_at.map(rfc3339).unwrap_or_default(),
         "labels" => a
@@ -240,6 +246,29 @@ mod tests {
             t.render(&ctx(), &n, &[]),
             "[ERROR] disk on db-1 x3: a \\\"b\\\" c a%20%22b%22%20c"
         );
+    }
+
+    #[test]
+    fn the_default_body_says_how_much_of_the_count_is_from_before_the_last_restart() {
+        use std::time::{Duration, UNIX_EPOCH};
+
+        let body = Template::parse(crate::alert::channels::DEFAULT_BODY, &[]).unwrap();
+        let mut n = Notice::new(Alert::new("disk", AlertLevel::Error), 250);
+        n.since = Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        n.before_restart = 200;
+        let text = body.render(&ctx(), &n, &[]);
+        assert!(
+            text.starts_with(
+                "ERROR disk is firing (raised 250 times since 2027-01-15T08:00:00Z, \
+                 including 200 before the last restart)\n"
+            ),
+            "{text}"
+        );
+        let fields = Template::parse("{{count}} {{count_since}}", &[]).unwrap();
+        assert_eq!(fields.render(&ctx(), &n, &[]), "250 2027-01-15T08:00:00Z");
+        // Nothing from before: no mention of a restart.
+        n.before_restart = 0;
+        assert!(!body.render(&ctx(), &n, &[]).contains("restart"));
     }
 
     #[test]

@@ -253,6 +253,56 @@ pub(crate) fn sign_digest(digest: &DigestRecord, key: Option<&[u8]>) -> String {
     }
 }
 
+/// How the key of a trail's last digest differs from the signing key configured now; what a
+/// sink notices when it opens a trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyChange {
+    /// The trail was sealed without a key; a key is set now.
+    Added,
+    /// The last digest is keyed, but not with the key set now.
+    Changed,
+    /// The last digest is keyed; no key is set now.
+    Removed,
+}
+
+impl KeyChange {
+    /// The change from `last` (the trail's last digest) to `key`, if any.
+    pub(crate) fn of(last: &DigestRecord, key: Option<&[u8]>) -> Option<Self> {
+        match (last.keyed, key) {
+            (false, Some(_)) => Some(Self::Added),
+            (true, None) => Some(Self::Removed),
+            (true, Some(key)) if !same(&sign_digest(last, Some(key)), &last.signature) => {
+                Some(Self::Changed)
+            }
+            _ => None,
+        }
+    }
+
+    /// The alarm raised for it: a key added is a warning, a key changed or removed an error.
+    pub(crate) fn alarm_kind(self) -> super::AlarmKind {
+        match self {
+            Self::Added => super::AlarmKind::SigningKeyAdded,
+            Self::Changed | Self::Removed => super::AlarmKind::SigningKeyChanged,
+        }
+    }
+
+    /// What happened and what to do, for the trail named `trail` whose last digest is `last`.
+    pub(crate) fn message(self, trail: &str, last: &DigestRecord) -> String {
+        let (seq, at) = (last.seq, &last.timestamp);
+        match self {
+            Self::Added => format!(
+                "audit trail {trail}: [audit] signing_key is set, but the trail was sealed without a key up to seq {seq} ({at}). It is sealed now with a keyed digest (reason \"key\"), and every digest from there on is keyed; `qiflow audit verify` with the key reports seq ..={seq} as sealed without a key: a change made to those records before now cannot be detected. For a trail keyed from its first record, move this one (and its witness) aside before starting with the key"
+            ),
+            Self::Changed => format!(
+                "audit trail {trail}: its last digest (seq {seq}, {at}) is not signed with the configured [audit] signing_key: the key was changed (or the trail was rewritten). New digests are signed with the new key, so `qiflow audit verify` fails on this trail with either key alone. To change the key, start a new trail: move this one (and its witness) aside, and keep the old key to verify it"
+            ),
+            Self::Removed => format!(
+                "audit trail {trail}: its digests are keyed (the last at seq {seq}, {at}), but no [audit] signing_key is set now: new digests are not keyed, and `qiflow audit verify` with the key fails at the first of them. Set the key again, or start a new trail (move this one and its witness aside)"
+            ),
+        }
+    }
+}
+
 /// The first 12 characters of a hash, for messages.
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
@@ -490,6 +540,12 @@ pub struct Verifier {
     sealed_records: Option<u64>,
     witness: Option<Seal>,
     witness_seen: bool,
+    /// The first and the last digest without a key (seq, where), while a key was given.
+    unkeyed: Option<(u64, Location, u64)>,
+    /// The last unkeyed digest's seq.
+    unkeyed_until: Option<u64>,
+    /// The first keyed digest (seq, timestamp).
+    first_keyed: Option<(u64, String)>,
 }
 
 /// What a successful verification found.
@@ -519,6 +575,13 @@ pub struct Verified {
     /// The witness the trail was checked against (see [`Verifier::expect_witness`]); `None`
     /// when none was given.
     pub witness: Option<Seal>,
+    /// The seq of the last digest written without a signing key, when the trail has such
+    /// digests: the lines up to it were sealed without a key (the trail was started before
+    /// `[audit] signing_key` was set). With a key given, verification accepts them only when a
+    /// keyed digest follows ([`Verified::first_keyed`]), which covers them from then on.
+    pub unkeyed_until: Option<u64>,
+    /// The first digest signed with a key (seq, timestamp), when there is one.
+    pub first_keyed: Option<(u64, String)>,
 }
 
 impl Verified {
@@ -543,6 +606,9 @@ impl Verifier {
             sealed_records: None,
             witness: None,
             witness_seen: false,
+            unkeyed: None,
+            unkeyed_until: None,
+            first_keyed: None,
         }
     }
 
@@ -679,15 +745,32 @@ impl Verifier {
             match (&self.key, d.keyed) {
                 (Some(key), true) => {
                     if !same(&sign_digest(d, Some(key)), &d.signature) {
-                        return Err(why(
-                            "digest signature does not match the signing key: the records it seals were rewritten without the key (or the key is wrong)".into(),
-                        ));
+                        let hint = match self.unkeyed_until {
+                            Some(until) if self.first_keyed.is_none() => format!(
+                                " (digests up to seq {until} are not keyed: if the key was set then, it is the key this digest needs)"
+                            ),
+                            _ => String::new(),
+                        };
+                        return Err(why(format!(
+                            "digest signature does not match the signing key: the records it seals were rewritten without the key (or the key is wrong, or was changed on this trail){hint}"
+                        )));
                     }
                 }
                 (Some(_), false) => {
-                    return Err(why(
-                        "digest is not keyed, but a signing key was given: the trail was rewritten by someone without the key (or written before the key was configured)".into(),
-                    ));
+                    if let Some((keyed, at)) = &self.first_keyed {
+                        return Err(why(format!(
+                            "digest is not keyed, but the digests before it are (from seq {keyed}, {at}): the signing key was removed from the configuration, or the trail was rewritten from here by someone without the key"
+                        )));
+                    }
+                    if !same(&sign_digest(d, None), &d.signature) {
+                        return Err(why("digest checksum does not match its content".into()));
+                    }
+                    // Written before the key was set: accepted only if a keyed digest follows
+                    // (it covers everything before it); see `finish`.
+                    match &mut self.unkeyed {
+                        Some((_, _, last)) => *last = seq,
+                        None => self.unkeyed = Some((seq, location.clone(), seq)),
+                    }
                 }
                 (None, true) => self.unchecked_signatures += 1,
                 (None, false) => {
@@ -695,6 +778,13 @@ impl Verifier {
                         return Err(why("digest checksum does not match its content".into()));
                     }
                 }
+            }
+            if d.keyed {
+                if self.first_keyed.is_none() {
+                    self.first_keyed = Some((seq, d.timestamp.clone()));
+                }
+            } else {
+                self.unkeyed_until = Some(seq);
             }
             match (d.sealed, self.sealed_records) {
                 (Some(claimed), Some(before)) if claimed != before + d.records => {
@@ -738,6 +828,22 @@ impl Verifier {
     /// then reports what was found. An open tail is not an error here; see
     /// [`Verified::unsealed`].
     pub fn finish(self) -> Result<Verified, Broken> {
+        if let Some((first, location, last)) = &self.unkeyed
+            && self.first_keyed.is_none()
+        {
+            let range = if first == last {
+                format!("the digest at seq {first} is")
+            } else {
+                format!("the digests from seq {first} to {last} are")
+            };
+            return Err(Broken {
+                seq: *first,
+                location: location.clone(),
+                reason: format!(
+                    "digest is not keyed, but a signing key was given, and no keyed digest follows: {range} unkeyed. Either the trail was written before [audit] signing_key was set (start the service once with the key: it seals the trail with a keyed digest at start), or it was rewritten by someone without the key"
+                ),
+            });
+        }
         let first_seq = self.first_seq.unwrap_or(0);
         if let Some(d) = &self.last_digest
             && first_seq > d.retained_from
@@ -799,6 +905,8 @@ impl Verifier {
             torn_tail: false,
             last_seal,
             witness: self.witness,
+            unkeyed_until: self.unkeyed_until,
+            first_keyed: self.first_keyed,
         })
     }
 }

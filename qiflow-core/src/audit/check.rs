@@ -77,6 +77,10 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
                 .and_then(|()| check_postgres_tls(url.expose()))
             {
                 f.bad("audit.postgres_url", why);
+            } else if audit.sink == AuditSinkKind::Postgres
+                && let Some(why) = plain_to_remote(url.expose())
+            {
+                f.risky("audit.postgres_url", why);
             }
         }
         _ => {}
@@ -89,7 +93,7 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
             );
         } else if audit.enabled && audit.sink == AuditSinkKind::File && inside(witness, &audit.dir)
         {
-            f.advise(
+            f.risky(
                 "audit.witness",
                 "is inside audit.dir: whoever deletes or replaces the trail's files takes the witness with them; keep it beside the directory (the default) or elsewhere",
             );
@@ -99,11 +103,6 @@ pub(crate) fn check(audit: &AuditConfig, f: &mut Findings) {
         Some(key) if key.expose().len() < 16 => f.bad(
             "audit.signing_key",
             "is too short; use at least 16 characters (`qiflow keygen` prints a good one)",
-        ),
-        None if audit.enabled => f.advise(
-            "audit.signing_key",
-            "is not set: digests are chained but not keyed, so a rewritten trail cannot be told \
-             from the original; set one (`qiflow keygen`, then `qiflow encrypt --name audit.signing_key`)",
         ),
         _ => {}
     }
@@ -118,12 +117,68 @@ fn check_sink_built(audit: &AuditConfig, postgres_built: bool, f: &mut Findings)
     }
 }
 
+/// The environments in which a trail without a signing key fails `qiflow check --strict`.
+const PRODUCTION: [&str; 2] = ["production", "prod"];
+
+/// Advises `[audit] signing_key` when auditing is on without one, saying what that costs; in
+/// production (`[service] environment`, see [`PRODUCTION`]) it is unsafe, so `--strict` fails.
+pub(crate) fn signing_key(audit: &AuditConfig, environment: &str, f: &mut Findings) {
+    if !audit.enabled || audit.signing_key.is_some() {
+        return;
+    }
+    let cost = "is not set: the trail's digests are chained but not keyed, so whoever can write \
+                the trail can rewrite records and recompute every hash, and `qiflow audit verify` \
+                cannot tell. Set one before the trail holds records you may need as evidence (a \
+                key added to an existing trail covers its older records only from then on): run \
+                `qiflow keygen`, encrypt its output with `qiflow encrypt --name audit.signing_key`, \
+                and set [audit] signing_key to the ENC: value";
+    let environment = environment.trim();
+    if PRODUCTION
+        .iter()
+        .any(|p| environment.eq_ignore_ascii_case(p))
+    {
+        f.risky(
+            "audit.signing_key",
+            format!("{cost} (unsafe because [service] environment is {environment:?})"),
+        );
+    } else {
+        f.advise("audit.signing_key", cost);
+    }
+}
+
 /// Whether `path` is inside `dir`, comparing absolute paths without touching the file system.
 fn inside(path: &Path, dir: &Path) -> bool {
     match (std::path::absolute(path), std::path::absolute(dir)) {
         (Ok(path), Ok(dir)) => path.starts_with(dir),
         _ => false,
     }
+}
+
+/// Why a database URL is unsafe: it reaches a host off this machine with an `sslmode` that may
+/// send the password and the records in plain text (`disable`, or `prefer`, the default). Names
+/// the host, never the URL.
+fn plain_to_remote(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let host = url.host_str()?;
+    let local = matches!(host, "localhost" | "::1" | "[::1]") || host.starts_with("127.");
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map_or_else(|| "prefer".to_owned(), |(_, v)| v.into_owned());
+    let how = match mode.as_str() {
+        "disable" => {
+            "sslmode=disable: the database password and the audit records cross the network in plain text"
+        }
+        "prefer" => {
+            "sslmode=prefer (the default): when the server offers no TLS, the database password and the audit records cross the network in plain text, and no certificate is checked"
+        }
+        _ => return None,
+    };
+    (!local).then(|| {
+        format!(
+            "reaches {host} with {how}; add sslmode=verify-full (with sslrootcert= the CA's PEM file, or system) to the URL, or sslmode=require at least, unless the database is on a trusted network"
+        )
+    })
 }
 
 /// The URL's `sslmode` is one qiflow speaks, and its `sslrootcert` file exists.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::chain::{ChainState, Line};
+use super::chain::{ChainState, DigestRecord, KeyChange, Line};
 use super::segment::{self, SegmentFile};
 use super::witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile, private_file};
 use super::{AuditError, AuditErrorKind, AuditEvent, AuditSink, SealReason};
@@ -126,8 +126,10 @@ impl FileAuditSinkBuilder {
     /// a `recovery` digest), and compares the trail with its witness: a trail that ends before
     /// the witness (cut), differs from it, or a missing witness, is reported as an
     /// [`AuditAlarm`] (see [`AuditSink::take_notices`]), and a cut trail continues after the
-    /// witness's seq. Fails when the directory cannot be used or the last line kept does not
-    /// match its hash (run `qiflow audit verify` on it).
+    /// witness's seq. A signing key set on a trail sealed without one is an alarm too, and the
+    /// trail is sealed under the key at once (a `key` digest); a key changed or removed is an
+    /// alarm. Fails when the directory cannot be used or the last line kept does not match its
+    /// hash (run `qiflow audit verify` on it).
     pub fn open(self) -> Result<FileAuditSink, AuditError> {
         let io = |what: &str, e: std::io::Error| {
             AuditError::new(
@@ -169,13 +171,24 @@ impl FileAuditSinkBuilder {
             sealing: Vec::new(),
             notices: Vec::new(),
         };
-        sink.resume(&segments)?;
-        if let Some(seal) = sink.state.last_seal.clone() {
+        let last_digest = sink.resume(&segments)?;
+        let resumed = sink.state.last_seal.clone();
+        if let Some(seal) = resumed.clone() {
             sink.notices.push(SinkNotice::Resumed(seal));
         }
         sink.check_witness(&segments)?;
+        let key = sink.signing_key.as_deref().map(Vec::as_slice);
+        let change = last_digest.as_ref().and_then(|d| KeyChange::of(d, key));
+        if let (Some(change), Some(last)) = (change, &last_digest) {
+            let trail = sink.dir.display().to_string();
+            sink.alarm(change.alarm_kind(), change.message(&trail, last));
+        }
         if sink.state.unsealed_records > 0 {
             sink.seal_now("recovery")?;
+        } else if change == Some(KeyChange::Added) && sink.state.last_seal == resumed {
+            // Seal the unkeyed trail under the key now, so it verifies with the key from this
+            // start on (nothing else was written at open: no recovery, no continuation).
+            sink.seal_now("key")?;
         }
         Ok(sink)
     }
@@ -295,9 +308,10 @@ impl FileAuditSink {
         )
     }
 
-    fn resume(&mut self, segments: &[SegmentFile]) -> Result<(), AuditError> {
+    /// Resumes the chain where the last segment ends; returns the trail's last digest.
+    fn resume(&mut self, segments: &[SegmentFile]) -> Result<Option<DigestRecord>, AuditError> {
         let Some(last) = segments.last() else {
-            return Ok(());
+            return Ok(None);
         };
         // The chain state needs the last digest: read the previous segment too when the last
         // one has none (it ends with one: every segment is sealed when it is closed).
@@ -308,6 +322,7 @@ impl FileAuditSink {
         });
         let mut state = ChainState::default();
         let mut absorbed = false;
+        let mut last_digest = None;
         if !has_digest && segments.len() > 1 {
             let prev = &segments[segments.len() - 2];
             let (prev_lines, _) = segment::read_lines(prev)
@@ -317,6 +332,9 @@ impl FileAuditSink {
                 let line = Line::parse(text).map_err(|e| self.corrupt(prev, *n, &e))?;
                 state.absorb(&line);
                 absorbed = true;
+                if let Line::Digest(d) = line {
+                    last_digest = Some(d);
+                }
             }
         } else {
             state.unsealed_from = last.first_seq;
@@ -337,6 +355,9 @@ impl FileAuditSink {
             state.absorb(&line);
             absorbed = true;
             good_len += text.len() as u64 + 1;
+            if let Line::Digest(d) = line {
+                last_digest = Some(d);
+            }
         }
         if !absorbed {
             state.next_seq = last.first_seq;
@@ -364,7 +385,7 @@ impl FileAuditSink {
                 started: UNIX_EPOCH + Duration::from_secs(last.started),
             });
         }
-        Ok(())
+        Ok(last_digest)
     }
 
     /// Compares the trail (just resumed) with its witness; see [`FileAuditSinkBuilder::open`].

@@ -31,7 +31,10 @@
 //! - At start (the file sink) or at the first batch (PostgreSQL), the sink compares the trail
 //!   with its witness: a trail that ends before it, differs from it, or a witness that is
 //!   missing, raises an [`AuditAlarm`] (logged and alerted; critical for a cut or rewritten
-//!   trail), and sequence numbers continue past the witness, never reused.
+//!   trail), and sequence numbers continue past the witness, never reused. It also compares the
+//!   last digest with `[audit] signing_key`: a key set on a trail sealed without one is a
+//!   warning alarm, and the trail is sealed under the key at once (a `key` digest); a key
+//!   changed or removed is an error alarm.
 //!
 //! The record format, the chain and what verification proves are in `docs/audit.md`.
 

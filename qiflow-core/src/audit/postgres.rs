@@ -48,8 +48,8 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 
 use super::chain::{
-    self, AuditRecord, Broken, ChainState, DigestRecord, EncryptedRecord, Line, Location, Verified,
-    Verifier, parse_timestamp,
+    self, AuditRecord, Broken, ChainState, DigestRecord, EncryptedRecord, KeyChange, Line,
+    Location, Verified, Verifier, parse_timestamp,
 };
 use super::postgres_tls::{self, SslMode};
 use super::witness::{AlarmKind, AuditAlarm, Seal, SinkNotice};
@@ -442,6 +442,7 @@ impl PostgresAuditSink {
             .await
             .map_err(|e| db("cannot create the table qiflow_audit", e))?;
         let mut state = ChainState::default();
+        let mut key_change = None;
         let last_digest = client
             .query_opt(
                 &format!(
@@ -460,6 +461,9 @@ impl PostgresAuditSink {
                     )
                 })?;
                 state.absorb(&line);
+                if let Line::Digest(d) = &line {
+                    key_change = KeyChange::of(d, self.key()).map(|change| (change, d.clone()));
+                }
                 line.seq() as i64 + 1
             }
             None => 0,
@@ -482,7 +486,25 @@ impl PostgresAuditSink {
             self.notices.push(SinkNotice::Resumed(seal.clone()));
         }
         self.witness_checked = true;
-        let state = self.check_witness(&client, state, first).await?;
+        let resumed = state.last_seal.clone();
+        let mut state = self.check_witness(&client, state, first).await?;
+        if let Some((change, last)) = key_change {
+            if first {
+                self.alarm(
+                    change.alarm_kind(),
+                    change.message(&format!("table {TABLE}"), &last),
+                );
+            }
+            if change == KeyChange::Added && state.last_seal == resumed {
+                // Seal the unkeyed table under the key now (with the rows after its last digest,
+                // if any), so it verifies with the key from this start on.
+                let now = self.clock.now();
+                let (d, _) = state.digest("key", OffsetDateTime::from(now), self.key());
+                let seal = state.last_seal.clone();
+                self.insert(&[Row::of(&d)], seal.as_ref()).await?;
+                self.notices.extend(seal.map(SinkNotice::Sealed));
+            }
+        }
         self.state = Some(state.clone());
         Ok(state)
     }

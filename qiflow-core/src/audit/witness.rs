@@ -88,17 +88,25 @@ pub enum AlarmKind {
     WitnessMissing,
     /// The witness could not be written after a digest (the digest itself is stored).
     WitnessUnwritable,
+    /// `[audit] signing_key` is set on a trail sealed without a key: it is sealed at start with
+    /// a keyed digest, and the part before it stays sealed without a key. A warning.
+    SigningKeyAdded,
+    /// The trail's last digest is keyed, but with another key than the configured one, or no
+    /// key is configured any more: verification with one key fails on the trail.
+    SigningKeyChanged,
 }
 
 impl AlarmKind {
     /// The alert name: `audit_trail_cut`, `audit_witness_mismatch`, `audit_witness_missing`,
-    /// `audit_witness_unwritable`.
+    /// `audit_witness_unwritable`, `audit_signing_key_added`, `audit_signing_key_changed`.
     pub fn alert_name(self) -> &'static str {
         match self {
             Self::TrailCut => "audit_trail_cut",
             Self::WitnessMismatch => "audit_witness_mismatch",
             Self::WitnessMissing => "audit_witness_missing",
             Self::WitnessUnwritable => "audit_witness_unwritable",
+            Self::SigningKeyAdded => "audit_signing_key_added",
+            Self::SigningKeyChanged => "audit_signing_key_changed",
         }
     }
 
@@ -109,8 +117,9 @@ impl AlarmKind {
     }
 }
 
-/// A disagreement between a trail and its witness, found by a sink (at start, or when writing
-/// the witness). The writer logs it on target `qiflow::audit` and raises it as an alert.
+/// A disagreement between a trail and its witness or its signing key, found by a sink (at start,
+/// or when writing the witness). The writer logs it on target `qiflow::audit` and raises it as
+/// an alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditAlarm {

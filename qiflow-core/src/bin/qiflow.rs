@@ -5,7 +5,7 @@
 //! qiflow encrypt --name database.password     plaintext on stdin  -> ENC:v1:… on stdout
 //! qiflow decrypt --name database.password     ENC:v1:… on stdin   -> plaintext on stdout
 //! qiflow check qiflow.toml                    load, decrypt and validate; one line per problem
-//! qiflow check --strict qiflow.toml           also file modes; any warning fails
+//! qiflow check --strict qiflow.toml           also file modes; fails on what is unsafe
 //! qiflow audit verify data/audit --config qiflow.toml [--witness FILE] [--allow-open-tail]
 //! qiflow audit verify --postgres --config qiflow.toml   URL from [audit] postgres_url
 //! QIFLOW__AUDIT__POSTGRES_URL=… qiflow audit verify --postgres
@@ -55,14 +55,17 @@ enum Command {
     },
     /// Load, decrypt and validate a configuration file; print one line per problem.
     ///
-    /// Exits 0 when the file is valid (warnings are printed but do not fail unless --strict),
-    /// 1 when it has problems. Secrets are never printed.
+    /// Lines start with `error:` (the file cannot be used), `warning:` (unsafe for this
+    /// configuration: fails --strict) or `advice:` (never fails). Exits 0 when the file is
+    /// valid, 1 when it has errors (or, with --strict, warnings). Secrets are never printed.
     Check {
         /// The configuration file, e.g. qiflow.toml.
         file: PathBuf,
-        /// Also check that existing log files, state files and audit segments are no wider than
-        /// their mode (run it in the service's working directory), and fail on any warning
-        /// (plain values in secret keys, plain credential-like headers, wide files, …).
+        /// Also check that existing log files, state files, audit segments and the token file
+        /// are no wider than their mode (run it in the service's working directory), and fail
+        /// on every warning: what is unsafe for this configuration (plain values in secret
+        /// keys, plain credential-like headers, wide files, mail in plain text to a remote
+        /// relay, no audit signing key in production, …). Advice never fails.
         #[arg(long)]
         strict: bool,
     },
@@ -381,6 +384,17 @@ fn audit_verify(args: Verify) -> ExitCode {
                     "warning: {} digest signature(s) not checked: no signing key (pass --config with [audit] signing_key)",
                     v.unchecked_signatures
                 );
+            }
+            match (v.unkeyed_until, &v.first_keyed) {
+                (Some(until), Some((keyed, at))) => println!(
+                    "keyed: digests from seq {keyed} ({at}) on are signed with the signing key; seq {}..={until} were sealed without a key (written before it was set): the keyed digest covers them from {at} on, but a change made to them before then cannot be detected",
+                    v.first_seq
+                ),
+                (Some(until), None) => println!(
+                    "unkeyed: no digest is keyed (seq {}..={until}): a trail rewritten with a recomputed chain cannot be told from the original; set [audit] signing_key",
+                    v.first_seq
+                ),
+                _ => {}
             }
             if let Some((seq, signature)) = &v.last_digest {
                 println!("last digest: seq {seq}, signature {signature}");

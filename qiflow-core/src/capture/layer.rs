@@ -139,6 +139,23 @@ pub(crate) fn attach_request(span: &tracing::Span, id: &crate::request::RequestI
     });
 }
 
+/// The request id of the `request` span the caller is in (the current span or one of its
+/// parents), through the global [`Registry`].
+pub(crate) fn request_id_of_current() -> Option<crate::request::RequestId> {
+    tracing::Span::current()
+        .with_subscriber(|(span_id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(span_id)?;
+            let request = span.scope().find(|s| is_request_span(s.metadata()))?;
+            let id = request
+                .extensions()
+                .get::<crate::request::RequestId>()?
+                .clone();
+            Some(id)
+        })
+        .flatten()
+}
+
 /// The request scope of the caller's current span.
 pub(crate) fn request_scope_of_current() -> Option<RequestScope> {
     request_scope_of_span(&tracing::Span::current())

@@ -67,8 +67,8 @@ pub use store::{ErrorGroup, ErrorStore};
 pub use symbolize::{MAX_CACHED_ADDRESSES, RESOLVE_BUDGET};
 
 pub(crate) use layer::{
-    GlobalBreadcrumbs, attach_request, is_request_span, request_scope_of_current,
-    request_scope_of_span,
+    GlobalBreadcrumbs, attach_request, is_request_span, request_id_of_current,
+    request_scope_of_current, request_scope_of_span,
 };
 pub(crate) use panic::take_panic_captured;
 #[cfg(feature = "sentry")]

@@ -18,23 +18,49 @@ pub enum ProblemKind {
     EnvOverride,
     /// An encrypted value that cannot be decrypted, or no key to decrypt it with.
     Secret,
-    /// (warning) A secret-bearing key holds a plain value.
+    /// (warning) A secret-bearing key holds a plain value. Fails `qiflow check --strict`.
     PlainSecret,
-    /// (warning) Anything else worth a look that does not stop start-up.
+    /// (warning) Advice: something worth a look that is not unsafe for this configuration (an
+    /// older key name, a token shorter than advised, no audit signing key outside production).
+    /// Never fails `qiflow check --strict`.
     Advice,
     /// A value that needs a Cargo feature of `qiflow-core` this build was compiled without (an
     /// alert channel kind, an audit sink, a Sentry DSN); the message names the feature.
     MissingFeature,
     /// (warning) An existing file that qiflow keeps private (a log file, a state file, an audit
-    /// segment) is readable or writable by more users than its mode allows
-    /// (`qiflow check --strict`).
+    /// segment, the token file) is readable or writable by more users than its mode allows
+    /// (`qiflow check --strict`, which fails on it).
     FileMode,
+    /// (warning) A setting that is unsafe for this configuration: it exposes a secret or a
+    /// record, or weakens the evidence of the audit trail (mail in plain text to a remote
+    /// relay, a key file others can read, log files others can write, the audit witness inside
+    /// the trail, no audit signing key in production). Fails `qiflow check --strict`.
+    Unsafe,
 }
 
 impl ProblemKind {
     /// Whether this kind is only a warning.
     pub fn is_warning(self) -> bool {
-        matches!(self, Self::PlainSecret | Self::Advice | Self::FileMode)
+        matches!(
+            self,
+            Self::PlainSecret | Self::Advice | Self::FileMode | Self::Unsafe
+        )
+    }
+
+    /// Whether `qiflow check --strict` fails on this kind: every error, and the warnings that
+    /// are unsafe (plain secrets, files wider than their mode, unsafe settings), but not
+    /// [`ProblemKind::Advice`].
+    ///
+    /// ```
+    /// use qiflow_core::config::ProblemKind;
+    ///
+    /// assert!(ProblemKind::PlainSecret.fails_strict());
+    /// assert!(ProblemKind::Unsafe.fails_strict());
+    /// assert!(!ProblemKind::Advice.fails_strict());
+    /// assert!(ProblemKind::Value.fails_strict());
+    /// ```
+    pub fn fails_strict(self) -> bool {
+        self != Self::Advice
     }
 }
 
@@ -65,10 +91,18 @@ impl Findings {
         ));
     }
 
-    /// A warning that does not stop start-up ([`ProblemKind::Advice`]).
+    /// A warning that does not stop start-up, nor `qiflow check --strict`
+    /// ([`ProblemKind::Advice`]).
     pub(crate) fn advise(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings
             .push(Problem::new(ProblemKind::Advice, path, message));
+    }
+
+    /// A warning about a setting that is unsafe for this configuration: start-up goes on, but
+    /// `qiflow check --strict` fails ([`ProblemKind::Unsafe`]). The message says how to fix it.
+    pub(crate) fn risky(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings
+            .push(Problem::new(ProblemKind::Unsafe, path, message));
     }
 }
 

@@ -672,7 +672,7 @@ fn key_file_warning(lookup: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<
         && meta.permissions().mode() & 0o077 != 0
     {
         warnings.push(Problem::new(
-            ProblemKind::Advice,
+            ProblemKind::Unsafe,
             MASTER_KEY_FILE_ENV,
             format!("the key file {file} is readable by group or others; run `chmod 600 {file}`"),
         ));

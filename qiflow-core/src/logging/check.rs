@@ -58,7 +58,7 @@ pub(crate) fn check(log: &LoggingConfig, f: &mut Findings) {
             ),
         );
     } else if mode & 0o022 != 0 {
-        f.advise(
+        f.risky(
             "logging.file_mode",
             format!(
                 "\"{}\" lets users other than the owner write to the log files, so they can forge \

@@ -29,12 +29,18 @@ use crate::worker::Pipeline;
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt;
 ///
-/// let (observer, _guard) = qiflow_core::Observer::builder(Default::default())
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut config = qiflow_core::test::quiet_config(); // no files, no stdout…
+/// config.logging.dir = dir.path().join("logs"); // …but the log file
+/// let (observer, guard) = qiflow_core::Observer::builder(config)
 ///     .install_global(false)
 ///     .build()
 ///     .unwrap();
 /// let subscriber = tracing_subscriber::registry().with(observer.log_layer());
 /// tracing::subscriber::with_default(subscriber, || tracing::info!(user = "ada", "signed in"));
+/// drop(guard); // flushes the log pipeline
+/// let log = std::fs::read_to_string(dir.path().join("logs/app.log")).unwrap();
+/// assert!(log.contains(r#""message":"signed in","user":"ada""#), "{log}");
 /// ```
 ///
 /// Fields whose names the [`Redactor`] marks sensitive are written as `[REDACTED]` and never

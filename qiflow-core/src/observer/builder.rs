@@ -370,13 +370,16 @@ impl ObserverBuilder {
                 }
             }));
         }
-        // A trail behind its witness (cut), rewritten, or without its witness: an alert.
+        // A trail behind its witness (cut), rewritten, without its witness, or under another
+        // signing key: an alert.
         {
             let alerts = alerts.clone();
             audit_options.on_alarm = Some(Arc::new(
                 move |sink: &'static str, alarm: &crate::audit::AuditAlarm| {
                     let level = if alarm.kind.is_critical() {
                         crate::alert::AlertLevel::Critical
+                    } else if alarm.kind == crate::audit::AlarmKind::SigningKeyAdded {
+                        crate::alert::AlertLevel::Warning
                     } else {
                         crate::alert::AlertLevel::Error
                     };
@@ -389,6 +392,12 @@ impl ObserverBuilder {
                         }
                         crate::audit::AlarmKind::WitnessMissing => {
                             "the audit witness is missing or unreadable"
+                        }
+                        crate::audit::AlarmKind::SigningKeyAdded => {
+                            "a signing key was set on an audit trail sealed without one"
+                        }
+                        crate::audit::AlarmKind::SigningKeyChanged => {
+                            "the audit signing key differs from the trail's"
                         }
                         _ => "the audit witness cannot be written",
                     };
@@ -444,8 +453,13 @@ impl ObserverBuilder {
             })?;
         }
         // After the subscriber is installed, so the warnings reach the log.
+        // Advice (`qiflow check` prints it as `advice:`) is information; what is unsafe warns.
         for warning in self.config.warnings() {
-            tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            if warning.kind() == crate::config::ProblemKind::Advice {
+                tracing::info!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            } else {
+                tracing::warn!(target: "qiflow::config", key = warning.path(), "{}", warning.message());
+            }
         }
         for warning in admin_warnings {
             tracing::warn!(target: "qiflow::admin", "{warning}");
@@ -540,16 +554,18 @@ impl std::fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
-/// The one start-up line that says how to reach the operator surface: where the token is (never
-/// the token itself), or that it is on the operator listener, or that it is closed.
+/// Logs where the operator surface is and how to get in (the token file's path, never the
+/// token); when stdout is a terminal, also prints it as one plain line on stderr
+/// ([`surface_line`]), so a person starting the service sees the URL without reading JSON.
 fn log_operator_surface(config: &Config, admin: &crate::admin::Gate) {
+    let generated = admin.generated_token_file();
     if let Some(listen) = config.operator_listener() {
         tracing::info!(
             target: "qiflow::admin",
             listen = %listen,
             "qiflow's operator surface is on the operator listener http://{listen}/qiflow/ (trusted: no token asked there)"
         );
-    } else if let Some(file) = admin.generated_token_file() {
+    } else if let Some(file) = generated {
         let url = format!("http://{}/qiflow/", config.server.addr);
         tracing::info!(
             target: "qiflow::admin",
@@ -563,6 +579,103 @@ fn log_operator_surface(config: &Config, admin: &crate::admin::Gate) {
         tracing::warn!(
             target: "qiflow::admin",
             "qiflow's operator surface has no token ([admin] token_file = \"\" and no [[admin.tokens]]): /qiflow/ and /qiflow/api/* refuse every request"
+        );
+    }
+    {
+        use std::io::IsTerminal as _;
+        if std::io::stdout().is_terminal() {
+            eprintln!("{}", surface_line(config, generated));
+        }
+    }
+}
+
+/// The one plain line printed on stderr at start when stdout is a terminal: the URL of the
+/// operator surface and how to get in. It names the token's file, never the token. An address
+/// that listens everywhere (`0.0.0.0`, `::`) is shown as the loopback address, which a browser
+/// on the same host can open.
+fn surface_line(config: &Config, generated: Option<&std::path::Path>) -> String {
+    let openable = |addr: std::net::SocketAddr| {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        };
+        std::net::SocketAddr::new(ip, addr.port())
+    };
+    if let Some(listen) = config.operator_listener() {
+        let url = format!("http://{}/qiflow/", openable(listen));
+        return format!(
+            "qiflow: operator surface at {url} (the operator listener: no token asked there)"
+        );
+    }
+    let url = format!("http://{}/qiflow/", openable(config.server.addr));
+    if let Some(file) = generated {
+        let file = file.display();
+        format!(
+            "qiflow: operator surface at {url} \u{2014} token in {file} (curl -H \"Authorization: Bearer $(cat {file})\" {url}api/errors)"
+        )
+    } else if config.admin.tokens.is_empty() && config.health.token.is_none() {
+        format!(
+            "qiflow: operator surface at {url} refuses every request: no token is configured ([admin] token_file = \"\" and no [[admin.tokens]])"
+        )
+    } else {
+        format!(
+            "qiflow: operator surface at {url} \u{2014} send a token of [[admin.tokens]] (curl -H \"Authorization: Bearer <token>\" {url}api/errors)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use super::surface_line;
+    use crate::config::{AdminToken, Config, TokenScope};
+
+    #[test]
+    fn the_plain_start_up_line_names_the_url_and_the_token_file_never_the_token() {
+        let mut config = Config::default();
+        config.server.addr = "127.0.0.1:3000".parse().unwrap();
+        assert_eq!(
+            surface_line(&config, Some(Path::new("data/admin-token"))),
+            "qiflow: operator surface at http://127.0.0.1:3000/qiflow/ \u{2014} token in data/admin-token \
+             (curl -H \"Authorization: Bearer $(cat data/admin-token)\" http://127.0.0.1:3000/qiflow/api/errors)"
+        );
+        // Listening everywhere: the URL a browser on this host opens.
+        config.server.addr = "0.0.0.0:8080".parse().unwrap();
+        let line = surface_line(&config, Some(Path::new("data/admin-token")));
+        assert!(
+            line.starts_with("qiflow: operator surface at http://127.0.0.1:8080/qiflow/ "),
+            "{line}"
+        );
+        config.server.addr = "[::]:8080".parse().unwrap();
+        let line = surface_line(&config, Some(Path::new("data/admin-token")));
+        assert!(line.contains("http://[::1]:8080/qiflow/"), "{line}");
+    }
+
+    #[test]
+    fn the_plain_start_up_line_for_configured_tokens_the_listener_and_no_token() {
+        let mut config = Config::default();
+        config.server.addr = "127.0.0.1:3000".parse().unwrap();
+        let token = "s3cret-operator-token-0123456789";
+        config.admin.tokens = vec![AdminToken::new("ops", token, TokenScope::Read)];
+        let line = surface_line(&config, None);
+        assert!(line.contains("a token of [[admin.tokens]]"), "{line}");
+        assert!(!line.contains(token), "{line}");
+
+        config.admin.tokens.clear();
+        let line = surface_line(&config, None);
+        assert!(line.contains("refuses every request"), "{line}");
+
+        config.admin.listen = Some("127.0.0.1:9464".parse().unwrap());
+        assert_eq!(
+            surface_line(&config, None),
+            "qiflow: operator surface at http://127.0.0.1:9464/qiflow/ (the operator listener: no token asked there)"
         );
     }
 }

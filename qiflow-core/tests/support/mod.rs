@@ -25,11 +25,15 @@ pub fn config(alerts_toml: &str) -> qiflow_core::Config {
     } else {
         format!("{text}\n[alerts]\nstate_file = \"\"\n")
     };
-    qiflow_core::config::Loader::new()
+    let mut config = qiflow_core::config::Loader::new()
         .toml_str(text)
         .env(Vec::<(String, String)>::new())
         .load()
-        .unwrap_or_else(|e| panic!("config: {e}"))
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    // No baseline state and no token file in the crate's directory, the tests' working directory.
+    config.baseline.state_file = std::path::PathBuf::new();
+    config.admin.token_file = std::path::PathBuf::new();
+    config
 }
 
 /// Polls `cond` every 5 ms until it holds or `timeout` passes; returns whether it held.

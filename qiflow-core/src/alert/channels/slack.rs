@@ -11,7 +11,7 @@ use crate::worker::BoxFuture;
 
 /// The default body of one alert's section (Slack mrkdwn).
 pub(super) const DEFAULT_BODY: &str =
-    "*{{summary}}*\n{{description}}\n_{{labels}}_ · seen {{count}}x · source {{source}}";
+    "*{{summary}}*\n{{description}}\n_{{labels}}_ · raised {{times}} · source {{source}}";
 
 /// Slack allows at most 50 blocks per message.
 const MAX_BLOCKS: usize = 50;

@@ -110,6 +110,8 @@ pub(crate) fn json_body(n: &Notification) -> serde_json::Value {
                 "source": a.source,
                 "fingerprint": notice.fingerprint,
                 "count": notice.count,
+                "count_since": notice.since.map(rfc3339),
+                "count_before_restart": notice.before_restart,
                 "starts_at": a.starts_at.map(rfc3339),
                 "ends_at": a.ends_at.map(rfc3339),
             })
