@@ -19,7 +19,7 @@
 //! The caller only builds the report and offers it to the `errors` pipeline: a bounded queue,
 //! never waited on; a full queue drops the report and counts it. On qiflow's worker, a panic's
 //! stack addresses are resolved to function names and `file:line` (within [`RESOLVE_BUDGET`],
-//! releasing the debug info afterwards), then the [`ErrorStore`] groups it by [`fingerprint`] (served as JSON at `/qiflow/api/errors`) and each
+//! releasing the debug info afterwards), then the [`ErrorStore`] groups it by fingerprint (error type, normalized message, route) (served as JSON at `/qiflow/api/errors`) and each
 //! [`Reporter`] forwards it. A report a reporter could not deliver (Sentry down, or asking to back
 //! off) is counted on `qiflow_dropped_total{pipeline="errors",reason}`, so that
 //! `captured == delivered + dropped` always holds ([`Observer::stats`](crate::Observer::stats)).
@@ -431,7 +431,7 @@ pub struct ErrorReport {
     /// When it was captured.
     #[serde(with = "crate::capture::rfc3339")]
     pub timestamp: SystemTime,
-    /// Groups reports: see [`fingerprint`].
+    /// Groups reports: the error type, the normalized message and the route.
     pub fingerprint: String,
 }
 

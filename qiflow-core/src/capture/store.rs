@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{ErrorKind, ErrorReport, Severity, Stacktrace};
 
-/// One group of reports with the same [`fingerprint`](super::fingerprint).
+/// One group of reports with the same fingerprint (error type, normalized message, route).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ErrorGroup {

@@ -17,7 +17,7 @@ pub(super) const DEFAULT_BODY: &str = "#### [{{LEVEL}}] {{name}} {{status}}\n\n*
 /// `{"msgtype":"markdown","markdown":{"title":<subject>,"text":<bodies>}}`.
 ///
 /// With a `secret` (the robot's "加签" security setting), `timestamp` (milliseconds) and `sign`
-/// are added to the query as DingTalk requires (see [`dingtalk_sign`]). DingTalk answers 200 even
+/// are added to the query as DingTalk requires (HMAC-SHA256 of the timestamp and the secret). DingTalk answers 200 even
 /// when it rejects a message; a non-zero `errcode` is an error (retryable for its rate limit,
 /// 130101).
 ///
