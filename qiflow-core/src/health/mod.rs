@@ -93,9 +93,28 @@ impl CheckResult {
 ///     .health_check("cache", || async { CheckResult::healthy() });
 /// # drop(builder);
 /// ```
+///
+/// Implemented for closures that return a future of [`CheckResult`], for `Arc<H>` (a check
+/// shared with the application), and by [`NoopCheck`]. Not for `Box<H>`: a boxed closure is a
+/// closure already.
+///
+/// ```
+/// use std::sync::Arc;
+/// use qiflow_core::health::{CheckResult, HealthCheck};
+///
+/// let shared: Arc<dyn HealthCheck> = Arc::new(|| async { CheckResult::degraded("slow") });
+/// let builder = qiflow_core::Observer::builder(Default::default()).health_check("db", shared);
+/// # drop(builder);
+/// ```
 pub trait HealthCheck: Send + Sync + 'static {
     /// Runs the check.
     fn check(&self) -> BoxFuture<'_, CheckResult>;
+}
+
+impl<H: HealthCheck + ?Sized> HealthCheck for std::sync::Arc<H> {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        (**self).check()
+    }
 }
 
 impl<F, Fut> HealthCheck for F
