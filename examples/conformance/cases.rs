@@ -48,6 +48,11 @@
 //!   (`mallory` denied, `demo` success, newest first) with their request ids; after the graceful
 //!   shutdown the trail on disk has exactly those two records, is sealed by a digest (no open
 //!   tail), and every line's hash chain holds.
+//! - (n) W3C trace context: an incoming `traceparent` is continued (its trace id on the access
+//!   line, the handler's log line with the same span id, and the error report of `/fail`), a
+//!   malformed one starts a new trace and is counted, every access line has a `trace_id` and a
+//!   `span_id`; responses carry `traceparent` only with `[tracing] respond = true` (the second
+//!   server).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -64,6 +69,10 @@ const USER_AGENT: &str = "qiflow-conformance/1";
 
 /// A wrong password sent to `POST /login`: it must appear in no log line and no output.
 const CANARY_PASSWORD: &str = "CANARY-pw-123";
+
+/// The trace and the caller's span of the incoming `traceparent` the suite sends.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 /// How many distinct unknown paths the suite requests.
 const UNKNOWN_PATHS: usize = 20;
@@ -99,12 +108,14 @@ pub(crate) fn run_all(bin: &str) {
     suite.metrics_use_route_templates();
     suite.health_endpoints_answer();
     suite.the_operator_surface_is_closed_to_strangers();
+    suite.trace_context_is_continued();
     suite.errors_are_captured();
     suite.baselines_are_recorded();
     suite.logins_are_audited();
     suite.operator_writes_are_audited();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
+    suite.log_lines_carry_the_trace(&server.dir);
     suite.operator_requests_are_logged_without_the_token(&server.dir);
     suite.the_password_is_never_written(&server.dir);
     suite.the_audit_trail_is_sealed(&server.dir);
@@ -188,6 +199,116 @@ impl Suite {
             request_id,
         });
         response
+    }
+
+    /// (n) W3C trace context: a valid incoming `traceparent` is continued (its trace id on the
+    /// error report of `/fail`, and, checked after shutdown, on the access lines and the
+    /// handler's log lines); a malformed one starts a new trace and is counted on
+    /// `qiflow_trace_context_invalid_total{header="traceparent"}`; with `[tracing] respond` off
+    /// (the default) no response carries `traceparent`.
+    fn trace_context_is_continued(&mut self) {
+        let stack = self.stack.clone();
+        let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+        for (path, id, status) in [("/hello", "trace-hello", 200), ("/fail", "trace-fail", 500)] {
+            let response = self.observed(
+                "GET",
+                path,
+                &[("traceparent", &traceparent), ("x-request-id", id)],
+                b"",
+                status,
+            );
+            assert!(
+                response.header("traceparent").is_none(),
+                "[{stack}] respond is off, yet {path} answered a traceparent: {:?}",
+                response.headers
+            );
+        }
+        self.observed(
+            "GET",
+            "/users/8",
+            &[
+                ("traceparent", "00-not-a-trace-01"),
+                ("x-request-id", "trace-bad"),
+            ],
+            b"",
+            200,
+        );
+        let metrics = without_global_labels(&self.send("GET", "/metrics", &[], b"").text());
+        assert_eq!(
+            sample(
+                &metrics,
+                "qiflow_trace_context_invalid_total{header=\"traceparent\"}"
+            ),
+            Some(1.0),
+            "[{stack}] the malformed traceparent is counted:\n{}",
+            tail(&metrics)
+        );
+        // The error report of /fail carries the incoming trace (reports reach the store on
+        // qiflow's worker: wait, bounded).
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let response = self.operator("GET", "/qiflow/api/errors", b"");
+            let json: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+            let traced = json["groups"].as_array().is_some_and(|groups| {
+                groups
+                    .iter()
+                    .any(|g| g["last_request_id"] == "trace-fail" && g["last_trace_id"] == TRACE_ID)
+            });
+            if traced {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{stack}] no error group with the trace id of /fail: {json}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// (n, after shutdown) every access line has a trace id and a span id; the requests that
+    /// sent a valid `traceparent` continue its trace with a span of their own, and the handler's
+    /// line inside such a request carries the same ids as its access line; the malformed one
+    /// started a new trace.
+    fn log_lines_carry_the_trace(&self, dir: &Path) {
+        let stack = &self.stack;
+        let log = dir.join("logs").join("app.log");
+        let text = std::fs::read_to_string(&log)
+            .unwrap_or_else(|e| panic!("[{stack}] cannot read {}: {e}", log.display()));
+        let values: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let is_hex = |v: &Value, len: usize| {
+            v.as_str().is_some_and(|s| {
+                s.len() == len
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+        };
+        let access = |id: &str| {
+            values
+                .iter()
+                .find(|v| v["target"] == "qiflow::access" && v["request_id"] == id)
+                .unwrap_or_else(|| panic!("[{stack}] no access line for {id}"))
+        };
+        for line in values.iter().filter(|v| v["target"] == "qiflow::access") {
+            assert!(is_hex(&line["trace_id"], 32), "[{stack}] trace_id: {line}");
+            assert!(is_hex(&line["span_id"], 16), "[{stack}] span_id: {line}");
+        }
+        for id in ["trace-hello", "trace-fail"] {
+            let line = access(id);
+            assert_eq!(line["trace_id"], TRACE_ID, "[{stack}] {line}");
+            assert_ne!(line["span_id"], PARENT_SPAN_ID, "[{stack}] {line}");
+        }
+        let hello = access("trace-hello");
+        let said = values
+            .iter()
+            .find(|v| v["message"] == "said hello" && v["request_id"] == "trace-hello")
+            .unwrap_or_else(|| panic!("[{stack}] no handler line for trace-hello"));
+        assert_eq!(said["trace_id"], TRACE_ID, "[{stack}] {said}");
+        assert_eq!(said["span_id"], hello["span_id"], "[{stack}] {said}");
+        let bad = access("trace-bad");
+        assert_ne!(bad["trace_id"], TRACE_ID, "[{stack}] {bad}");
     }
 
     /// (a) `GET /users/7`: 200, JSON, and a generated UUID v7 request id; ids differ per request.
@@ -1108,7 +1229,7 @@ fn scoped_tokens_read_and_write(bin: &str) {
     const READER: &str = "conformance-reader-token-0123456789";
     const WRITER: &str = "conformance-writer-token-0123456789";
     let config = format!(
-        "[audit]\nroutes = [\"GET /slow\"]\n\n\
+        "[audit]\nroutes = [\"GET /slow\"]\n\n[tracing]\nrespond = true\n\n\
          [[admin.tokens]]\nname = \"reader\"\ntoken = \"{READER}\"\nscope = \"read\"\n\n\
          [[admin.tokens]]\nname = \"writer\"\ntoken = \"{WRITER}\"\nscope = \"write\"\n"
     );
@@ -1125,6 +1246,17 @@ fn scoped_tokens_read_and_write(bin: &str) {
         !server.dir.join("data/admin-token").exists(),
         "[{stack}] a token file was made although tokens are configured"
     );
+    // (n) with `[tracing] respond = true` the response names the request's span.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+    let response = suite.send("GET", "/hello", &[("traceparent", &traceparent)], b"");
+    let answered = response.header("traceparent").unwrap_or_default();
+    assert!(
+        answered.starts_with(&format!("00-{TRACE_ID}-")) && answered.ends_with("-01"),
+        "[{stack}] the response's traceparent continues the trace: {:?}",
+        response.headers
+    );
+    assert_eq!(answered.len(), 55, "[{stack}] {answered}");
+    assert!(!answered.contains(PARENT_SPAN_ID), "[{stack}] {answered}");
     let reader = format!("Bearer {READER}");
     let as_reader = |method, target: &str, body: &[u8]| {
         suite.send(method, target, &[("authorization", &reader)], body)

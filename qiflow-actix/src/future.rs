@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use qiflow_core::capture::ErrorDetail;
 use qiflow_core::request::{InFlight, RequestOutcome};
 
-use crate::request::{Panicked, REQUEST_ID, panic_message};
+use crate::request::{Panicked, REQUEST_ID, TRACEPARENT, panic_message, response_traceparent};
 
 pin_project! {
     /// The response future of [`ObserveMiddleware`](crate::ObserveMiddleware).
@@ -21,6 +21,8 @@ pin_project! {
         inner: Option<F>,
         in_flight: Option<InFlight>,
         request_id: Option<HeaderValue>,
+        // The response's `traceparent` (`[tracing] respond = true`).
+        traceparent: Option<HeaderValue>,
     }
 }
 
@@ -34,10 +36,12 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, in_flight: InFlight, request_id: Option<HeaderValue>) -> Self {
+        let traceparent = response_traceparent(&in_flight);
         Self {
             inner: Some(inner),
             in_flight: Some(in_flight),
             request_id,
+            traceparent,
         }
     }
 
@@ -47,15 +51,20 @@ impl<F> ResponseFuture<F> {
             inner: Some(inner),
             in_flight: None,
             request_id: None,
+            traceparent: None,
         }
     }
 
     /// A future that answers 500 at once (the inner `call` panicked; already reported).
-    pub(crate) fn panicked(request_id: Option<HeaderValue>) -> Self {
+    pub(crate) fn panicked(
+        request_id: Option<HeaderValue>,
+        traceparent: Option<HeaderValue>,
+    ) -> Self {
         Self {
             inner: None,
             in_flight: None,
             request_id,
+            traceparent,
         }
     }
 }
@@ -71,6 +80,7 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(Err(Panicked {
                 request_id: this.request_id.take(),
+                traceparent: this.traceparent.take(),
             }
             .into()));
         };
@@ -89,6 +99,9 @@ where
                     && !response.headers().contains_key(&REQUEST_ID)
                 {
                     response.headers_mut().insert(REQUEST_ID, id);
+                }
+                if let Some(value) = this.traceparent.take() {
+                    response.headers_mut().insert(TRACEPARENT, value);
                 }
                 if let Some(in_flight) = this.in_flight.take() {
                     in_flight.finish(outcome);
@@ -114,6 +127,7 @@ where
                 }
                 Err(Panicked {
                     request_id: this.request_id.take(),
+                    traceparent: this.traceparent.take(),
                 }
                 .into())
             }

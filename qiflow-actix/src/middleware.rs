@@ -99,8 +99,9 @@ where
                     let _enter = in_flight.span().enter();
                     tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
                 }
+                let traceparent = crate::request::response_traceparent(&in_flight);
                 in_flight.finish(RequestOutcome::panicked(message));
-                ResponseFuture::panicked(header)
+                ResponseFuture::panicked(header, traceparent)
             }
         }
     }

@@ -16,6 +16,20 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEA
 
 /// Builds the core's [`RequestInfo`] from a request's head: method, path, route template
 /// (`match_pattern()`), a sane incoming `x-request-id`, the user agent, the query and the host.
+pub(crate) const TRACEPARENT: header::HeaderName =
+    header::HeaderName::from_static(qiflow_core::propagation::TRACEPARENT);
+const TRACESTATE: header::HeaderName =
+    header::HeaderName::from_static(qiflow_core::propagation::TRACESTATE);
+
+/// The `traceparent` header a response carries with `[tracing] respond = true`.
+pub(crate) fn response_traceparent(
+    in_flight: &qiflow_core::request::InFlight,
+) -> Option<HeaderValue> {
+    in_flight
+        .response_traceparent()
+        .and_then(|value| HeaderValue::try_from(value).ok())
+}
+
 pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo<'_> {
     let mut info = RequestInfo::new(request.method().as_str(), request.path());
     if let Some(route) = request.match_pattern() {
@@ -41,6 +55,12 @@ pub(crate) fn request_info(request: &ServiceRequest) -> RequestInfo<'_> {
     if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
         info = info.with_host(host);
     }
+    if let Some(value) = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        info = info.with_traceparent(value);
+    }
+    if let Some(value) = headers.get(&TRACESTATE).and_then(|v| v.to_str().ok()) {
+        info = info.with_tracestate(value);
+    }
     info
 }
 
@@ -55,6 +75,8 @@ pub(crate) use qiflow_core::request::panic_message;
 #[derive(Debug)]
 pub(crate) struct Panicked {
     pub(crate) request_id: Option<HeaderValue>,
+    /// The response's `traceparent` (`[tracing] respond = true`).
+    pub(crate) traceparent: Option<HeaderValue>,
 }
 
 impl fmt::Display for Panicked {
@@ -73,6 +95,9 @@ impl ResponseError for Panicked {
         let mut response = internal_error(id);
         if let Some(id) = &self.request_id {
             response.headers_mut().insert(REQUEST_ID, id.clone());
+        }
+        if let Some(value) = &self.traceparent {
+            response.headers_mut().insert(TRACEPARENT, value.clone());
         }
         response
     }

@@ -47,6 +47,7 @@ fn sections(config: &Config, f: &mut Findings) {
     crate::audit::check::signing_key(&config.audit, &config.service.environment, f);
     crate::alert::check::check(&config.alerts, f);
     crate::health::check(&config.health, f);
+    crate::propagation::check(&config.tracing, f);
     crate::admin::check::check(&config.admin, &config.health, f);
 }
 
@@ -304,12 +305,19 @@ mod tests {
             let lenient = run(loader(&toml), "qiflow.toml", false);
             assert!(lenient.passed, "{key}: {lenient:#?}");
             assert!(
-                lenient.lines.last().unwrap().contains("which fail --strict: "),
+                lenient
+                    .lines
+                    .last()
+                    .unwrap()
+                    .contains("which fail --strict: "),
                 "{lenient:#?}"
             );
             let report = strict(&toml);
             assert!(!report.passed, "{key}: {report:#?}");
-            assert!(line_for(&report, key).starts_with("warning: "), "{report:#?}");
+            assert!(
+                line_for(&report, key).starts_with("warning: "),
+                "{report:#?}"
+            );
         }
         // A database off this host without checked TLS.
         let pg = |url: &str| {

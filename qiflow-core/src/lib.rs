@@ -58,6 +58,7 @@
 //! - [`audit`]: the tamper-evident audit trail ([`Observer::audit`], the file and PostgreSQL
 //!   sinks, [`audit::verify_dir`]).
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
+//! - [`propagation`]: W3C trace context (`traceparent`) in and out of a request.
 //! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
 //!
@@ -95,10 +96,12 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 mod observer;
+pub mod propagation;
 pub mod request;
 mod retry;
 #[cfg(any(feature = "sentry", feature = "http-channels"))]
 mod retry_after;
+mod scope;
 pub mod secret;
 #[cfg(feature = "test")]
 pub mod test;

@@ -32,6 +32,10 @@ pub struct RequestInfo<'a> {
     /// The actor of an automatically audited request, resolved by the adapter (see
     /// [`Observer::auto_audit`](crate::Observer::auto_audit)).
     pub actor: Option<String>,
+    /// The incoming `traceparent` header, when present (parsed under `[tracing] propagation`).
+    pub traceparent: Option<Cow<'a, str>>,
+    /// The incoming `tracestate` header, when present.
+    pub tracestate: Option<Cow<'a, str>>,
 }
 
 impl<'a> RequestInfo<'a> {
@@ -46,7 +50,23 @@ impl<'a> RequestInfo<'a> {
             query: None,
             host: None,
             actor: None,
+            traceparent: None,
+            tracestate: None,
         }
+    }
+
+    /// Sets the incoming `traceparent` header.
+    #[must_use]
+    pub fn with_traceparent(mut self, value: impl Into<Cow<'a, str>>) -> Self {
+        self.traceparent = Some(value.into());
+        self
+    }
+
+    /// Sets the incoming `tracestate` header.
+    #[must_use]
+    pub fn with_tracestate(mut self, value: impl Into<Cow<'a, str>>) -> Self {
+        self.tracestate = Some(value.into());
+        self
     }
 
     /// Sets the actor (for automatic auditing).
@@ -92,162 +112,7 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
-/// A request's id, with what qiflow keeps of the request for its lines and reports (method,
-/// route, path, redacted query, host, user agent) in one allocation. Cloning it is a reference
-/// count, so adapters hand it to handlers (as a request extension) and to the response header
-/// without copying the id again.
-///
-/// ```
-/// # let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
-/// #     .install_global(false)
-/// #     .build()
-/// #     .unwrap();
-/// use qiflow_core::request::{RequestInfo, RequestOutcome};
-///
-/// let in_flight = observer.begin_request(RequestInfo::new("GET", "/").with_request_id("abc-1"));
-/// let id = in_flight.id().clone();
-/// assert_eq!(id.as_str(), "abc-1");
-/// assert_eq!(id.to_string(), "abc-1");
-/// in_flight.finish(RequestOutcome::new(200));
-/// ```
-#[derive(Clone)]
-pub struct RequestId(Arc<RequestData>);
-
-struct RequestData {
-    /// The id, the path, the redacted query, the host and the user agent, one after another.
-    text: String,
-    /// Where each of them ends in `text`.
-    ends: [usize; 5],
-    /// Whether the query, the host and the user agent were given (a given empty host or user
-    /// agent stays an empty string; an empty query counts as none).
-    present: [bool; 3],
-    method: &'static str,
-    route: Arc<RouteMetrics>,
-}
-
-impl RequestId {
-    /// The id: the honoured incoming one, or a generated UUID v7.
-    pub fn as_str(&self) -> &str {
-        self.part(0)
-    }
-
-    fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.0.ends[i - 1] };
-        &self.0.text[start..self.0.ends[i]]
-    }
-
-    fn optional(&self, i: usize) -> Option<&str> {
-        self.0.present[i - 2].then(|| self.part(i))
-    }
-
-    /// The raw path.
-    pub(crate) fn path(&self) -> &str {
-        self.part(1)
-    }
-
-    /// The query string, sensitive values redacted.
-    pub(crate) fn query(&self) -> Option<&str> {
-        self.optional(2)
-    }
-
-    /// The `Host` header.
-    pub(crate) fn host(&self) -> Option<&str> {
-        self.optional(3)
-    }
-
-    /// The `user-agent` header.
-    pub(crate) fn user_agent(&self) -> Option<&str> {
-        self.optional(4)
-    }
-
-    /// The method label (`GET`, … or `_OTHER`).
-    pub(crate) fn method(&self) -> &'static str {
-        self.0.method
-    }
-
-    /// The route label (`/users/{id}`, `unmatched` or `other`).
-    pub(crate) fn route(&self) -> &str {
-        self.0.route.label()
-    }
-
-    /// The fields of the `request` span, in its order, as qiflow's layers log them.
-    pub(crate) fn span_fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("request_id", Some(self.as_str())),
-            ("http.request.method", Some(self.method())),
-            ("http.route", Some(self.route())),
-            ("url.path", Some(self.path())),
-            ("url.query", self.query()),
-            ("server.address", self.host()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
-    }
-
-    /// The request's context for an error report.
-    pub(crate) fn context(&self, user_id: Option<String>) -> RequestContext {
-        RequestContext {
-            method: self.method().to_owned(),
-            route: self.route().to_owned(),
-            // The query is already redacted.
-            url: crate::capture::url_of(self.host(), self.path(), self.query()),
-            request_id: self.as_str().to_owned(),
-            user_id,
-        }
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RequestId").field(&self.as_str()).finish()
-    }
-}
-
-impl PartialEq for RequestId {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for RequestId {}
-
-impl std::hash::Hash for RequestId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl PartialEq<str> for RequestId {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for RequestId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl AsRef<str> for RequestId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-/// The id's bytes, so an adapter can make a header value that shares them
-/// (`bytes::Bytes::from_owner`).
-impl AsRef<[u8]> for RequestId {
-    fn as_ref(&self) -> &[u8] {
-        self.as_str().as_bytes()
-    }
-}
+pub use crate::scope::RequestId;
 
 /// A new request id: a UUID v7 (milliseconds since the Unix epoch at `now`, then random bits),
 /// written into `out` without an allocation of its own.
@@ -333,6 +198,8 @@ pub struct InFlight {
     /// Set while `http_server_active_requests` counts this request.
     active: bool,
     audit: Option<Box<crate::audit::PendingAudit>>,
+    /// The route's metric handles.
+    route: Arc<RouteMetrics>,
     done: bool,
 }
 
@@ -353,13 +220,35 @@ impl InFlight {
         let route = metrics.route(info.route.as_deref());
         let audit = crate::audit::PendingAudit::begin(observer, &info);
         let arrived = observer.clock().now();
-        let id = RequestId(Arc::new(RequestData::new(
-            observer, &info, arrived, method, route,
-        )));
+        let propagator = observer.propagator();
+        let (trace, tracestate) =
+            propagator.context(info.traceparent.as_deref(), info.tracestate.as_deref());
+        let query = info.query.as_deref().filter(|q| !q.is_empty());
+        let redactor = &observer.capturer().redactor;
+        let id = RequestId::build(crate::scope::Parts {
+            id: info.request_id.as_deref(),
+            new_id: push_new_request_id,
+            arrived,
+            path: &info.path,
+            query: query.map(|q| {
+                (q.len() + 16, move |out: &mut String| {
+                    crate::capture::push_scrubbed_query(out, q, redactor);
+                })
+            }),
+            host: info.host.as_deref(),
+            user_agent: info.user_agent.as_deref(),
+            method,
+            route: route.label().clone(),
+            trace,
+            propagate: propagator.propagates(),
+            tracestate,
+        });
         let span = tracing::info_span!(
             target: "qiflow::request",
             "request",
             request_id = id.as_str(),
+            trace_id = id.trace_id(),
+            span_id = id.span_id(),
             http.request.method = method,
             http.route = id.route(),
             url.path = id.path(),
@@ -368,10 +257,10 @@ impl InFlight {
             enduser.id = tracing::field::Empty,
         );
         // qiflow's layers read the span's fields from here rather than record copies of them.
-        crate::capture::attach_request(&span, &id);
+        crate::scope::attach(&span, &id);
         let active = metrics.enabled();
         if active {
-            id.0.route.method(metrics, method).active().increment(1.0);
+            route.method(metrics, method).active().increment(1.0);
         }
         Self {
             observer: observer.clone(),
@@ -382,6 +271,7 @@ impl InFlight {
             span,
             active,
             audit,
+            route,
             done: false,
         }
     }
@@ -409,9 +299,16 @@ impl InFlight {
         &self.span
     }
 
+    /// The `traceparent` to put on the response, naming this request's span: `Some` with
+    /// `[tracing] respond = true` (and `propagation = "w3c"`).
+    pub fn response_traceparent(&self) -> Option<String> {
+        let propagator = self.observer.propagator();
+        (propagator.responds() && propagator.propagates()).then(|| self.id.trace().traceparent())
+    }
+
     /// The route label used in metrics (`unmatched`, `other`, or the template).
     pub fn route(&self) -> &str {
-        self.id.0.route.label()
+        self.route.label()
     }
 
     /// Records the outcome: metrics, the access line.
@@ -428,19 +325,13 @@ impl InFlight {
         }
         if self.active {
             self.active = false;
-            let handles = self.id.0.route.method(metrics, method);
+            let handles = self.route.method(metrics, method);
             handles.active().decrement(1.0);
-            handles.record(
-                metrics,
-                method,
-                self.id.0.route.label(),
-                outcome.status,
-                latency,
-            );
+            handles.record(metrics, method, self.route.label(), outcome.status, latency);
         }
         if let Some(baselines) = self.observer.baselines_arc() {
-            let handles = self.id.0.route.method(metrics, method);
-            let route = handles.baseline(|| baselines.route(method, self.id.0.route.label()));
+            let handles = self.route.method(metrics, method);
+            let route = handles.baseline(|| baselines.route(method, self.route.label()));
             let failed = outcome.panicked || outcome.status >= 500;
             baselines.record(
                 route,
@@ -453,7 +344,7 @@ impl InFlight {
         self.capture(&outcome);
         if self.observer.config().logging.access_log {
             let latency_ms = millis(latency);
-            let route: &str = self.id.0.route.label();
+            let route: &str = self.route.label();
             let user_agent = self.id.user_agent().unwrap_or("");
             match &outcome.error {
                 Some(error) => tracing::info!(
@@ -465,6 +356,8 @@ impl InFlight {
                     status = outcome.status,
                     latency_ms,
                     request_id = self.id.as_str(),
+                    trace_id = self.id.trace_id(),
+                    span_id = self.id.span_id(),
                     user_agent,
                     panicked = outcome.panicked,
                     error = %error,
@@ -479,6 +372,8 @@ impl InFlight {
                     status = outcome.status,
                     latency_ms,
                     request_id = self.id.as_str(),
+                    trace_id = self.id.trace_id(),
+                    span_id = self.id.span_id(),
                     user_agent,
                     "request finished"
                 ),
@@ -491,51 +386,6 @@ impl InFlight {
 /// digits are noise, and a value with at most three decimals is written without ryu.
 pub(crate) fn millis(latency: std::time::Duration) -> f64 {
     latency.as_micros() as f64 / 1_000.0
-}
-
-impl RequestData {
-    /// Copies what qiflow keeps of the request into one buffer, settling the id (the incoming
-    /// one, or a new UUID v7) and redacting the query.
-    fn new(
-        observer: &crate::Observer,
-        info: &RequestInfo<'_>,
-        arrived: std::time::SystemTime,
-        method: &'static str,
-        route: Arc<RouteMetrics>,
-    ) -> Self {
-        let query = info.query.as_deref().filter(|q| !q.is_empty());
-        let len = info.request_id.as_deref().map_or(36, str::len)
-            + info.path.len()
-            + query.map_or(0, |q| q.len() + 16)
-            + info.host.as_deref().map_or(0, str::len)
-            + info.user_agent.as_deref().map_or(0, str::len);
-        let mut text = String::with_capacity(len);
-        match info.request_id.as_deref() {
-            Some(id) => text.push_str(id),
-            None => push_new_request_id(&mut text, arrived),
-        }
-        let id_end = text.len();
-        text.push_str(&info.path);
-        let path_end = text.len();
-        if let Some(query) = query {
-            crate::capture::push_scrubbed_query(&mut text, query, &observer.capturer().redactor);
-        }
-        let query_end = text.len();
-        text.push_str(info.host.as_deref().unwrap_or(""));
-        let host_end = text.len();
-        text.push_str(info.user_agent.as_deref().unwrap_or(""));
-        Self {
-            ends: [id_end, path_end, query_end, host_end, text.len()],
-            text,
-            present: [
-                query.is_some(),
-                info.host.is_some(),
-                info.user_agent.is_some(),
-            ],
-            method,
-            route,
-        }
-    }
 }
 
 impl InFlight {
@@ -570,14 +420,10 @@ impl InFlight {
                 ),
             ),
         };
-        let scope = crate::capture::request_scope_of_span(&self.span);
-        let user_id = scope.as_ref().and_then(|s| s.user_id.clone());
         let mut report =
-            ErrorReport::new(kind, severity, detail).with_request(self.id.context(user_id));
+            ErrorReport::new(kind, severity, detail).with_request(RequestContext::of(&self.id));
         report.status = Some(outcome.status);
-        if let Some(scope) = scope {
-            report.breadcrumbs = scope.breadcrumbs;
-        }
+        report.breadcrumbs = crate::capture::breadcrumbs_of(&self.id);
         capturer.capture(report);
     }
 }
@@ -589,11 +435,11 @@ impl Drop for InFlight {
         }
         let metrics = self.observer.metrics();
         if self.active {
-            let handles = self.id.0.route.method(metrics, self.id.method());
+            let handles = self.route.method(metrics, self.id.method());
             handles.active().decrement(1.0);
             handles.disconnects().increment(1);
         }
-        let route: &str = self.id.0.route.label();
+        let route: &str = self.route.label();
         let latency_ms = millis(self.start.elapsed());
         if let Some(audit) = self.audit.take() {
             audit.abort(&self.observer, self.id.as_str(), latency_ms);
@@ -605,6 +451,8 @@ impl Drop for InFlight {
             route,
             path = self.id.path(),
             request_id = self.id.as_str(),
+            trace_id = self.id.trace_id(),
+            span_id = self.id.span_id(),
             latency_ms,
             "client disconnected before the response"
         );
@@ -666,7 +514,7 @@ pub fn internal_error_body(request_id: Option<&str>) -> String {
 /// });
 /// ```
 pub fn current_request_id() -> Option<RequestId> {
-    crate::capture::request_id_of_current()
+    crate::scope::current()
 }
 
 /// The longest incoming request id that is honoured; longer ones are replaced.

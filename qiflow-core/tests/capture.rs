@@ -61,6 +61,9 @@ impl std::error::Error for QueryFailed {
     }
 }
 
+/// The incoming trace context of [`failing_request`].
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// A failing request through the core, as every adapter drives it: credentials in the host, a
 /// token and a password in the query, a handler error with a source.
 fn failing_request(observer: &Observer, i: usize) {
@@ -69,7 +72,8 @@ fn failing_request(observer: &Observer, i: usize) {
         .with_request_id(format!("req-{i}"))
         .with_query("page=2&token=CANARY&password=CANARY")
         .with_host("admin:CANARY@shop.test")
-        .with_user_agent("tests");
+        .with_user_agent("tests")
+        .with_traceparent(TRACEPARENT);
     let in_flight = observer.begin_request(info);
     let error = QueryFailed {
         source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "db down"),
@@ -116,6 +120,15 @@ fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     assert_eq!(event["tags"]["request_id"], "req-42");
     assert_eq!(event["tags"]["route"], "/users/{id}");
     assert_eq!(event["tags"]["status"], "500");
+    // Sentry links the error to the request's trace: the incoming trace, the request's own span.
+    let trace = &event["contexts"]["trace"];
+    assert_eq!(
+        trace["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{event}"
+    );
+    let span_id = trace["span_id"].as_str().unwrap();
+    assert_eq!(span_id.len(), 16, "{event}");
+    assert_ne!(span_id, "00f067aa0ba902b7", "{event}");
     let exceptions = event["exception"]["values"].as_array().unwrap();
     assert_eq!(exceptions.len(), 2, "{event}");
     // Sentry's order: the innermost cause first, the outermost error last.
@@ -149,6 +162,10 @@ fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     assert_eq!(groups[0].count, 1);
     assert_eq!(groups[0].route.as_deref(), Some("/users/{id}"));
     assert_eq!(groups[0].last_request_id.as_deref(), Some("req-42"));
+    assert_eq!(
+        groups[0].last_trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     assert_eq!(groups[0].severity, Severity::Error);
     let stats = errors(&observer.stats());
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The layers point one way (ARCHITECTURE.md): configuration is a leaf. A file under
 //! `src/config/` may name the foundation (`crate::config`, `crate::secret`, `crate::files`) and
 //! nothing else of the crate: each capability checks its own section (`src/<capability>/check.rs`)
-//! and `src/check.rs` runs them all.
+//! and `src/check.rs` runs them all. The request scope (`src/scope.rs`) and trace context
+//! (`src/propagation.rs`) are foundation too: every capability reads them, they name none.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -59,6 +60,31 @@ fn configuration_is_a_leaf() {
         outside.is_empty(),
         "src/config/ reaches into a capability (move the check into the capability's check.rs, \
          run from src/check.rs):\n{}",
+        outside.join("\n")
+    );
+}
+
+/// What the request scope and trace context (foundation, read by every capability) may use.
+const SCOPE_MAY_USE: &[&str] = &["config", "propagation", "scope"];
+
+#[test]
+fn the_request_scope_and_trace_context_are_foundation() {
+    // Logging, capture and baselines read what a request carries from `src/scope.rs`; it must
+    // not reach back into them (the circle capture/request/logging it replaced).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut outside = Vec::new();
+    for name in ["scope.rs", "propagation.rs"] {
+        let file = src.join(name);
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, module) in crate_paths(&text) {
+            if !SCOPE_MAY_USE.contains(&module.as_str()) {
+                outside.push(format!("{}:{line}: crate::{module}", file.display()));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "the request scope reaches into a capability:\n{}",
         outside.join("\n")
     );
 }

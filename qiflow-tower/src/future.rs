@@ -22,6 +22,8 @@ pin_project! {
         inner: Option<F>,
         in_flight: Option<InFlight>,
         request_id: Option<HeaderValue>,
+        // The response's `traceparent` (`[tracing] respond = true`).
+        traceparent: Option<HeaderValue>,
         make_body: Option<MakeBody>,
     }
 }
@@ -44,10 +46,12 @@ impl<F> ResponseFuture<F> {
         request_id: Option<HeaderValue>,
         make_body: Option<MakeBody>,
     ) -> Self {
+        let traceparent = response_traceparent(&in_flight);
         Self {
             inner: Some(inner),
             in_flight: Some(in_flight),
             request_id,
+            traceparent,
             make_body,
         }
     }
@@ -58,6 +62,7 @@ impl<F> ResponseFuture<F> {
             inner: Some(inner),
             in_flight: None,
             request_id: None,
+            traceparent: None,
             make_body: None,
         }
     }
@@ -65,12 +70,14 @@ impl<F> ResponseFuture<F> {
     /// A future that answers 500 at once (the inner `call` panicked).
     pub(crate) fn internal_error(
         request_id: Option<HeaderValue>,
+        traceparent: Option<HeaderValue>,
         make_body: Option<MakeBody>,
     ) -> Self {
         Self {
             inner: None,
             in_flight: None,
             request_id,
+            traceparent,
             make_body,
         }
     }
@@ -86,7 +93,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Ok(internal_error(this.request_id.take(), *this.make_body)));
+            let mut response = internal_error(this.request_id.take(), *this.make_body);
+            put_traceparent(&mut response, this.traceparent.take());
+            return Poll::Ready(Ok(response));
         };
         let polled = {
             let _enter = this.in_flight.as_ref().map(|f| f.span().enter());
@@ -102,6 +111,7 @@ where
                 if let Some(id) = this.request_id.take() {
                     response.headers_mut().entry(REQUEST_ID).or_insert(id);
                 }
+                put_traceparent(&mut response, this.traceparent.take());
                 if let Some(f) = this.in_flight.take() {
                     f.finish(outcome);
                 }
@@ -125,7 +135,9 @@ where
                 if let Some(f) = this.in_flight.take() {
                     f.finish(RequestOutcome::panicked(message));
                 }
-                Ok(internal_error(this.request_id.take(), *this.make_body))
+                let mut response = internal_error(this.request_id.take(), *this.make_body);
+                put_traceparent(&mut response, this.traceparent.take());
+                Ok(response)
             }
         };
         this.inner.set(None);
@@ -134,6 +146,22 @@ where
 }
 
 pub(crate) use qiflow_core::request::panic_message;
+
+/// The `traceparent` header a response carries with `[tracing] respond = true`.
+pub(crate) fn response_traceparent(in_flight: &InFlight) -> Option<HeaderValue> {
+    in_flight
+        .response_traceparent()
+        .and_then(|value| HeaderValue::try_from(value).ok())
+}
+
+fn put_traceparent<B>(response: &mut Response<B>, traceparent: Option<HeaderValue>) {
+    if let Some(value) = traceparent {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
+}
+
+const TRACEPARENT: http::HeaderName =
+    http::HeaderName::from_static(qiflow_core::propagation::TRACEPARENT);
 
 /// The middleware's own 500 (after a panic): qiflow's JSON body with the request id, when the
 /// body type can hold it ([`json_body`]), and `x-request-id`; an empty body otherwise.

@@ -55,3 +55,25 @@ pub use request::{
     request_info,
 };
 pub use service::Observe;
+
+/// Writes the trace context of the request the caller is in (`traceparent`, and `tracestate`
+/// when it carried one) into the headers of an outgoing call, so the service called continues
+/// the same trace. Returns `false`, writing nothing, outside a request or with `[tracing]
+/// propagation = "none"`. See [`qiflow_core::propagation`].
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// // Outside a request there is nothing to hand on.
+/// assert!(!qiflow_tower::inject(&mut headers));
+/// ```
+pub fn inject(headers: &mut http::HeaderMap) -> bool {
+    struct Headers<'a>(&'a mut http::HeaderMap);
+    impl qiflow_core::propagation::Injector for Headers<'_> {
+        fn set(&mut self, name: &'static str, value: String) {
+            if let Ok(value) = http::HeaderValue::try_from(value) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    qiflow_core::propagation::inject(&mut Headers(headers))
+}

@@ -12,6 +12,10 @@ pub use qiflow_core::request::{
 /// [`REQUEST_ID_HEADER`] as a header name made once: a name given as `&str` is parsed, and a
 /// non-standard one copied, on every insert.
 pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+const TRACEPARENT: http::HeaderName =
+    http::HeaderName::from_static(qiflow_core::propagation::TRACEPARENT);
+const TRACESTATE: http::HeaderName =
+    http::HeaderName::from_static(qiflow_core::propagation::TRACESTATE);
 
 /// Builds the core's [`RequestInfo`] from an [`http::Request`]'s head.
 ///
@@ -35,6 +39,12 @@ pub fn request_info<B>(request: &http::Request<B>) -> RequestInfo<'_> {
     }
     if let Some(query) = request.uri().query() {
         info = info.with_query(query);
+    }
+    if let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        info = info.with_traceparent(value);
+    }
+    if let Some(value) = headers.get(TRACESTATE).and_then(|v| v.to_str().ok()) {
+        info = info.with_tracestate(value);
     }
     if let Some(host) = headers
         .get(http::header::HOST)

@@ -107,8 +107,9 @@ where
                     let _enter = in_flight.span().enter();
                     tracing::error!(target: "qiflow::panic", panic = %message, "request handler panicked");
                 }
+                let traceparent = crate::future::response_traceparent(&in_flight);
                 in_flight.finish(RequestOutcome::panicked(message));
-                ResponseFuture::internal_error(header, *make_body)
+                ResponseFuture::internal_error(header, traceparent, *make_body)
             }
         }
     }

@@ -7,15 +7,15 @@ use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::Registry;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
 
 use super::Capturer;
 use super::{
     Breadcrumb, ErrorDetail, ErrorKind, ErrorReport, MAX_BREADCRUMBS, RequestContext, Severity,
 };
-use crate::logging::{FieldValue, REDACTED, SpanFields};
+use crate::logging::REDACTED;
+use crate::scope::{Crumb, RequestId, is_request_span};
 
 /// The most bytes of one field value kept in a report's tags or a breadcrumb.
 const VALUE_CAP: usize = 1024;
@@ -59,13 +59,6 @@ impl CaptureLayer {
     }
 }
 
-/// Breadcrumbs of one request, in its `request` span's extensions.
-#[derive(Default)]
-struct Breadcrumbs(VecDeque<Breadcrumb>);
-
-/// The user id set for one request.
-struct UserId(String);
-
 /// Breadcrumbs outside any request, shared (bounded like a request's).
 #[derive(Default)]
 pub(crate) struct GlobalBreadcrumbs(Mutex<VecDeque<Breadcrumb>>);
@@ -85,104 +78,36 @@ impl GlobalBreadcrumbs {
     }
 }
 
-pub(crate) fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
-    meta.name() == "request" && meta.target() == "qiflow::request"
+/// The breadcrumbs of a request, oldest first.
+pub(crate) fn breadcrumbs_of(request: &RequestId) -> Vec<Breadcrumb> {
+    request
+        .crumbs()
+        .into_iter()
+        .map(|c| Breadcrumb {
+            timestamp: c.timestamp,
+            level: c.level,
+            target: c.target,
+            message: c.message,
+        })
+        .collect()
 }
 
-/// What a request span knows: its context (from the log layer's span fields), its user id and
-/// its breadcrumbs.
-pub(crate) struct RequestScope {
-    pub(crate) context: Option<RequestContext>,
-    pub(crate) user_id: Option<String>,
-    pub(crate) breadcrumbs: Vec<Breadcrumb>,
-}
-
-fn scope_of<'a, R: LookupSpan<'a>>(span: &SpanRef<'a, R>) -> RequestScope {
-    let extensions = span.extensions();
-    let user_id = extensions.get::<UserId>().map(|u| u.0.clone());
-    let breadcrumbs = extensions
-        .get::<Breadcrumbs>()
-        .map(|b| b.0.iter().cloned().collect())
-        .unwrap_or_default();
-    let context = extensions
-        .get::<crate::request::RequestId>()
-        .map(|id| id.context(user_id.clone()));
-    RequestScope {
-        context,
-        user_id,
-        breadcrumbs,
+/// Puts the context and breadcrumbs of the request the caller is in (if any) on `report`.
+pub(crate) fn in_current_request(report: &mut ErrorReport) {
+    if let Some(request) = crate::scope::current() {
+        report.request = Some(RequestContext::of(&request));
+        report.breadcrumbs = breadcrumbs_of(&request);
     }
 }
 
-/// The request scope of `span` (a request span or one inside it), through the global
-/// [`Registry`]; `None` when qiflow's subscriber is not the one `span` belongs to.
-pub(crate) fn request_scope_of_span(span: &tracing::Span) -> Option<RequestScope> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
-        let request = span.scope().find(|s| is_request_span(s.metadata()))?;
-        Some(scope_of(&request))
-    })
-    .flatten()
-}
-
-/// Hands the `request` span its request data (from `InFlight::begin`), which qiflow's layers
-/// read instead of recording copies of the span's fields.
-pub(crate) fn attach_request(span: &tracing::Span, id: &crate::request::RequestId) {
-    span.with_subscriber(|(span_id, dispatch)| {
-        if let Some(span) = dispatch
-            .downcast_ref::<Registry>()
-            .and_then(|registry| registry.span(span_id))
-        {
-            span.extensions_mut().insert(id.clone());
-        }
-    });
-}
-
-/// The request id of the `request` span the caller is in (the current span or one of its
-/// parents), through the global [`Registry`].
-pub(crate) fn request_id_of_current() -> Option<crate::request::RequestId> {
-    tracing::Span::current()
-        .with_subscriber(|(span_id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(span_id)?;
-            let request = span.scope().find(|s| is_request_span(s.metadata()))?;
-            let id = request
-                .extensions()
-                .get::<crate::request::RequestId>()?
-                .clone();
-            Some(id)
-        })
-        .flatten()
-}
-
-/// The request scope of the caller's current span.
-pub(crate) fn request_scope_of_current() -> Option<RequestScope> {
-    request_scope_of_span(&tracing::Span::current())
-}
-
 pub(super) fn set_user_id_in_current(id: &str) -> bool {
-    tracing::Span::current()
-        .with_subscriber(|(span_id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(span_id)?;
-            let request = span.scope().find(|s| is_request_span(s.metadata()))?;
-            let mut extensions = request.extensions_mut();
-            extensions.replace(UserId(id.to_owned()));
-            if extensions.get_mut::<SpanFields>().is_none() {
-                extensions.insert(SpanFields::default());
-            }
-            if let Some(fields) = extensions.get_mut::<SpanFields>() {
-                let value = FieldValue::Str(id.to_owned());
-                match fields.0.iter_mut().find(|(n, _)| *n == "enduser.id") {
-                    Some(slot) => slot.1 = value,
-                    None => fields.0.push(("enduser.id", value)),
-                }
-            }
-            Some(())
-        })
-        .flatten()
-        .is_some()
+    match crate::scope::current() {
+        Some(request) => {
+            request.set_user_id(id);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Collects an event's message and fields (sensitive names redacted, values capped).
@@ -247,9 +172,11 @@ where
         }
         let capturer = &*self.capturer;
         let capture = level <= capturer.event_level;
-        let request = ctx
-            .event_scope(event)
-            .and_then(|mut scope| scope.find(|s| is_request_span(s.metadata())));
+        let request = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .filter(|s| is_request_span(s.metadata()))
+                .find_map(|s| s.extensions().get::<RequestId>().cloned())
+        });
         let mut fields = Fields {
             capturer,
             message: String::new(),
@@ -262,7 +189,6 @@ where
         let kept = kept.len();
         message.truncate(kept);
         if capture {
-            let scope = request.as_ref().map(scope_of);
             let mut report = ErrorReport::new(
                 ErrorKind::Event,
                 Severity::Error,
@@ -274,35 +200,29 @@ where
             for (name, value) in fields.fields {
                 report.tags.insert(name, value);
             }
-            match scope {
-                Some(scope) => {
-                    report.request = scope.context;
-                    report.breadcrumbs = scope.breadcrumbs;
+            match &request {
+                Some(request) => {
+                    report.request = Some(RequestContext::of(request));
+                    report.breadcrumbs = breadcrumbs_of(request);
                 }
                 None => report.breadcrumbs = capturer.global_breadcrumbs.snapshot(),
             }
             capturer.capture(report);
         }
-        let crumb = Breadcrumb {
-            timestamp: SystemTime::now(),
-            level: level.as_str(),
-            target: meta.target(),
-            message,
-        };
+        let timestamp = SystemTime::now();
         match request {
-            Some(span) => {
-                let mut extensions = span.extensions_mut();
-                if extensions.get_mut::<Breadcrumbs>().is_none() {
-                    extensions.insert(Breadcrumbs::default());
-                }
-                if let Some(crumbs) = extensions.get_mut::<Breadcrumbs>() {
-                    if crumbs.0.len() == MAX_BREADCRUMBS {
-                        crumbs.0.pop_front();
-                    }
-                    crumbs.0.push_back(crumb);
-                }
-            }
-            None => capturer.global_breadcrumbs.push(crumb),
+            Some(request) => request.push_crumb(Crumb {
+                timestamp,
+                level: level.as_str(),
+                target: meta.target(),
+                message,
+            }),
+            None => capturer.global_breadcrumbs.push(Breadcrumb {
+                timestamp,
+                level: level.as_str(),
+                target: meta.target(),
+                message,
+            }),
         }
     }
 }

@@ -66,10 +66,7 @@ pub use stacktrace::{
 pub use store::{ErrorGroup, ErrorStore};
 pub use symbolize::{MAX_CACHED_ADDRESSES, RESOLVE_BUDGET};
 
-pub(crate) use layer::{
-    GlobalBreadcrumbs, attach_request, is_request_span, request_id_of_current,
-    request_scope_of_current, request_scope_of_span,
-};
+pub(crate) use layer::{GlobalBreadcrumbs, breadcrumbs_of, in_current_request};
 pub(crate) use panic::take_panic_captured;
 #[cfg(feature = "sentry")]
 pub use sentry::{ATTEMPT_TIMEOUT, DEFAULT_RATE_LIMIT, MAX_BACKOFF, SentryOptions};
@@ -367,6 +364,10 @@ pub struct RequestContext {
     pub request_id: String,
     /// The user id, when the application set one ([`set_user_id`]).
     pub user_id: Option<String>,
+    /// The request's trace id (W3C, 32 lowercase hex digits), when known.
+    pub trace_id: Option<String>,
+    /// The request's span id (16 lowercase hex digits), when known.
+    pub span_id: Option<String>,
 }
 
 impl RequestContext {
@@ -383,6 +384,21 @@ impl RequestContext {
             url: url.into(),
             request_id: request_id.into(),
             user_id: None,
+            trace_id: None,
+            span_id: None,
+        }
+    }
+
+    /// The context of a request in flight (its query already redacted).
+    pub(crate) fn of(request: &crate::scope::RequestId) -> Self {
+        Self {
+            method: request.method().to_owned(),
+            route: request.route().to_owned(),
+            url: url_of(request.host(), request.path(), request.query()),
+            request_id: request.as_str().to_owned(),
+            user_id: request.user_id(),
+            trace_id: Some(request.trace_id().to_owned()),
+            span_id: Some(request.span_id().to_owned()),
         }
     }
 }

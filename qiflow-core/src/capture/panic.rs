@@ -148,10 +148,7 @@ fn report(info: &PanicHookInfo<'_>) {
     let message = crate::request::panic_message(info.payload());
     let location = info.location().map(|l| l.to_string());
     let mut report = panic_report(message, location, std::thread::current().name());
-    if let Some(scope) = super::request_scope_of_current() {
-        report.request = scope.context;
-        report.breadcrumbs = scope.breadcrumbs;
-    }
+    super::in_current_request(&mut report);
     capturer.capture(report);
     CAPTURED.with(|c| c.set(true));
 }

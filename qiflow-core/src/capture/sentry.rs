@@ -448,6 +448,20 @@ pub(crate) fn to_event(report: &ErrorReport) -> Event<'static> {
             method: Some(request.method.clone()),
             ..Default::default()
         });
+        // Sentry links the error to its trace through the trace context.
+        if let (Some(trace_id), Some(span_id)) = (
+            request.trace_id.as_deref().and_then(|t| t.parse().ok()),
+            request.span_id.as_deref().and_then(|s| s.parse().ok()),
+        ) {
+            event.contexts.insert(
+                "trace".into(),
+                protocol::Context::Trace(Box::new(protocol::TraceContext {
+                    trace_id,
+                    span_id,
+                    ..Default::default()
+                })),
+            );
+        }
         if let Some(id) = &request.user_id {
             event.user = Some(protocol::User {
                 id: Some(id.clone()),

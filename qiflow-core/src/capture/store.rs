@@ -36,6 +36,8 @@ pub struct ErrorGroup {
     pub last_seen: SystemTime,
     /// The latest report's request id, to find its log lines.
     pub last_request_id: Option<String>,
+    /// The latest report's trace id (W3C), to find its trace.
+    pub last_trace_id: Option<String>,
     /// The latest report's HTTP status.
     pub last_status: Option<u16>,
     /// The latest report's stack trace (panics), resolved.
@@ -88,6 +90,7 @@ impl ErrorStore {
         let mut inner = self.lock();
         inner.recorded += 1;
         let request_id = report.request.as_ref().map(|r| r.request_id.clone());
+        let trace_id = report.request.as_ref().and_then(|r| r.trace_id.clone());
         if let Some(group) = inner.groups.get_mut(&report.fingerprint) {
             group.count += 1;
             group.last_seen = group.last_seen.max(report.timestamp);
@@ -96,6 +99,7 @@ impl ErrorStore {
             group.kind = report.kind;
             group.severity = group.severity.max(report.severity);
             group.last_request_id = request_id;
+            group.last_trace_id = trace_id;
             group.last_status = report.status;
             group.stacktrace.clone_from(&report.stacktrace);
             return;
@@ -125,6 +129,7 @@ impl ErrorStore {
                 first_seen: report.timestamp,
                 last_seen: report.timestamp,
                 last_request_id: request_id,
+                last_trace_id: trace_id,
                 last_status: report.status,
                 stacktrace: report.stacktrace.clone(),
             },

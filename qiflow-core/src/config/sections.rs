@@ -32,6 +32,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[admin]`: the operator surface (who may read and change qiflow's state over HTTP).
     pub admin: AdminConfig,
+    /// `[tracing]`: W3C trace context.
+    pub tracing: TracingConfig,
     /// `[server]`: where the examples listen.
     pub server: ServerConfig,
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
@@ -685,6 +687,43 @@ impl ChannelConfig {
         match self.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => format!("alerts.channels.{name}"),
             None => format!("alerts.channels.{index}"),
+        }
+    }
+}
+
+/// `[tracing] propagation`: whether requests take and hand on W3C trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Propagation {
+    /// Continue an incoming `traceparent`/`tracestate`, and write them on outgoing calls
+    /// (`propagation::inject`). The default.
+    W3c,
+    /// Ignore incoming trace headers and write none: every request starts a trace of its own.
+    None,
+}
+
+/// `[tracing]`: W3C trace context (see [`crate::propagation`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TracingConfig {
+    /// `"w3c"` (continue incoming traces, hand them on) or `"none"`. Defaults to `"w3c"`.
+    pub propagation: Propagation,
+    /// Whether responses carry the request's `traceparent`. Defaults to `false`.
+    pub respond: bool,
+    /// The share of new traces (requests without an incoming `traceparent`) that are sampled,
+    /// 0.0 to 1.0: the `sampled` flag handed on to the services a request calls. A request
+    /// continuing a trace keeps its caller's decision. Defaults to `1.0`.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            propagation: Propagation::W3c,
+            respond: false,
+            sample_ratio: 1.0,
         }
     }
 }

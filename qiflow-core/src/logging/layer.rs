@@ -391,7 +391,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if crate::capture::is_request_span(attrs.metadata()) {
+        if crate::scope::is_request_span(attrs.metadata()) {
             // `InFlight::begin` attaches the request's data to it: nothing to copy.
             return;
         }
@@ -409,7 +409,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if extensions.get_mut::<SpanFields>().is_none()
-            && crate::capture::is_request_span(span.metadata())
+            && crate::scope::is_request_span(span.metadata())
         {
             // A field recorded later into the `request` span (`enduser.id`, or the host's own).
             extensions.insert(SpanFields::default());
@@ -452,10 +452,10 @@ where
                 let mut names = plan.names(written);
                 for span in scope {
                     let extensions = span.extensions();
-                    if let Some(request) = extensions.get::<crate::request::RequestId>() {
-                        for (name, value) in request.span_fields() {
+                    if let Some(request) = extensions.get::<crate::scope::RequestId>() {
+                        let mut field = |name: &'static str, value: &str| {
                             if names.contains(&name) {
-                                continue;
+                                return;
                             }
                             names.push(name);
                             line.push(b',');
@@ -470,7 +470,15 @@ where
                                 w.finish();
                                 line.push(b'"');
                             }
+                        };
+                        for (name, value) in request.span_fields() {
+                            field(name, value);
                         }
+                        request.with_user_id(|user| {
+                            if let Some(user) = user {
+                                field("enduser.id", user);
+                            }
+                        });
                     }
                     let Some(span_fields) = extensions.get::<SpanFields>() else {
                         continue;
@@ -504,8 +512,10 @@ where
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope {
                     let extensions = span.extensions();
-                    if let Some(request) = extensions.get::<crate::request::RequestId>() {
-                        for (name, value) in request.span_fields() {
+                    if let Some(request) = extensions.get::<crate::scope::RequestId>() {
+                        let user = request.user_id();
+                        let user = user.as_deref().map(|u| ("enduser.id", u));
+                        for (name, value) in request.span_fields().chain(user) {
                             if !fields.iter().any(|(n, _)| *n == name) {
                                 let value = if self.inner.redactor.is_sensitive_static(name) {
                                     FieldValue::Redacted

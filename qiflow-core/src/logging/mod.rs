@@ -34,9 +34,8 @@ pub(crate) mod sink;
 use std::time::Duration;
 
 pub use format::FIELD_CAP;
-pub(crate) use format::{FieldValue, cap as format_cap, timestamp as format_timestamp};
+pub(crate) use format::{cap as format_cap, timestamp as format_timestamp};
 pub use layer::LogLayer;
-pub(crate) use layer::SpanFields;
 pub use redact::{BUILTIN, REDACTED, Redactor};
 
 /// With `overflow = "block"`, the longest a log call waits for room in the queue before the line

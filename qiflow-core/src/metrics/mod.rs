@@ -116,6 +116,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Requests to the operator surface (/metrics, health, /qiflow/api), by endpoint and status code; 401 and 403 are refusals.",
     ),
     metric(
+        "qiflow_trace_context_invalid_total",
+        MetricKind::Counter,
+        &["header"],
+        "Incoming trace context headers ignored as malformed (traceparent, tracestate); the request started a new trace.",
+    ),
+    metric(
         "qiflow_build_info",
         MetricKind::Gauge,
         &["service", "environment", "version"],

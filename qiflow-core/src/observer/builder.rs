@@ -492,8 +492,20 @@ impl ObserverBuilder {
                 Arc::new(DirWritableCheck::new(self.config.audit.dir.clone())),
             ));
         }
+        let invalid = |header: &'static str| {
+            metrics.counter(
+                "qiflow_trace_context_invalid_total",
+                vec![metrics::Label::new("header", header)],
+            )
+        };
+        let propagator = crate::propagation::Propagator::new(
+            &self.config.tracing,
+            invalid("traceparent"),
+            invalid("tracestate"),
+        );
         let observer = Observer {
             inner: Arc::new(Inner {
+                propagator,
                 config: self.config,
                 started: Instant::now(),
                 clock: self.clock.clone(),

@@ -44,6 +44,7 @@ struct Inner {
     baselines: Option<Arc<crate::baseline::Baselines>>,
     auditor: Option<crate::audit::Auditor>,
     admin: crate::admin::Gate,
+    propagator: crate::propagation::Propagator,
 }
 
 impl std::fmt::Debug for Observer {
@@ -85,10 +86,7 @@ impl Observer {
             Severity::Error,
             ErrorDetail::from_error(error),
         );
-        if let Some(scope) = crate::capture::request_scope_of_current() {
-            report.request = scope.context;
-            report.breadcrumbs = scope.breadcrumbs;
-        }
+        crate::capture::in_current_request(&mut report);
         self.capture(report);
     }
 
@@ -116,6 +114,10 @@ impl Observer {
     /// installs it (see [`CaptureLayer`]).
     pub fn capture_layer(&self) -> CaptureLayer {
         CaptureLayer::new(self.inner.capturer.clone())
+    }
+
+    pub(crate) fn propagator(&self) -> &crate::propagation::Propagator {
+        &self.inner.propagator
     }
 
     pub(crate) fn capturer(&self) -> &Arc<Capturer> {
