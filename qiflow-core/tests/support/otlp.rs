@@ -15,6 +15,12 @@
 //! `resource` the resource's attributes, `scope` the instrumentation scope's name. Every span a
 //! receiver decodes is kept, whatever [`Mode`] makes it answer.
 //!
+//! The Python back-end's counters ([`OtlpReceiver::requests`], `errors`, `encodings`) come from
+//! the lines it prints and may trail its answer by a moment: call
+//! [`OtlpReceiver::wait_for_requests`] before reading them. Its spans are written before it
+//! prints a request's line, so once `wait_for_requests(n)` returns, the spans of those `n`
+//! requests are there.
+//!
 //! ```ignore
 //! let receiver = OtlpReceiver::start(); // in-process, answering 200
 //! // … point an exporter at receiver.endpoint() and export …
