@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side load benchmark: axum and actix-web, bare, with qiflow, and with the stack users
+# Side-by-side load benchmark: axum and actix-web, bare, with qiflow, and with the stacks users
 # assemble today, under wrk on 127.0.0.1. See docs/performance.md for what it measures.
 #
 #   benches/load/run.sh
@@ -14,15 +14,23 @@
 #   LOAD_WARMUP        wrk warm-up before each measured run, in seconds (default 1; 0: none)
 #   LOAD_ROUNDS        rounds over all modes (default 3)
 #   LOAD_CONNECTIONS   wrk connections (default 32)
-#   LOAD_AXUM_MODES    default "bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled";
-#                      set but empty (LOAD_AXUM_MODES=""): no axum run
+#   LOAD_AXUM_MODES    default "bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled
+#                      otel-anchor"; set but empty (LOAD_AXUM_MODES=""): no axum run. Every mode of
+#                      src/bin/load_axum.rs can be named, e.g. span-registry or qiflow-minimal
 #   LOAD_ACTIX_MODES   default "bare qiflow qiflow-noaccess assembled"; set but empty: no actix run
 #   LOAD_SERVER_CPU    CPU of the server (default 0); LOAD_CLIENT_CPU: wrk and the sink (default 1)
 #   LOAD_BASE_PORT     first port used on 127.0.0.1 (default 3200; one port per run, the sink on
 #                      LOAD_BASE_PORT - 1)
+#
+# The sink (src/bin/load_sink.rs) runs, pinned with wrk, for the modes that send to it: axum's
+# sentry, assembled and the -fail10 ones but bare-fail10 (Sentry envelopes, DSN from
+# LOAD_SENTRY_PORT), and otel-anchor (OTLP/HTTP trace exports to LOAD_OTLP_ENDPOINT,
+# http://127.0.0.1:<sink port>/v1/traces). The table's last columns divide what it received by
+# the requests wrk sent: Sentry envelopes, and the spans in the OTLP exports (1.000 when every
+# request's span arrived; less when an exporter dropped spans).
 #   LOAD_OUT           directory for the raw outputs (default target/load-bench/<date-time>)
 #
-# With the defaults: 11 modes x 3 rounds x ~13 s, about 7-8 minutes plus the release build.
+# With the defaults: 12 modes x 3 rounds x ~13 s, about 8-9 minutes plus the release build.
 # It installs nothing. It stops only the processes it started (by PID), also when interrupted.
 set -euo pipefail
 
@@ -33,7 +41,7 @@ duration="${LOAD_DURATION:-10}"
 warmup="${LOAD_WARMUP:-1}"
 rounds="${LOAD_ROUNDS:-3}"
 connections="${LOAD_CONNECTIONS:-32}"
-axum_modes="${LOAD_AXUM_MODES-bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled}"
+axum_modes="${LOAD_AXUM_MODES-bare qiflow qiflow-noaccess trace sentry axum-prometheus assembled otel-anchor}"
 actix_modes="${LOAD_ACTIX_MODES-bare qiflow qiflow-noaccess assembled}"
 server_cpu="${LOAD_SERVER_CPU:-0}"
 client_cpu="${LOAD_CLIENT_CPU:-1}"
@@ -83,7 +91,7 @@ bin="$target_dir/release"
 
 mkdir -p "$out"
 results="$out/results.tsv"
-printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines\tenvelopes\tcpu_us_per_request\n' >"$results"
+printf 'framework\tmode\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tlog_lines\tenvelopes\tcpu_us_per_request\tspans\n' >"$results"
 
 clk_tck="$(getconf CLK_TCK)"
 
@@ -124,14 +132,15 @@ for ((round = 1; round <= rounds; round++)); do
         n=$((n + 1))
         port=$((port + 1))
         tag="$fw-$mode-r$round"
-        sentry_env=()
-        if [[ "$fw" == axum && ("$mode" == sentry || "$mode" == assembled || "$mode" == *-fail10 && "$mode" != bare-fail10) ]]; then
+        sink_env=()
+        if [[ "$fw" == axum && ("$mode" == sentry || "$mode" == assembled || "$mode" == otel-anchor ||
+            "$mode" == *-fail10 && "$mode" != bare-fail10) ]]; then
             LOAD_SINK_PORT="$sink_port" taskset -c "$client_cpu" "$bin/load_sink" 2>"$out/$tag.sink.err" &
             sink_pid=$!
             wait_port "$sink_port" "$sink_pid" || die "load_sink did not start (see $out/$tag.sink.err)"
-            sentry_env=(LOAD_SENTRY_PORT="$sink_port")
+            sink_env=(LOAD_SENTRY_PORT="$sink_port" LOAD_OTLP_ENDPOINT="http://127.0.0.1:$sink_port/v1/traces")
         fi
-        env LOAD_PORT="$port" "${sentry_env[@]}" taskset -c "$server_cpu" "$bin/load_$fw" "$mode" \
+        env LOAD_PORT="$port" "${sink_env[@]}" taskset -c "$server_cpu" "$bin/load_$fw" "$mode" \
             >"$out/$tag.out" 2>"$out/$tag.err" &
         server_pid=$!
         wait_port "$port" "$server_pid" || die "load_$fw $mode did not start on port $port (see $out/$tag.err)"
@@ -145,10 +154,15 @@ for ((round = 1; round <= rounds; round++)); do
         stop_pid "$server_pid"
         server_pid=""
         envelopes="-"
+        spans="-"
         if [[ -n "$sink_pid" ]]; then
             stop_pid "$sink_pid"
             sink_pid=""
             envelopes="$(sed -n 's/.*envelopes=\([0-9]*\).*/\1/p' "$out/$tag.sink.err" | tail -1)"
+            spans="$(sed -n 's/.* spans=\([0-9]*\).*/\1/p' "$out/$tag.sink.err" | tail -1)"
+            unparsed="$(sed -n 's/.*otlp_unparsed=\([0-9]*\).*/\1/p' "$out/$tag.sink.err" | tail -1)"
+            [[ "${unparsed:-0}" == 0 ]] ||
+                echo "run.sh: warning: the sink could not count the spans of $unparsed OTLP exports of $tag (see $out/$tag.sink.err)" >&2
         fi
 
         w="$out/$tag.wrk"
@@ -166,8 +180,8 @@ for ((round = 1; round <= rounds; round++)); do
         errors="$(awk '/Socket errors|Non-2xx/ {s = s $0 ";"} END {gsub(/ +/, " ", s); print (s == "" ? "-" : s)}' "$w")"
         log_lines="$(sed -n 's/.*log_lines=\([0-9]*\).*/\1/p' "$out/$tag.err" | tail -1)"
         [[ -n "$rps" ]] || die "no Requests/sec in $w"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-            "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$requests" "$errors" "${log_lines:-0}" "${envelopes:-0}" "$cpu_us" >>"$results"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$requests" "$errors" "${log_lines:-0}" "${envelopes:-0}" "$cpu_us" "${spans:-0}" >>"$results"
         printf '    [%2d/%d] %-5s %-16s round %d: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  CPU %6.2f us/req\n' \
             "$n" "$total" "$fw" "$mode" "$round" "$rps" "$p50" "$p99" "$cpu_us"
     done
@@ -185,15 +199,15 @@ NR > 1 {
     k = $1 " " $2
     rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; cpu[k] = cpu[k] " " $11
     r[k, $3] = $4; q[k, $3] = $6; c[k, $3] = $11; rounds[$3] = 1
-    req[k] += $7; logl[k] += $9; env[k] += $10
+    req[k] += $7; logl[k] += $9; env[k] += $10; spn[k] += $12
     if ($8 != "-") err[k] = err[k] $8
     if (!(k in seen) || $4 + 0 < lo[k]) lo[k] = $4 + 0
     if (!(k in seen) || $4 + 0 > hi[k]) hi[k] = $4 + 0
     seen[k] = 1
 }
 END {
-    printf "| framework | mode | req/s (median) | req/s (min–max) | vs bare | CPU µs / request | CPU vs bare | p50 ms | p99 ms | p99 added ms | log lines / requests | envelopes / requests |\n"
-    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    printf "| framework | mode | req/s (median) | req/s (min–max) | vs bare | CPU µs / request | CPU vs bare | p50 ms | p99 ms | p99 added ms | log lines / requests | envelopes / requests | OTLP spans / requests |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     n = split(modes, m, " ")
     for (i = 1; i < n; i += 2) {
         k = m[i] " " m[i + 1]; b = m[i] " bare"
@@ -209,8 +223,9 @@ END {
         if (k == b) { ratio = "100%"; added = "0"; cratio = "100%" }
         ll = logl[k] > 0 ? sprintf("%.3f", logl[k] / req[k]) : "–"
         ee = env[k] > 0 ? sprintf("%.3f", env[k] / req[k]) : "–"
-        printf "| %s | %s | %.0f | %.0f–%.0f | %s | %.2f | %s | %.3f | %.3f | %s | %s | %s |\n", m[i], m[i + 1], median(rps[k]), lo[k], hi[k], ratio, median(cpu[k]), cratio, median(p50[k]), median(p99[k]), added, ll, ee
-        if (k in err) printf "|   | ⚠ wrk reported: %s | | | | | | | | | | |\n", err[k]
+        ss = spn[k] > 0 ? sprintf("%.3f", spn[k] / req[k]) : "–"
+        printf "| %s | %s | %.0f | %.0f–%.0f | %s | %.2f | %s | %.3f | %.3f | %s | %s | %s | %s |\n", m[i], m[i + 1], median(rps[k]), lo[k], hi[k], ratio, median(cpu[k]), cratio, median(p50[k]), median(p99[k]), added, ll, ee, ss
+        if (k in err) printf "|   | ⚠ wrk reported: %s | | | | | | | | | | | |\n", err[k]
     }
 }' "$results" | tee "$out/table.md"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"

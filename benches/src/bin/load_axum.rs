@@ -17,6 +17,7 @@
 //! | `span-registry` | the same span under tracing-subscriber's bare `Registry` with an `info` filter and no layers: the floor of any `tracing` span |
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
+//! | `otel-anchor` | the OpenTelemetry stack users assemble: tower-http's `TraceLayer` making an `INFO` span per request with the route (`otel.name`, `otel.kind`, `http.request.method`, `http.route`, and `http.response.status_code` recorded on the response), tracing-subscriber's `Registry` with an `info` filter and `tracing-opentelemetry`'s layer, over an `SdkTracerProvider` sampling every trace (`ParentBased(AlwaysOn)`) into the batch span processor (its defaults) and `opentelemetry-otlp`'s HTTP/protobuf exporter (its default client, reqwest's blocking one) to `$LOAD_OTLP_ENDPOINT` (the `load_sink`) |
 //! | `sentry-tower-fail10` | `qiflow` without a DSN plus sentry-tower's `NewSentryLayer` and `SentryHttpLayer` (no transactions); every 10th request fails and the handler reports it with `sentry::capture_error`, as sentry-tower users do (the layer does not capture 5xx), through sentry's ureq transport to the `load_sink` |
 //!
 //! `load_axum MODE` (or `LOAD_MODE`), listening on `127.0.0.1:$LOAD_PORT` (default 3100). It
@@ -24,7 +25,7 @@
 
 use std::process::ExitCode;
 
-use axum::extract::{Path, Request};
+use axum::extract::{MatchedPath, Path, Request};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -50,10 +51,11 @@ enum Mode {
     SpanRegistry,
     QiflowNoMetrics,
     QiflowMinimal,
+    OtelAnchor,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 15] = [
+    const ALL: [(&'static str, Mode); 16] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -69,6 +71,7 @@ impl Mode {
         ("span-registry", Mode::SpanRegistry),
         ("qiflow-nometrics", Mode::QiflowNoMetrics),
         ("qiflow-minimal", Mode::QiflowMinimal),
+        ("otel-anchor", Mode::OtelAnchor),
     ];
 
     fn parse(name: &str) -> Option<Mode> {
@@ -82,6 +85,7 @@ struct Guards {
     sentry: Option<sentry::ClientInitGuard>,
     appender: Option<tracing_appender::non_blocking::WorkerGuard>,
     qiflow: Option<qiflow_core::Guard>,
+    otel: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
 fn main() -> ExitCode {
@@ -117,9 +121,16 @@ fn main() -> ExitCode {
         sentry,
         appender,
         qiflow,
+        otel,
     } = guards;
     drop(sentry);
     drop(appender);
+    if let Some(provider) = otel {
+        // Exports what the batch processor still holds, as a service does on its way out.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("load_axum: the OpenTelemetry provider's shutdown failed: {e}");
+        }
+    }
     if let Some(guard) = qiflow {
         let _report = guard.shutdown();
     }
@@ -234,6 +245,20 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                 .init();
             router.layer(tower::layer::layer_fn(load::SpanOnly::new))
         }
+        Mode::OtelAnchor => {
+            guards.otel = Some(install_otel_subscriber());
+            router.layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(otel_request_span)
+                    .on_response(
+                        |response: &axum::response::Response,
+                         _latency: std::time::Duration,
+                         span: &tracing::Span| {
+                            span.record("http.response.status_code", response.status().as_u16());
+                        },
+                    ),
+            )
+        }
         Mode::Assembled => {
             guards.appender = Some(load::install_json_file_subscriber(dir, false));
             guards.sentry = Some(init_sentry());
@@ -270,6 +295,69 @@ fn trace_layer() -> TraceLayer<
     TraceLayer::new_for_http()
         .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
         .on_response(DefaultOnResponse::new().level(Level::INFO))
+}
+
+/// The request span of `otel-anchor`, as users of tracing-opentelemetry write it for
+/// `TraceLayer::make_span_with`: `INFO`, named `{method} {route}` for OpenTelemetry, a server
+/// span with the HTTP semantic-convention fields, the status code left to record.
+fn otel_request_span(request: &Request) -> tracing::Span {
+    let method = request.method();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// The OpenTelemetry pipeline of `otel-anchor`, installed as the global subscriber: every trace
+/// sampled, the batch span processor with its defaults (a queue of 2,048 spans, batches of 512,
+/// every 5 s, on its own thread), and the OTLP/HTTP protobuf exporter with its default client to
+/// `$LOAD_OTLP_ENDPOINT`. Returns the provider, to shut down at the end.
+///
+/// # Panics
+///
+/// When `LOAD_OTLP_ENDPOINT` is not set, or a global subscriber is already installed.
+fn install_otel_subscriber() -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let endpoint = std::env::var("LOAD_OTLP_ENDPOINT").expect(
+        "LOAD_OTLP_ENDPOINT: the load_sink's OTLP/HTTP traces URL, http://127.0.0.1:PORT/v1/traces",
+    );
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .build()
+        .expect("the OTLP exporter builds");
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("load-bench")
+                .build(),
+        )
+        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+        )))
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("load-bench");
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .expect("no other global subscriber is installed");
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    provider
 }
 
 /// The `load_sink`'s address as a Sentry DSN.
