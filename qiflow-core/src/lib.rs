@@ -72,6 +72,8 @@
 //!   (reqwest).
 //! - `postgres`: the PostgreSQL audit sink and `qiflow audit verify --postgres`.
 //! - `zstd`: zstd compression of rotated log files (without it, gzip).
+//! - `otlp`: OTLP export of sampled requests as spans (`[tracing] otlp_endpoint`).
+//! - `reqwest`: [`propagation::inject`] into a `reqwest::header::HeaderMap`.
 //! - `cli`: the `qiflow` binary (it turns on `postgres`); `test`: the test doubles.
 //!
 //! With `default-features = false`, qiflow logs, captures errors into its local store, keeps
@@ -91,6 +93,8 @@ pub mod capture;
 pub mod check;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "otlp")]
+mod export;
 mod files;
 pub mod health;
 pub mod logging;

@@ -503,8 +503,26 @@ impl ObserverBuilder {
             invalid("traceparent"),
             invalid("tracestate"),
         );
+        #[cfg(feature = "otlp")]
+        let traces = crate::export::sink(&self.config)
+            .map_err(|message| InitError {
+                kind: InitErrorKind::Config,
+                message,
+            })?
+            .map(|sink| {
+                worker.add(
+                    PipelineOptions::new("traces")
+                        .capacity(crate::export::QUEUE_CAPACITY)
+                        .overflow(Overflow::Drop)
+                        .batch_size(crate::export::BATCH_SIZE)
+                        .linger(crate::export::LINGER),
+                    sink,
+                )
+            });
         let observer = Observer {
             inner: Arc::new(Inner {
+                #[cfg(feature = "otlp")]
+                traces,
                 propagator,
                 config: self.config,
                 started: Instant::now(),
