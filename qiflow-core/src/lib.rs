@@ -58,7 +58,8 @@
 //! - [`audit`]: the tamper-evident audit trail ([`Observer::audit`], the file and PostgreSQL
 //!   sinks, [`audit::verify_dir`]).
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
-//! - [`propagation`]: W3C trace context (`traceparent`) in and out of a request.
+//! - [`propagation`]: W3C trace context (`traceparent`) in and out of a request; `export`
+//!   (feature `otlp`): sampled requests and their child spans to an OTLP collector.
 //! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
 //!
@@ -94,7 +95,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "otlp")]
-mod export;
+pub mod export;
 mod files;
 pub mod health;
 pub mod logging;

@@ -202,3 +202,64 @@ fn a_hung_collector_is_given_up_at_the_budget() {
 fn a_refusing_collector_drops_and_counts() {
     a_dead_collector_costs_the_guard_its_budget_and_every_span_is_accounted(Mode::Refuse);
 }
+
+/// Handlers' spans (`#[tracing::instrument]`) inside a sampled request are exported as children
+/// of the request's span, nested ones under their parent; inside an unsampled request, nothing.
+fn child_spans_are_exported_under_the_request(backend: Backend) {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[tracing::instrument(fields(order = id))]
+    fn load_order(id: u32) {
+        let _inner = tracing::info_span!("query", table = "orders").entered();
+    }
+
+    let receiver = OtlpReceiver::start_with(backend, Mode::Ok);
+    let (observer, guard) = observer(&receiver, 1.0, Duration::from_secs(5));
+    let subscriber = tracing_subscriber::registry()
+        .with(observer.log_layer())
+        .with(observer.trace_layer());
+    let request_span = tracing::subscriber::with_default(subscriber, || {
+        let in_flight = observer.begin_request(
+            RequestInfo::new("GET", "/users/7")
+                .with_route("/users/{id}")
+                .with_traceparent(format!("00-{TRACE_ID}-{PARENT_ID}-01")),
+        );
+        in_flight.span().in_scope(|| load_order(7));
+        let span_id = in_flight.id().span_id().to_owned();
+        in_flight.finish(RequestOutcome::new(200));
+        // Unsampled: its spans are not exported.
+        let unsampled = observer.begin_request(
+            RequestInfo::new("GET", "/users/8")
+                .with_traceparent(format!("00-{TRACE_ID}-{PARENT_ID}-00")),
+        );
+        unsampled.span().in_scope(|| load_order(8));
+        unsampled.finish(RequestOutcome::new(200));
+        span_id
+    });
+    drop(guard);
+    let spans = receiver.wait_for(3, PATIENCE);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let load = spans.iter().find(|s| s["name"] == "load_order").unwrap();
+    let query = spans.iter().find(|s| s["name"] == "query").unwrap();
+    assert_eq!(load["trace_id"], TRACE_ID);
+    assert_eq!(load["parent_span_id"], request_span.as_str());
+    assert_eq!(load["kind"], "SPAN_KIND_INTERNAL");
+    assert_eq!(load["attributes"]["order"], "7");
+    assert_eq!(query["parent_span_id"], load["span_id"]);
+    assert_eq!(query["attributes"]["table"], "orders");
+    assert!(
+        spans.iter().all(|s| s["attributes"]["order"] != "8"),
+        "{spans:#?}"
+    );
+}
+
+#[test]
+fn child_spans_in_process() {
+    child_spans_are_exported_under_the_request(Backend::InProcess);
+}
+
+#[test]
+#[ignore = "tier 2: needs python3 with opentelemetry-proto; run by .ci/tier2-otlp.sh"]
+fn child_spans_in_python() {
+    child_spans_are_exported_under_the_request(Backend::Python);
+}

@@ -25,6 +25,10 @@ use crate::config::Config;
 use crate::scope::RequestId;
 use crate::worker::{BoxFuture, Sink, SinkError};
 
+mod layer;
+
+pub use layer::TraceLayer;
+
 /// The records the `traces` pipeline queues at most (then it drops, counted).
 pub(crate) const QUEUE_CAPACITY: usize = 8192;
 /// The spans one export carries at most.
@@ -43,6 +47,18 @@ pub(crate) enum SpanRecord {
         panicked: bool,
         /// The client left before the response head was ready.
         disconnected: bool,
+    },
+    /// A span a handler created inside a sampled request ([`TraceLayer`]).
+    Child {
+        trace_id: crate::propagation::TraceId,
+        span_id: crate::propagation::SpanId,
+        parent: crate::propagation::SpanId,
+        name: &'static str,
+        target: &'static str,
+        start: SystemTime,
+        end: SystemTime,
+        attributes: Vec<(&'static str, String)>,
+        dropped: u32,
     },
 }
 
@@ -192,6 +208,44 @@ impl TraceSink {
                     events: SpanEvents::default(),
                     links: SpanLinks::default(),
                     status: span_status,
+                    instrumentation_scope: self.scope.clone(),
+                }
+            }
+            SpanRecord::Child {
+                trace_id,
+                span_id,
+                parent,
+                name,
+                target,
+                start,
+                end,
+                attributes,
+                dropped,
+            } => {
+                let mut attributes: Vec<KeyValue> = attributes
+                    .into_iter()
+                    .map(|(name, value)| KeyValue::new(name, value))
+                    .collect();
+                attributes.push(KeyValue::new("code.namespace", target));
+                SpanData {
+                    span_context: SpanContext::new(
+                        TraceId::from_bytes(trace_id.to_bytes()),
+                        SpanId::from_bytes(span_id.to_bytes()),
+                        TraceFlags::SAMPLED,
+                        false,
+                        TraceState::default(),
+                    ),
+                    parent_span_id: SpanId::from_bytes(parent.to_bytes()),
+                    parent_span_is_remote: false,
+                    span_kind: SpanKind::Internal,
+                    name: Cow::Borrowed(name),
+                    start_time: start,
+                    end_time: end,
+                    attributes,
+                    dropped_attributes_count: dropped,
+                    events: SpanEvents::default(),
+                    links: SpanLinks::default(),
+                    status: Status::Unset,
                     instrumentation_scope: self.scope.clone(),
                 }
             }

@@ -123,6 +123,15 @@ impl Observer {
         &self.inner.propagator
     }
 
+    /// The tracing layer that exports the spans handlers create inside sampled requests as
+    /// children of the request's span (`[tracing] otlp_endpoint`; without it the layer does
+    /// nothing). `init` installs it; a host composing its own subscriber adds it beside
+    /// [`log_layer`](Self::log_layer).
+    #[cfg(feature = "otlp")]
+    pub fn trace_layer(&self) -> crate::export::TraceLayer {
+        crate::export::TraceLayer::new(self.inner.traces.clone())
+    }
+
     /// Queues a finished span for export when `[tracing] otlp_endpoint` is set (never waits; a
     /// full queue drops it, counted).
     #[cfg(feature = "otlp")]
