@@ -24,7 +24,7 @@ die() { echo "tier2-otlp: FAILED: $*" >&2; exit 1; }
 step() { echo; echo "==> $*"; }
 
 # The test files whose #[ignore]d tests need the Python receiver.
-OTLP_TESTS=(otlp_receiver)
+OTLP_TESTS=(otlp_receiver otlp_export)
 REQUIREMENTS=qiflow-core/tests/support/otlp-requirements.txt
 
 step "checking the interpreter and its packages"

@@ -58,7 +58,8 @@
 //! - [`audit`]: the tamper-evident audit trail ([`Observer::audit`], the file and PostgreSQL
 //!   sinks, [`audit::verify_dir`]).
 //! - [`request`]: what adapters hand the core per request ([`Observer::begin_request`]).
-//! - [`propagation`]: W3C trace context (`traceparent`) in and out of a request.
+//! - [`propagation`]: W3C trace context (`traceparent`) in and out of a request; `export`
+//!   (feature `otlp`): sampled requests and their child spans to an OTLP collector.
 //! - [`alert`]: alerts, their routing and the channels ([`Observer::alert`]).
 //! - `test` (feature `test`): test doubles.
 //!
@@ -72,6 +73,8 @@
 //!   (reqwest).
 //! - `postgres`: the PostgreSQL audit sink and `qiflow audit verify --postgres`.
 //! - `zstd`: zstd compression of rotated log files (without it, gzip).
+//! - `otlp`: OTLP export of sampled requests as spans (`[tracing] otlp_endpoint`).
+//! - `reqwest`: [`propagation::inject`] into a `reqwest::header::HeaderMap`.
 //! - `cli`: the `qiflow` binary (it turns on `postgres`); `test`: the test doubles.
 //!
 //! With `default-features = false`, qiflow logs, captures errors into its local store, keeps
@@ -91,6 +94,8 @@ pub mod capture;
 pub mod check;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "otlp")]
+pub mod export;
 mod files;
 pub mod health;
 pub mod logging;

@@ -405,6 +405,26 @@ pub fn current() -> Option<TraceContext> {
 
 /// Adds the problems of `[tracing]` to `f`.
 pub(crate) fn check(config: &TracingConfig, f: &mut Findings) {
+    if let Some(endpoint) = config.otlp_endpoint.as_deref() {
+        if !cfg!(feature = "otlp") {
+            f.needs_feature("tracing.otlp_endpoint", "an OTLP export", "otlp");
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            f.bad(
+                "tracing.otlp_endpoint",
+                format!(
+                    "{endpoint:?} is not an http(s) URL; give the collector's traces URL, \
+                     e.g. \"http://127.0.0.1:4318/v1/traces\""
+                ),
+            );
+        }
+    }
+    if config.timeout.is_zero() {
+        f.bad(
+            "tracing.timeout",
+            "must be longer than zero; use e.g. \"10s\"",
+        );
+    }
     if !(0.0..=1.0).contains(&config.sample_ratio) {
         f.bad(
             "tracing.sample_ratio",

@@ -342,6 +342,18 @@ impl InFlight {
             );
         }
         self.capture(&outcome);
+        #[cfg(feature = "otlp")]
+        if self.id.trace().is_sampled() {
+            self.observer
+                .export_span(crate::export::SpanRecord::Request {
+                    request: self.id.clone(),
+                    start: self.arrived,
+                    end: self.arrived + latency,
+                    status: outcome.status,
+                    panicked: outcome.panicked,
+                    disconnected: false,
+                });
+        }
         if self.observer.config().logging.access_log {
             let latency_ms = millis(latency);
             let route: &str = self.route.label();
@@ -440,7 +452,20 @@ impl Drop for InFlight {
             handles.disconnects().increment(1);
         }
         let route: &str = self.route.label();
-        let latency_ms = millis(self.start.elapsed());
+        let elapsed = self.start.elapsed();
+        let latency_ms = millis(elapsed);
+        #[cfg(feature = "otlp")]
+        if self.id.trace().is_sampled() {
+            self.observer
+                .export_span(crate::export::SpanRecord::Request {
+                    request: self.id.clone(),
+                    start: self.arrived,
+                    end: self.arrived + elapsed,
+                    status: 0,
+                    panicked: false,
+                    disconnected: true,
+                });
+        }
         if let Some(audit) = self.audit.take() {
             audit.abort(&self.observer, self.id.as_str(), latency_ms);
         }

@@ -54,6 +54,7 @@ const CANARIES: &[(&str, &str)] = &[
     ),
     ("alerts.channels.am.url", "cnry-am-password-cc55"),
     ("alerts.channels.mail.password", "cnry-smtp-password-dd66"),
+    ("tracing.headers.X-Honeycomb-Team", "cnry-otlp-header-ee88"),
 ];
 
 /// Keys given as `ENC:` values, so the decrypted path is covered too.
@@ -129,6 +130,11 @@ retry_deadline = "200ms"
 [health]
 token = {health}
 
+[tracing]
+otlp_endpoint = "http://127.0.0.1:{closed}/v1/traces"
+timeout = "2s"
+headers = {{ X-Honeycomb-Team = {otlp_header} }}
+
 [[admin.tokens]]
 name = "ops"
 token = {admin_token}
@@ -195,6 +201,10 @@ timeout = "2s"
         ),
         signing = q("audit.signing_key", c("audit.signing_key").to_owned()),
         health = q("health.token", c("health.token").to_owned()),
+        otlp_header = q(
+            "tracing.headers.X-Honeycomb-Team",
+            c("tracing.headers.X-Honeycomb-Team").to_owned()
+        ),
         admin_token = q(
             "admin.tokens.ops.token",
             c("admin.tokens.ops.token").to_owned()

@@ -37,6 +37,9 @@ const DING_SECRET: &str = "cnry-ding-secret-8811";
 const SMS_URL_KEY: &str = "cnry-sms-urlkey-9922";
 const SMS_TOKEN: &str = "cnry-sms-token-aa33";
 const SMS_HEADER: &str = "cnry-sms-header-bb44";
+/// An OTLP export header (the quickstart is built without the `otlp` feature, so it names no
+/// endpoint; the header is a secret all the same).
+const OTLP_HEADER: &str = "cnry-otlp-header-ee88";
 const AM_PASSWORD: &str = "cnry-am-password-cc55";
 const SMTP_PASSWORD: &str = "cnry-smtp-password-dd66";
 /// Sent as a wrong login password: not a configuration secret, but never to be written either.
@@ -92,6 +95,9 @@ retry_deadline = "300ms"
 
 [health]
 token = "{HEALTH_TOKEN}"
+
+[tracing]
+headers = {{ X-Honeycomb-Team = "{OTLP_HEADER}" }}
 
 [[admin.tokens]]
 name = "ops"

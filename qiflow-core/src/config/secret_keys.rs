@@ -32,6 +32,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "alerts.channels.*.token",
     "alerts.channels.*.password",
     "alerts.channels.*.headers.*",
+    "tracing.headers.*",
 ];
 
 /// Whether `path` (`alerts.channels.ops.url`) is one of the [`SECRET_KEYS`]. A trailing `*`
@@ -172,6 +173,13 @@ impl Config {
                     header: Some(name.as_str()),
                 });
             }
+        }
+        for (name, value) in &self.tracing.headers {
+            headers.push(SecretEntry {
+                path: format!("tracing.headers.{name}"),
+                value,
+                header: Some(name.as_str()),
+            });
         }
         all.into_iter()
             .filter_map(|(path, value)| {

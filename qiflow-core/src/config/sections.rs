@@ -716,6 +716,18 @@ pub struct TracingConfig {
     /// 0.0 to 1.0: the `sampled` flag handed on to the services a request calls. A request
     /// continuing a trace keeps its caller's decision. Defaults to `1.0`.
     pub sample_ratio: f64,
+    /// Where sampled requests are exported as spans, over OTLP/HTTP with protobuf: the full
+    /// traces URL of a collector (`"http://127.0.0.1:4318/v1/traces"`). Needs the `otlp`
+    /// feature. Defaults to unset (no export).
+    pub otlp_endpoint: Option<String>,
+    /// Extra HTTP headers on every export (an API key, say). The values are secrets (`ENC:`
+    /// allowed, under `tracing.headers.<Header-Name>`). Defaults to none.
+    #[serde(skip_serializing)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// How long one export may take before it is given up (its spans counted as dropped).
+    /// Defaults to `"10s"`.
+    #[serde(with = "units::duration")]
+    pub timeout: Duration,
 }
 
 impl Default for TracingConfig {
@@ -724,6 +736,9 @@ impl Default for TracingConfig {
             propagation: Propagation::W3c,
             respond: false,
             sample_ratio: 1.0,
+            otlp_endpoint: None,
+            headers: Default::default(),
+            timeout: Duration::from_secs(10),
         }
     }
 }

@@ -428,14 +428,37 @@ impl ObserverBuilder {
                 kind: InitErrorKind::Admin,
                 message,
             })?;
+        #[cfg(feature = "otlp")]
+        let traces = crate::export::sink(&self.config)
+            .map_err(|message| InitError {
+                kind: InitErrorKind::Config,
+                message,
+            })?
+            .map(|sink| {
+                worker.add(
+                    PipelineOptions::new("traces")
+                        .capacity(crate::export::QUEUE_CAPACITY)
+                        .overflow(Overflow::Drop)
+                        .batch_size(crate::export::BATCH_SIZE)
+                        .linger(crate::export::LINGER),
+                    sink,
+                )
+            });
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
+        #[cfg(feature = "otlp")]
+        let trace_layer = traces
+            .clone()
+            .map(|pipeline| crate::export::TraceLayer::new(Some(pipeline)));
+        #[cfg(not(feature = "otlp"))]
+        let trace_layer: Option<tracing_subscriber::layer::Identity> = None;
         if self.install_global {
             tracing_subscriber::registry()
                 .with(level_filter)
                 .with(env_filter)
                 .with(log_layer.clone())
                 .with(capture_layer)
+                .with(trace_layer)
                 .try_init()
                 .map_err(|e| InitError {
                     kind: InitErrorKind::GlobalAlreadySet,
@@ -505,6 +528,8 @@ impl ObserverBuilder {
         );
         let observer = Observer {
             inner: Arc::new(Inner {
+                #[cfg(feature = "otlp")]
+                traces,
                 propagator,
                 config: self.config,
                 started: Instant::now(),

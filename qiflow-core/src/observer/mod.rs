@@ -45,6 +45,9 @@ struct Inner {
     auditor: Option<crate::audit::Auditor>,
     admin: crate::admin::Gate,
     propagator: crate::propagation::Propagator,
+    /// The `traces` pipeline, with `[tracing] otlp_endpoint`.
+    #[cfg(feature = "otlp")]
+    traces: Option<crate::worker::Pipeline<crate::export::SpanRecord>>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -118,6 +121,24 @@ impl Observer {
 
     pub(crate) fn propagator(&self) -> &crate::propagation::Propagator {
         &self.inner.propagator
+    }
+
+    /// The tracing layer that exports the spans handlers create inside sampled requests as
+    /// children of the request's span (`[tracing] otlp_endpoint`; without it the layer does
+    /// nothing). `init` installs it; a host composing its own subscriber adds it beside
+    /// [`log_layer`](Self::log_layer).
+    #[cfg(feature = "otlp")]
+    pub fn trace_layer(&self) -> crate::export::TraceLayer {
+        crate::export::TraceLayer::new(self.inner.traces.clone())
+    }
+
+    /// Queues a finished span for export when `[tracing] otlp_endpoint` is set (never waits; a
+    /// full queue drops it, counted).
+    #[cfg(feature = "otlp")]
+    pub(crate) fn export_span(&self, record: crate::export::SpanRecord) {
+        if let Some(traces) = &self.inner.traces {
+            let _ = traces.submit(record);
+        }
     }
 
     pub(crate) fn capturer(&self) -> &Arc<Capturer> {
