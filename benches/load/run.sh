@@ -24,7 +24,7 @@
 #
 # The sink (src/bin/load_sink.rs) runs, pinned with wrk, for the modes that send to it: axum's
 # sentry, assembled and the -fail10 ones but bare-fail10 (Sentry envelopes, DSN from
-# LOAD_SENTRY_PORT), and otel-anchor (OTLP/HTTP trace exports to LOAD_OTLP_ENDPOINT,
+# LOAD_SENTRY_PORT), and otel-anchor, qiflow-otlp and qiflow-otlp-1pct (OTLP/HTTP trace exports to LOAD_OTLP_ENDPOINT,
 # http://127.0.0.1:<sink port>/v1/traces). The table's last columns divide what it received by
 # the requests wrk sent: Sentry envelopes, and the spans in the OTLP exports (1.000 when every
 # request's span arrived; less when an exporter dropped spans).
@@ -134,7 +134,7 @@ for ((round = 1; round <= rounds; round++)); do
         tag="$fw-$mode-r$round"
         sink_env=()
         if [[ "$fw" == axum && ("$mode" == sentry || "$mode" == assembled || "$mode" == otel-anchor ||
-            "$mode" == *-fail10 && "$mode" != bare-fail10) ]]; then
+            "$mode" == qiflow-otlp* || "$mode" == *-fail10 && "$mode" != bare-fail10) ]]; then
             LOAD_SINK_PORT="$sink_port" taskset -c "$client_cpu" "$bin/load_sink" 2>"$out/$tag.sink.err" &
             sink_pid=$!
             wait_port "$sink_port" "$sink_pid" || die "load_sink did not start (see $out/$tag.sink.err)"

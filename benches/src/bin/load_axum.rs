@@ -18,6 +18,8 @@
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
 //! | `otel-anchor` | the OpenTelemetry stack users assemble: tower-http's `TraceLayer` making an `INFO` span per request with the route (`otel.name`, `otel.kind`, `http.request.method`, `http.route`, and `http.response.status_code` recorded on the response), tracing-subscriber's `Registry` with an `info` filter and `tracing-opentelemetry`'s layer, over an `SdkTracerProvider` sampling every trace (`ParentBased(AlwaysOn)`) into the batch span processor (its defaults) and `opentelemetry-otlp`'s HTTP/protobuf exporter (its default client, reqwest's blocking one) to `$LOAD_OTLP_ENDPOINT` (the `load_sink`) |
+//! | `qiflow-otlp` | `qiflow`, exporting every request as a span over OTLP/HTTP (`[tracing] otlp_endpoint` = `$LOAD_OTLP_ENDPOINT`, the `load_sink`; `sample_ratio = 1.0`) |
+//! | `qiflow-otlp-1pct` | `qiflow-otlp` with `sample_ratio = 0.01` |
 //! | `sentry-tower-fail10` | `qiflow` without a DSN plus sentry-tower's `NewSentryLayer` and `SentryHttpLayer` (no transactions); every 10th request fails and the handler reports it with `sentry::capture_error`, as sentry-tower users do (the layer does not capture 5xx), through sentry's ureq transport to the `load_sink` |
 //!
 //! `load_axum MODE` (or `LOAD_MODE`), listening on `127.0.0.1:$LOAD_PORT` (default 3100). It
@@ -52,10 +54,12 @@ enum Mode {
     QiflowNoMetrics,
     QiflowMinimal,
     OtelAnchor,
+    QiflowOtlp,
+    QiflowOtlp1,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 16] = [
+    const ALL: [(&'static str, Mode); 18] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -72,6 +76,8 @@ impl Mode {
         ("qiflow-nometrics", Mode::QiflowNoMetrics),
         ("qiflow-minimal", Mode::QiflowMinimal),
         ("otel-anchor", Mode::OtelAnchor),
+        ("qiflow-otlp", Mode::QiflowOtlp),
+        ("qiflow-otlp-1pct", Mode::QiflowOtlp1),
     ];
 
     fn parse(name: &str) -> Option<Mode> {
@@ -219,6 +225,15 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                 .expect("the benchmark's qiflow configuration is valid");
             config.baseline.enabled = !matches!(mode, Mode::QiflowNoBaseline | Mode::QiflowMinimal);
             config.metrics.enabled = !matches!(mode, Mode::QiflowNoMetrics | Mode::QiflowMinimal);
+            with_qiflow(router, &config, guards, |r| r)
+        }
+        Mode::QiflowOtlp | Mode::QiflowOtlp1 => {
+            let mut config = load::qiflow_config(dir, true)
+                .expect("the benchmark's qiflow configuration is valid");
+            config.tracing.otlp_endpoint = Some(std::env::var("LOAD_OTLP_ENDPOINT").expect(
+                "LOAD_OTLP_ENDPOINT: the load_sink's OTLP/HTTP traces URL, http://127.0.0.1:PORT/v1/traces",
+            ));
+            config.tracing.sample_ratio = if mode == Mode::QiflowOtlp { 1.0 } else { 0.01 };
             with_qiflow(router, &config, guards, |r| r)
         }
         Mode::Trace => {

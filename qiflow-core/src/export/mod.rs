@@ -30,7 +30,7 @@ mod layer;
 pub use layer::TraceLayer;
 
 /// The records the `traces` pipeline queues at most (then it drops, counted).
-pub(crate) const QUEUE_CAPACITY: usize = 8192;
+pub(crate) const QUEUE_CAPACITY: usize = 32_768;
 /// The spans one export carries at most.
 pub(crate) const BATCH_SIZE: usize = 512;
 /// How long the pipeline waits for a batch to fill.
