@@ -37,7 +37,15 @@
 //!   and no token file is made;
 //! - (m) on that server, `[audit] routes = ["GET /slow"]`: a client that leaves while the
 //!   handler sleeps leaves a record: `aborted` where the framework drops the request (axum,
-//!   hyper), the handler's outcome where it runs the handler to its end (actix-web);
+//!   hyper), the handler's outcome where it runs the handler to its end (actix-web); the `read`
+//!   token's `PUT /qiflow/api/loggers` is 403 and audited as denied;
+//! - (n) the log level at runtime: `GET /qiflow/api/loggers` answers the filter in force
+//!   (`"info"`, from `[logging] level`: `RUST_LOG` is not passed on); a `PUT` of a filter that
+//!   does not parse is 400 naming the directive and changes nothing; a `PUT` of
+//!   `"info,<example>=debug"` with the write token turns on the `debug!` line of
+//!   `GET /users/{id}`: it is in the log for the request after the change, not for those before
+//!   it nor after the level is put back; each attempt is audited (actor `admin`) and each change
+//!   logged at `qiflow::admin` with the previous and the new filter;
 //! - (f) SIGTERM while a request is in flight: the request finishes, the process exits 0 within
 //!   15 s;
 //! - (g) the log file: exactly one access line (`"target":"qiflow::access"`) per observed request,
@@ -103,8 +111,10 @@ pub(crate) fn run_all(bin: &str) {
     suite.baselines_are_recorded();
     suite.logins_are_audited();
     suite.operator_writes_are_audited();
+    let users = suite.the_log_level_changes_at_runtime();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
+    suite.debug_lines_follow_the_level(&server.dir, &users);
     suite.operator_requests_are_logged_without_the_token(&server.dir);
     suite.the_password_is_never_written(&server.dir);
     suite.the_audit_trail_is_sealed(&server.dir);
@@ -811,9 +821,9 @@ impl Suite {
         let writes = records
             .iter()
             .filter(|r| {
-                r["action"]
-                    .as_str()
-                    .is_some_and(|a| a.starts_with("qiflow.silence."))
+                r["action"].as_str().is_some_and(|a| {
+                    a.starts_with("qiflow.silence.") || a.starts_with("qiflow.loggers.")
+                })
             })
             .count();
         assert_eq!(
@@ -850,7 +860,7 @@ impl Suite {
         let stack = self.stack.clone();
         let wrong = format!("Bearer {}", "0".repeat(64));
         let basic = format!("Basic {}", self.token);
-        let requests: [(&'static str, &str, &[u8]); 8] = [
+        let requests: [(&'static str, &str, &[u8]); 10] = [
             ("GET", "/qiflow/", b""),
             ("GET", "/qiflow/api/errors", b""),
             ("GET", "/qiflow/api/baselines", b""),
@@ -863,6 +873,8 @@ impl Suite {
                 br#"{"matchers":{"alertname":"*"},"duration":"9999h","all":true}"#,
             ),
             ("DELETE", "/qiflow/api/alerts/silences/x", b""),
+            ("GET", "/qiflow/api/loggers", b""),
+            ("PUT", "/qiflow/api/loggers", br#"{"filter":"trace"}"#),
         ];
         for (method, target, body) in requests {
             for headers in [
@@ -1023,6 +1035,140 @@ impl Suite {
         assert_eq!(page["records"][0]["resource"], format!("silence/{id}"));
     }
 
+    /// (n) The log filter changes at runtime through `PUT /qiflow/api/loggers`: the `debug!`
+    /// line of `GET /users/{id}` shows only while the example's target is at `debug`. Returns the
+    /// request ids of the three `/users/{id}` requests: before, during and after the change.
+    fn the_log_level_changes_at_runtime(&mut self) -> [String; 3] {
+        let stack = self.stack.clone();
+        let debug_filter = format!("info,{}=debug", stack.replace('-', "_"));
+        let current: Value =
+            serde_json::from_slice(&self.operator("GET", "/qiflow/api/loggers", b"").body)
+                .unwrap_or_default();
+        assert_eq!(
+            current,
+            serde_json::json!({"filter": "info", "source": "logging.level"}),
+            "[{stack}]"
+        );
+        let user = |suite: &mut Self, id: u32| {
+            let response = suite.observed("GET", &format!("/users/{id}"), &[], b"", 200);
+            response
+                .header("x-request-id")
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let before = user(self, 101);
+
+        self.operator_writes += 1;
+        let refused = self.operator(
+            "PUT",
+            "/qiflow/api/loggers",
+            br#"{"filter":"info,tower=loud"}"#,
+        );
+        assert_eq!(refused.status, 400, "[{stack}] {}", refused.text());
+        assert!(
+            refused
+                .text()
+                .contains(r#"the directive \"tower=loud\" is not valid"#),
+            "[{stack}] {}",
+            refused.text()
+        );
+
+        self.operator_writes += 1;
+        let body = serde_json::json!({ "filter": debug_filter }).to_string();
+        let changed = self.operator("PUT", "/qiflow/api/loggers", body.as_bytes());
+        assert_eq!(changed.status, 200, "[{stack}] {}", changed.text());
+        let answer: Value = serde_json::from_slice(&changed.body).unwrap_or_default();
+        assert_eq!(
+            answer["filter"],
+            debug_filter.as_str(),
+            "[{stack}] {answer}"
+        );
+        assert_eq!(answer["previous"], "info", "[{stack}] {answer}");
+        let during = user(self, 102);
+
+        self.operator_writes += 1;
+        let back = self.operator("PUT", "/qiflow/api/loggers", br#"{"filter":"info"}"#);
+        assert_eq!(back.status, 200, "[{stack}] {}", back.text());
+        let answer: Value = serde_json::from_slice(&back.body).unwrap_or_default();
+        assert_eq!(
+            answer["previous"],
+            debug_filter.as_str(),
+            "[{stack}] {answer}"
+        );
+        let after = user(self, 103);
+
+        let page = self.audit_page("action=qiflow.loggers.set", 3);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let seen: Vec<(&str, &str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap_or_default(),
+                    r["outcome"].as_str().unwrap_or_default(),
+                    r["metadata"]["filter"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("admin", "success", "info"),
+                ("admin", "success", debug_filter.as_str()),
+                ("admin", "failure", "info,tower=loud"),
+            ],
+            "[{stack}] {page}"
+        );
+        assert_eq!(
+            records[1]["metadata"]["previous"], "info",
+            "[{stack}] {page}"
+        );
+        assert_eq!(records[1]["resource"], "loggers", "[{stack}] {page}");
+        [before, during, after]
+    }
+
+    /// (n) In the log: the handler's `debug!` line for the request made while the example's
+    /// target was at `debug` only, and a `qiflow::admin` line for each change.
+    fn debug_lines_follow_the_level(&self, dir: &Path, users: &[String; 3]) {
+        let stack = &self.stack;
+        let log = std::fs::read_to_string(dir.join("logs").join("app.log")).unwrap_or_default();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        let debug: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["message"] == "user looked up")
+            .collect();
+        assert_eq!(debug.len(), 1, "[{stack}] debug lines: {debug:?}");
+        assert_eq!(debug[0]["level"], "DEBUG", "[{stack}] {}", debug[0]);
+        assert_eq!(
+            debug[0]["request_id"],
+            users[1].as_str(),
+            "[{stack}] {}",
+            debug[0]
+        );
+        assert_eq!(debug[0]["id"], 102, "[{stack}] {}", debug[0]);
+        let debug_filter = format!("info,{}=debug", stack.replace('-', "_"));
+        let changes: Vec<(&str, &str)> = lines
+            .iter()
+            .filter(|l| l["target"] == "qiflow::admin" && l["message"] == "log filter changed")
+            .map(|l| {
+                (
+                    l["previous"].as_str().unwrap_or_default(),
+                    l["filter"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("info", debug_filter.as_str()),
+                (debug_filter.as_str(), "info")
+            ],
+            "[{stack}]"
+        );
+    }
+
     /// The audit view for `query`, once it holds at least `count` records (bounded wait).
     fn audit_page(&self, query: &str, count: usize) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1161,6 +1307,11 @@ fn scoped_tokens_read_and_write(bin: &str) {
         [("writer", "success"), ("reader", "denied")],
         "[{stack}] {page}"
     );
+    let refused = as_reader("PUT", "/qiflow/api/loggers", br#"{"filter":"trace"}"#);
+    assert_eq!(refused.status, 403, "[{stack}] {}", refused.text());
+    let page = suite.audit_page("action=qiflow.loggers.set", 1);
+    assert_eq!(page["records"][0]["actor"], "reader", "[{stack}] {page}");
+    assert_eq!(page["records"][0]["outcome"], "denied", "[{stack}] {page}");
     suite.a_client_that_leaves_an_audited_request_leaves_an_aborted_record();
     server.stop();
     server.cleanup();
@@ -1350,6 +1501,8 @@ impl Server {
             std::fs::write(&path, config).expect("write qiflow.toml");
             command.env("QIFLOW_CONFIG", path);
         }
+        // The level in force is the configuration's (case (n) expects "info").
+        command.env_remove("RUST_LOG");
         command
             .current_dir(&dir)
             .env("QIFLOW_ADDR", addr.to_string())

@@ -304,12 +304,19 @@ mod tests {
             let lenient = run(loader(&toml), "qiflow.toml", false);
             assert!(lenient.passed, "{key}: {lenient:#?}");
             assert!(
-                lenient.lines.last().unwrap().contains("which fail --strict: "),
+                lenient
+                    .lines
+                    .last()
+                    .unwrap()
+                    .contains("which fail --strict: "),
                 "{lenient:#?}"
             );
             let report = strict(&toml);
             assert!(!report.passed, "{key}: {report:#?}");
-            assert!(line_for(&report, key).starts_with("warning: "), "{report:#?}");
+            assert!(
+                line_for(&report, key).starts_with("warning: "),
+                "{report:#?}"
+            );
         }
         // A database off this host without checked TLS.
         let pg = |url: &str| {

@@ -16,7 +16,7 @@ use crate::capture::{
 };
 use crate::config::Config;
 use crate::health::{HealthCheck, HealthReport};
-use crate::logging::LogLayer;
+use crate::logging::{FilterError, LogFilter, LogLayer};
 use crate::metrics::Metrics;
 use crate::request::{InFlight, RequestInfo};
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
@@ -36,6 +36,7 @@ struct Inner {
     clock: Arc<dyn crate::clock::Clock>,
     worker: Arc<Worker>,
     log_layer: LogLayer,
+    log_filter: LogFilter,
     metrics: Metrics,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
@@ -202,6 +203,74 @@ impl Observer {
     /// subscriber (see [`ObserverBuilder::install_global`]). Clones share the pipeline.
     pub fn log_layer(&self) -> LogLayer {
         self.inner.log_layer.clone()
+    }
+
+    /// The log filter: what `init` installs in front of [`log_layer`](Self::log_layer) and
+    /// [`capture_layer`](Self::capture_layer), for hosts that build their own subscriber (see
+    /// [`ObserverBuilder::install_global`]). Every clone follows
+    /// [`set_log_level`](Self::set_log_level). Add it as a global filter
+    /// (`registry().with(observer.log_filter())`), or to qiflow's layers alone
+    /// (`observer.log_layer().with_filter(observer.log_filter())`) when your own filter governs
+    /// the rest.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(observer.log_filter())
+    ///     .with(observer.log_layer());
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     observer.set_log_level("warn").unwrap();
+    ///     assert!(!tracing::enabled!(tracing::Level::INFO));
+    ///     observer.set_log_level("info").unwrap();
+    ///     assert!(tracing::enabled!(tracing::Level::INFO));
+    /// });
+    /// ```
+    pub fn log_filter(&self) -> LogFilter {
+        self.inner.log_filter.clone()
+    }
+
+    /// The log filter in force, as text (`"info"`, `"info,sqlx=warn"`): `RUST_LOG` or
+    /// `[logging] level` at start, then whatever [`set_log_level`](Self::set_log_level) set.
+    pub fn log_level(&self) -> String {
+        self.inner.log_filter.current()
+    }
+
+    /// Changes the log filter while the service runs: a level (`"debug"`) or `EnvFilter`
+    /// directives (`"info,sqlx=warn"`). Returns the filter it replaced. A filter that does not
+    /// parse changes nothing, and the error names the directive at fault.
+    ///
+    /// It changes the filter `init` installed (with [`ObserverBuilder::install_global`] `true`)
+    /// and every filter handed out by [`log_filter`](Self::log_filter), at once; a filter of the
+    /// host's own (an `EnvFilter` it built) is not touched. Like tracing-subscriber's `reload`,
+    /// it rebuilds tracing's callsite cache and sets the `log` crate's maximum level to
+    /// tracing's. `PUT /qiflow/api/loggers` does the same for an operator, audited.
+    ///
+    /// ```
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let before = observer.log_level();
+    /// assert_eq!(observer.set_log_level("info,sqlx=warn").unwrap(), before);
+    /// assert_eq!(observer.log_level(), "info,sqlx=warn");
+    /// let error = observer.set_log_level("info,sqlx=loud").unwrap_err();
+    /// assert_eq!(error.directive(), Some("sqlx=loud"));
+    /// assert_eq!(observer.log_level(), "info,sqlx=warn");
+    /// ```
+    pub fn set_log_level(&self, filter: &str) -> Result<String, FilterError> {
+        self.inner
+            .log_filter
+            .set(filter)
+            .map(|(previous, _)| previous)
+    }
+
+    pub(crate) fn log_filter_ref(&self) -> &LogFilter {
+        &self.inner.log_filter
     }
 
     /// qiflow's metrics (its own Prometheus recorder).
