@@ -19,8 +19,9 @@
 //!   server lives on; `POST /login` → 200 for `demo`/`demo` and 401 otherwise, unknown paths →
 //!   404, `/slow?ms=N` → 200;
 //! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
-//!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
-//!   every family, and no series for qiflow's own endpoints;
+//!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info` (the only series
+//!   with the `version` label; every series has `service` and `environment`), `# HELP` for every
+//!   family, and no series for qiflow's own endpoints;
 //! - (e) `/health/live`, `/health/ready`, `/health`: 200 JSON `{"status":"healthy","checks":{…}}`
 //!   with the operator token, `{"status":"healthy"}` alone without;
 //! - (i) closed by default: every `/qiflow/` view and write answers 401 without a token, with a
@@ -334,10 +335,19 @@ impl Suite {
                 "[{stack}] /metrics: {line:?} lacks the global labels {GLOBAL_LABELS}"
             );
         }
+        // The version is on qiflow_build_info only: a deploy does not start every series anew.
         assert!(
-            raw.contains(&format!("qiflow_build_info{{{GLOBAL_LABELS}}} 1")),
-            "[{stack}] /metrics lacks qiflow_build_info:\n{raw}"
+            raw.contains(&format!(
+                "qiflow_build_info{{{GLOBAL_LABELS},version=\"9.9.9\"}} 1"
+            )),
+            "[{stack}] /metrics lacks qiflow_build_info with the version:\n{raw}"
         );
+        for line in raw.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                !line.contains("version=") || line.starts_with("qiflow_build_info{"),
+                "[{stack}] /metrics: {line:?} carries the version (only qiflow_build_info may)"
+            );
+        }
         // ... which the checks below leave out.
         let text = without_global_labels(&raw);
         let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
@@ -1380,9 +1390,9 @@ fn route_of(path: &str) -> &str {
     }
 }
 
-/// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
-/// The labels `[metrics] global_labels` adds to every series, as `start` configures `[service]`.
-const GLOBAL_LABELS: &str = r#"service="conformance",environment="test",version="9.9.9""#;
+/// The labels `[metrics] global_labels` adds to every series, as `start` configures `[service]`
+/// (the version is not one of them).
+const GLOBAL_LABELS: &str = r#"service="conformance",environment="test""#;
 
 /// The exposition with [`GLOBAL_LABELS`] taken out of every label set.
 fn without_global_labels(text: &str) -> String {
@@ -1390,6 +1400,7 @@ fn without_global_labels(text: &str) -> String {
         .replace(&format!("{{{GLOBAL_LABELS}}}"), "")
 }
 
+/// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         line.strip_prefix(series)?

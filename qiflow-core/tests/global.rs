@@ -1,5 +1,6 @@
 //! `init` installs the process-wide pieces: host `tracing` events reach qiflow's log file and host
-//! `metrics` calls reach `/metrics`, with the global labels from `[service]`. (Its own test binary: globals are per process.)
+//! `metrics` calls reach `/metrics`, with the global labels from `[service]` (`service` and
+//! `environment`; the version only on `qiflow_build_info`). (Its own test binary: globals are per process.)
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -22,11 +23,17 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
 
     let text = observer.render_metrics();
     assert!(
-        text.contains(
-            r#"app_orders_total{service="shop",environment="prod",version="1.2.3",kind="book"} 2"#
-        ),
+        text.contains(r#"app_orders_total{service="shop",environment="prod",kind="book"} 2"#),
         "{text}"
     );
+    // The version is on qiflow_build_info only, so a deploy does not start every series anew.
+    assert!(
+        text.contains(r#"qiflow_build_info{service="shop",environment="prod",version="1.2.3"} 1"#),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.contains("version=")) {
+        assert!(line.starts_with("qiflow_build_info{"), "{line}");
+    }
 
     // A second init in the same process says what to do instead of silently doing nothing.
     let err = qiflow_core::init(&config).unwrap_err();

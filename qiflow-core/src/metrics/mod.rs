@@ -14,8 +14,10 @@
 //! - `qiflow_build_info{service,environment,version}`
 //! - `qiflow_dropped_total{pipeline,reason}` (reasons: `queue_full`, `closed`, `sink_error`, `shutdown`, `rate_limited`)
 //!
-//! With `[metrics] global_labels` on (the default), every series also carries `service`,
-//! `environment` and `version` from `[service]`.
+//! With `[metrics] global_labels` on (the default), every series also carries `service` and
+//! `environment` from `[service]`. The version is on `qiflow_build_info` only (the `_info`
+//! pattern): a deploy does not start every series anew. Join it where a query needs it:
+//! `… * on (job, instance) group_left (version) qiflow_build_info`.
 //! - `qiflow_alerts_sent_total{channel,outcome}`, `qiflow_alert_send_duration_seconds{channel}`
 //!   (histogram), `qiflow_alerts_queue_depth` (see [`crate::alert`])
 //!
@@ -61,7 +63,7 @@ pub struct MetricInfo {
     pub name: &'static str,
     /// Counter, gauge or histogram.
     pub kind: MetricKind,
-    /// The labels qiflow sets, besides the global ones (`service`, `environment`, `version`).
+    /// The labels qiflow sets, besides the global ones (`service`, `environment`).
     pub labels: &'static [&'static str],
     /// The HELP text.
     pub help: &'static str,
@@ -403,12 +405,10 @@ impl Metrics {
         let mut global = Vec::new();
         if m.global_labels {
             // Added at render time: no cost on the request path. A series' own label of the same
-            // name wins (qiflow_build_info's are the same values anyway).
-            for (name, value) in [
-                ("service", &s.name),
-                ("environment", &s.environment),
-                ("version", &s.version),
-            ] {
+            // name wins (qiflow_build_info's are the same values anyway). Not the version: it
+            // changes with every deploy, and would start every series anew; it is on
+            // qiflow_build_info only.
+            for (name, value) in [("service", &s.name), ("environment", &s.environment)] {
                 if !value.is_empty() {
                     builder = builder.add_global_label(name, value.clone());
                     global.push((name, value.as_str()));
