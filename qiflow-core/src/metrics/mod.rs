@@ -484,7 +484,8 @@ impl Metrics {
         self.inner.handle.run_upkeep();
     }
 
-    /// A recorder handle for installing globally (`metrics::set_global_recorder`).
+    /// A recorder handle for installing globally (`metrics::set_global_recorder`) or in a
+    /// fan-out.
     pub(crate) fn global_recorder(&self) -> SharedRecorder {
         SharedRecorder(self.inner.recorder.clone())
     }
@@ -560,8 +561,17 @@ pub fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// Forwards to qiflow's recorder, so it can be installed globally while qiflow keeps it.
-pub(crate) struct SharedRecorder(Arc<PrometheusRecorder>);
+/// qiflow's Prometheus recorder, shared: what [`Observer::metrics_recorder`](crate::Observer::metrics_recorder)
+/// hands out and `init` installs as the global `metrics` recorder. Everything recorded through
+/// it is on qiflow's `/metrics`; clones record into the same recorder.
+#[derive(Clone)]
+pub struct SharedRecorder(Arc<PrometheusRecorder>);
+
+impl std::fmt::Debug for SharedRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRecorder").finish_non_exhaustive()
+    }
+}
 
 impl Recorder for SharedRecorder {
     fn describe_counter(&self, key: metrics::KeyName, unit: Option<Unit>, d: SharedString) {

@@ -135,18 +135,28 @@ impl ObserverBuilder {
         self
     }
 
-    /// Whether `build` installs the process-wide pieces: the tracing subscriber
-    /// ([`Observer::log_filter`], from `RUST_LOG` when set, else `[logging] level`, plus
-    /// [`Observer::log_layer`] and [`Observer::capture_layer`]), which also captures `log`
-    /// records, qiflow's metrics recorder as the global `metrics` recorder, and the panic hook
-    /// ([`install_panic_hook`](crate::capture::install_panic_hook)).
-    /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
+    /// Whether `build` installs the process-wide pieces:
+    ///
+    /// - the tracing subscriber: [`Observer::log_filter`] (from `RUST_LOG` when set, else
+    ///   `[logging] level`) in front of [`Observer::log_layer`] and
+    ///   [`Observer::capture_layer`]; it also captures `log` records;
+    /// - qiflow's metrics recorder as the global `metrics` recorder
+    ///   ([`Observer::metrics_recorder`]);
+    /// - the panic hook ([`Observer::install_panic_hook`]);
+    /// - with `[errors] sentry_dsn` set (feature `sentry`), qiflow's Sentry client bound to
+    ///   sentry's main hub (`Observer::sentry_client`), so `sentry::capture_*` in the
+    ///   application goes through qiflow's transport. `build` fails with
+    ///   [`InitErrorKind::GlobalAlreadySet`] when the hub already has a client.
+    ///
+    /// Defaults to `true`. With `false`, nothing process-wide is touched: the observer hands
+    /// out each piece, for you to install or compose with your own (`docs/composition.md`).
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
         self
     }
 
-    /// What the panic hook that `build` installs does with the hook installed before it.
+    /// What the panic hook that `build` (or [`Observer::install_panic_hook`]) installs does with
+    /// the hook installed before it.
     /// Defaults to [`PreviousHook::Replace`]: qiflow prints the panic message itself and the
     /// standard library's hook does not run, so a panic never resolves a backtrace on the
     /// panicking thread nor keeps debug info in memory. [`PreviousHook::Chain`] runs the
@@ -256,14 +266,15 @@ impl ObserverBuilder {
             worker.on_shutdown(Box::new(move |_| alerts.abandon()));
         }
         let errors_config = &self.config.errors;
-        let mut reporters: Vec<Arc<dyn Reporter>> =
-            crate::capture::configured_reporter(&self.config, &metrics)
-                .map_err(|message| InitError {
+        let configured =
+            crate::capture::configured_reporter(&self.config, &metrics).map_err(|message| {
+                InitError {
                     kind: InitErrorKind::Config,
                     message,
-                })?
-                .into_iter()
-                .collect();
+                }
+            })?;
+        let mut reporters: Vec<Arc<dyn Reporter>> =
+            configured.iter().map(|c| c.reporter.clone()).collect();
         reporters.extend(self.reporters);
         let error_store = Arc::new(ErrorStore::new(errors_config.recent_capacity));
         let errors = worker.add(
@@ -280,6 +291,16 @@ impl ObserverBuilder {
             )
             .with_alerts(alerts.clone()),
         );
+        // The client for sentry's hub: what the application sends with `sentry::capture_*`
+        // goes through the Sentry reporter's transport, behind a queue of its own.
+        #[cfg(feature = "sentry")]
+        let sentry_client = configured.as_ref().map(|c| {
+            Arc::new(crate::capture::hub_client(&c.sentry, |options, sink| {
+                worker.add(options, sink)
+            }))
+        });
+        #[cfg(not(feature = "sentry"))]
+        drop(configured);
         let capturer = Arc::new(Capturer {
             pipeline: errors,
             redactor: Redactor::new(&logging.redact),
@@ -414,6 +435,16 @@ impl ObserverBuilder {
             })?;
         let worker = Arc::new(worker);
         let guard = Guard::new(worker.clone(), self.flush_budget);
+        #[cfg(feature = "sentry")]
+        if self.install_global && sentry_client.is_some() && sentry::Hub::main().client().is_some()
+        {
+            return Err(InitError {
+                kind: InitErrorKind::GlobalAlreadySet,
+                message: "cannot bind qiflow's Sentry client to sentry's main hub: it already has a client (sentry::init was called); \
+                          build with Observer::builder(config).install_global(false), or leave [errors] sentry_dsn unset and keep your own"
+                    .to_owned(),
+            });
+        }
         if self.install_global {
             tracing_subscriber::registry()
                 .with(log_filter.clone())
@@ -434,6 +465,10 @@ impl ObserverBuilder {
                      build with Observer::builder(config).install_global(false)"
                 ),
             })?;
+            #[cfg(feature = "sentry")]
+            if let Some(client) = &sentry_client {
+                sentry::Hub::main().bind_client(Some(client.clone()));
+            }
         }
         // After the subscriber is installed, so the warnings reach the log.
         // Advice (`qiflow check` prints it as `advice:`) is information; what is unsafe warns.
@@ -483,6 +518,9 @@ impl ObserverBuilder {
                 worker,
                 log_layer,
                 log_filter,
+                previous_panic_hook: self.previous_panic_hook,
+                #[cfg(feature = "sentry")]
+                sentry_client,
                 metrics,
                 health_checks,
                 capturer,
@@ -494,7 +532,7 @@ impl ObserverBuilder {
             }),
         };
         if self.install_global {
-            crate::capture::install_panic_hook_with(&observer, self.previous_panic_hook);
+            observer.install_panic_hook();
         }
         Ok((observer, guard))
     }

@@ -37,6 +37,11 @@ struct Inner {
     worker: Arc<Worker>,
     log_layer: LogLayer,
     log_filter: LogFilter,
+    /// What [`Observer::install_panic_hook`] does with the hook installed before it.
+    previous_panic_hook: crate::capture::PreviousHook,
+    /// The client for sentry's hub (with `[errors] sentry_dsn`).
+    #[cfg(feature = "sentry")]
+    sentry_client: Option<Arc<sentry::Client>>,
     metrics: Metrics,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
@@ -271,6 +276,53 @@ impl Observer {
 
     pub(crate) fn log_filter_ref(&self) -> &LogFilter {
         &self.inner.log_filter
+    }
+
+    /// qiflow's metrics recorder, for hosts that install their own (see
+    /// [`ObserverBuilder::install_global`]): install it as the global recorder, or put it in a
+    /// `metrics_util::layers::Fanout` beside yours, and the application's `metrics::counter!`
+    /// and friends show on qiflow's `/metrics`. Clones share the recorder.
+    ///
+    /// ```
+    /// use metrics::Recorder as _;
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let recorder = observer.metrics_recorder();
+    /// // What `metrics::counter!("app_orders_total").increment(2)` does under this recorder:
+    /// let key = metrics::Key::from_name("app_orders_total");
+    /// let metadata = metrics::Metadata::new("app", metrics::Level::INFO, None);
+    /// recorder.register_counter(&key, &metadata).increment(2);
+    /// assert!(observer.render_metrics().contains("app_orders_total 2"));
+    /// ```
+    pub fn metrics_recorder(&self) -> crate::metrics::SharedRecorder {
+        self.inner.metrics.global_recorder()
+    }
+
+    /// Installs qiflow's panic hook for this observer, as `init` does (see
+    /// [`install_panic_hook_with`](crate::capture::install_panic_hook_with)), with the
+    /// builder's [`previous_panic_hook`](ObserverBuilder::previous_panic_hook). For hosts that
+    /// build with [`install_global(false)`](ObserverBuilder::install_global) and want panics
+    /// reported. The hook is process-wide: installing it again for another observer re-targets
+    /// it.
+    pub fn install_panic_hook(&self) {
+        crate::capture::install_panic_hook_with(self, self.inner.previous_panic_hook);
+    }
+
+    /// The `sentry` client that forwards to `[errors] sentry_dsn` through qiflow's transport
+    /// (`None` without a DSN). `init` binds it to sentry's main hub; with
+    /// [`install_global(false)`](ObserverBuilder::install_global), bind it yourself
+    /// (`sentry::Hub::main().bind_client(observer.sentry_client())`), or to a hub of your own.
+    /// Then `sentry::capture_message`, `sentry::capture_error` and `sentry-tracing` in the
+    /// application go through the same transport as qiflow's reports: a bounded queue
+    /// (`qiflow_dropped_total{pipeline="sentry"}`), timeouts, backoff and rate limits, and
+    /// `qiflow_errors_forwarded_total{reporter="sentry",outcome}`; the guard flushes it. The
+    /// application's `sentry` must be the version qiflow-core uses (0.49). Feature `sentry`.
+    #[cfg(feature = "sentry")]
+    pub fn sentry_client(&self) -> Option<Arc<sentry::Client>> {
+        self.inner.sentry_client.clone()
     }
 
     /// qiflow's metrics (its own Prometheus recorder).
