@@ -40,7 +40,7 @@
 //!   handler sleeps leaves a record: `aborted` where the framework drops the request (axum,
 //!   hyper), the handler's outcome where it runs the handler to its end (actix-web); the `read`
 //!   token's `PUT /qiflow/api/loggers` is 403 and audited as denied;
-//! - (n) the log level at runtime: `GET /qiflow/api/loggers` answers the filter in force
+//! - (o) the log level at runtime: `GET /qiflow/api/loggers` answers the filter in force
 //!   (`"info"`, from `[logging] level`: `RUST_LOG` is not passed on); a `PUT` of a filter that
 //!   does not parse is 400 naming the directive and changes nothing; a `PUT` of
 //!   `"info,<example>=debug"` with the write token turns on the `debug!` line of
@@ -1045,7 +1045,7 @@ impl Suite {
         assert_eq!(page["records"][0]["resource"], format!("silence/{id}"));
     }
 
-    /// (n) The log filter changes at runtime through `PUT /qiflow/api/loggers`: the `debug!`
+    /// (o) The log filter changes at runtime through `PUT /qiflow/api/loggers`: the `debug!`
     /// line of `GET /users/{id}` shows only while the example's target is at `debug`. Returns the
     /// request ids of the three `/users/{id}` requests: before, during and after the change.
     fn the_log_level_changes_at_runtime(&mut self) -> [String; 3] {
@@ -1136,7 +1136,7 @@ impl Suite {
         [before, during, after]
     }
 
-    /// (n) In the log: the handler's `debug!` line for the request made while the example's
+    /// (o) In the log: the handler's `debug!` line for the request made while the example's
     /// target was at `debug` only, and a `qiflow::admin` line for each change.
     fn debug_lines_follow_the_level(&self, dir: &Path, users: &[String; 3]) {
         let stack = &self.stack;
@@ -1512,7 +1512,7 @@ impl Server {
             std::fs::write(&path, config).expect("write qiflow.toml");
             command.env("QIFLOW_CONFIG", path);
         }
-        // The level in force is the configuration's (case (n) expects "info").
+        // The level in force is the configuration's (case (o) expects "info").
         command.env_remove("RUST_LOG");
         command
             .current_dir(&dir)
