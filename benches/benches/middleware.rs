@@ -11,7 +11,18 @@
 //! - `axum/qiflow-minimal`: `qiflow-nometrics` with `[baseline] enabled = false` (request id,
 //!   span, capture policy, extension and header);
 //! - `axum/span`: no qiflow middleware, only a `request` span per request
-//!   ([`qiflow_benches::load::SpanOnly`]) under the same global subscriber.
+//!   ([`qiflow_benches::load::SpanOnly`]) under the same global subscriber;
+//! - `axum/qiflow-levelfilter` and `axum/qiflow-logfilter`: `axum/qiflow` with another observer
+//!   and its layers under a subscriber of the bench's own (set for the calling thread), in
+//!   front of them the filter `init` installed before the log level could change (a plain
+//!   `LevelFilter` for `level = "info"`) or the one it installs now (`Observer::log_filter`,
+//!   changeable at runtime).
+//!
+//! The `filter` group times the filter alone, in a `registry()` with nothing else, for a request
+//! (a `request` span entered four times, once around an `info!` event), one `info!` event, and
+//! one `debug!` event the level turns off: `levelfilter` (before), `logfilter` (now), and
+//! tracing-subscriber's `reload::Layer` around a `LevelFilter` and around an `EnvFilter`
+//! (`"info"`), the ways to change a level that it ships.
 //!
 //! Before timing, each variant prints its allocations per request (a counting global allocator).
 //!
@@ -33,6 +44,10 @@ use axum::routing::get;
 use criterion::Criterion;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
+use tracing::Dispatch;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 
 /// The system allocator, counting allocations so the bench can report them per request.
 #[global_allocator]
@@ -86,31 +101,61 @@ fn middleware(c: &mut Criterion) {
     minimal_config.baseline.enabled = false;
     let (minimal, _minimal_guard) = local_observer(minimal_config);
 
+    let (scoped, _scoped_guard) = local_observer(config.clone());
+    let level_filter = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(Some(LevelFilter::INFO))
+            .with(None::<EnvFilter>)
+            .with(scoped.log_layer())
+            .with(scoped.capture_layer()),
+    );
+    let log_filter = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(scoped.log_filter())
+            .with(scoped.log_layer())
+            .with(scoped.capture_layer()),
+    );
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     let mut group = c.benchmark_group("middleware");
-    for (name, app) in [
-        ("axum/bare", router()),
-        ("axum/qiflow", with_qiflow(&observer)),
-        ("axum/qiflow-noaccess", with_qiflow(&noaccess)),
-        ("axum/qiflow-nometrics", with_qiflow(&nometrics)),
-        ("axum/qiflow-minimal", with_qiflow(&minimal)),
+    for (name, app, dispatch) in [
+        ("axum/bare", router(), None),
+        ("axum/qiflow", with_qiflow(&observer), None),
+        ("axum/qiflow-noaccess", with_qiflow(&noaccess), None),
+        ("axum/qiflow-nometrics", with_qiflow(&nometrics), None),
+        ("axum/qiflow-minimal", with_qiflow(&minimal), None),
         (
             "axum/span",
             router().layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new)),
+            None,
+        ),
+        (
+            "axum/qiflow-levelfilter",
+            with_qiflow(&scoped),
+            Some(&level_filter),
+        ),
+        (
+            "axum/qiflow-logfilter",
+            with_qiflow(&scoped),
+            Some(&log_filter),
         ),
     ] {
         // Finalized as `axum::serve` does (`into_make_service` calls `with_state`): without it, an
         // axum `Router` converts its handlers into routes and applies its layers on every call.
         let app: Router = app.with_state(());
-        let serve = || {
+        let call = || {
             let response = runtime
                 .block_on(app.clone().oneshot(request()))
                 .expect("the router is infallible");
             assert_eq!(response.status(), StatusCode::OK);
             response
+        };
+        let serve = || match dispatch {
+            Some(dispatch) => tracing::dispatcher::with_default(dispatch, call),
+            None => call(),
         };
         // Allocations on the request path (all threads: the worker threads allocate little while this
         // runs), averaged over 10,000 requests after a warm-up.
@@ -131,10 +176,77 @@ fn middleware(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `filter` group: each filter alone in a `registry()`, under the same three workloads.
+fn filters(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config =
+        qiflow_benches::load::qiflow_config(dir.path(), false).expect("the configuration is valid");
+    let (observer, _guard) = local_observer(config);
+    // Whatever RUST_LOG says in this shell: the bench compares `info` everywhere.
+    observer.set_log_level("info").expect("a valid filter");
+    let variants = [
+        (
+            "levelfilter",
+            Dispatch::new(
+                tracing_subscriber::registry()
+                    .with(Some(LevelFilter::INFO))
+                    .with(None::<EnvFilter>),
+            ),
+        ),
+        (
+            "logfilter",
+            Dispatch::new(tracing_subscriber::registry().with(observer.log_filter())),
+        ),
+        (
+            "reload-levelfilter",
+            Dispatch::new(
+                tracing_subscriber::registry().with(reload::Layer::new(LevelFilter::INFO).0),
+            ),
+        ),
+        (
+            "reload-envfilter",
+            Dispatch::new(
+                tracing_subscriber::registry().with(reload::Layer::new(EnvFilter::new("info")).0),
+            ),
+        ),
+    ];
+    let mut group = c.benchmark_group("filter");
+    for (name, dispatch) in &variants {
+        tracing::dispatcher::with_default(dispatch, || {
+            group.bench_function(format!("{name}/request"), |b| {
+                b.iter(|| {
+                    let span = tracing::info_span!(
+                        target: "qiflow::request",
+                        "request",
+                        request_id = "01936f1e-7c2a-7b3e-9d4f-0a1b2c3d4e5f",
+                        http.route = "/users/{id}",
+                    );
+                    // The polls of a request's future, then the one with the event.
+                    for _ in 0..3 {
+                        drop(span.enter());
+                    }
+                    let entered = span.enter();
+                    tracing::info!(status = 200u16, "request finished");
+                    drop(entered);
+                    span
+                })
+            });
+            group.bench_function(format!("{name}/event"), |b| {
+                b.iter(|| tracing::info!(status = 200u16, "request finished"))
+            });
+            group.bench_function(format!("{name}/debug-off"), |b| {
+                b.iter(|| tracing::debug!(status = 200u16, "request finished"))
+            });
+        });
+    }
+    group.finish();
+}
+
 // Written out rather than `criterion_group!`/`criterion_main!`, whose generated `pub fn` cannot
 // carry the doc comment the workspace's `missing_docs` lint asks for.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     middleware(&mut c);
+    filters(&mut c);
     c.final_summary();
 }

@@ -19,8 +19,9 @@
 //!   server lives on; `POST /login` → 200 for `demo`/`demo` and 401 otherwise, unknown paths →
 //!   404, `/slow?ms=N` → 200;
 //! - (d) `/metrics`: the RED series with route templates (`/users/{id}`, `unmatched`), no raw
-//!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info`, `# HELP` for
-//!   every family, and no series for qiflow's own endpoints;
+//!   path in any label, the histogram, the in-flight gauge, `qiflow_build_info` (the only series
+//!   with the `version` label; every series has `service` and `environment`), `# HELP` for every
+//!   family, and no series for qiflow's own endpoints;
 //! - (e) `/health/live`, `/health/ready`, `/health`: 200 JSON `{"status":"healthy","checks":{…}}`
 //!   with the operator token, `{"status":"healthy"}` alone without;
 //! - (i) closed by default: every `/qiflow/` view and write answers 401 without a token, with a
@@ -37,7 +38,15 @@
 //!   and no token file is made;
 //! - (m) on that server, `[audit] routes = ["GET /slow"]`: a client that leaves while the
 //!   handler sleeps leaves a record: `aborted` where the framework drops the request (axum,
-//!   hyper), the handler's outcome where it runs the handler to its end (actix-web);
+//!   hyper), the handler's outcome where it runs the handler to its end (actix-web); the `read`
+//!   token's `PUT /qiflow/api/loggers` is 403 and audited as denied;
+//! - (o) the log level at runtime: `GET /qiflow/api/loggers` answers the filter in force
+//!   (`"info"`, from `[logging] level`: `RUST_LOG` is not passed on); a `PUT` of a filter that
+//!   does not parse is 400 naming the directive and changes nothing; a `PUT` of
+//!   `"info,<example>=debug"` with the write token turns on the `debug!` line of
+//!   `GET /users/{id}`: it is in the log for the request after the change, not for those before
+//!   it nor after the level is put back; each attempt is audited (actor `admin`) and each change
+//!   logged at `qiflow::admin` with the previous and the new filter;
 //! - (f) SIGTERM while a request is in flight: the request finishes, the process exits 0 within
 //!   15 s;
 //! - (g) the log file: exactly one access line (`"target":"qiflow::access"`) per observed request,
@@ -113,9 +122,11 @@ pub(crate) fn run_all(bin: &str) {
     suite.baselines_are_recorded();
     suite.logins_are_audited();
     suite.operator_writes_are_audited();
+    let users = suite.the_log_level_changes_at_runtime();
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
     suite.log_lines_carry_the_trace(&server.dir);
+    suite.debug_lines_follow_the_level(&server.dir, &users);
     suite.operator_requests_are_logged_without_the_token(&server.dir);
     suite.the_password_is_never_written(&server.dir);
     suite.the_audit_trail_is_sealed(&server.dir);
@@ -445,10 +456,19 @@ impl Suite {
                 "[{stack}] /metrics: {line:?} lacks the global labels {GLOBAL_LABELS}"
             );
         }
+        // The version is on qiflow_build_info only: a deploy does not start every series anew.
         assert!(
-            raw.contains(&format!("qiflow_build_info{{{GLOBAL_LABELS}}} 1")),
-            "[{stack}] /metrics lacks qiflow_build_info:\n{raw}"
+            raw.contains(&format!(
+                "qiflow_build_info{{{GLOBAL_LABELS},version=\"9.9.9\"}} 1"
+            )),
+            "[{stack}] /metrics lacks qiflow_build_info with the version:\n{raw}"
         );
+        for line in raw.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                !line.contains("version=") || line.starts_with("qiflow_build_info{"),
+                "[{stack}] /metrics: {line:?} carries the version (only qiflow_build_info may)"
+            );
+        }
         // ... which the checks below leave out.
         let text = without_global_labels(&raw);
         let panics = self.observed.iter().filter(|o| o.path == "/panic").count();
@@ -932,9 +952,9 @@ impl Suite {
         let writes = records
             .iter()
             .filter(|r| {
-                r["action"]
-                    .as_str()
-                    .is_some_and(|a| a.starts_with("qiflow.silence."))
+                r["action"].as_str().is_some_and(|a| {
+                    a.starts_with("qiflow.silence.") || a.starts_with("qiflow.loggers.")
+                })
             })
             .count();
         assert_eq!(
@@ -971,7 +991,7 @@ impl Suite {
         let stack = self.stack.clone();
         let wrong = format!("Bearer {}", "0".repeat(64));
         let basic = format!("Basic {}", self.token);
-        let requests: [(&'static str, &str, &[u8]); 8] = [
+        let requests: [(&'static str, &str, &[u8]); 10] = [
             ("GET", "/qiflow/", b""),
             ("GET", "/qiflow/api/errors", b""),
             ("GET", "/qiflow/api/baselines", b""),
@@ -984,6 +1004,8 @@ impl Suite {
                 br#"{"matchers":{"alertname":"*"},"duration":"9999h","all":true}"#,
             ),
             ("DELETE", "/qiflow/api/alerts/silences/x", b""),
+            ("GET", "/qiflow/api/loggers", b""),
+            ("PUT", "/qiflow/api/loggers", br#"{"filter":"trace"}"#),
         ];
         for (method, target, body) in requests {
             for headers in [
@@ -1144,6 +1166,140 @@ impl Suite {
         assert_eq!(page["records"][0]["resource"], format!("silence/{id}"));
     }
 
+    /// (o) The log filter changes at runtime through `PUT /qiflow/api/loggers`: the `debug!`
+    /// line of `GET /users/{id}` shows only while the example's target is at `debug`. Returns the
+    /// request ids of the three `/users/{id}` requests: before, during and after the change.
+    fn the_log_level_changes_at_runtime(&mut self) -> [String; 3] {
+        let stack = self.stack.clone();
+        let debug_filter = format!("info,{}=debug", stack.replace('-', "_"));
+        let current: Value =
+            serde_json::from_slice(&self.operator("GET", "/qiflow/api/loggers", b"").body)
+                .unwrap_or_default();
+        assert_eq!(
+            current,
+            serde_json::json!({"filter": "info", "source": "logging.level"}),
+            "[{stack}]"
+        );
+        let user = |suite: &mut Self, id: u32| {
+            let response = suite.observed("GET", &format!("/users/{id}"), &[], b"", 200);
+            response
+                .header("x-request-id")
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let before = user(self, 101);
+
+        self.operator_writes += 1;
+        let refused = self.operator(
+            "PUT",
+            "/qiflow/api/loggers",
+            br#"{"filter":"info,tower=loud"}"#,
+        );
+        assert_eq!(refused.status, 400, "[{stack}] {}", refused.text());
+        assert!(
+            refused
+                .text()
+                .contains(r#"the directive \"tower=loud\" is not valid"#),
+            "[{stack}] {}",
+            refused.text()
+        );
+
+        self.operator_writes += 1;
+        let body = serde_json::json!({ "filter": debug_filter }).to_string();
+        let changed = self.operator("PUT", "/qiflow/api/loggers", body.as_bytes());
+        assert_eq!(changed.status, 200, "[{stack}] {}", changed.text());
+        let answer: Value = serde_json::from_slice(&changed.body).unwrap_or_default();
+        assert_eq!(
+            answer["filter"],
+            debug_filter.as_str(),
+            "[{stack}] {answer}"
+        );
+        assert_eq!(answer["previous"], "info", "[{stack}] {answer}");
+        let during = user(self, 102);
+
+        self.operator_writes += 1;
+        let back = self.operator("PUT", "/qiflow/api/loggers", br#"{"filter":"info"}"#);
+        assert_eq!(back.status, 200, "[{stack}] {}", back.text());
+        let answer: Value = serde_json::from_slice(&back.body).unwrap_or_default();
+        assert_eq!(
+            answer["previous"],
+            debug_filter.as_str(),
+            "[{stack}] {answer}"
+        );
+        let after = user(self, 103);
+
+        let page = self.audit_page("action=qiflow.loggers.set", 3);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let seen: Vec<(&str, &str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap_or_default(),
+                    r["outcome"].as_str().unwrap_or_default(),
+                    r["metadata"]["filter"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("admin", "success", "info"),
+                ("admin", "success", debug_filter.as_str()),
+                ("admin", "failure", "info,tower=loud"),
+            ],
+            "[{stack}] {page}"
+        );
+        assert_eq!(
+            records[1]["metadata"]["previous"], "info",
+            "[{stack}] {page}"
+        );
+        assert_eq!(records[1]["resource"], "loggers", "[{stack}] {page}");
+        [before, during, after]
+    }
+
+    /// (o) In the log: the handler's `debug!` line for the request made while the example's
+    /// target was at `debug` only, and a `qiflow::admin` line for each change.
+    fn debug_lines_follow_the_level(&self, dir: &Path, users: &[String; 3]) {
+        let stack = &self.stack;
+        let log = std::fs::read_to_string(dir.join("logs").join("app.log")).unwrap_or_default();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        let debug: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["message"] == "user looked up")
+            .collect();
+        assert_eq!(debug.len(), 1, "[{stack}] debug lines: {debug:?}");
+        assert_eq!(debug[0]["level"], "DEBUG", "[{stack}] {}", debug[0]);
+        assert_eq!(
+            debug[0]["request_id"],
+            users[1].as_str(),
+            "[{stack}] {}",
+            debug[0]
+        );
+        assert_eq!(debug[0]["id"], 102, "[{stack}] {}", debug[0]);
+        let debug_filter = format!("info,{}=debug", stack.replace('-', "_"));
+        let changes: Vec<(&str, &str)> = lines
+            .iter()
+            .filter(|l| l["target"] == "qiflow::admin" && l["message"] == "log filter changed")
+            .map(|l| {
+                (
+                    l["previous"].as_str().unwrap_or_default(),
+                    l["filter"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("info", debug_filter.as_str()),
+                (debug_filter.as_str(), "info")
+            ],
+            "[{stack}]"
+        );
+    }
+
     /// The audit view for `query`, once it holds at least `count` records (bounded wait).
     fn audit_page(&self, query: &str, count: usize) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1293,6 +1449,11 @@ fn scoped_tokens_read_and_write(bin: &str) {
         [("writer", "success"), ("reader", "denied")],
         "[{stack}] {page}"
     );
+    let refused = as_reader("PUT", "/qiflow/api/loggers", br#"{"filter":"trace"}"#);
+    assert_eq!(refused.status, 403, "[{stack}] {}", refused.text());
+    let page = suite.audit_page("action=qiflow.loggers.set", 1);
+    assert_eq!(page["records"][0]["actor"], "reader", "[{stack}] {page}");
+    assert_eq!(page["records"][0]["outcome"], "denied", "[{stack}] {page}");
     suite.a_client_that_leaves_an_audited_request_leaves_an_aborted_record();
     server.stop();
     server.cleanup();
@@ -1361,9 +1522,9 @@ fn route_of(path: &str) -> &str {
     }
 }
 
-/// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
-/// The labels `[metrics] global_labels` adds to every series, as `start` configures `[service]`.
-const GLOBAL_LABELS: &str = r#"service="conformance",environment="test",version="9.9.9""#;
+/// The labels `[metrics] global_labels` adds to every series, as `start` configures `[service]`
+/// (the version is not one of them).
+const GLOBAL_LABELS: &str = r#"service="conformance",environment="test""#;
 
 /// The exposition with [`GLOBAL_LABELS`] taken out of every label set.
 fn without_global_labels(text: &str) -> String {
@@ -1371,6 +1532,7 @@ fn without_global_labels(text: &str) -> String {
         .replace(&format!("{{{GLOBAL_LABELS}}}"), "")
 }
 
+/// The value of the sample `series` (its name and labels, exactly) in a Prometheus text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         line.strip_prefix(series)?
@@ -1482,6 +1644,8 @@ impl Server {
             std::fs::write(&path, config).expect("write qiflow.toml");
             command.env("QIFLOW_CONFIG", path);
         }
+        // The level in force is the configuration's (case (o) expects "info").
+        command.env_remove("RUST_LOG");
         command
             .current_dir(&dir)
             .env("QIFLOW_ADDR", addr.to_string())

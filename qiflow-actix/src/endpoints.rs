@@ -12,7 +12,7 @@ use qiflow_core::admin::{AdminRequest, MAX_BODY};
 /// Registers qiflow's operator surface, for `App::configure`: `GET {metrics.path}` (default
 /// `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`, `{health.path}/ready` and
 /// `{health.path}` (default `/health/…`), `/qiflow/` and everything under `/qiflow/` (the JSON
-/// API: errors, baselines, alerts, audit, silences). Every one is answered by
+/// API: errors, baselines, alerts, audit, silences, loggers). Every one is answered by
 /// [`Observer::admin`](qiflow_core::Observer::admin), which decides who may see what (see
 /// [`qiflow_core::admin`]): health status and `/metrics` are open, the rest needs the operator
 /// token.

@@ -52,7 +52,7 @@ pub fn layer(observer: Observer) -> ObserveLayer {
 /// A router with qiflow's operator surface, to merge into the application's router: `GET
 /// {metrics.path}` (default `/metrics`, when `[metrics] enabled`), `GET {health.path}/live`,
 /// `{health.path}/ready` and `{health.path}` (default `/health/…`), `/qiflow/` and everything
-/// under `/qiflow/` (the JSON API: errors, baselines, alerts, audit, silences). Every one is
+/// under `/qiflow/` (the JSON API: errors, baselines, alerts, audit, silences, loggers). Every one is
 /// answered by [`Observer::admin`], which decides who may see what (see
 /// [`qiflow_core::admin`]): health status and `/metrics` are open, the rest needs the operator
 /// token.

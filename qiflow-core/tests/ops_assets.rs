@@ -20,7 +20,7 @@ const NOT_METRICS: &[&str] = &[
 ];
 
 /// Labels Prometheus or qiflow's global labels add to every series, and histograms' `le`.
-const COMMON_LABELS: &[&str] = &["job", "instance", "service", "environment", "version", "le"];
+const COMMON_LABELS: &[&str] = &["job", "instance", "service", "environment", "le"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -78,6 +78,8 @@ async fn hello() -> &'static str {
 
 async fn user(id: web::Path<u64>) -> web::Json<serde_json::Value> {
     let id = id.into_inner();
+    // Off at the default level: `PUT /qiflow/api/loggers` with "info,actix_app=debug" shows it.
+    tracing::debug!(id, "user looked up");
     web::Json(serde_json::json!({ "id": id, "name": format!("user {id}") }))
 }
 

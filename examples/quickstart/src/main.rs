@@ -84,6 +84,8 @@ async fn hello() -> &'static str {
 }
 
 async fn user(Path(id): Path<u64>) -> Json<serde_json::Value> {
+    // Off at the default level: `PUT /qiflow/api/loggers` with "info,quickstart=debug" shows it.
+    tracing::debug!(id, "user looked up");
     Json(serde_json::json!({ "id": id, "name": format!("user {id}") }))
 }
 

@@ -272,10 +272,15 @@ fn hello() -> Response<Body> {
 fn user(path: &str) -> Response<Body> {
     let id = path.strip_prefix("/users/").unwrap_or_default();
     match id.parse::<u64>() {
-        Ok(id) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "id": id, "name": format!("user {id}") }),
-        ),
+        Ok(id) => {
+            // Off at the default level: `PUT /qiflow/api/loggers` with "info,tower_hyper=debug"
+            // shows it.
+            tracing::debug!(id, "user looked up");
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id, "name": format!("user {id}") }),
+            )
+        }
         Err(e) => text(
             StatusCode::BAD_REQUEST,
             &format!("invalid user id {id:?}: {e}\n"),

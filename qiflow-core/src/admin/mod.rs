@@ -12,8 +12,8 @@
 //! |---|---|---|---|
 //! | `GET /health/live`, `/health/ready`, `/health` | status only (`{"status":…}`) | every check's detail | same |
 //! | `GET /metrics` | answers (`[admin] public_metrics = false` closes it) | answers | answers |
-//! | `GET /qiflow/`, `/qiflow/api/errors`, `…/baselines`, `…/alerts`, `…/audit` | 401 | answers | answers |
-//! | `POST /qiflow/api/alerts/silences`, `DELETE …/silences/{id}` | 401 | 403 | answers, audited |
+//! | `GET /qiflow/`, `/qiflow/api/errors`, `…/baselines`, `…/alerts`, `…/audit`, `…/loggers` | 401 | answers | answers |
+//! | `POST /qiflow/api/alerts/silences`, `DELETE …/silences/{id}`, `PUT /qiflow/api/loggers` | 401 | 403 | answers, audited |
 //!
 //! Tokens come from `[[admin.tokens]]` (a name, a token, a scope). When none is configured,
 //! qiflow makes one at start (256 random bits) and keeps it in `[admin] token_file` (default
@@ -26,9 +26,10 @@
 //! - [`Observer::admin`](crate::Observer::admin): the path is resolved, the bearer token
 //!   checked, then the endpoint answers. A refused request gets `401` (no or an unknown token,
 //!   with a JSON body that says how to get in) or `403` (a `read` token on a write).
-//! - A write (creating or deleting a silence) becomes an audit record (actor: the token's name),
-//!   a log line and a metric; when the audit trail cannot take the record, the write is undone
-//!   and answered `503`. A `read` token's attempt to write is audited as `denied`.
+//! - A write (creating or deleting a silence, changing the log filter) becomes an audit record
+//!   (actor: the token's name), a log line and a metric; when the audit trail cannot take the
+//!   record, the write is undone and answered `503`. A `read` token's attempt to write is
+//!   audited as `denied`.
 //! - Every operator request is logged at target `qiflow::admin` (method, path, status,
 //!   latency, actor; successful anonymous health and metrics reads at `debug`, so probes and
 //!   scrapes do not flood the log) and counted on

@@ -19,6 +19,10 @@ pub(crate) enum Endpoint {
     Audit,
     CreateSilence,
     DeleteSilence(String),
+    /// `GET /qiflow/api/loggers`: the log filter in force.
+    Loggers,
+    /// `PUT /qiflow/api/loggers`: a new log filter.
+    SetLoggers,
     /// A path under `/qiflow/` that names nothing.
     NotFound,
     /// A known path with another method: the methods it allows.
@@ -50,6 +54,8 @@ impl Endpoint {
             Self::Audit => "audit",
             Self::CreateSilence => "silence_create",
             Self::DeleteSilence(_) => "silence_delete",
+            Self::Loggers => "loggers",
+            Self::SetLoggers => "loggers_set",
             Self::NotFound | Self::WrongMethod(_) => "other",
         }
     }
@@ -59,6 +65,7 @@ impl Endpoint {
         match self {
             Self::CreateSilence => Some("qiflow.silence.create"),
             Self::DeleteSilence(_) => Some("qiflow.silence.delete"),
+            Self::SetLoggers => Some("qiflow.loggers.set"),
             _ => None,
         }
     }
@@ -143,6 +150,9 @@ impl Routes {
             "api/baselines" => get(Endpoint::Baselines),
             "api/alerts" => get(Endpoint::Alerts),
             "api/audit" => get(Endpoint::Audit),
+            "api/loggers" if method == "PUT" => (Endpoint::SetLoggers, Access::Write),
+            "api/loggers" if read => (Endpoint::Loggers, Access::Read),
+            "api/loggers" => (Endpoint::WrongMethod("GET, HEAD, PUT"), Access::Read),
             "api/alerts/silences" if method == "POST" => (Endpoint::CreateSilence, Access::Write),
             "api/alerts/silences" => (Endpoint::WrongMethod("POST"), Access::Read),
             other => match other.strip_prefix("api/alerts/silences/") {
@@ -201,6 +211,30 @@ mod tests {
                 "GET",
                 "/qiflow/api/alerts/silences",
                 Endpoint::WrongMethod("POST"),
+                Access::Read,
+            ),
+            (
+                "GET",
+                "/qiflow/api/loggers",
+                Endpoint::Loggers,
+                Access::Read,
+            ),
+            (
+                "HEAD",
+                "/qiflow/api/loggers/",
+                Endpoint::Loggers,
+                Access::Read,
+            ),
+            (
+                "PUT",
+                "/qiflow/api/loggers",
+                Endpoint::SetLoggers,
+                Access::Write,
+            ),
+            (
+                "POST",
+                "/qiflow/api/loggers",
+                Endpoint::WrongMethod("GET, HEAD, PUT"),
                 Access::Read,
             ),
             (

@@ -59,6 +59,8 @@ pub use layer::CaptureLayer;
 pub use panic::{PreviousHook, install_panic_hook, install_panic_hook_with};
 #[cfg(feature = "sentry")]
 pub use sentry::SentryReporter;
+#[cfg(feature = "sentry")]
+pub(crate) use sentry::hub_client;
 pub(crate) use sink::ErrorSink;
 pub use stacktrace::{
     Frame, MAX_CAPTURED_FRAMES, MAX_FRAMES, MAX_NAME_LEN, Resolution, Stacktrace,
@@ -71,13 +73,21 @@ pub(crate) use panic::take_panic_captured;
 #[cfg(feature = "sentry")]
 pub use sentry::{ATTEMPT_TIMEOUT, DEFAULT_RATE_LIMIT, MAX_BACKOFF, SentryOptions};
 
+/// What `[errors]` configures: the reporter, and with Sentry the reporter itself, whose transport
+/// also delivers what the application sends through sentry's hub ([`hub_client`]).
+pub(crate) struct Configured {
+    pub(crate) reporter: std::sync::Arc<dyn Reporter>,
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: std::sync::Arc<SentryReporter>,
+}
+
 /// The reporter `[errors]` configures: Sentry when `sentry_dsn` is set (`None` when it is not).
 /// Without the `sentry` feature a DSN is an error naming the feature (the configuration's check
 /// says so at load; this covers a `Config` built in code).
 pub(crate) fn configured_reporter(
     config: &crate::config::Config,
     metrics: &crate::metrics::Metrics,
-) -> Result<Option<std::sync::Arc<dyn Reporter>>, String> {
+) -> Result<Option<Configured>, String> {
     let Some(dsn) = config.errors.sentry_dsn.as_ref().filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
@@ -89,10 +99,13 @@ pub(crate) fn configured_reporter(
         );
         options.sample_rate = config.errors.sample_rate as f32;
         options.redactor = Redactor::new(&config.logging.redact);
-        let sentry = SentryReporter::new(dsn.expose(), options)?;
-        Ok(Some(std::sync::Arc::new(
-            sentry.with_metrics(metrics.clone()),
-        )))
+        let sentry = std::sync::Arc::new(
+            SentryReporter::new(dsn.expose(), options)?.with_metrics(metrics.clone()),
+        );
+        Ok(Some(Configured {
+            reporter: sentry.clone(),
+            sentry,
+        }))
     }
     #[cfg(not(feature = "sentry"))]
     {

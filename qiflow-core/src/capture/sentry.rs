@@ -12,7 +12,7 @@ use super::{ErrorKind, ErrorReport, Reporter, Severity, scrub_query};
 use crate::logging::{REDACTED, Redactor};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
-use crate::worker::{BoxFuture, SinkError};
+use crate::worker::{BoxFuture, Overflow, Pipeline, PipelineOptions, Sink, SinkError};
 
 /// The longest one HTTP attempt may take, connection included.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,6 +93,69 @@ impl sentry::Transport for EnvelopeSlot {
             .unwrap_or_else(PoisonError::into_inner)
             .push(envelope);
     }
+}
+
+/// The name of the pipeline that carries what the application sends through sentry's hub
+/// (`sentry::capture_message`, `sentry-tracing`, …) to the reporter's transport: its drops are
+/// `qiflow_dropped_total{pipeline="sentry"}`.
+pub(crate) const HUB_PIPELINE: &str = "sentry";
+
+/// The transport of the client bound to sentry's hub: it offers each envelope to the
+/// [`HUB_PIPELINE`] queue and returns at once (a full queue drops and counts it).
+struct HubTransport(Pipeline<Envelope>);
+
+impl sentry::Transport for HubTransport {
+    fn send_envelope(&self, envelope: Envelope) {
+        // Counted by the pipeline when it cannot take the envelope.
+        let _ = self.0.submit(envelope);
+    }
+}
+
+/// Delivers the hub client's envelopes with the reporter's transport (its timeouts, backoff,
+/// rate limits and `qiflow_errors_forwarded_total` counts), on qiflow's worker.
+pub(crate) struct EnvelopeSink(Arc<SentryReporter>);
+
+impl Sink<Envelope> for EnvelopeSink {
+    fn write(&mut self, batch: Vec<Envelope>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let total = batch.len() as u64;
+            for (i, envelope) in batch.iter().enumerate() {
+                match self.0.deliver(envelope).await {
+                    Ok(()) => self.0.count(&Outcome::Sent),
+                    Err((outcome, error)) => {
+                        self.0.count(&outcome);
+                        // This envelope and those after it are not delivered.
+                        return Err(error.partial(total - i as u64));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A `sentry` client for sentry's hub (`sentry::Hub::main().bind_client(…)`): the reporter's
+/// options (DSN, environment, release, `sample_rate`, qiflow's redaction in `before_send`), with
+/// a transport that queues each envelope on a bounded pipeline ([`HUB_PIPELINE`], added with
+/// `add`) delivered by `reporter`'s transport. So `sentry::capture_message` and `sentry-tracing`
+/// in the application never block, and every envelope is counted: sent, failed, rate-limited or
+/// dropped.
+pub(crate) fn hub_client(
+    reporter: &Arc<SentryReporter>,
+    add: impl FnOnce(PipelineOptions, EnvelopeSink) -> Pipeline<Envelope>,
+) -> sentry::Client {
+    let pipeline = add(
+        PipelineOptions::new(HUB_PIPELINE)
+            .capacity(super::QUEUE_CAPACITY)
+            .overflow(Overflow::Drop)
+            .batch_size(1)
+            // A failed send must not become a log line that could be sent again.
+            .report_errors(false),
+        EnvelopeSink(reporter.clone()),
+    );
+    let mut options = reporter.client.options().clone();
+    options.transport = Some(Arc::new(Arc::new(HubTransport(pipeline))));
+    sentry::Client::with_options(options)
 }
 
 /// Settings of a [`SentryReporter`] besides the DSN.

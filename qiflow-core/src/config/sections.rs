@@ -253,9 +253,11 @@ pub struct MetricsConfig {
     /// whole operator surface, not only `/metrics`. Loading moves its value to `[admin] listen`
     /// with a warning. Defaults to unset.
     pub listen: Option<SocketAddr>,
-    /// Add `service`, `environment` and `version` (from `[service]`) to every series, the
-    /// application's own `metrics::counter!` series included. Defaults to `true`; turn it off
-    /// when Prometheus attaches these as target labels, and join on `qiflow_build_info`.
+    /// Add `service` and `environment` (from `[service]`) to every series, the application's
+    /// own `metrics::counter!` series included. The version is never added: it is on
+    /// `qiflow_build_info` only, so a deploy does not start every series anew. Defaults to
+    /// `true`; turn it off when Prometheus attaches these as target labels, and join on
+    /// `qiflow_build_info`.
     pub global_labels: bool,
 }
 

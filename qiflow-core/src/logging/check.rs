@@ -7,11 +7,8 @@ pub(crate) const MAX_QUEUE: usize = 10_000_000;
 
 /// Adds the problems of `[logging]` to `f`.
 pub(crate) fn check(log: &LoggingConfig, f: &mut Findings) {
-    if log.level.trim().is_empty() {
-        f.bad(
-            "logging.level",
-            "must not be empty; use a level like \"info\" or directives like \"info,hyper=warn\"",
-        );
+    if let Err(e) = super::parse_filter(&log.level) {
+        f.bad("logging.level", e.to_string());
     }
     if log.file_name.is_empty() || log.file_name.contains(['/', '\\']) {
         f.bad(
@@ -80,6 +77,40 @@ mod tests {
             .env::<[(&str, &str); 0], _, _>([])
             .load()
             .unwrap()
+    }
+
+    #[test]
+    fn a_level_that_does_not_parse_names_the_directive() {
+        for (level, says) in [
+            ("", "the log filter is empty"),
+            ("  ", "the log filter is empty"),
+            ("info,sqlx=loud", "the directive \"sqlx=loud\" is not valid"),
+            ("info,[open", "the directive \"[open\" is not valid"),
+        ] {
+            let e = Loader::new()
+                .toml_str(format!("[logging]\nlevel = {level:?}\n").as_str())
+                .env::<[(&str, &str); 0], _, _>([])
+                .load()
+                .unwrap_err();
+            let problem = e
+                .problems()
+                .iter()
+                .find(|p| p.path() == "logging.level")
+                .unwrap_or_else(|| panic!("{level:?}: {e}"));
+            assert!(problem.message().contains(says), "{level:?}: {problem}");
+        }
+        for good in [
+            "debug",
+            "INFO",
+            "off",
+            "info,sqlx=warn",
+            "warn,my_app::db=trace",
+        ] {
+            let c = load(&format!(
+                "[logging]\nlevel = {good:?}\n[audit]\nenabled = false\n"
+            ));
+            assert_eq!(c.logging.level, good);
+        }
     }
 
     #[cfg(not(feature = "zstd"))]

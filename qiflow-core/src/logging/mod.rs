@@ -1,7 +1,8 @@
 //! Structured logging: JSON lines, redaction, and a rotating file behind a non-blocking queue.
 //!
-//! `init` installs a tracing subscriber made of an `EnvFilter` (`[logging] level`) and a
-//! [`LogLayer`]. Each event becomes one line, in JSON:
+//! `init` installs a tracing subscriber made of a [`LogFilter`] (`RUST_LOG` when set, else
+//! `[logging] level`; changeable at runtime) and a [`LogLayer`]. Each event becomes one line, in
+//! JSON:
 //!
 //! ```text
 //! {"timestamp":"2026-11-28T13:04:05.123Z","level":"INFO","target":"checkout::api","message":"order placed","order_id":42,"request_id":"0193…"}
@@ -24,6 +25,7 @@
 //!   `qiflow_dropped_total{pipeline="logs"}`.
 
 pub(crate) mod check;
+mod filter;
 mod format;
 mod layer;
 pub(crate) mod pool;
@@ -33,6 +35,8 @@ pub(crate) mod sink;
 
 use std::time::Duration;
 
+pub use filter::{FilterError, LogFilter};
+pub(crate) use filter::{FilterSource, parse as parse_filter};
 pub use format::FIELD_CAP;
 pub(crate) use format::{cap as format_cap, timestamp as format_timestamp};
 pub use layer::LogLayer;

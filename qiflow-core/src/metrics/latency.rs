@@ -46,7 +46,7 @@ impl LatencyHistogram {
 pub(crate) struct LatencyRegistry {
     /// Upper bounds in seconds, ascending (`[metrics] buckets`).
     bounds: Box<[f64]>,
-    /// `service="…",environment="…",version="…",` (or empty), ready to prefix a label set.
+    /// `service="…",environment="…",` (or empty), ready to prefix a label set.
     global: String,
     /// Each series' own labels, rendered, and its counts.
     series: Mutex<Vec<(String, Arc<LatencyHistogram>)>>,

@@ -14,8 +14,10 @@
 //! - `qiflow_build_info{service,environment,version}`
 //! - `qiflow_dropped_total{pipeline,reason}` (reasons: `queue_full`, `closed`, `sink_error`, `shutdown`, `rate_limited`)
 //!
-//! With `[metrics] global_labels` on (the default), every series also carries `service`,
-//! `environment` and `version` from `[service]`.
+//! With `[metrics] global_labels` on (the default), every series also carries `service` and
+//! `environment` from `[service]`. The version is on `qiflow_build_info` only (the `_info`
+//! pattern): a deploy does not start every series anew. Join it where a query needs it:
+//! `… * on (job, instance) group_left (version) qiflow_build_info`.
 //! - `qiflow_alerts_sent_total{channel,outcome}`, `qiflow_alert_send_duration_seconds{channel}`
 //!   (histogram), `qiflow_alerts_queue_depth` (see [`crate::alert`])
 //!
@@ -61,7 +63,7 @@ pub struct MetricInfo {
     pub name: &'static str,
     /// Counter, gauge or histogram.
     pub kind: MetricKind,
-    /// The labels qiflow sets, besides the global ones (`service`, `environment`, `version`).
+    /// The labels qiflow sets, besides the global ones (`service`, `environment`).
     pub labels: &'static [&'static str],
     /// The HELP text.
     pub help: &'static str,
@@ -409,12 +411,10 @@ impl Metrics {
         let mut global = Vec::new();
         if m.global_labels {
             // Added at render time: no cost on the request path. A series' own label of the same
-            // name wins (qiflow_build_info's are the same values anyway).
-            for (name, value) in [
-                ("service", &s.name),
-                ("environment", &s.environment),
-                ("version", &s.version),
-            ] {
+            // name wins (qiflow_build_info's are the same values anyway). Not the version: it
+            // changes with every deploy, and would start every series anew; it is on
+            // qiflow_build_info only.
+            for (name, value) in [("service", &s.name), ("environment", &s.environment)] {
                 if !value.is_empty() {
                     builder = builder.add_global_label(name, value.clone());
                     global.push((name, value.as_str()));
@@ -490,7 +490,8 @@ impl Metrics {
         self.inner.handle.run_upkeep();
     }
 
-    /// A recorder handle for installing globally (`metrics::set_global_recorder`).
+    /// A recorder handle for installing globally (`metrics::set_global_recorder`) or in a
+    /// fan-out.
     pub(crate) fn global_recorder(&self) -> SharedRecorder {
         SharedRecorder(self.inner.recorder.clone())
     }
@@ -566,8 +567,17 @@ pub fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// Forwards to qiflow's recorder, so it can be installed globally while qiflow keeps it.
-pub(crate) struct SharedRecorder(Arc<PrometheusRecorder>);
+/// qiflow's Prometheus recorder, shared: what [`Observer::metrics_recorder`](crate::Observer::metrics_recorder)
+/// hands out and `init` installs as the global `metrics` recorder. Everything recorded through
+/// it is on qiflow's `/metrics`; clones record into the same recorder.
+#[derive(Clone)]
+pub struct SharedRecorder(Arc<PrometheusRecorder>);
+
+impl std::fmt::Debug for SharedRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRecorder").finish_non_exhaustive()
+    }
+}
 
 impl Recorder for SharedRecorder {
     fn describe_counter(&self, key: metrics::KeyName, unit: Option<Unit>, d: SharedString) {

@@ -18,6 +18,8 @@ const ENDPOINTS: &[&str] = &[
     "GET /qiflow/api/audit",
     "POST /qiflow/api/alerts/silences",
     "DELETE /qiflow/api/alerts/silences/{id}",
+    "GET /qiflow/api/loggers",
+    "PUT /qiflow/api/loggers",
 ];
 
 impl Observer {
@@ -131,6 +133,14 @@ impl Observer {
             Endpoint::Audit => self.audit_view(request.query.as_deref()).await,
             Endpoint::CreateSilence => self.create_silence(admitted, request),
             Endpoint::DeleteSilence(id) => self.delete_silence(admitted, request, id),
+            Endpoint::Loggers => {
+                let (filter, source) = self.log_filter_ref().current_with_source();
+                AdminResponse::json(
+                    200,
+                    serde_json::json!({ "filter": filter, "source": source.as_str() }).to_string(),
+                )
+            }
+            Endpoint::SetLoggers => self.set_loggers(admitted, request),
             Endpoint::NotFound => AdminResponse::json(
                 404,
                 serde_json::json!({
@@ -278,6 +288,97 @@ impl Observer {
         AdminResponse::empty(204)
     }
 
+    /// `PUT /qiflow/api/loggers` with `{"filter":"info,sqlx=warn"}`: the new log filter put in
+    /// force, audited (undone when the trail cannot take the record) and logged at target
+    /// `qiflow::admin` with the previous and the new filter. A body or a filter that does not
+    /// parse is answered 400 and changes nothing (the attempt is audited as a failure).
+    fn set_loggers(&self, admitted: &Admitted, request: &AdminRequest) -> AdminResponse {
+        let failed = |why: String, filter: Option<&str>| {
+            let mut event = self.admin_event(
+                &admitted.caller,
+                &admitted.endpoint,
+                request,
+                Outcome::Failure,
+            );
+            if let Some(filter) = filter {
+                event = event.metadata("filter", filter.to_owned());
+            }
+            let _ = self.audit(event.metadata("error", why.clone()).build());
+            AdminResponse::error(400, &why)
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            filter: String,
+        }
+        let body: Body = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => {
+                return failed(
+                    format!("the body must be JSON like {{\"filter\":\"info,sqlx=warn\"}}: {e}"),
+                    None,
+                );
+            }
+        };
+        let parsed = match crate::logging::parse_filter(&body.filter) {
+            Ok(parsed) => parsed,
+            Err(e) => return failed(e.to_string(), Some(&body.filter)),
+        };
+        let filter = body.filter.trim();
+        let log_filter = self.log_filter_ref();
+        let changed = |previous: &str| {
+            tracing::warn!(
+                target: "qiflow::admin",
+                actor = admitted.caller.name(),
+                previous,
+                filter,
+                "log filter changed"
+            );
+        };
+        // A filter quieter than warn would hide the line: it is written before the change.
+        let hides_the_line = parsed.max_level() < tracing::level_filters::LevelFilter::WARN;
+        if hides_the_line {
+            changed(&log_filter.current());
+        }
+        let (previous, source) = match log_filter.set(filter) {
+            Ok(previous) => previous,
+            // Parsed above: not reached, but answered all the same.
+            Err(e) => return failed(e.to_string(), Some(filter)),
+        };
+        let event = self
+            .admin_event(
+                &admitted.caller,
+                &admitted.endpoint,
+                request,
+                Outcome::Success,
+            )
+            .metadata("previous", previous.clone())
+            .metadata("filter", filter.to_owned())
+            .build();
+        if let Err(e) = self.audit(event) {
+            log_filter.restore(filter, &previous, source);
+            tracing::warn!(
+                target: "qiflow::admin",
+                actor = admitted.caller.name(),
+                filter = %previous,
+                "log filter change undone: the audit trail could not record it"
+            );
+            return unaudited(&e);
+        }
+        if !hides_the_line {
+            changed(&previous);
+        }
+        AdminResponse::json(
+            200,
+            serde_json::json!({
+                "filter": filter,
+                "previous": previous,
+                "source": crate::logging::FilterSource::Runtime.as_str(),
+            })
+            .to_string(),
+        )
+    }
+
     /// The audit event of an operator write: actor the token's name, the request id when the
     /// client sent a sane one.
     fn admin_event(
@@ -290,6 +391,7 @@ impl Observer {
         let action = endpoint.action().unwrap_or("qiflow.admin");
         let resource = match endpoint {
             Endpoint::DeleteSilence(id) => format!("silence/{id}"),
+            Endpoint::SetLoggers => "loggers".to_owned(),
             _ => "silence".to_owned(),
         };
         let mut event = AuditEvent::builder(caller.name(), action)

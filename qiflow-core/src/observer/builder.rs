@@ -1,7 +1,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -15,7 +14,7 @@ use crate::config::{Config, OverflowPolicy};
 use crate::health::{DirWritableCheck, DiskSpaceCheck, HealthCheck, LOW_DISK_BYTES};
 use crate::logging::rotate::RotationPolicy;
 use crate::logging::sink::LogSink;
-use crate::logging::{BLOCK_TIMEOUT, LogLayer, Redactor};
+use crate::logging::{BLOCK_TIMEOUT, FilterSource, LogFilter, LogLayer, Redactor};
 use crate::metrics::Metrics;
 use crate::worker::{Overflow, PipelineOptions, Worker};
 
@@ -136,17 +135,28 @@ impl ObserverBuilder {
         self
     }
 
-    /// Whether `build` installs the process-wide pieces: the tracing subscriber (`EnvFilter` from
-    /// `[logging] level` plus [`Observer::log_layer`] and [`Observer::capture_layer`]), which also
-    /// captures `log` records, qiflow's metrics recorder as the global `metrics` recorder, and
-    /// the panic hook ([`install_panic_hook`](crate::capture::install_panic_hook)).
-    /// Defaults to `true`. With `false`, compose them into your own subscriber yourself.
+    /// Whether `build` installs the process-wide pieces:
+    ///
+    /// - the tracing subscriber: [`Observer::log_filter`] (from `RUST_LOG` when set, else
+    ///   `[logging] level`) in front of [`Observer::log_layer`] and
+    ///   [`Observer::capture_layer`]; it also captures `log` records;
+    /// - qiflow's metrics recorder as the global `metrics` recorder
+    ///   ([`Observer::metrics_recorder`]);
+    /// - the panic hook ([`Observer::install_panic_hook`]);
+    /// - with `[errors] sentry_dsn` set (feature `sentry`), qiflow's Sentry client bound to
+    ///   sentry's main hub (`Observer::sentry_client`), so `sentry::capture_*` in the
+    ///   application goes through qiflow's transport. `build` fails with
+    ///   [`InitErrorKind::GlobalAlreadySet`] when the hub already has a client.
+    ///
+    /// Defaults to `true`. With `false`, nothing process-wide is touched: the observer hands
+    /// out each piece, for you to install or compose with your own (`docs/composition.md`).
     pub fn install_global(mut self, install: bool) -> Self {
         self.install_global = install;
         self
     }
 
-    /// What the panic hook that `build` installs does with the hook installed before it.
+    /// What the panic hook that `build` (or [`Observer::install_panic_hook`]) installs does with
+    /// the hook installed before it.
     /// Defaults to [`PreviousHook::Replace`]: qiflow prints the panic message itself and the
     /// standard library's hook does not run, so a panic never resolves a backtrace on the
     /// panicking thread nor keeps debug info in memory. [`PreviousHook::Chain`] runs the
@@ -186,23 +196,7 @@ impl ObserverBuilder {
             message: format!("cannot start the qiflow background runtime: {e}"),
         })?;
         let logging = &self.config.logging;
-        let filter = EnvFilter::try_new(&logging.level).map_err(|e| InitError {
-            kind: InitErrorKind::Config,
-            message: format!(
-                "logging.level: invalid filter {:?} ({e}); use a level like \"info\" or directives like \"info,hyper=warn\"",
-                logging.level
-            ),
-        })?;
-        // A plain level ("info") is a static check: `LevelFilter` keeps no per-span state, where
-        // `EnvFilter` looks every span up on each enter and exit. Directives need `EnvFilter`.
-        let (level_filter, env_filter) = match logging
-            .level
-            .trim()
-            .parse::<tracing_subscriber::filter::LevelFilter>()
-        {
-            Ok(level) => (Some(level), None),
-            Err(_) => (None, Some(filter)),
-        };
+        let log_filter = initial_filter(&logging.level, std::env::var_os("RUST_LOG"))?;
         let slot = Arc::new(OnceLock::new());
         let policy =
             (!logging.dir.as_os_str().is_empty()).then(|| RotationPolicy::from_config(logging));
@@ -272,14 +266,15 @@ impl ObserverBuilder {
             worker.on_shutdown(Box::new(move |_| alerts.abandon()));
         }
         let errors_config = &self.config.errors;
-        let mut reporters: Vec<Arc<dyn Reporter>> =
-            crate::capture::configured_reporter(&self.config, &metrics)
-                .map_err(|message| InitError {
+        let configured =
+            crate::capture::configured_reporter(&self.config, &metrics).map_err(|message| {
+                InitError {
                     kind: InitErrorKind::Config,
                     message,
-                })?
-                .into_iter()
-                .collect();
+                }
+            })?;
+        let mut reporters: Vec<Arc<dyn Reporter>> =
+            configured.iter().map(|c| c.reporter.clone()).collect();
         reporters.extend(self.reporters);
         let error_store = Arc::new(ErrorStore::new(errors_config.recent_capacity));
         let errors = worker.add(
@@ -296,6 +291,16 @@ impl ObserverBuilder {
             )
             .with_alerts(alerts.clone()),
         );
+        // The client for sentry's hub: what the application sends with `sentry::capture_*`
+        // goes through the Sentry reporter's transport, behind a queue of its own.
+        #[cfg(feature = "sentry")]
+        let sentry_client = configured.as_ref().map(|c| {
+            Arc::new(crate::capture::hub_client(&c.sentry, |options, sink| {
+                worker.add(options, sink)
+            }))
+        });
+        #[cfg(not(feature = "sentry"))]
+        drop(configured);
         let capturer = Arc::new(Capturer {
             pipeline: errors,
             redactor: Redactor::new(&logging.redact),
@@ -452,10 +457,19 @@ impl ObserverBuilder {
             .map(|pipeline| crate::export::TraceLayer::new(Some(pipeline)));
         #[cfg(not(feature = "otlp"))]
         let trace_layer: Option<tracing_subscriber::layer::Identity> = None;
+        #[cfg(feature = "sentry")]
+        if self.install_global && sentry_client.is_some() && sentry::Hub::main().client().is_some()
+        {
+            return Err(InitError {
+                kind: InitErrorKind::GlobalAlreadySet,
+                message: "cannot bind qiflow's Sentry client to sentry's main hub: it already has a client (sentry::init was called); \
+                          build with Observer::builder(config).install_global(false), or leave [errors] sentry_dsn unset and keep your own"
+                    .to_owned(),
+            });
+        }
         if self.install_global {
             tracing_subscriber::registry()
-                .with(level_filter)
-                .with(env_filter)
+                .with(log_filter.clone())
                 .with(log_layer.clone())
                 .with(capture_layer)
                 .with(trace_layer)
@@ -474,6 +488,10 @@ impl ObserverBuilder {
                      build with Observer::builder(config).install_global(false)"
                 ),
             })?;
+            #[cfg(feature = "sentry")]
+            if let Some(client) = &sentry_client {
+                sentry::Hub::main().bind_client(Some(client.clone()));
+            }
         }
         // After the subscriber is installed, so the warnings reach the log.
         // Advice (`qiflow check` prints it as `advice:`) is information; what is unsafe warns.
@@ -536,6 +554,10 @@ impl ObserverBuilder {
                 clock: self.clock.clone(),
                 worker,
                 log_layer,
+                log_filter,
+                previous_panic_hook: self.previous_panic_hook,
+                #[cfg(feature = "sentry")]
+                sentry_client,
                 metrics,
                 health_checks,
                 capturer,
@@ -547,10 +569,39 @@ impl ObserverBuilder {
             }),
         };
         if self.install_global {
-            crate::capture::install_panic_hook_with(&observer, self.previous_panic_hook);
+            observer.install_panic_hook();
         }
         Ok((observer, guard))
     }
+}
+
+/// The filter `build` starts with: `rust_log` (the `RUST_LOG` variable) when it is set and not
+/// blank, else `level` (`[logging] level`). A filter that does not parse is a configuration
+/// error naming where it came from.
+fn initial_filter(
+    level: &str,
+    rust_log: Option<std::ffi::OsString>,
+) -> Result<LogFilter, InitError> {
+    let config_error = |message| InitError {
+        kind: InitErrorKind::Config,
+        message,
+    };
+    if let Some(value) = rust_log.filter(|v| !v.to_string_lossy().trim().is_empty()) {
+        let Some(text) = value.to_str() else {
+            return Err(config_error(
+                "RUST_LOG is not valid UTF-8; set it to a level like \"info\" or directives like \"info,hyper=warn\", or unset it to use logging.level".to_owned(),
+            ));
+        };
+        return match crate::logging::parse_filter(text) {
+            Ok(parsed) => Ok(LogFilter::new(text, parsed, FilterSource::Env)),
+            Err(e) => Err(config_error(format!(
+                "RUST_LOG: {e}; RUST_LOG, when set, overrides logging.level: fix it or unset it"
+            ))),
+        };
+    }
+    crate::logging::parse_filter(level)
+        .map(|parsed| LogFilter::new(level, parsed, FilterSource::Config))
+        .map_err(|e| config_error(format!("logging.level: {e}")))
 }
 
 /// What kind of failure an [`InitError`] is.
@@ -671,8 +722,64 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::path::Path;
 
-    use super::surface_line;
+    use super::{initial_filter, surface_line};
     use crate::config::{AdminToken, Config, TokenScope};
+    use crate::logging::FilterSource;
+
+    #[test]
+    fn rust_log_when_set_and_not_blank_overrides_the_configured_level() {
+        let start = |level: &str, rust_log: Option<&str>| {
+            initial_filter(level, rust_log.map(Into::into)).map(|f| f.current_with_source())
+        };
+        assert_eq!(
+            start("warn", None).unwrap(),
+            ("warn".into(), FilterSource::Config)
+        );
+        assert_eq!(
+            start("warn", Some("debug,hyper=info")).unwrap(),
+            ("debug,hyper=info".into(), FilterSource::Env)
+        );
+        // Set but empty (or blank): as if unset.
+        for blank in ["", "  "] {
+            assert_eq!(
+                start("warn", Some(blank)).unwrap(),
+                ("warn".into(), FilterSource::Config)
+            );
+        }
+        // A bad RUST_LOG fails even with a good level, naming RUST_LOG and what to do.
+        let e = start("info", Some("info,hyper=loud")).unwrap_err();
+        assert_eq!(e.kind(), super::InitErrorKind::Config);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "RUST_LOG: invalid log filter \"info,hyper=loud\": the directive \"hyper=loud\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("overrides logging.level: fix it or unset it"),
+            "{text}"
+        );
+        // A bad level with RUST_LOG set is not looked at; without, it fails naming the key.
+        assert!(start("info,[open", Some("info")).is_ok());
+        let text = start("info,[open", None).unwrap_err().to_string();
+        assert!(
+            text.starts_with("logging.level: invalid log filter \"info,[open\""),
+            "{text}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rust_log_that_is_not_utf8_is_refused_naming_it() {
+        use std::os::unix::ffi::OsStringExt;
+        let e = initial_filter("info", Some(std::ffi::OsString::from_vec(vec![0xff, b'x'])))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("RUST_LOG is not valid UTF-8"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_plain_start_up_line_names_the_url_and_the_token_file_never_the_token() {

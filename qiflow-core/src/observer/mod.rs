@@ -16,7 +16,7 @@ use crate::capture::{
 };
 use crate::config::Config;
 use crate::health::{HealthCheck, HealthReport};
-use crate::logging::LogLayer;
+use crate::logging::{FilterError, LogFilter, LogLayer};
 use crate::metrics::Metrics;
 use crate::request::{InFlight, RequestInfo};
 use crate::worker::{Pipeline, PipelineOptions, PipelineStats, Sink, Worker};
@@ -36,6 +36,12 @@ struct Inner {
     clock: Arc<dyn crate::clock::Clock>,
     worker: Arc<Worker>,
     log_layer: LogLayer,
+    log_filter: LogFilter,
+    /// What [`Observer::install_panic_hook`] does with the hook installed before it.
+    previous_panic_hook: crate::capture::PreviousHook,
+    /// The client for sentry's hub (with `[errors] sentry_dsn`).
+    #[cfg(feature = "sentry")]
+    sentry_client: Option<Arc<sentry::Client>>,
     metrics: Metrics,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
@@ -225,6 +231,121 @@ impl Observer {
     /// subscriber (see [`ObserverBuilder::install_global`]). Clones share the pipeline.
     pub fn log_layer(&self) -> LogLayer {
         self.inner.log_layer.clone()
+    }
+
+    /// The log filter: what `init` installs in front of [`log_layer`](Self::log_layer) and
+    /// [`capture_layer`](Self::capture_layer), for hosts that build their own subscriber (see
+    /// [`ObserverBuilder::install_global`]). Every clone follows
+    /// [`set_log_level`](Self::set_log_level). Add it as a global filter
+    /// (`registry().with(observer.log_filter())`), or to qiflow's layers alone
+    /// (`observer.log_layer().with_filter(observer.log_filter())`) when your own filter governs
+    /// the rest.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(observer.log_filter())
+    ///     .with(observer.log_layer());
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     observer.set_log_level("warn").unwrap();
+    ///     assert!(!tracing::enabled!(tracing::Level::INFO));
+    ///     observer.set_log_level("info").unwrap();
+    ///     assert!(tracing::enabled!(tracing::Level::INFO));
+    /// });
+    /// ```
+    pub fn log_filter(&self) -> LogFilter {
+        self.inner.log_filter.clone()
+    }
+
+    /// The log filter in force, as text (`"info"`, `"info,sqlx=warn"`): `RUST_LOG` or
+    /// `[logging] level` at start, then whatever [`set_log_level`](Self::set_log_level) set.
+    pub fn log_level(&self) -> String {
+        self.inner.log_filter.current()
+    }
+
+    /// Changes the log filter while the service runs: a level (`"debug"`) or `EnvFilter`
+    /// directives (`"info,sqlx=warn"`). Returns the filter it replaced. A filter that does not
+    /// parse changes nothing, and the error names the directive at fault.
+    ///
+    /// It changes the filter `init` installed (with [`ObserverBuilder::install_global`] `true`)
+    /// and every filter handed out by [`log_filter`](Self::log_filter), at once; a filter of the
+    /// host's own (an `EnvFilter` it built) is not touched. Like tracing-subscriber's `reload`,
+    /// it rebuilds tracing's callsite cache and sets the `log` crate's maximum level to
+    /// tracing's. `PUT /qiflow/api/loggers` does the same for an operator, audited.
+    ///
+    /// ```
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let before = observer.log_level();
+    /// assert_eq!(observer.set_log_level("info,sqlx=warn").unwrap(), before);
+    /// assert_eq!(observer.log_level(), "info,sqlx=warn");
+    /// let error = observer.set_log_level("info,sqlx=loud").unwrap_err();
+    /// assert_eq!(error.directive(), Some("sqlx=loud"));
+    /// assert_eq!(observer.log_level(), "info,sqlx=warn");
+    /// ```
+    pub fn set_log_level(&self, filter: &str) -> Result<String, FilterError> {
+        self.inner
+            .log_filter
+            .set(filter)
+            .map(|(previous, _)| previous)
+    }
+
+    pub(crate) fn log_filter_ref(&self) -> &LogFilter {
+        &self.inner.log_filter
+    }
+
+    /// qiflow's metrics recorder, for hosts that install their own (see
+    /// [`ObserverBuilder::install_global`]): install it as the global recorder, or put it in a
+    /// `metrics_util::layers::Fanout` beside yours, and the application's `metrics::counter!`
+    /// and friends show on qiflow's `/metrics`. Clones share the recorder.
+    ///
+    /// ```
+    /// use metrics::Recorder as _;
+    ///
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let recorder = observer.metrics_recorder();
+    /// // What `metrics::counter!("app_orders_total").increment(2)` does under this recorder:
+    /// let key = metrics::Key::from_name("app_orders_total");
+    /// let metadata = metrics::Metadata::new("app", metrics::Level::INFO, None);
+    /// recorder.register_counter(&key, &metadata).increment(2);
+    /// assert!(observer.render_metrics().contains("app_orders_total 2"));
+    /// ```
+    pub fn metrics_recorder(&self) -> crate::metrics::SharedRecorder {
+        self.inner.metrics.global_recorder()
+    }
+
+    /// Installs qiflow's panic hook for this observer, as `init` does (see
+    /// [`install_panic_hook_with`](crate::capture::install_panic_hook_with)), with the
+    /// builder's [`previous_panic_hook`](ObserverBuilder::previous_panic_hook). For hosts that
+    /// build with [`install_global(false)`](ObserverBuilder::install_global) and want panics
+    /// reported. The hook is process-wide: installing it again for another observer re-targets
+    /// it.
+    pub fn install_panic_hook(&self) {
+        crate::capture::install_panic_hook_with(self, self.inner.previous_panic_hook);
+    }
+
+    /// The `sentry` client that forwards to `[errors] sentry_dsn` through qiflow's transport
+    /// (`None` without a DSN). `init` binds it to sentry's main hub; with
+    /// [`install_global(false)`](ObserverBuilder::install_global), bind it yourself
+    /// (`sentry::Hub::main().bind_client(observer.sentry_client())`), or to a hub of your own.
+    /// Then `sentry::capture_message`, `sentry::capture_error` and `sentry-tracing` in the
+    /// application go through the same transport as qiflow's reports: a bounded queue
+    /// (`qiflow_dropped_total{pipeline="sentry"}`), timeouts, backoff and rate limits, and
+    /// `qiflow_errors_forwarded_total{reporter="sentry",outcome}`; the guard flushes it. The
+    /// application's `sentry` must be the version qiflow-core uses (0.49). Feature `sentry`.
+    #[cfg(feature = "sentry")]
+    pub fn sentry_client(&self) -> Option<Arc<sentry::Client>> {
+        self.inner.sentry_client.clone()
     }
 
     /// qiflow's metrics (its own Prometheus recorder).
