@@ -204,16 +204,12 @@ impl TraceContext {
     /// ```
     pub fn traceparent(&self) -> String {
         let mut out = String::with_capacity(55);
-        self.push_traceparent(&mut out);
-        out
-    }
-
-    pub(crate) fn push_traceparent(&self, out: &mut String) {
         out.push_str("00-");
-        push_hex(out, &self.trace_id.0);
+        push_hex(&mut out, &self.trace_id.0);
         out.push('-');
-        push_hex(out, &self.span_id.0);
+        push_hex(&mut out, &self.span_id.0);
         out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 
     /// A new span in the caller's trace, sampled as the caller decided.

@@ -7,6 +7,7 @@
 //! carries). It is foundation: it knows no capability, and every capability may read it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -58,6 +59,9 @@ pub(crate) struct Scope {
     propagate: bool,
     /// The user id the application set ([`crate::capture::set_user_id`]).
     user: Mutex<Option<String>>,
+    /// Whether `user` was ever set: every log line in the request asks, and most requests have
+    /// none, so the common answer costs no lock.
+    has_user: AtomicBool,
     /// The request's breadcrumbs (events at `info` and above), the newest last.
     crumbs: Mutex<VecDeque<Crumb>>,
 }
@@ -147,6 +151,7 @@ impl RequestId {
             trace: parts.trace,
             propagate: parts.propagate,
             user: Mutex::new(None),
+            has_user: AtomicBool::new(false),
             crumbs: Mutex::new(VecDeque::new()),
         }))
     }
@@ -244,6 +249,9 @@ impl RequestId {
 
     /// The user id the application set for this request.
     pub(crate) fn user_id(&self) -> Option<String> {
+        if !self.0.has_user.load(Ordering::Acquire) {
+            return None;
+        }
         self.0
             .user
             .lock()
@@ -253,12 +261,16 @@ impl RequestId {
 
     /// Calls `f` with the user id, without copying it.
     pub(crate) fn with_user_id<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
+        if !self.0.has_user.load(Ordering::Acquire) {
+            return f(None);
+        }
         let user = self.0.user.lock().unwrap_or_else(PoisonError::into_inner);
         f(user.as_deref())
     }
 
     pub(crate) fn set_user_id(&self, id: &str) {
         *self.0.user.lock().unwrap_or_else(PoisonError::into_inner) = Some(id.to_owned());
+        self.0.has_user.store(true, Ordering::Release);
     }
 
     /// Keeps `crumb`, dropping the oldest past [`MAX_CRUMBS`].

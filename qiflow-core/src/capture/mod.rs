@@ -176,7 +176,7 @@ impl Capturer {
 }
 
 /// The most breadcrumbs one report carries (the newest are kept).
-pub const MAX_BREADCRUMBS: usize = 30;
+pub const MAX_BREADCRUMBS: usize = crate::scope::MAX_CRUMBS;
 
 /// How bad a report is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -411,7 +411,8 @@ where
         if extensions.get_mut::<SpanFields>().is_none()
             && crate::scope::is_request_span(span.metadata())
         {
-            // A field recorded later into the `request` span (`enduser.id`, or the host's own).
+            // A field the host records later into the `request` span (the user id comes from the
+            // request scope).
             extensions.insert(SpanFields::default());
         }
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
