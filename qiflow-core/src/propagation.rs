@@ -415,6 +415,14 @@ pub(crate) fn check(config: &TracingConfig, f: &mut Findings) {
             );
         }
     }
+    if config.otlp_endpoint.is_none() && !config.headers.is_empty() {
+        f.advise(
+            "tracing.headers",
+            "is set but tracing.otlp_endpoint is not, so no span is exported and the headers go \
+             nowhere; set tracing.otlp_endpoint (e.g. \"http://127.0.0.1:4318/v1/traces\") or \
+             remove tracing.headers",
+        );
+    }
     if config.timeout.is_zero() {
         f.bad(
             "tracing.timeout",

@@ -321,7 +321,7 @@ impl InFlight {
         let metrics = self.observer.metrics();
         let method = self.id.method();
         if let Some(audit) = self.audit.take() {
-            audit.finish(&self.observer, outcome.status, self.id.as_str());
+            audit.finish(&self.observer, outcome.status, &self.id);
         }
         if self.active {
             self.active = false;
@@ -467,7 +467,7 @@ impl Drop for InFlight {
                 });
         }
         if let Some(audit) = self.audit.take() {
-            audit.abort(&self.observer, self.id.as_str(), latency_ms);
+            audit.abort(&self.observer, &self.id, latency_ms);
         }
         tracing::info!(
             target: "qiflow::access",

@@ -17,6 +17,7 @@ use std::time::Duration;
 use qiflow_core::audit::{
     AuditEvent, AuditQuery, Outcome, PostgresAuditSink, PostgresStore, verify_postgres,
 };
+use qiflow_core::propagation::TraceId;
 use qiflow_core::test::quiet_config;
 
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*/bin; `apt-get install -y postgresql` if missing) and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
@@ -60,8 +61,18 @@ async fn reset(url: &str) {
         .unwrap();
 }
 
+/// The trace of event `i`: the same for every ten events, none for multiples of three.
+fn trace_of(i: u64) -> Option<TraceId> {
+    (!i.is_multiple_of(3)).then(|| TraceId::from_bytes(u128::from(i / 10 + 1).to_be_bytes()))?
+}
+
 fn event(i: u64) -> AuditEvent {
-    AuditEvent::builder(format!("user{}", i % 4), "order.create")
+    let builder = AuditEvent::builder(format!("user{}", i % 4), "order.create");
+    let builder = match trace_of(i) {
+        Some(trace) => builder.trace_id(trace),
+        None => builder,
+    };
+    builder
         .resource(format!("order/{i}"))
         .outcome(if i.is_multiple_of(7) {
             Outcome::Failure
@@ -199,6 +210,24 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
             page.records.len() as u64,
             (0..N).filter(|i| i % 7 == 0).count() as u64
         );
+        // By trace id: the records of one trace, which carry it through the table.
+        let trace = trace_of(41).unwrap().to_string();
+        let q = AuditQuery::from_query_string(&format!("trace_id={trace}&limit=100")).unwrap();
+        let page = qiflow_core::audit::AuditStore::query(&store, &q)
+            .await
+            .unwrap();
+        let mut traced: Vec<_> = page.records.iter().map(|r| r.resource.clone()).collect();
+        traced.sort();
+        let expected: Vec<_> = (40..50u64)
+            .filter(|i| !i.is_multiple_of(3))
+            .map(|i| format!("order/{i}"))
+            .collect();
+        assert_eq!(traced, expected);
+        assert!(
+            page.records
+                .iter()
+                .all(|r| r.trace_id.as_deref() == Some(trace.as_str()))
+        );
         let mut q = AuditQuery::new();
         q.from = Some("2000-01-01T00:00:00Z".into());
         q.to = Some("2001-01-01T00:00:00Z".into());
@@ -233,9 +262,20 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
         );
     });
 
-    // A new sink resumes the chain from the table.
+    // A new sink resumes the chain from the table; the table is made as qiflow made it before
+    // records carried a trace id, and the sink adds the column.
     rt.block_on(async {
         reset(&url).await;
+        client(&url)
+            .await
+            .batch_execute(
+                "CREATE TABLE qiflow_audit (seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, id TEXT, \
+                 timestamp TEXT, ts TIMESTAMPTZ, actor TEXT, action TEXT, resource TEXT, \
+                 outcome TEXT, request_id TEXT, metadata TEXT, enc TEXT, digest TEXT, \
+                 prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+            )
+            .await
+            .unwrap();
         let clock: Arc<dyn qiflow_core::clock::Clock> = Arc::new(qiflow_core::clock::SystemClock);
         for round in 0..2u64 {
             let mut sink = PostgresAuditSink::new(&url, Some(KEY), None, clock.clone()).unwrap();
@@ -255,6 +295,19 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
         let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
         assert_eq!(verified.records, 20);
         assert!(!verified.open_tail());
+        let traced = client(&url)
+            .await
+            .query_one(
+                "SELECT count(*) FROM qiflow_audit WHERE trace_id IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(
+            traced,
+            (0..20u64).filter(|i| trace_of(*i).is_some()).count() as i64
+        );
     });
 }
 

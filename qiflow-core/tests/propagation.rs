@@ -191,4 +191,105 @@ fn the_tracing_section_is_checked_on_load() {
     assert_eq!(config.tracing.propagation, Propagation::None);
     assert!(config.tracing.respond);
     assert_eq!(config.tracing.sample_ratio, 0.25);
+    // Export headers without an endpoint go nowhere: advice, not an error.
+    let config = Loader::new()
+        .toml_str("[tracing.headers]\nX-Api-Key = \"k\"\n")
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap();
+    let advice = config
+        .warnings()
+        .iter()
+        .find(|w| w.path() == "tracing.headers")
+        .unwrap_or_else(|| panic!("{:?}", config.warnings()));
+    assert!(advice.to_string().contains("otlp_endpoint"), "{advice}");
+}
+
+/// Audit records and alerts made inside a request carry its trace: the application's own
+/// `observer.audit(…)` and `observer.alert(…)` (which name neither id), and the automatic audit
+/// record of an audited route. Outside a request, a record has no trace id, and its stored line
+/// has no `trace_id` key at all, so records written before the field existed hash as they did.
+#[test]
+fn audit_records_and_alerts_raised_in_a_request_carry_its_trace() {
+    use qiflow_core::alert::{Alert, AlertLevel};
+    use qiflow_core::audit::{AuditEvent, AuditQuery, FileStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let mut config = qiflow_core::test::quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = trail.clone();
+    config.audit.routes = vec!["POST /orders".into()];
+    let (observer, guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(observer.log_layer());
+    let request_id = tracing::subscriber::with_default(subscriber, || {
+        let info = RequestInfo::new("POST", "/orders")
+            .with_route("/orders")
+            .with_traceparent(incoming("01"));
+        let in_flight = observer.begin_request(info);
+        in_flight.span().in_scope(|| {
+            observer
+                .audit(AuditEvent::builder("alice", "order.create").build())
+                .unwrap();
+            observer.alert(Alert::new("stock_low", AlertLevel::Warning).label("sku", "A1"));
+        });
+        let id = in_flight.id().as_str().to_owned();
+        in_flight.finish(RequestOutcome::new(201));
+        // The same alert raised in another request is the same alert.
+        let in_flight = observer.begin_request(RequestInfo::new("POST", "/orders"));
+        in_flight.span().in_scope(|| {
+            observer.alert(Alert::new("stock_low", AlertLevel::Warning).label("sku", "A1"));
+        });
+        in_flight.finish(RequestOutcome::new(201));
+        id
+    });
+    observer
+        .audit(AuditEvent::builder("cron", "orders.purge").build())
+        .unwrap();
+
+    assert!(observer.flush(std::time::Duration::from_secs(10)));
+    let active = observer.alerts().view().active;
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0].count, 2, "{active:?}");
+    assert!(!active[0].alert.labels.contains_key("trace_id"));
+    // The latest occurrence: the second request, a new trace of its own.
+    let latest = &active[0].alert.annotations;
+    assert_eq!(latest["trace_id"].len(), 32, "{latest:?}");
+    assert_ne!(latest["trace_id"], TRACE_ID, "{latest:?}");
+    assert_ne!(latest["request_id"], request_id, "{latest:?}");
+    drop(guard);
+
+    let store = FileStore::new(&trail, None);
+    let query = AuditQuery::from_query_string(&format!("trace_id={TRACE_ID}")).unwrap();
+    let traced = store.query_blocking(&query).unwrap().records;
+    let actions: Vec<_> = traced.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["POST /orders", "order.create"], "{traced:?}");
+    for record in &traced {
+        assert_eq!(record.request_id.as_deref(), Some(request_id.as_str()));
+        assert_eq!(record.trace_id.as_deref(), Some(TRACE_ID));
+    }
+    let by_request = AuditQuery::from_query_string(&format!("request_id={request_id}")).unwrap();
+    assert_eq!(store.query_blocking(&by_request).unwrap().records, traced);
+    let all = store.query_blocking(&AuditQuery::new()).unwrap().records;
+    let purge = all.iter().find(|r| r.action == "orders.purge").unwrap();
+    assert_eq!(
+        (purge.request_id.as_deref(), purge.trace_id.as_deref()),
+        (None, None)
+    );
+    let stored = std::fs::read_dir(&trail)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    let purge_line = stored.lines().find(|l| l.contains("orders.purge")).unwrap();
+    assert!(!purge_line.contains("trace_id"), "{purge_line}");
+    let verified = qiflow_core::audit::verify_dir(&trail, None).unwrap();
+    assert_eq!(verified.records, 4);
+    assert!(
+        AuditQuery::from_query_string("trace_id=XYZ")
+            .unwrap_err()
+            .contains("trace_id")
+    );
 }

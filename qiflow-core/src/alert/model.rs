@@ -71,8 +71,15 @@ pub struct Alert {
     pub summary: String,
     /// More detail for humans.
     pub description: String,
-    /// Labels: what the alert is about (`route`, `host`); they select channels and silences.
+    /// Labels: what the alert is about (`route`, `host`); they select channels and silences,
+    /// and (unless a fingerprint is set) make the alert's identity.
     pub labels: BTreeMap<String, String>,
+    /// Annotations: facts about this occurrence that are not its identity (`request_id`,
+    /// `trace_id` of the request that raised it). Shown by the channels (Alertmanager's
+    /// annotations, the webhook's `annotations`, `{{annotations}}` in templates); never part of
+    /// the fingerprint, nor matched by silences.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// What raised it (`"baseline"`, `"errors"`, a component name).
     pub source: String,
     /// Firing or resolved.
@@ -95,6 +102,7 @@ impl Alert {
             summary: String::new(),
             description: String::new(),
             labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             source: String::new(),
             status: AlertStatus::Firing,
             starts_at: None,
@@ -121,6 +129,22 @@ impl Alert {
     #[must_use]
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds (or replaces) an annotation: a fact about this occurrence (an id, a link) that
+    /// must not make it a different alert.
+    ///
+    /// ```
+    /// use qiflow_core::alert::{Alert, AlertLevel};
+    ///
+    /// let first = Alert::new("payment_failed", AlertLevel::Error).annotation("order", "17");
+    /// let second = Alert::new("payment_failed", AlertLevel::Error).annotation("order", "18");
+    /// assert_eq!(first.fingerprint_value(), second.fingerprint_value());
+    /// ```
+    #[must_use]
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.into(), value.into());
         self
     }
 

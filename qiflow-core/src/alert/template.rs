@@ -3,8 +3,9 @@
 //! Fields: `name`, `level`, `LEVEL` (upper case), `summary`, `description`, `source`,
 //! `fingerprint`, `status`, `count`, `times` (the count in words, with since when and how much of
 //! it was counted before the last restart: [`Notice::times`]), `count_since`, `starts_at`,
-//! `ends_at` (RFC 3339), `labels` (`k=v, k=v`), `labels.<key>`, `service`, `environment`,
-//! `channel`; the SMS channel adds `to` and `message`.
+//! `ends_at` (RFC 3339), `labels` (`k=v, k=v`), `labels.<key>`, `annotations` (`k=v, k=v`: the
+//! request and trace ids of an alert raised in a request), `annotations.<key>`, `service`,
+//! `environment`, `channel`; the SMS channel adds `to` and `message`.
 //! Filters: `json` (escaped for the inside of a JSON string), `url` (percent-encoded), `upper`,
 //! `oneline` (line breaks become spaces). An unknown field or filter is an error when the channel
 //! is built, naming the template.
@@ -33,7 +34,7 @@ pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
-/// The fields every template may use (plus `labels.<key>`).
+/// The fields every template may use (plus `labels.<key>` and `annotations.<key>`).
 const FIELDS: &[&str] = &[
     "name",
     "level",
@@ -49,6 +50,7 @@ const FIELDS: &[&str] = &[
     "starts_at",
     "ends_at",
     "labels",
+    "annotations",
     "service",
     "environment",
     "channel",
@@ -74,10 +76,12 @@ impl Template {
             let name = pieces.next().unwrap_or_default().to_owned();
             if !(FIELDS.contains(&name.as_str())
                 || extra.contains(&name.as_str())
-                || name.strip_prefix("labels.").is_some_and(|k| !k.is_empty()))
+                || ["labels.", "annotations."]
+                    .iter()
+                    .any(|prefix| name.strip_prefix(prefix).is_some_and(|k| !k.is_empty())))
             {
                 return Err(format!(
-                    "unknown field {{{{{name}}}}}; use one of {}, labels.<key>{}",
+                    "unknown field {{{{{name}}}}}; use one of {}, labels.<key>, annotations.<key>{}",
                     FIELDS.join(", "),
                     extra.iter().map(|e| format!(", {e}")).collect::<String>()
                 ));
@@ -166,18 +170,28 @@ pub(crate) fn field<'a>(ctx: &Context<'_>, notice: &Notice, name: &str) -> Optio
         "count_since" => notice.since.map(rfc3339).unwrap_or_default(),
         "starts_at" => a.starts_at.map(rfc3339).unwrap_or_default(),
         "ends_at" => a.ends_at.map(rfc3339).unwrap_or_default(),
-        "labels" => a
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "labels" => pairs(&a.labels),
+        "annotations" => pairs(&a.annotations),
         "service" => ctx.service.to_owned(),
         "environment" => ctx.environment.to_owned(),
         "channel" => ctx.channel.to_owned(),
-        other => a.labels.get(other.strip_prefix("labels.")?)?.clone(),
+        other => match other.strip_prefix("labels.") {
+            Some(key) => a.labels.get(key)?.clone(),
+            None => a
+                .annotations
+                .get(other.strip_prefix("annotations.")?)?
+                .clone(),
+        },
     };
     Some(Cow::Owned(v))
+}
+
+/// `k=v, k=v`.
+fn pairs(map: &std::collections::BTreeMap<String, String>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn apply(filter: &Filter, value: &str) -> String {

@@ -3,9 +3,9 @@
 use super::{AuditQuery, Outcome};
 
 impl AuditQuery {
-    /// Parses `actor`, `action`, `resource`, `outcome`, `from`, `to`, `limit`, `before` from a
-    /// query string (`actor=alice&limit=20`), as `GET /qiflow/api/audit` takes them; the error
-    /// names the parameter. `limit` is 1 to [`MAX_LIMIT`](super::MAX_LIMIT); outside that range
+    /// Parses `actor`, `action`, `resource`, `outcome`, `request_id`, `trace_id`, `from`, `to`,
+    /// `limit`, `before` from a query string (`actor=alice&limit=20`), as
+    /// `GET /qiflow/api/audit` takes them; the error names the parameter. `limit` is 1 to [`MAX_LIMIT`](super::MAX_LIMIT); outside that range
     /// the query is refused (the operator surface answers 400 with the range).
     ///
     /// ```
@@ -35,6 +35,15 @@ pub(crate) fn parse_query(query: &str) -> Result<AuditQuery, String> {
             "action" => q.action = Some(value),
             "resource" => q.resource = Some(value),
             "outcome" => q.outcome = Some(value.parse::<Outcome>()?),
+            "request_id" => q.request_id = Some(value),
+            "trace_id" => {
+                if crate::propagation::TraceId::from_hex(&value).is_none() {
+                    return Err(format!(
+                        "trace_id: {value:?} is not a trace id (32 lowercase hex digits, not all zero)"
+                    ));
+                }
+                q.trace_id = Some(value);
+            }
             "from" => q.from = Some(value),
             "to" => q.to = Some(value),
             "limit" => q.limit = Some(parse_limit(&value)?),
@@ -45,7 +54,7 @@ pub(crate) fn parse_query(query: &str) -> Result<AuditQuery, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown parameter {other:?}; use actor, action, resource, outcome, from, to, limit, before"
+                    "unknown parameter {other:?}; use actor, action, resource, outcome, request_id, trace_id, from, to, limit, before"
                 ));
             }
         }

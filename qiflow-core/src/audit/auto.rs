@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::{AuditEvent, Outcome};
 use crate::request::RequestInfo;
+use crate::scope::RequestId;
 
 /// Resolves the actor of an automatically audited request. It receives a header lookup
 /// (`lookup("authorization")`), and returns the actor, or `None` for `"anonymous"`.
@@ -157,11 +158,12 @@ impl PendingAudit {
     }
 
     /// Writes the event when the response head is ready (or the handler panicked: 500).
-    pub(crate) fn finish(self, observer: &crate::Observer, status: u16, request_id: &str) {
+    pub(crate) fn finish(self, observer: &crate::Observer, status: u16, request: &RequestId) {
         let event = AuditEvent::builder(self.actor, self.action)
             .resource(self.resource)
             .outcome(Outcome::from_status(status))
-            .request_id(request_id)
+            .request_id(request.as_str())
+            .trace_id(request.trace().trace_id())
             .metadata("status", status)
             .metadata("auto", true)
             .build();
@@ -172,11 +174,12 @@ impl PendingAudit {
     /// Writes the event of a request that never got its response head: the client went away
     /// (or the server dropped the request) while it ran. Outcome `aborted`: the handler may
     /// have done part of its work, and the trail must say the request was there.
-    pub(crate) fn abort(self, observer: &crate::Observer, request_id: &str, latency_ms: f64) {
+    pub(crate) fn abort(self, observer: &crate::Observer, request: &RequestId, latency_ms: f64) {
         let event = AuditEvent::builder(self.actor, self.action)
             .resource(self.resource)
             .outcome(Outcome::Aborted)
-            .request_id(request_id)
+            .request_id(request.as_str())
+            .trace_id(request.trace().trace_id())
             .metadata("auto", true)
             .metadata("reason", "client disconnected before the response")
             .metadata("latency_ms", latency_ms)

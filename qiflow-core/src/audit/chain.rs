@@ -43,6 +43,10 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// The request it happened in.
     pub request_id: Option<String>,
+    /// The W3C trace it happened in (32 lowercase hex digits). Absent from records without one,
+    /// so records written before this field existed hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Free-form details (sensitive keys redacted).
     pub metadata: Map<String, Value>,
     /// The hash of the line before this one ([`GENESIS`] for the first line of a trail).
@@ -135,6 +139,8 @@ pub(crate) struct Sealed {
     pub(crate) resource: String,
     pub(crate) outcome: Outcome,
     pub(crate) request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_id: Option<String>,
     pub(crate) metadata: Map<String, Value>,
 }
 
@@ -403,6 +409,7 @@ impl ChainState {
                     resource: record.resource,
                     outcome: record.outcome,
                     request_id: record.request_id,
+                    trace_id: record.trace_id,
                     metadata: record.metadata,
                 };
                 let plain = String::from_utf8(to_json(&sealed)).unwrap_or_default();
@@ -461,6 +468,7 @@ pub(crate) fn record_of(event: &AuditEvent, seq: u64, prev_hash: &str) -> AuditR
         resource: event.resource.clone(),
         outcome: event.outcome,
         request_id: event.request_id.clone(),
+        trace_id: event.trace_id.map(|id| id.to_string()),
         metadata: event.metadata.clone(),
         prev_hash: prev_hash.to_owned(),
         hash: String::new(),
@@ -486,6 +494,7 @@ pub(crate) fn decrypt(
         resource: s.resource,
         outcome: s.outcome,
         request_id: s.request_id,
+        trace_id: s.trace_id,
         metadata: canonical_map(s.metadata),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),

@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::logging::Redactor;
+use crate::propagation::TraceId;
+use crate::scope::RequestId;
 
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,22 +89,27 @@ pub const MAX_FIELD_LEN: usize = 1024;
 pub const MAX_METADATA_LEN: usize = 16 * 1024;
 
 /// One audit event: who (`actor`) did what (`action`) to what (`resource`), how it ended
-/// (`outcome`), in which request, with free-form `metadata`.
+/// (`outcome`), in which request and trace, with free-form `metadata`.
 ///
 /// The id (UUID v7) and the timestamp (UTC, microseconds) are set when the event is built.
+/// An event recorded inside a request without a request id or a trace id gets the request's
+/// ([`Observer::audit`](crate::Observer::audit) fills them in).
 /// Metadata keys that look like secrets (`password`, `token`, …, and `[logging] redact`) are
 /// stored as `"[REDACTED]"` by [`Observer::audit`](crate::Observer::audit).
 ///
 /// ```
 /// use qiflow_core::audit::{AuditEvent, Outcome};
+/// use qiflow_core::propagation::TraceId;
 ///
 /// let event = AuditEvent::builder("alice", "user.login")
 ///     .resource("session")
 ///     .outcome(Outcome::Denied)
 ///     .request_id("req-1")
+///     .trace_id(TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap())
 ///     .metadata("reason", "bad password")
 ///     .build();
 /// assert_eq!(event.actor(), "alice");
+/// assert_eq!(event.trace_id().unwrap().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
 /// assert_eq!(event.outcome(), Outcome::Denied);
 /// assert_eq!(event.metadata()["reason"], "bad password");
 /// ```
@@ -115,6 +122,7 @@ pub struct AuditEvent {
     pub(crate) resource: String,
     pub(crate) outcome: Outcome,
     pub(crate) request_id: Option<String>,
+    pub(crate) trace_id: Option<TraceId>,
     pub(crate) metadata: Map<String, Value>,
 }
 
@@ -128,6 +136,7 @@ impl AuditEvent {
             resource: String::new(),
             outcome: Outcome::Success,
             request_id: None,
+            trace_id: None,
             metadata: Map::new(),
             timestamp: None,
         }
@@ -166,6 +175,21 @@ impl AuditEvent {
     /// The request it happened in.
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
+    }
+
+    /// The trace it happened in, stored as the record's `trace_id` (32 lowercase hex digits).
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.trace_id
+    }
+
+    /// Fills in the request id and the trace id of `request` where the event has none.
+    pub(crate) fn fill_from(&mut self, request: &RequestId) {
+        if self.request_id.is_none() {
+            self.request_id = Some(cap(request.as_str().to_owned()));
+        }
+        if self.trace_id.is_none() {
+            self.trace_id = Some(request.trace().trace_id());
+        }
     }
 
     /// Free-form details.
@@ -213,6 +237,7 @@ pub struct AuditEventBuilder {
     resource: String,
     outcome: Outcome,
     request_id: Option<String>,
+    trace_id: Option<TraceId>,
     metadata: Map<String, Value>,
     timestamp: Option<SystemTime>,
 }
@@ -233,6 +258,14 @@ impl AuditEventBuilder {
     /// The request it happened in (handlers get it from the `RequestId` extractor).
     pub fn request_id(mut self, request_id: impl Into<String>) -> Self {
         self.request_id = Some(request_id.into());
+        self
+    }
+
+    /// The trace it happened in. Inside a request, [`Observer::audit`](crate::Observer::audit)
+    /// sets the request's when none is given; outside one (a job, a message consumer), pass the
+    /// trace the work belongs to.
+    pub fn trace_id(mut self, trace_id: TraceId) -> Self {
+        self.trace_id = Some(trace_id);
         self
     }
 
@@ -272,6 +305,7 @@ impl AuditEventBuilder {
             resource: cap(self.resource),
             outcome: self.outcome,
             request_id: self.request_id.map(cap),
+            trace_id: self.trace_id,
             metadata,
         }
     }

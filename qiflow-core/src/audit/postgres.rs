@@ -19,12 +19,16 @@
 //!     enc        TEXT,                    -- ENC:v1:… (encrypted records)
 //!     digest     TEXT,                    -- the digest record's JSON (digests)
 //!     prev_hash  TEXT NOT NULL,
-//!     hash       TEXT NOT NULL
+//!     hash       TEXT NOT NULL,
+//!     trace_id   TEXT                     -- W3C trace id (records made in a trace)
 //! );
+//! -- Tables made before records carried a trace id.
+//! ALTER TABLE qiflow_audit ADD COLUMN IF NOT EXISTS trace_id TEXT;
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_trace ON qiflow_audit (trace_id) WHERE trace_id IS NOT NULL;
 //! -- The witness: where the trail was last sealed, updated in the digest's transaction.
 //! CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
 //!     id             SMALLINT PRIMARY KEY CHECK (id = 1),
@@ -71,11 +75,14 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS qiflow_audit (
     seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, id TEXT, timestamp TEXT, ts TIMESTAMPTZ,
     actor TEXT, action TEXT, resource TEXT, outcome TEXT, request_id TEXT, metadata TEXT,
-    enc TEXT, digest TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+    enc TEXT, digest TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, trace_id TEXT);
+-- Tables made before records carried a trace id.
+ALTER TABLE qiflow_audit ADD COLUMN IF NOT EXISTS trace_id TEXT;
 CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
 CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
 CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
 CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
+CREATE INDEX IF NOT EXISTS qiflow_audit_trace ON qiflow_audit (trace_id) WHERE trace_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
     id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, sealed_records BIGINT NOT NULL,
     timestamp TEXT NOT NULL, hash TEXT NOT NULL, signature TEXT NOT NULL,
@@ -91,7 +98,9 @@ ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, sealed_records = EXCLUDED.sea
     timestamp = EXCLUDED.timestamp, hash = EXCLUDED.hash, signature = EXCLUDED.signature, updated_at = now()
 WHERE qiflow_audit_witness.seq <= EXCLUDED.seq";
 
-const COLUMNS: &str = "seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash";
+const COLUMNS: &str = "seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash, trace_id";
+/// How many names `COLUMNS` lists.
+const COLUMN_COUNT: usize = 16;
 
 fn db(what: &str, e: impl std::error::Error) -> AuditError {
     AuditError::new(
@@ -225,6 +234,7 @@ struct Row {
     resource: Option<String>,
     outcome: Option<String>,
     request_id: Option<String>,
+    trace_id: Option<String>,
     metadata: Option<String>,
     enc: Option<String>,
     digest: Option<String>,
@@ -245,6 +255,7 @@ impl Row {
             resource: None,
             outcome: None,
             request_id: None,
+            trace_id: None,
             metadata: None,
             enc: None,
             digest: None,
@@ -261,6 +272,7 @@ impl Row {
                 row.resource = Some(r.resource.clone());
                 row.outcome = Some(r.outcome.as_str().to_owned());
                 row.request_id = r.request_id.clone();
+                row.trace_id = r.trace_id.clone();
                 row.metadata = serde_json::to_string(&r.metadata).ok();
             }
             Line::Encrypted(r) => {
@@ -298,6 +310,7 @@ impl Row {
             resource: get("resource")?,
             outcome: get("outcome")?,
             request_id: get("request_id")?,
+            trace_id: get("trace_id")?,
             metadata: get("metadata")?,
             enc: get("enc")?,
             digest: get("digest")?,
@@ -321,6 +334,7 @@ impl Row {
                 resource: need(&self.resource, "resource")?,
                 outcome: need(&self.outcome, "outcome")?.parse()?,
                 request_id: self.request_id.clone(),
+                trace_id: self.trace_id.clone(),
                 metadata: serde_json::from_str(&need(&self.metadata, "metadata")?)
                     .map_err(|e| format!("metadata: {e}"))?,
                 prev_hash: self.prev_hash.clone(),
@@ -642,17 +656,18 @@ impl PostgresAuditSink {
         }
         for chunk in rows.chunks(1000) {
             let mut sql = format!("INSERT INTO {TABLE} ({COLUMNS}) VALUES ");
-            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 15);
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                Vec::with_capacity(chunk.len() * COLUMN_COUNT);
             for (i, r) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(',');
                 }
                 sql.push('(');
-                for c in 0..15 {
+                for c in 0..COLUMN_COUNT {
                     if c > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", i * 15 + c + 1));
+                    sql.push_str(&format!("${}", i * COLUMN_COUNT + c + 1));
                 }
                 sql.push(')');
                 params.extend_from_slice(&[
@@ -671,6 +686,7 @@ impl PostgresAuditSink {
                     &r.digest,
                     &r.prev_hash,
                     &r.hash,
+                    &r.trace_id,
                 ]);
             }
             tx.execute(&sql, &params)
@@ -834,6 +850,8 @@ impl PostgresStore {
             add("action", query.action.clone());
             add("resource", query.resource.clone());
             add("outcome", query.outcome.map(|o| o.as_str().to_owned()));
+            add("request_id", query.request_id.clone());
+            add("trace_id", query.trace_id.clone());
             if let Some(from) = range.0 {
                 params.push(Box::new(from));
                 sql.push_str(&format!(" AND ts >= ${}", params.len()));

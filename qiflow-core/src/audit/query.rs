@@ -32,6 +32,11 @@ pub struct AuditQuery {
     pub resource: Option<String>,
     /// Outcome.
     pub outcome: Option<Outcome>,
+    /// Exact request id.
+    pub request_id: Option<String>,
+    /// Exact trace id (32 lowercase hex digits): every record written in that trace, across
+    /// the services that share this trail.
+    pub trace_id: Option<String>,
     /// At or after this time (RFC 3339).
     pub from: Option<String>,
     /// Before this time (RFC 3339).
@@ -83,6 +88,14 @@ impl AuditQuery {
                 .as_ref()
                 .is_some_and(|r| *r != record.resource)
             || self.outcome.is_some_and(|o| o != record.outcome)
+            || self
+                .request_id
+                .as_ref()
+                .is_some_and(|r| Some(r) != record.request_id.as_ref())
+            || self
+                .trace_id
+                .as_ref()
+                .is_some_and(|t| Some(t) != record.trace_id.as_ref())
         {
             return false;
         }

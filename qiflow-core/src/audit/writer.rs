@@ -186,6 +186,12 @@ impl Auditor {
     }
 
     fn submit(&self, mut event: AuditEvent, ack: Option<Ack>) -> Result<(), AuditError> {
+        if event.request_id.is_none() || event.trace_id.is_none() {
+            // Recorded inside a request: the record names it and its trace.
+            if let Some(request) = crate::scope::current() {
+                event.fill_from(&request);
+            }
+        }
         event.redact(&self.redactor);
         match self.pipeline.submit(Queued { event, ack }) {
             Ok(()) => Ok(()),

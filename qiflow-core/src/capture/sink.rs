@@ -70,7 +70,10 @@ pub(crate) fn alert_of(report: &ErrorReport) -> crate::alert::Alert {
     if let Some(request) = &report.request {
         alert = alert
             .label("route", request.route.clone())
-            .label("request_id", request.request_id.clone());
+            .annotation("request_id", request.request_id.clone());
+        if let Some(trace_id) = &request.trace_id {
+            alert = alert.annotation("trace_id", trace_id.clone());
+        }
     }
     if let Some(status) = report.status {
         alert = alert.label("status", status.to_string());

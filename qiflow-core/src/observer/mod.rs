@@ -184,6 +184,8 @@ impl Observer {
     /// Raises an alert: queued for the router on qiflow's runtime, never blocking the caller
     /// (see [`crate::alert`] for what happens next). When the queue is full or the observer is
     /// shut down, the alert is dropped and counted on `qiflow_dropped_total{pipeline="alerts"}`.
+    /// Raised inside a request, the alert gets the request's `request_id` and `trace_id` as
+    /// annotations (not labels: every request's alert stays the same alert).
     ///
     /// ```
     /// use qiflow_core::alert::{Alert, AlertLevel};
@@ -198,7 +200,22 @@ impl Observer {
     ///         .label("provider", "stripe"),
     /// );
     /// ```
-    pub fn alert(&self, alert: Alert) {
+    pub fn alert(&self, mut alert: Alert) {
+        // Raised inside a request: the alert says which request and trace (as annotations,
+        // so every request's alert is still the same alert).
+        if let Some(request) = crate::scope::current() {
+            for (key, value) in [
+                ("request_id", request.as_str()),
+                ("trace_id", request.trace_id()),
+            ] {
+                if !alert.labels.contains_key(key) {
+                    alert
+                        .annotations
+                        .entry(key.to_owned())
+                        .or_insert_with(|| value.to_owned());
+                }
+            }
+        }
         let _ = self.inner.alerts.raise(alert);
     }
 

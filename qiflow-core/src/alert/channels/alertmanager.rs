@@ -11,7 +11,8 @@ use crate::worker::BoxFuture;
 /// `http://alertmanager:9093`; a URL already ending in `/api/v2/alerts` is used as is).
 ///
 /// Each alert becomes `{"labels":{"alertname","severity","service","environment",<labels>},
-/// "annotations":{"summary","description","source","fingerprint","count"},"startsAt"}`; a
+/// "annotations":{"summary","description","source","fingerprint","count",<annotations>},
+/// "startsAt"}`; a
 /// resolved alert also has `endsAt`, which resolves it in Alertmanager. Alertmanager then
 /// applies its own routing, grouping and inhibition.
 ///
@@ -80,6 +81,13 @@ impl AlertmanagerChannel {
                         "count": notice.count.to_string(),
                     },
                 });
+                for (k, v) in &a.annotations {
+                    if let Some(annotations) = alert["annotations"].as_object_mut() {
+                        annotations
+                            .entry(sanitize_label(k))
+                            .or_insert_with(|| v.clone().into());
+                    }
+                }
                 if let Some(start) = a.starts_at {
                     alert["startsAt"] = rfc3339(start).into();
                 }

@@ -46,7 +46,7 @@ use crate::worker::BoxFuture;
 /// The default subject template.
 pub const DEFAULT_SUBJECT: &str = "[{{LEVEL}}] {{name}} {{status}}: {{summary}}";
 /// The default body template.
-pub const DEFAULT_BODY: &str = "{{LEVEL}} {{name}} is {{status}} (raised {{times}})\n{{summary}}\n{{description}}\n\nservice: {{service}} ({{environment}})\nsource: {{source}}\nlabels: {{labels}}\nsince: {{starts_at}}\nfingerprint: {{fingerprint}}";
+pub const DEFAULT_BODY: &str = "{{LEVEL}} {{name}} is {{status}} (raised {{times}})\n{{summary}}\n{{description}}\n\nservice: {{service}} ({{environment}})\nsource: {{source}}\nlabels: {{labels}}\nannotations: {{annotations}}\nsince: {{starts_at}}\nfingerprint: {{fingerprint}}";
 
 /// A channel's subject and body templates and what they see besides the alert.
 #[cfg(any(feature = "email", feature = "http-channels"))]

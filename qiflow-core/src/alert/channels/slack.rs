@@ -10,8 +10,7 @@ use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// The default body of one alert's section (Slack mrkdwn).
-pub(super) const DEFAULT_BODY: &str =
-    "*{{summary}}*\n{{description}}\n_{{labels}}_ · raised {{times}} · source {{source}}";
+pub(super) const DEFAULT_BODY: &str = "*{{summary}}*\n{{description}}\n_{{labels}}_ {{annotations}} · raised {{times}} · source {{source}}";
 
 /// Slack allows at most 50 blocks per message.
 const MAX_BLOCKS: usize = 50;

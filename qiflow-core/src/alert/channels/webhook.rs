@@ -107,6 +107,7 @@ pub(crate) fn json_body(n: &Notification) -> serde_json::Value {
                 "summary": a.summary,
                 "description": a.description,
                 "labels": a.labels,
+                "annotations": a.annotations,
                 "source": a.source,
                 "fingerprint": notice.fingerprint,
                 "count": notice.count,
