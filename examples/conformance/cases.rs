@@ -8,8 +8,8 @@
 //! library and `serde_json` (a dependency of every example).
 //!
 //! What [`run_all`] checks, after starting the binary on a free port in a fresh temp dir (logs to
-//! `<tmp>/logs`, the audit trail to `<tmp>/audit`, stdout logging off, no `QIFLOW*` variable
-//! inherited):
+//! `<tmp>/logs`, the audit trail to `<tmp>/audit`, stdout logging off, spans exported over OTLP
+//! to a receiver in the suite, no `QIFLOW*` or `OTEL_*` variable inherited):
 //!
 //! - (a) request ids are generated: a UUID v7 on `GET /users/7` (200, JSON);
 //! - (b) a sane incoming `x-request-id` is honoured and echoed, an insane one (`bad"quote`) is
@@ -61,7 +61,15 @@
 //!   line, the handler's log line with the same span id, and the error report of `/fail`), a
 //!   malformed one starts a new trace and is counted, every access line has a `trace_id` and a
 //!   `span_id`; responses carry `traceparent` only with `[tracing] respond = true` (the second
-//!   server).
+//!   server). The exported spans (the binaries are built with qiflow-core's `otlp` feature; the
+//!   first server has `[tracing] otlp_endpoint` pointing at the suite's own OTLP/HTTP receiver,
+//!   which decodes the protobuf by hand and is itself checked on a hand-built export first):
+//!   after shutdown every observed request was exported exactly once as a `SERVER` span (its
+//!   `qiflow.request_id` attribute), the traced `GET /hello` with the incoming trace id, the
+//!   caller's span as parent, the span id of its access line, its route and status; the traced
+//!   `/fail` with status `ERROR`; the request with the malformed `traceparent` as the root of a
+//!   new trace (its access line's trace id, no parent, no other span in it); every export was
+//!   uncompressed protobuf `POST /v1/traces` that decoded.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -102,7 +110,14 @@ const IN_FLIGHT_MS: u64 = 1_500;
 /// and the stack on the first failure. The temp dir is removed on success and kept (its path in
 /// the message) on failure.
 pub(crate) fn run_all(bin: &str) {
-    let mut server = Server::start(bin, None);
+    the_otlp_decoder_reads_what_it_should(&stack_name(bin));
+    let receiver = OtlpReceiver::start();
+    let endpoint = receiver.endpoint();
+    let mut server = Server::start(
+        bin,
+        None,
+        &[("QIFLOW__TRACING__OTLP_ENDPOINT", endpoint.as_str())],
+    );
     let mut suite = Suite {
         addr: server.addr,
         stack: stack_name(bin),
@@ -126,6 +141,7 @@ pub(crate) fn run_all(bin: &str) {
     suite.sigterm_finishes_in_flight_requests_and_exits_0(&mut server);
     suite.access_lines_match_the_requests(&server.dir);
     suite.log_lines_carry_the_trace(&server.dir);
+    suite.exported_spans_continue_the_trace(&server.dir, &receiver);
     suite.debug_lines_follow_the_level(&server.dir, &users);
     suite.operator_requests_are_logged_without_the_token(&server.dir);
     suite.the_password_is_never_written(&server.dir);
@@ -320,6 +336,114 @@ impl Suite {
         assert_eq!(said["span_id"], hello["span_id"], "[{stack}] {said}");
         let bad = access("trace-bad");
         assert_ne!(bad["trace_id"], TRACE_ID, "[{stack}] {bad}");
+    }
+
+    /// (n, after shutdown) the exported spans: the guard's shutdown flushed one `SERVER` span
+    /// per observed request to the OTLP receiver (each request sampled: `sample_ratio` is 1.0 and
+    /// the incoming `traceparent` is sampled). The traced `GET /hello` continues the incoming
+    /// trace with the caller's span as its parent and the span id of its access line; the
+    /// traced `/fail` has status `ERROR`; the malformed `traceparent`'s request is the root of a
+    /// trace of its own.
+    fn exported_spans_continue_the_trace(&self, dir: &Path, receiver: &OtlpReceiver) {
+        let stack = &self.stack;
+        let (spans, errors) = receiver.take();
+        assert!(
+            errors.is_empty(),
+            "[{stack}] the OTLP receiver refused or could not decode exports: {errors:?}"
+        );
+        let servers: Vec<&ExportedSpan> = spans
+            .iter()
+            .filter(|s| s.kind == SPAN_KIND_SERVER)
+            .collect();
+        let exported = |id: &str| -> Vec<&ExportedSpan> {
+            servers
+                .iter()
+                .copied()
+                .filter(|s| s.attribute("qiflow.request_id") == Some(id))
+                .collect()
+        };
+        for request in &self.observed {
+            let found = exported(&request.request_id);
+            assert_eq!(
+                found.len(),
+                1,
+                "[{stack}] {request:?}: SERVER spans exported with its request id: {found:#?}\n\
+                 ({} spans received)",
+                spans.len()
+            );
+        }
+        let log = dir.join("logs").join("app.log");
+        let text = std::fs::read_to_string(&log)
+            .unwrap_or_else(|e| panic!("[{stack}] cannot read {}: {e}", log.display()));
+        let access = |id: &str| -> Value {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["target"] == "qiflow::access" && v["request_id"] == id)
+                .unwrap_or_else(|| panic!("[{stack}] no access line for {id}"))
+        };
+
+        for (id, name, status, code) in [
+            ("trace-hello", "GET /hello", 200, 0),
+            ("trace-fail", "GET /fail", 500, STATUS_CODE_ERROR),
+        ] {
+            let span = exported(id)[0];
+            let line = access(id);
+            assert_eq!(span.name, name, "[{stack}] {id}: {span:#?}");
+            assert_eq!(span.trace_id, TRACE_ID, "[{stack}] {id}: {span:#?}");
+            assert_eq!(
+                span.parent_span_id, PARENT_SPAN_ID,
+                "[{stack}] {id}: the caller's span is the parent: {span:#?}"
+            );
+            assert_eq!(
+                Some(span.span_id.as_str()),
+                line["span_id"].as_str(),
+                "[{stack}] {id}: the exported span is the access line's: {span:#?}\n{line}"
+            );
+            assert_eq!(
+                span.status_code, code,
+                "[{stack}] {id}: status code: {span:#?}"
+            );
+            assert_eq!(
+                span.attributes.get("http.response.status_code"),
+                Some(&Value::from(status)),
+                "[{stack}] {id}: {span:#?}"
+            );
+            assert_eq!(
+                span.attribute("http.route"),
+                name.strip_prefix("GET "),
+                "[{stack}] {id}: {span:#?}"
+            );
+            assert!(
+                0 < span.start_unix_nano && span.start_unix_nano <= span.end_unix_nano,
+                "[{stack}] {id}: span times: {span:#?}"
+            );
+            assert_eq!(
+                span.resource.get("service.name"),
+                Some(&Value::from("conformance")),
+                "[{stack}] {id}: the resource: {span:#?}"
+            );
+        }
+
+        let bad = exported("trace-bad")[0];
+        let line = access("trace-bad");
+        assert!(
+            bad.trace_id != TRACE_ID && Some(bad.trace_id.as_str()) == line["trace_id"].as_str(),
+            "[{stack}] the malformed traceparent's request is exported with the new trace of its \
+             access line ({line}): {bad:#?}"
+        );
+        assert!(
+            bad.parent_span_id.is_empty(),
+            "[{stack}] the malformed traceparent's request has no parent: {bad:#?}"
+        );
+        let sharing = servers
+            .iter()
+            .filter(|s| s.trace_id == bad.trace_id)
+            .count();
+        assert_eq!(
+            sharing, 1,
+            "[{stack}] the new trace {} is that request's alone",
+            bad.trace_id
+        );
     }
 
     /// (a) `GET /users/7`: 200, JSON, and a generated UUID v7 request id; ids differ per request.
@@ -1389,7 +1513,7 @@ fn scoped_tokens_read_and_write(bin: &str) {
          [[admin.tokens]]\nname = \"reader\"\ntoken = \"{READER}\"\nscope = \"read\"\n\n\
          [[admin.tokens]]\nname = \"writer\"\ntoken = \"{WRITER}\"\nscope = \"write\"\n"
     );
-    let mut server = Server::start(bin, Some(&config));
+    let mut server = Server::start(bin, Some(&config), &[]);
     let stack = stack_name(bin);
     let suite = Suite {
         addr: server.addr,
@@ -1602,14 +1726,17 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `bin` on a free loopback port in a new temp dir and waits for `/health/live`.
+    /// Starts `bin` on a free loopback port in a new temp dir, with the configuration file
+    /// `config` and the environment variables `env` besides the suite's, and waits for
+    /// `/health/live`.
+    ///
     /// Starts `bin` on a port that was free a moment ago. Another process can take such a port
     /// before the binary binds it (a client's ephemeral port, say); then the binary exits with
     /// "Address already in use" and this tries again on a new port, up to five times.
-    fn start(bin: &str, config: Option<&str>) -> Self {
+    fn start(bin: &str, config: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut attempt = 1;
         loop {
-            match Self::try_start(bin, config) {
+            match Self::try_start(bin, config, env) {
                 Ok(server) => return server,
                 Err(mut failed)
                     if failed.output().contains("Address already in use") && attempt < 5 =>
@@ -1627,15 +1754,17 @@ impl Server {
     }
 
     /// Starts `bin`; `Err` with the exited server when it stops before it is ready.
-    fn try_start(bin: &str, config: Option<&str>) -> Result<Self, Self> {
+    fn try_start(bin: &str, config: Option<&str>, env: &[(&str, &str)]) -> Result<Self, Self> {
         let dir = temp_dir(&stack_name(bin));
         let addr = free_port();
         let stdout = File::create(dir.join("stdout.txt")).expect("create stdout.txt");
         let stderr = File::create(dir.join("stderr.txt")).expect("create stderr.txt");
         let mut command = Command::new(bin);
-        // Only the suite's settings: nothing from the developer's environment.
+        // Only the suite's settings: nothing from the developer's environment (`OTEL_*` would
+        // change the OTLP exporter's protocol, compression or headers).
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QIFLOW") {
+            let name_str = name.to_string_lossy();
+            if name_str.starts_with("QIFLOW") || name_str.starts_with("OTEL_") {
                 command.env_remove(name);
             }
         }
@@ -1656,6 +1785,7 @@ impl Server {
             .env("QIFLOW__SERVICE__ENVIRONMENT", "test")
             .env("QIFLOW__SERVICE__VERSION", "9.9.9")
             .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
@@ -1920,5 +2050,683 @@ fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
         let chunk = rest.get(..size).ok_or_else(|| invalid("chunk cut short"))?;
         body.extend_from_slice(chunk);
         rest = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An OTLP/HTTP trace receiver, std only: enough of HTTP/1.1 to take the exporter's POSTs, and
+// enough of protobuf to read the spans of an `ExportTraceServiceRequest`.
+//
+// qiflow exports without compression: `opentelemetry-otlp` compresses only when asked, through
+// its builder (qiflow does not ask) or `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`, which `start`
+// does not pass on. A request with a `content-encoding` is refused and recorded as an error.
+// ---------------------------------------------------------------------------------------------
+
+/// The most bytes one export may carry (qiflow's batches of 512 spans are far below).
+const MAX_EXPORT_BYTES: usize = 16 << 20;
+
+/// The OTLP `SpanKind` of a request's span.
+const SPAN_KIND_SERVER: u64 = 2;
+
+/// The OTLP `Status.code` of a failed span.
+const STATUS_CODE_ERROR: u64 = 2;
+
+/// One span as exported, decoded from the protobuf.
+#[derive(Debug, Clone, Default)]
+struct ExportedSpan {
+    /// Ids as lowercase hex; `parent_span_id` is empty for a root span.
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    /// `SpanKind`: 1 internal, 2 server, 3 client, …
+    kind: u64,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    /// The span's attributes, each value as JSON (string, bool, integer or float).
+    attributes: serde_json::Map<String, Value>,
+    /// `Status.code` (0 unset, 1 ok, 2 error) and its message.
+    status_code: u64,
+    status_message: String,
+    /// The attributes of the resource the span was exported under.
+    resource: serde_json::Map<String, Value>,
+}
+
+impl ExportedSpan {
+    /// The string attribute `key`, if it is there.
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).and_then(Value::as_str)
+    }
+}
+
+/// What the receiver has taken so far.
+#[derive(Debug, Default)]
+struct Received {
+    /// Every span decoded, in the order they arrived.
+    spans: Vec<ExportedSpan>,
+    /// Requests it refused or could not decode, each with why.
+    errors: Vec<String>,
+}
+
+/// An OTLP/HTTP receiver on a loopback port: each connection on a thread of its own, each
+/// `POST /v1/traces` decoded before it is answered `200`, so an exporter that got its answer
+/// has its spans here. Stops accepting when dropped.
+struct OtlpReceiver {
+    addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Received>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl OtlpReceiver {
+    /// Listens on a free loopback port, accepting on a thread of its own.
+    fn start() -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Received::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (shared, stopping) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let received = shared.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve_exports(stream, &received) {
+                        lock(&received).errors.push(format!("connection: {e}"));
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    /// The traces URL, for `[tracing] otlp_endpoint`.
+    fn endpoint(&self) -> String {
+        format!("http://{}/v1/traces", self.addr)
+    }
+
+    /// The spans and errors so far.
+    fn take(&self) -> (Vec<ExportedSpan>, Vec<String>) {
+        let received = lock(&self.received);
+        (received.spans.clone(), received.errors.clone())
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accepting thread so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// The receiver's state, even if a connection's thread panicked while holding it.
+fn lock(received: &std::sync::Mutex<Received>) -> std::sync::MutexGuard<'_, Received> {
+    received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves the requests of one connection (keep-alive) until the peer closes it. A request that
+/// is not a well-formed, uncompressed protobuf `POST /v1/traces` is answered 4xx and recorded
+/// as an error; one whose body does not decode, 400 and an error.
+fn serve_exports(stream: TcpStream, received: &std::sync::Mutex<Received>) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        // The request line, then headers up to the empty line.
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(()); // closed between requests
+        }
+        let request_line = line.trim_end().to_owned();
+        let (mut length, mut content_type, mut encoding) = (None, String::new(), None);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(invalid(format!(
+                    "closed inside the head of {request_line:?}"
+                )));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                return Err(invalid(format!("bad header line {header:?}")));
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse::<usize>().ok(),
+                "content-type" => content_type = value.to_ascii_lowercase(),
+                "content-encoding" if !value.eq_ignore_ascii_case("identity") => {
+                    encoding = Some(value.to_owned());
+                }
+                "transfer-encoding" => {
+                    return Err(invalid(format!(
+                        "{request_line}: transfer-encoding {value}"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let Some(length) = length.filter(|&n| n <= MAX_EXPORT_BYTES) else {
+            respond(&mut writer, "411 Length Required")?;
+            return Err(invalid(format!("{request_line}: no usable content-length")));
+        };
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let refusal = if request_line != "POST /v1/traces HTTP/1.1" {
+            Some((
+                "404 Not Found",
+                format!("unexpected request {request_line:?}"),
+            ))
+        } else if content_type != "application/x-protobuf" {
+            Some((
+                "415 Unsupported Media Type",
+                format!("content-type {content_type:?}"),
+            ))
+        } else if let Some(encoding) = encoding {
+            Some((
+                "415 Unsupported Media Type",
+                format!("content-encoding {encoding:?}"),
+            ))
+        } else {
+            match decode_export(&body) {
+                Ok(spans) => {
+                    lock(received).spans.extend(spans);
+                    None
+                }
+                Err(e) => Some(("400 Bad Request", format!("undecodable export: {e}"))),
+            }
+        };
+        match refusal {
+            None => respond(&mut writer, "200 OK")?,
+            Some((status, why)) => {
+                lock(received).errors.push(why);
+                respond(&mut writer, status)?;
+            }
+        }
+    }
+}
+
+/// Answers with `status` and an empty protobuf body (an empty `ExportTraceServiceResponse`
+/// for 200: every field of it is optional).
+fn respond(writer: &mut TcpStream, status: &str) -> std::io::Result<()> {
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+    )?;
+    writer.flush()
+}
+
+/// A protobuf field's value, by wire type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wire<'a> {
+    /// Wire type 0.
+    Varint(u64),
+    /// Wire type 1.
+    Fixed64(u64),
+    /// Wire type 2: bytes, a string or an embedded message.
+    Bytes(&'a [u8]),
+    /// Wire type 5.
+    Fixed32(u32),
+    /// Wire types 3 and 4 (deprecated groups): skipped whole, never decoded.
+    Group,
+}
+
+/// Reads the fields of one protobuf message from a byte slice. Every read is bounds-checked and
+/// returns an error on malformed input instead of panicking.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// How deeply groups may nest before the input is called malformed.
+    const MAX_GROUP_DEPTH: u32 = 32;
+
+    /// Reads the fields of `message` (an encoded message without its own length).
+    fn new(message: &'a [u8]) -> Self {
+        Self { rest: message }
+    }
+
+    /// The next field as (number, value); `None` at the end of the message.
+    fn next_field(&mut self) -> Result<Option<(u64, Wire<'a>)>, String> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let (number, wire_type) = self.key()?;
+        if wire_type == 4 {
+            return Err(format!("end of group {number} without a start"));
+        }
+        Ok(Some((number, self.value(number, wire_type, 0)?)))
+    }
+
+    /// A field's key: its number and wire type (`number << 3 | wire_type`, as a varint).
+    fn key(&mut self) -> Result<(u64, u64), String> {
+        let key = self.varint()?;
+        match key >> 3 {
+            0 => Err("field number 0".into()),
+            number => Ok((number, key & 7)),
+        }
+    }
+
+    /// The value of a field of `wire_type`. A group (3) is read up to its matching end (4, the
+    /// same number), nested groups included, and skipped.
+    fn value(&mut self, number: u64, wire_type: u64, depth: u32) -> Result<Wire<'a>, String> {
+        Ok(match wire_type {
+            0 => Wire::Varint(self.varint()?),
+            1 => Wire::Fixed64(u64::from_le_bytes(self.array()?)),
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| "length overflows")?;
+                Wire::Bytes(self.bytes(len)?)
+            }
+            3 if depth >= Self::MAX_GROUP_DEPTH => return Err("groups nested too deeply".into()),
+            3 => loop {
+                if self.rest.is_empty() {
+                    return Err(format!("group {number} not ended"));
+                }
+                match self.key()? {
+                    (n, 4) if n == number => break Wire::Group,
+                    (n, 4) => return Err(format!("group {number} ended as {n}")),
+                    (n, t) => self.value(n, t, depth + 1)?,
+                };
+            },
+            5 => Wire::Fixed32(u32::from_le_bytes(self.array()?)),
+            other => return Err(format!("field {number}: wire type {other} does not exist")),
+        })
+    }
+
+    /// A base-128 varint: 7 bits per byte, least significant first, at most 10 bytes.
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let (&byte, rest) = self.rest.split_first().ok_or("varint cut short")?;
+            self.rest = rest;
+            if i == 9 && byte > 1 {
+                return Err("varint overflows 64 bits".into());
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    /// The next `n` bytes.
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.rest.len() {
+            return Err(format!("{n} bytes wanted, {} left", self.rest.len()));
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    /// The next `N` bytes as an array (a fixed32 or fixed64, little endian).
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.bytes(N)?);
+        Ok(array)
+    }
+}
+
+/// The bytes of a length-delimited field, or an error naming the field.
+fn bytes_of<'a>(what: &str, value: Wire<'a>) -> Result<&'a [u8], String> {
+    match value {
+        Wire::Bytes(bytes) => Ok(bytes),
+        other => Err(format!("{what}: expected bytes, found {other:?}")),
+    }
+}
+
+/// A string field (UTF-8, as protobuf requires).
+fn string_of(what: &str, value: Wire<'_>) -> Result<String, String> {
+    let bytes = bytes_of(what, value)?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| format!("{what}: {e}"))
+}
+
+/// A varint field.
+fn varint_of(what: &str, value: Wire<'_>) -> Result<u64, String> {
+    match value {
+        Wire::Varint(v) => Ok(v),
+        other => Err(format!("{what}: expected a varint, found {other:?}")),
+    }
+}
+
+/// An id field (`trace_id` 16 bytes, span ids 8; empty for no parent) as lowercase hex.
+fn id_of(what: &str, value: Wire<'_>, len: usize) -> Result<String, String> {
+    let bytes = bytes_of(what, value)?;
+    if !bytes.is_empty() && bytes.len() != len {
+        return Err(format!("{what}: {} bytes, not {len}", bytes.len()));
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Decodes an `ExportTraceServiceRequest` into its spans, each with its resource's attributes.
+///
+/// ```text
+/// ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+/// ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
+/// Resource      { repeated KeyValue attributes = 1; }
+/// ScopeSpans    { repeated Span spans = 2; }
+/// ```
+///
+/// Fields not listed here, at every level, are skipped by their wire type.
+fn decode_export(message: &[u8]) -> Result<Vec<ExportedSpan>, String> {
+    let mut spans = Vec::new();
+    let mut request = Fields::new(message);
+    while let Some((number, value)) = request.next_field()? {
+        if number != 1 {
+            continue;
+        }
+        // One ResourceSpans: its resource may come after its spans, so collect both first.
+        let (mut resource, mut found) = (serde_json::Map::new(), Vec::new());
+        let mut resource_spans = Fields::new(bytes_of("resource_spans", value)?);
+        while let Some((number, value)) = resource_spans.next_field()? {
+            match number {
+                1 => {
+                    let mut fields = Fields::new(bytes_of("resource", value)?);
+                    while let Some((number, value)) = fields.next_field()? {
+                        if number == 1 {
+                            let (key, value) = decode_key_value(bytes_of("attributes", value)?)?;
+                            resource.insert(key, value);
+                        }
+                    }
+                }
+                2 => {
+                    let mut scope_spans = Fields::new(bytes_of("scope_spans", value)?);
+                    while let Some((number, value)) = scope_spans.next_field()? {
+                        if number == 2 {
+                            found.push(decode_span(bytes_of("spans", value)?)?);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for mut span in found {
+            span.resource = resource.clone();
+            spans.push(span);
+        }
+    }
+    Ok(spans)
+}
+
+/// Decodes one `Span`:
+///
+/// ```text
+/// Span { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3;
+///        bytes parent_span_id = 4; string name = 5; SpanKind kind = 6;
+///        fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8;
+///        repeated KeyValue attributes = 9; …; Status status = 15; }
+/// Status { string message = 2; StatusCode code = 3; }
+/// ```
+fn decode_span(message: &[u8]) -> Result<ExportedSpan, String> {
+    let mut span = ExportedSpan::default();
+    let mut fields = Fields::new(message);
+    while let Some((number, value)) = fields.next_field()? {
+        match (number, value) {
+            (1, _) => span.trace_id = id_of("trace_id", value, 16)?,
+            (2, _) => span.span_id = id_of("span_id", value, 8)?,
+            (4, _) => span.parent_span_id = id_of("parent_span_id", value, 8)?,
+            (5, _) => span.name = string_of("name", value)?,
+            (6, _) => span.kind = varint_of("kind", value)?,
+            (7, Wire::Fixed64(nanos)) => span.start_unix_nano = nanos,
+            (8, Wire::Fixed64(nanos)) => span.end_unix_nano = nanos,
+            (7 | 8, other) => return Err(format!("span times: not a fixed64: {other:?}")),
+            (9, _) => {
+                let (key, value) = decode_key_value(bytes_of("attributes", value)?)?;
+                span.attributes.insert(key, value);
+            }
+            (15, _) => {
+                let mut status = Fields::new(bytes_of("status", value)?);
+                while let Some((number, value)) = status.next_field()? {
+                    match number {
+                        2 => span.status_message = string_of("status.message", value)?,
+                        3 => span.status_code = varint_of("status.code", value)?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if span.trace_id.is_empty() || span.span_id.is_empty() {
+        return Err(format!("a span without a trace id or a span id: {span:?}"));
+    }
+    Ok(span)
+}
+
+/// Decodes a `KeyValue { string key = 1; AnyValue value = 2; }` with
+/// `AnyValue { oneof { string string_value = 1; bool bool_value = 2; int64 int_value = 3;
+/// double double_value = 4; … } }`. The other kinds of value (arrays, maps, bytes) become
+/// `null`: qiflow exports none.
+fn decode_key_value(message: &[u8]) -> Result<(String, Value), String> {
+    let (mut key, mut json) = (String::new(), Value::Null);
+    let mut fields = Fields::new(message);
+    while let Some((number, value)) = fields.next_field()? {
+        match number {
+            1 => key = string_of("key", value)?,
+            2 => {
+                let mut any = Fields::new(bytes_of("value", value)?);
+                while let Some((number, value)) = any.next_field()? {
+                    json = match (number, value) {
+                        (1, _) => Value::from(string_of("string_value", value)?),
+                        (2, Wire::Varint(b)) => Value::from(b != 0),
+                        // int64 on the wire: two's complement in 64 bits.
+                        (3, Wire::Varint(i)) => Value::from(i as i64),
+                        (4, Wire::Fixed64(bits)) => Value::from(f64::from_bits(bits)),
+                        (2..=4, other) => {
+                            return Err(format!("AnyValue field {number}: {other:?}"));
+                        }
+                        _ => Value::Null,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((key, json))
+}
+
+/// The OTLP decoder itself, before any server starts: a hand-built export with every wire type
+/// among its unknown fields decodes to the spans it holds; each malformed input, and every
+/// truncation of the good one, gives an error or a shorter result, never a panic.
+fn the_otlp_decoder_reads_what_it_should(stack: &str) {
+    // Protobuf by hand: a key is the varint `number << 3 | wire_type`.
+    fn varint(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out
+    }
+    fn key(number: u64, wire_type: u64) -> Vec<u8> {
+        varint(number << 3 | wire_type)
+    }
+    fn var(number: u64, v: u64) -> Vec<u8> {
+        [key(number, 0), varint(v)].concat()
+    }
+    fn fix64(number: u64, v: u64) -> Vec<u8> {
+        [key(number, 1), v.to_le_bytes().to_vec()].concat()
+    }
+    fn len(number: u64, payload: &[u8]) -> Vec<u8> {
+        [
+            key(number, 2),
+            varint(payload.len() as u64),
+            payload.to_vec(),
+        ]
+        .concat()
+    }
+    fn kv(name: &str, any_value: Vec<u8>) -> Vec<u8> {
+        [len(1, name.as_bytes()), len(2, &any_value)].concat()
+    }
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect()
+    }
+
+    // The encoder above agrees with the wire format's own examples.
+    assert_eq!(varint(300), [0xac, 0x02], "[{stack}] varint");
+    assert_eq!(len(5, b"hi"), [0x2a, 0x02, b'h', b'i'], "[{stack}] key");
+    assert_eq!(Fields::new(&[0xac, 0x02]).varint(), Ok(300), "[{stack}]");
+
+    let span = [
+        len(1, &hex(TRACE_ID)),
+        len(2, &hex("0102030405060708")),
+        len(3, b"vendor=x"), // trace_state: in the schema, not read here
+        len(4, &hex(PARENT_SPAN_ID)),
+        len(5, b"GET /hello"),
+        var(6, SPAN_KIND_SERVER),
+        fix64(7, 1_000),
+        fix64(8, 2_000),
+        len(9, &kv("http.route", len(1, b"/hello"))),
+        len(9, &kv("http.response.status_code", var(3, 200))),
+        len(9, &kv("negative", var(3, u64::MAX))), // -1: ten bytes of varint
+        len(9, &kv("flag", var(2, 1))),
+        len(9, &kv("ratio", fix64(4, 0.5f64.to_bits()))),
+        [key(50, 5), vec![1, 2, 3, 4]].concat(), // unknown fixed32
+        fix64(51, 7),                            // unknown fixed64
+        // An unknown group holding a varint and a nested group.
+        [
+            key(52, 3),
+            var(1, 5),
+            key(53, 3),
+            len(2, b"x"),
+            key(53, 4),
+            key(52, 4),
+        ]
+        .concat(),
+        var(60, 1), // unknown varint
+        len(
+            15,
+            &[len(2, b"answered 500"), var(3, STATUS_CODE_ERROR)].concat(),
+        ),
+    ]
+    .concat();
+    // A second span, in bytes written out: trace id, span id, name "hi", kind 1.
+    let mut minimal = vec![0x0a, 0x10];
+    minimal.extend([0x11; 16]);
+    minimal.extend([0x12, 0x08]);
+    minimal.extend([0x22; 8]);
+    minimal.extend([0x2a, 0x02, b'h', b'i', 0x30, 0x01]);
+    let scope_spans = [
+        len(1, &len(1, b"qiflow")), // the scope, unread
+        len(2, &span),
+        len(2, &minimal),
+    ]
+    .concat();
+    let resource = len(1, &kv("service.name", len(1, b"conformance")));
+    // The resource after the spans, and a schema_url: it must still reach both spans.
+    let resource_spans = [
+        len(2, &scope_spans),
+        len(1, &resource),
+        len(3, b"https://x"),
+    ]
+    .concat();
+    let export = [var(99, 1), len(1, &resource_spans)].concat();
+
+    let spans = decode_export(&export)
+        .unwrap_or_else(|e| panic!("[{stack}] the hand-built export does not decode: {e}"));
+    assert_eq!(spans.len(), 2, "[{stack}] {spans:#?}");
+    let (first, second) = (&spans[0], &spans[1]);
+    assert_eq!(first.trace_id, TRACE_ID, "[{stack}] {first:#?}");
+    assert_eq!(first.span_id, "0102030405060708", "[{stack}] {first:#?}");
+    assert_eq!(first.parent_span_id, PARENT_SPAN_ID, "[{stack}] {first:#?}");
+    assert_eq!(first.name, "GET /hello", "[{stack}] {first:#?}");
+    assert_eq!(first.kind, SPAN_KIND_SERVER, "[{stack}] {first:#?}");
+    assert_eq!(
+        (first.start_unix_nano, first.end_unix_nano),
+        (1_000, 2_000),
+        "[{stack}] {first:#?}"
+    );
+    assert_eq!(
+        Value::Object(first.attributes.clone()),
+        serde_json::json!({
+            "http.route": "/hello",
+            "http.response.status_code": 200,
+            "negative": -1,
+            "flag": true,
+            "ratio": 0.5,
+        }),
+        "[{stack}] {first:#?}"
+    );
+    assert_eq!(
+        (first.status_code, first.status_message.as_str()),
+        (STATUS_CODE_ERROR, "answered 500"),
+        "[{stack}] {first:#?}"
+    );
+    assert_eq!(
+        (second.name.as_str(), second.kind, second.span_id.as_str()),
+        ("hi", 1, "2222222222222222"),
+        "[{stack}] {second:#?}"
+    );
+    assert!(second.parent_span_id.is_empty(), "[{stack}] {second:#?}");
+    for span in &spans {
+        assert_eq!(
+            span.resource.get("service.name"),
+            Some(&Value::from("conformance")),
+            "[{stack}] {span:#?}"
+        );
+    }
+
+    // Cut anywhere, the export decodes to less or fails: never a panic.
+    for end in 0..export.len() {
+        let _ = decode_export(&export[..end]);
+    }
+    let deep: Vec<u8> = [vec![0x0b; 40], vec![0x0c; 40]].concat();
+    let malformed: [(&str, Vec<u8>); 12] = [
+        ("a varint cut short", vec![0x08, 0x80]),
+        (
+            "an 11-byte varint",
+            [vec![0x08], vec![0xff; 10], vec![0x01]].concat(),
+        ),
+        ("a length past the end", vec![0x0a, 0x05, 0x01]),
+        ("wire type 7", vec![0x0f]),
+        ("field number 0", vec![0x00, 0x00]),
+        ("a group end without a start", vec![0x0c]),
+        ("a group never ended", vec![0x0b, 0x08, 0x01]),
+        ("a group ended by another number", vec![0x0b, 0x14]),
+        ("groups nested 40 deep", deep),
+        ("resource_spans as a varint", var(1, 5)),
+        (
+            "a 3-byte span id",
+            len(
+                1,
+                &len(2, &len(2, &[len(1, &[0; 16]), len(2, &[1, 2, 3])].concat())),
+            ),
+        ),
+        (
+            "a name that is not UTF-8",
+            len(
+                1,
+                &len(
+                    2,
+                    &len(
+                        2,
+                        &[len(1, &[1; 16]), len(2, &[1; 8]), len(5, &[0xff, 0xfe])].concat(),
+                    ),
+                ),
+            ),
+        ),
+    ];
+    for (what, bytes) in malformed {
+        assert!(
+            decode_export(&bytes).is_err(),
+            "[{stack}] the OTLP decoder took {what} ({bytes:02x?}): {:?}",
+            decode_export(&bytes)
+        );
     }
 }
