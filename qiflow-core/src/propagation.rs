@@ -121,20 +121,21 @@ fn decode_lower_hex(hex: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// Writes `bytes` as lowercase hex.
-pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Writes `bytes` (16 at most: a trace id) as lowercase hex, in one write.
+pub(crate) fn write_hex(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    let mut digits = [0u8; 32];
+    let digits = digits.get_mut(..bytes.len() * 2).ok_or(fmt::Error)?;
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
+    out.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
 }
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(32);
-        push_hex(&mut s, &self.0);
-        f.write_str(&s)
+        write_hex(f, &self.0)
     }
 }
 
@@ -146,9 +147,7 @@ impl fmt::Debug for TraceId {
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(16);
-        push_hex(&mut s, &self.0);
-        f.write_str(&s)
+        write_hex(f, &self.0)
     }
 }
 
@@ -205,9 +204,10 @@ impl TraceContext {
     pub fn traceparent(&self) -> String {
         let mut out = String::with_capacity(55);
         out.push_str("00-");
-        push_hex(&mut out, &self.trace_id.0);
+        // Writing to a `String` cannot fail.
+        let _ = write_hex(&mut out, &self.trace_id.0);
         out.push('-');
-        push_hex(&mut out, &self.span_id.0);
+        let _ = write_hex(&mut out, &self.span_id.0);
         out.push_str(if self.sampled { "-01" } else { "-00" });
         out
     }

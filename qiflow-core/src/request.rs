@@ -116,19 +116,15 @@ pub use crate::scope::RequestId;
 
 /// A new request id: a UUID v7 (milliseconds since the Unix epoch at `now`, then random bits),
 /// written into `out` without an allocation of its own.
-fn push_new_request_id(out: &mut String, now: std::time::SystemTime) {
+fn new_request_id(now: std::time::SystemTime) -> uuid::Uuid {
     let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
         uuid::NoContext,
         now.as_secs(),
         now.subsec_nanos(),
-    ));
-    out.push_str(
-        id.hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer()),
-    );
+    ))
 }
 
 /// How a request ended, as far as qiflow needs to know: told by the adapter when the response
@@ -227,7 +223,7 @@ impl InFlight {
         let redactor = &observer.capturer().redactor;
         let id = RequestId::build(crate::scope::Parts {
             id: info.request_id.as_deref(),
-            new_id: push_new_request_id,
+            new_id: new_request_id,
             arrived,
             path: &info.path,
             query: query.map(|q| {

@@ -8,14 +8,15 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use metrics::SharedString;
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
+use triomphe::HeaderSlice;
 
-use crate::propagation::{TraceContext, push_hex};
+use crate::propagation::{TraceContext, write_hex};
 
 /// The most breadcrumbs one request keeps (the oldest go first).
 pub(crate) const MAX_CRUMBS: usize = 30;
@@ -40,14 +41,13 @@ pub(crate) const MAX_CRUMBS: usize = 30;
 /// in_flight.finish(RequestOutcome::new(200));
 /// ```
 #[derive(Clone)]
-pub struct RequestId(Arc<Scope>);
+pub struct RequestId(triomphe::Arc<HeaderSlice<Scope, str>>);
 
-/// What one request carries. The text parts live in one buffer.
+/// What one request carries, in one allocation with its text: the id, the path, the redacted
+/// query, the host, the user agent, the trace id (hex), the span id (hex) and the tracestate,
+/// one after another (the slice beside this header).
 pub(crate) struct Scope {
-    /// The id, the path, the redacted query, the host, the user agent, the trace id (hex), the
-    /// span id (hex) and the tracestate, one after another.
-    text: String,
-    /// Where each part ends in `text`.
+    /// Where each part ends in the text.
     ends: [usize; PARTS],
     /// Whether the query, the host, the user agent and the tracestate were given (a given empty
     /// host or user agent stays an empty string; an empty query counts as none).
@@ -65,6 +65,16 @@ pub(crate) struct Scope {
     /// The request's breadcrumbs (events at `info` and above), the newest last.
     crumbs: Mutex<VecDeque<Crumb>>,
 }
+
+thread_local! {
+    /// Where a scope's text is put together before it is copied, once, into the scope's one
+    /// allocation: reused by every request on the thread.
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Scratch buffers longer than this are not kept for the next request (a request with a huge
+/// query or user agent does not pin its size on the thread).
+const SCRATCH_KEEP: usize = 4096;
 
 const PARTS: usize = 8;
 const ID: usize = 0;
@@ -87,9 +97,9 @@ pub(crate) struct Crumb {
 
 /// What [`RequestId::build`] copies into the scope; `query` writes the redacted query.
 pub(crate) struct Parts<'a, Q: FnOnce(&mut String)> {
-    /// The incoming id, when sane; otherwise `new_id` writes one.
+    /// The incoming id, when sane; otherwise `new_id` makes one (a UUID, written hyphenated).
     pub(crate) id: Option<&'a str>,
-    pub(crate) new_id: fn(&mut String, SystemTime),
+    pub(crate) new_id: fn(SystemTime) -> uuid::Uuid,
     pub(crate) arrived: SystemTime,
     pub(crate) path: &'a str,
     /// The length the redacted query may take (a hint for the buffer), and its writer; `None`
@@ -106,6 +116,23 @@ pub(crate) struct Parts<'a, Q: FnOnce(&mut String)> {
 
 impl RequestId {
     pub(crate) fn build<Q: FnOnce(&mut String)>(parts: Parts<'_, Q>) -> Self {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                let id = Self::build_in(&mut text, parts);
+                if text.capacity() > SCRATCH_KEEP {
+                    *text = String::new();
+                }
+                id
+            }
+            // Not reachable (nothing here builds a scope while building one); a fresh buffer
+            // all the same.
+            Err(_) => Self::build_in(&mut String::new(), parts),
+        })
+    }
+
+    /// Writes the text into `text` (empty), then makes the scope with a copy of it.
+    fn build_in<Q: FnOnce(&mut String)>(text: &mut String, parts: Parts<'_, Q>) -> Self {
         let len = parts.id.map_or(36, str::len)
             + parts.path.len()
             + parts.query.as_ref().map_or(0, |(len, _)| *len)
@@ -113,32 +140,36 @@ impl RequestId {
             + parts.user_agent.map_or(0, str::len)
             + 48
             + parts.tracestate.map_or(0, str::len);
-        let mut text = String::with_capacity(len);
+        text.reserve(len);
         let mut ends = [0; PARTS];
         match parts.id {
             Some(id) => text.push_str(id),
-            None => (parts.new_id)(&mut text, parts.arrived),
+            None => text.push_str(
+                (parts.new_id)(parts.arrived)
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
         }
         ends[ID] = text.len();
         text.push_str(parts.path);
         ends[PATH] = text.len();
         let has_query = parts.query.is_some();
         if let Some((_, write)) = parts.query {
-            write(&mut text);
+            write(text);
         }
         ends[QUERY] = text.len();
         text.push_str(parts.host.unwrap_or(""));
         ends[HOST] = text.len();
         text.push_str(parts.user_agent.unwrap_or(""));
         ends[USER_AGENT] = text.len();
-        push_hex(&mut text, &parts.trace.trace_id().to_bytes());
+        // Writing to a `String` cannot fail.
+        let _ = write_hex(text, &parts.trace.trace_id().to_bytes());
         ends[TRACE_ID] = text.len();
-        push_hex(&mut text, &parts.trace.span_id().to_bytes());
+        let _ = write_hex(text, &parts.trace.span_id().to_bytes());
         ends[SPAN_ID] = text.len();
         text.push_str(parts.tracestate.unwrap_or(""));
         ends[TRACESTATE] = text.len();
-        Self(Arc::new(Scope {
-            text,
+        let scope = Scope {
             ends,
             present: [
                 has_query,
@@ -153,7 +184,8 @@ impl RequestId {
             user: Mutex::new(None),
             has_user: AtomicBool::new(false),
             crumbs: Mutex::new(VecDeque::new()),
-        }))
+        };
+        Self(triomphe::Arc::from_header_and_str(scope, text))
     }
 
     /// The id: the honoured incoming one, or a generated UUID v7.
@@ -173,17 +205,17 @@ impl RequestId {
 
     /// The request's trace context.
     pub fn trace(&self) -> TraceContext {
-        self.0.trace
+        self.0.header.trace
     }
 
     /// Whether the trace context goes on to outgoing calls (`[tracing] propagation = "w3c"`).
     pub(crate) fn propagates(&self) -> bool {
-        self.0.propagate
+        self.0.header.propagate
     }
 
     fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.0.ends[i - 1] };
-        &self.0.text[start..self.0.ends[i]]
+        let start = if i == 0 { 0 } else { self.0.header.ends[i - 1] };
+        &self.0.slice[start..self.0.header.ends[i]]
     }
 
     fn optional(&self, i: usize) -> Option<&str> {
@@ -193,7 +225,7 @@ impl RequestId {
             USER_AGENT => 2,
             _ => 3,
         };
-        self.0.present[flag].then(|| self.part(i))
+        self.0.header.present[flag].then(|| self.part(i))
     }
 
     /// The raw path.
@@ -223,12 +255,12 @@ impl RequestId {
 
     /// The method label (`GET`, … or `_OTHER`).
     pub(crate) fn method(&self) -> &'static str {
-        self.0.method
+        self.0.header.method
     }
 
     /// The route label (`/users/{id}`, `unmatched` or `other`).
     pub(crate) fn route(&self) -> &str {
-        &self.0.route
+        &self.0.header.route
     }
 
     /// The fields of the `request` span, in its order, as qiflow's layers log them.
@@ -249,10 +281,11 @@ impl RequestId {
 
     /// The user id the application set for this request.
     pub(crate) fn user_id(&self) -> Option<String> {
-        if !self.0.has_user.load(Ordering::Acquire) {
+        if !self.0.header.has_user.load(Ordering::Acquire) {
             return None;
         }
         self.0
+            .header
             .user
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -261,21 +294,36 @@ impl RequestId {
 
     /// Calls `f` with the user id, without copying it.
     pub(crate) fn with_user_id<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
-        if !self.0.has_user.load(Ordering::Acquire) {
+        if !self.0.header.has_user.load(Ordering::Acquire) {
             return f(None);
         }
-        let user = self.0.user.lock().unwrap_or_else(PoisonError::into_inner);
+        let user = self
+            .0
+            .header
+            .user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(user.as_deref())
     }
 
     pub(crate) fn set_user_id(&self, id: &str) {
-        *self.0.user.lock().unwrap_or_else(PoisonError::into_inner) = Some(id.to_owned());
-        self.0.has_user.store(true, Ordering::Release);
+        *self
+            .0
+            .header
+            .user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(id.to_owned());
+        self.0.header.has_user.store(true, Ordering::Release);
     }
 
     /// Keeps `crumb`, dropping the oldest past [`MAX_CRUMBS`].
     pub(crate) fn push_crumb(&self, crumb: Crumb) {
-        let mut crumbs = self.0.crumbs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut crumbs = self
+            .0
+            .header
+            .crumbs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if crumbs.len() == MAX_CRUMBS {
             crumbs.pop_front();
         }
@@ -284,7 +332,12 @@ impl RequestId {
 
     /// The request's breadcrumbs, oldest first.
     pub(crate) fn crumbs(&self) -> Vec<Crumb> {
-        let crumbs = self.0.crumbs.lock().unwrap_or_else(PoisonError::into_inner);
+        let crumbs = self
+            .0
+            .header
+            .crumbs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         crumbs.iter().cloned().collect()
     }
 }
@@ -382,14 +435,24 @@ mod tests {
     use super::*;
 
     fn build(query: Option<&str>, trace: TraceContext, state: Option<&str>) -> RequestId {
+        build_with(query.map(|q| (q.len(), q)), None, trace, state)
+    }
+
+    /// `query`: the length hint given and the query written.
+    fn build_with(
+        query: Option<(usize, &str)>,
+        user_agent: Option<&str>,
+        trace: TraceContext,
+        state: Option<&str>,
+    ) -> RequestId {
         RequestId::build(Parts {
             id: Some("r-1"),
-            new_id: |_, _| unreachable!("an id was given"),
+            new_id: |_| unreachable!("an id was given"),
             arrived: SystemTime::UNIX_EPOCH,
             path: "/users/7",
-            query: query.map(|q| (q.len(), move |out: &mut String| out.push_str(q))),
+            query: query.map(|(hint, q)| (hint, move |out: &mut String| out.push_str(q))),
             host: Some("example.com"),
-            user_agent: None,
+            user_agent,
             method: "GET",
             route: SharedString::const_str("/users/{id}"),
             trace,
@@ -430,6 +493,25 @@ mod tests {
         assert_eq!(plain.trace_id().len(), 32);
         assert_eq!(plain.tracestate(), None);
         assert_eq!(plain.span_fields().count(), 7);
+    }
+
+    /// Long texts read back whole, whether their length was known before (a long user agent)
+    /// or only found while writing (a query longer than its hint); the thread's scratch buffer
+    /// is not kept at their size.
+    #[test]
+    fn long_texts_read_back_and_the_scratch_buffer_shrinks() {
+        let trace = TraceContext::root(1.0);
+        let agent = "A".repeat(2 * SCRATCH_KEEP);
+        let long = build_with(None, Some(&agent), trace, None);
+        assert_eq!(long.user_agent(), Some(agent.as_str()));
+        assert!(SCRATCH.with(|s| s.borrow().capacity()) <= SCRATCH_KEEP);
+        assert_eq!(long.trace_id(), trace.trace_id().to_string());
+        let query = "q=".to_owned() + &"x".repeat(500);
+        let grown = build_with(Some((4, &query)), None, trace, Some("k=v"));
+        assert_eq!(grown.query(), Some(query.as_str()));
+        assert_eq!(grown.host(), Some("example.com"));
+        assert_eq!(grown.span_id(), trace.span_id().to_string());
+        assert_eq!(grown.tracestate(), Some("k=v"));
     }
 
     #[test]

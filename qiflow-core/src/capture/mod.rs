@@ -676,19 +676,23 @@ pub(crate) fn scrub_query(query: &str, redactor: &Redactor) -> String {
 }
 
 /// [`scrub_query`], appended to `out`.
-pub(crate) fn push_scrubbed_query(out: &mut String, query: &str, redactor: &Redactor) {
+pub(crate) fn push_scrubbed_query(
+    out: &mut impl std::fmt::Write,
+    query: &str,
+    redactor: &Redactor,
+) {
+    // Every writer given here (a `String`, the request scope's text) takes every write.
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
-            out.push('&');
+            let _ = out.write_char('&');
         }
-        match pair.split_once('=') {
-            Some((name, _)) if redactor.is_sensitive(&percent_decode(name)) => {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(REDACTED);
-            }
-            _ => out.push_str(pair),
-        }
+        let _ = match pair.split_once('=') {
+            Some((name, _)) if redactor.is_sensitive(&percent_decode(name)) => out
+                .write_str(name)
+                .and_then(|()| out.write_char('='))
+                .and_then(|()| out.write_str(REDACTED)),
+            _ => out.write_str(pair),
+        };
     }
 }
 
