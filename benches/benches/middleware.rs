@@ -38,9 +38,7 @@ use std::alloc::System;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Path;
 use axum::http::{Request, StatusCode};
-use axum::routing::get;
 use criterion::Criterion;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
@@ -53,14 +51,8 @@ use tracing_subscriber::reload;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-async fn user(Path(id): Path<u64>) -> axum::Json<serde_json::Value> {
-    axum::Json(qiflow_benches::load::user(id))
-}
-
 fn router() -> Router {
-    Router::new()
-        .route("/users/{id}", get(user))
-        .fallback(|| async { StatusCode::NOT_FOUND })
+    qiflow_benches::load::users_router()
 }
 
 fn with_qiflow(observer: &qiflow_core::Observer) -> Router {

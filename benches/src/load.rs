@@ -45,6 +45,19 @@ pub fn user(id: u64) -> serde_json::Value {
     serde_json::json!({ "id": id, "name": format!("user {id}") })
 }
 
+/// The in-process benches' router (the `middleware` bench, `request_cost`): `GET /users/{id}`
+/// answering [`user`] as JSON, and a 404 fallback.
+pub fn users_router() -> axum::Router {
+    async fn handler(
+        axum::extract::Path(id): axum::extract::Path<u64>,
+    ) -> axum::Json<serde_json::Value> {
+        axum::Json(user(id))
+    }
+    axum::Router::new()
+        .route("/users/{id}", axum::routing::get(handler))
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+}
+
 /// qiflow's configuration for the `qiflow` modes: JSON lines to a rotating file in `dir` (daily,
 /// or at the default 100 MiB), stdout off, the access line on or off, metrics on, the audit trail
 /// off, level `info`. `QIFLOW__…` variables still override it, as in any service.

@@ -31,9 +31,7 @@ use std::process::ExitCode;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Path;
 use axum::http::{Request, StatusCode};
-use axum::routing::get;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
 
@@ -51,14 +49,8 @@ const VARIANTS: &[&str] = &[
     "qiflow",
 ];
 
-async fn user(Path(id): Path<u64>) -> axum::Json<serde_json::Value> {
-    axum::Json(qiflow_benches::load::user(id))
-}
-
 fn router() -> Router {
-    Router::new()
-        .route("/users/{id}", get(user))
-        .fallback(|| async { StatusCode::NOT_FOUND })
+    qiflow_benches::load::users_router()
 }
 
 fn request() -> Result<Request<Body>, String> {
