@@ -116,15 +116,19 @@ pub use crate::scope::RequestId;
 
 /// A new request id: a UUID v7 (milliseconds since the Unix epoch at `now`, then random bits),
 /// written into `out` without an allocation of its own.
+/// A UUID v7 for a request arriving `now`: its millisecond, then 74 random bits from the
+/// thread's fast generator (a request id must be unique, not unguessable: it is sent back on
+/// every response).
 fn new_request_id(now: std::time::SystemTime) -> uuid::Uuid {
-    let now = now
+    let millis = now
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        now.as_secs(),
-        now.subsec_nanos(),
-    ))
+        .unwrap_or_default()
+        .as_millis();
+    let random = fastrand::u128(..).to_le_bytes();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random[..10]);
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(millis).unwrap_or(u64::MAX), &bytes)
+        .into_uuid()
 }
 
 /// How a request ended, as far as qiflow needs to know: told by the adapter when the response
@@ -567,5 +571,23 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn request_ids_are_uuid_v7_with_the_arrival_millisecond() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_765_000_123_456);
+        let id = super::new_request_id(at);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (1_765_000_123, 456));
+        let ids: std::collections::HashSet<_> =
+            (0..1000).map(|_| super::new_request_id(at)).collect();
+        assert_eq!(ids.len(), 1000, "ids of one millisecond differ");
     }
 }

@@ -15,6 +15,7 @@
 //! | `qiflow-minimal` | `qiflow-nometrics` with `[baseline] enabled = false`: request id, span, extension, header, panic catching |
 //! | `span` | no qiflow middleware: only a `request` span per request (INFO, the five fields qiflow's span carries at its start), entered while the router runs, under the subscriber `qiflow_core::init` installs (access line off): what the span alone costs |
 //! | `span-registry` | the same span under tracing-subscriber's bare `Registry` with an `info` filter and no layers: the floor of any `tracing` span |
+//! | `floor` | `span-registry` and tower-http's request-id layers (`SetRequestIdLayer` with a UUID v4, `PropagateRequestIdLayer`): a generated `x-request-id` in the request's headers and extensions and on the response, the least any request-id middleware with a span does |
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
 //! | `otel-anchor` | the OpenTelemetry stack users assemble: tower-http's `TraceLayer` making an `INFO` span per request with the route (`otel.name`, `otel.kind`, `http.request.method`, `http.route`, and `http.response.status_code` recorded on the response), tracing-subscriber's `Registry` with an `info` filter and `tracing-opentelemetry`'s layer, over an `SdkTracerProvider` sampling every trace (`ParentBased(AlwaysOn)`) into the batch span processor (its defaults) and `opentelemetry-otlp`'s HTTP/protobuf exporter (its default client, reqwest's blocking one) to `$LOAD_OTLP_ENDPOINT` (the `load_sink`) |
@@ -51,6 +52,7 @@ enum Mode {
     SentryTowerFail10,
     Span,
     SpanRegistry,
+    Floor,
     QiflowNoMetrics,
     QiflowMinimal,
     OtelAnchor,
@@ -59,7 +61,7 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 18] = [
+    const ALL: [(&'static str, Mode); 19] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -73,6 +75,7 @@ impl Mode {
         ("sentry-tower-fail10", Mode::SentryTowerFail10),
         ("span", Mode::Span),
         ("span-registry", Mode::SpanRegistry),
+        ("floor", Mode::Floor),
         ("qiflow-nometrics", Mode::QiflowNoMetrics),
         ("qiflow-minimal", Mode::QiflowMinimal),
         ("otel-anchor", Mode::OtelAnchor),
@@ -259,6 +262,23 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                 .with(tracing_subscriber::filter::LevelFilter::INFO)
                 .init();
             router.layer(tower::layer::layer_fn(load::SpanOnly::new))
+        }
+        Mode::Floor => {
+            use tower_http::request_id::{
+                MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer,
+            };
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::filter::LevelFilter::INFO)
+                .init();
+            let header = axum::http::HeaderName::from_static("x-request-id");
+            router.layer(
+                tower::ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+                    .layer(tower::layer::layer_fn(load::SpanOnly::new))
+                    .layer(PropagateRequestIdLayer::new(header)),
+            )
         }
         Mode::OtelAnchor => {
             guards.otel = Some(install_otel_subscriber());
