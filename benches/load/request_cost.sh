@@ -7,8 +7,8 @@
 #   REQUESTS=4000 benches/load/request_cost.sh bare span qiflow
 #   KEEP=/tmp/cg benches/load/request_cost.sh    # keep the callgrind files, for callgrind_annotate
 #
-# For each variant of `request_cost` (benches/src/bin/request_cost.rs: bare, span, floor,
-# qiflow-minimal, qiflow-nometrics, qiflow-noaccess, qiflow), it prints the instructions per
+# For each variant of `request_cost` (benches/src/bin/request_cost.rs: bare, span-registry,
+# floor, span, qiflow-minimal, qiflow-nometrics, qiflow-noaccess, qiflow), it prints the instructions per
 # request on the thread that serves the requests (the loop in `measured`, `--toggle-collect`):
 # what the request path itself costs, against `bare` and against the row before; and the
 # allocations per request. qiflow's worker threads (the log writer, the pipelines) are left out
@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 requests=${REQUESTS:-2000}
 variants=("$@")
-[[ ${#variants[@]} -gt 0 ]] || variants=(bare span floor qiflow-minimal qiflow-nometrics qiflow-noaccess qiflow)
+[[ ${#variants[@]} -gt 0 ]] || variants=(bare span-registry floor span qiflow-minimal qiflow-nometrics qiflow-noaccess qiflow)
 command -v valgrind >/dev/null || {
     echo "request_cost.sh: valgrind is not installed; apt-get install -y valgrind" >&2
     exit 1

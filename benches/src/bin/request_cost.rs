@@ -11,8 +11,10 @@
 //! Variants, the `middleware` bench's:
 //!
 //! - `bare`: the router alone;
-//! - `span`: a `request` span around each request ([`qiflow_benches::load::SpanOnly`]);
-//! - `floor`: the span, and tower-http's request-id layers (`SetRequestIdLayer` with a UUID,
+//! - `span-registry`: a `request` span around each request ([`qiflow_benches::load::SpanOnly`])
+//!   under tracing-subscriber's bare `Registry` with an `info` filter: any span's cost;
+//! - `span`: the same span under qiflow's subscriber (its filter and layers);
+//! - `floor`: the `span-registry` span, and tower-http's request-id layers (`SetRequestIdLayer` with a UUID,
 //!   `PropagateRequestIdLayer`): a generated id in the request's headers and extensions and on
 //!   the response, the least a request-id middleware does;
 //! - `qiflow-minimal`: qiflow's layer with metrics, baselines and the access line off;
@@ -23,8 +25,10 @@
 //! It prints `allocations per request: N` (all threads, counted by `stats_alloc`'s allocator,
 //! which every variant pays alike).
 //!
-//! Every variant runs under the global subscriber `qiflow_core::init` installs, with the
-//! configuration of `qiflow_benches::load::qiflow_config`, so they differ only in the middleware.
+//! Every variant but `span-registry` and `floor` runs under the global subscriber
+//! `qiflow_core::init` installs, with the configuration of `qiflow_benches::load::qiflow_config`;
+//! those two run under the bare registry (set for the request thread), as `load_axum`'s modes of
+//! the same names do.
 
 use std::alloc::System;
 use std::process::ExitCode;
@@ -41,6 +45,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const VARIANTS: &[&str] = &[
     "bare",
+    "span-registry",
     "span",
     "floor",
     "qiflow-minimal",
@@ -92,9 +97,17 @@ fn run(variant: &str, requests: u64) -> Result<(), String> {
     }
     let (observer, guard) =
         qiflow_core::init(&config).map_err(|e| format!("qiflow does not start: {e}"))?;
+    let _registry = matches!(variant, "span-registry" | "floor").then(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+    });
     let app = match variant {
         "bare" => router(),
-        "span" => router().layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new)),
+        "span" | "span-registry" => {
+            router().layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new))
+        }
         "floor" => {
             use tower_http::request_id::{
                 MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer,
