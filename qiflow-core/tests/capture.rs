@@ -469,6 +469,10 @@ fn reports_become_error_alerts_deduplicated_by_fingerprint() {
     assert_eq!(failure.level, qiflow_core::config::AlertLevel::Error);
     assert_eq!(failure.source, "errors");
     assert_eq!(failure.labels["route"], "/users/{id}");
+    // The failing request's ids are annotations, not labels: every failure is the same alert.
+    assert!(!failure.labels.contains_key("request_id"), "{failure:?}");
+    assert!(!failure.annotations["request_id"].is_empty(), "{failure:?}");
+    assert_eq!(failure.annotations["trace_id"].len(), 32, "{failure:?}");
     assert!(
         failure
             .summary
