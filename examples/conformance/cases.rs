@@ -61,7 +61,9 @@
 //!   line, the handler's log line with the same span id, and the error report of `/fail`), a
 //!   malformed one starts a new trace and is counted, every access line has a `trace_id` and a
 //!   `span_id`; responses carry `traceparent` only with `[tracing] respond = true` (the second
-//!   server). The exported spans (the binaries are built with qiflow-core's `otlp` feature; the
+//!   server); a third server with `propagation = "none"` ignores an incoming `traceparent` (a
+//!   trace of its own on the access and handler lines, nothing counted as malformed, no
+//!   `traceparent` on the response). The exported spans (the binaries are built with qiflow-core's `otlp` feature; the
 //!   first server has `[tracing] otlp_endpoint` pointing at the suite's own OTLP/HTTP receiver,
 //!   which decodes the protobuf by hand and is itself checked on a hand-built export first):
 //!   after shutdown every observed request was exported exactly once as a `SERVER` span (its
@@ -149,6 +151,7 @@ pub(crate) fn run_all(bin: &str) {
     server.cleanup();
 
     scoped_tokens_read_and_write(bin);
+    propagation_none_ignores_the_incoming_trace(bin);
 }
 
 /// A request the middleware observed, as the client saw it.
@@ -1580,6 +1583,71 @@ fn scoped_tokens_read_and_write(bin: &str) {
     assert_eq!(page["records"][0]["outcome"], "denied", "[{stack}] {page}");
     suite.a_client_that_leaves_an_audited_request_leaves_an_aborted_record();
     server.stop();
+    server.cleanup();
+}
+
+/// (n) A third server with `[tracing] propagation = "none"` (and `respond = true`): an incoming
+/// `traceparent` is neither continued nor counted as malformed, the request gets a trace of its
+/// own (on its access line and its handler's line), and no response carries `traceparent`.
+fn propagation_none_ignores_the_incoming_trace(bin: &str) {
+    let config = "[tracing]\npropagation = \"none\"\nrespond = true\n";
+    let mut server = Server::start(bin, Some(config), &[]);
+    let stack = stack_name(bin);
+    let suite = Suite {
+        addr: server.addr,
+        stack: stack.clone(),
+        observed: Vec::new(),
+        token: server.generated_token(),
+        operator_writes: 0,
+    };
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+    let response = suite.send(
+        "GET",
+        "/hello",
+        &[
+            ("traceparent", &traceparent),
+            ("x-request-id", "trace-none"),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200, "[{stack}] {}", response.text());
+    assert!(
+        response.header("traceparent").is_none(),
+        "[{stack}] propagation = \"none\" answered a traceparent: {:?}",
+        response.headers
+    );
+    let metrics = suite.send("GET", "/metrics", &[], b"").text();
+    let invalid = sample(
+        &without_global_labels(&metrics),
+        "qiflow_trace_context_invalid_total{header=\"traceparent\"}",
+    );
+    assert!(
+        invalid.unwrap_or(0.0) == 0.0,
+        "[{stack}] an ignored traceparent was counted as malformed: {invalid:?}"
+    );
+    server.stop();
+    let log = server.dir.join("logs").join("app.log");
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("[{stack}] cannot read {}: {e}", log.display()));
+    let values: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let access = values
+        .iter()
+        .find(|v| v["target"] == "qiflow::access" && v["request_id"] == "trace-none")
+        .unwrap_or_else(|| panic!("[{stack}] no access line for trace-none"));
+    let trace_id = access["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(trace_id.len(), 32, "[{stack}] {access}");
+    assert_ne!(
+        trace_id, TRACE_ID,
+        "[{stack}] the ignored trace was continued: {access}"
+    );
+    let said = values
+        .iter()
+        .find(|v| v["message"] == "said hello" && v["request_id"] == "trace-none")
+        .unwrap_or_else(|| panic!("[{stack}] no handler line for trace-none"));
+    assert_eq!(said["trace_id"], access["trace_id"], "[{stack}] {said}");
     server.cleanup();
 }
 
