@@ -316,6 +316,8 @@ async fn a_handler_error_is_a_json_500_with_the_request_id() {
     let (observer, _guard) = observer();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(observer.log_layer()));
+    // Other tests run the middleware without a subscriber: keep the `request` span enabled.
+    qiflow_core::test::enable_every_callsite();
     let app = test::init_service(
         App::new()
             .route(

@@ -171,6 +171,8 @@ async fn qiflow_500s_have_a_json_body_with_the_request_id_and_a_handlers_own_is_
     // (`init` installs them); this test's runtime runs on this thread.
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(observer.log_layer()));
+    // Other tests run the middleware without a subscriber: keep the `request` span enabled.
+    qiflow_core::test::enable_every_callsite();
     let app = app(&observer).route(
         "/own",
         get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "the handler's own body") }),

@@ -213,3 +213,23 @@ pub fn quiet_config() -> crate::Config {
     )];
     config
 }
+
+/// Makes every `tracing` callsite enabled in this process, for a test that reads spans under a
+/// subscriber of its own (`tracing::subscriber::set_default`) while other tests of the same
+/// binary run the middleware on threads with no subscriber.
+///
+/// `tracing` caches each callsite's interest process-wide. While at most one dispatcher exists,
+/// the interest comes from the subscriber of the thread that reaches the callsite first: a test
+/// thread without one caches "never" for qiflow's `request` span, and a test that then looks for
+/// the request in its span finds none (now and then, depending on the order the tests run in).
+/// This sets a bare `tracing_subscriber::registry()` as the global default when none is set (it
+/// enables everything and does nothing), so there are always two dispatchers to ask, and
+/// rebuilds the cache. Call it after `set_default`.
+pub fn enable_every_callsite() {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        // Another global default already set is fine: it is a second dispatcher as well.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+    tracing::callsite::rebuild_interest_cache();
+}
