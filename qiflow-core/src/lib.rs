@@ -108,6 +108,7 @@ mod retry;
 mod retry_after;
 mod scope;
 pub mod secret;
+mod system;
 #[cfg(feature = "test")]
 pub mod test;
 pub mod worker;

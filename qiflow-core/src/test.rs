@@ -197,12 +197,16 @@ pub fn authorization() -> String {
 /// let config = qiflow_core::test::quiet_config();
 /// assert!(config.logging.dir.as_os_str().is_empty());
 /// ```
+///
+/// Process and machine metrics (`[metrics] system`) are off: a test that wants them turns
+/// them on.
 pub fn quiet_config() -> crate::Config {
     let mut config = crate::Config::default();
     config.logging.dir = std::path::PathBuf::new();
     config.logging.stdout = false;
     config.audit.enabled = false;
     config.metrics.global_labels = false;
+    config.metrics.system = false;
     config.alerts.state_file = std::path::PathBuf::new();
     config.baseline.state_file = std::path::PathBuf::new();
     config.admin.token_file = std::path::PathBuf::new();

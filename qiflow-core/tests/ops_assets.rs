@@ -120,7 +120,9 @@ fn every_metric_name_in_the_source_is_in_the_catalogue() {
             // `qiflow_core::…` is a Rust path, not a metric (recording rules use single colons).
             if !quoted
                 || token.contains("::")
-                || !(token.starts_with("qiflow_") || token.starts_with("http_server_"))
+                || !["qiflow_", "http_server_", "process_", "system_"]
+                    .iter()
+                    .any(|prefix| token.starts_with(prefix))
             {
                 continue;
             }
@@ -195,7 +197,10 @@ fn exported_families_carry_the_catalogue_help() {
         assert!(helps.contains_key(family), "{family} not exported:\n{text}");
     }
     for (family, help) in &helps {
-        if !(family.starts_with("qiflow_") || family.starts_with("http_server_")) {
+        if !["qiflow_", "http_server_", "process_", "system_"]
+            .iter()
+            .any(|prefix| family.starts_with(prefix))
+        {
             continue;
         }
         let metric = CATALOGUE

@@ -259,6 +259,13 @@ pub struct MetricsConfig {
     /// `true`; turn it off when Prometheus attaches these as target labels, and join on
     /// `qiflow_build_info`.
     pub global_labels: bool,
+    /// Serve the process's and the machine's metrics (`process_*`, `system_*`: CPU, memory,
+    /// load, the log and audit volumes' space and I/O, network bytes), sampled on qiflow's
+    /// worker. Defaults to `true`.
+    pub system: bool,
+    /// How often `system` samples. Defaults to `"15s"`; at least `"1s"`.
+    #[serde(with = "units::duration")]
+    pub system_interval: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -272,6 +279,8 @@ impl Default for MetricsConfig {
             max_routes: 200,
             listen: None,
             global_labels: true,
+            system: true,
+            system_interval: Duration::from_secs(15),
         }
     }
 }

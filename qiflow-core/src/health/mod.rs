@@ -247,7 +247,9 @@ impl HealthReport {
             service: service.name.clone(),
             version: service.version.clone(),
             uptime_seconds: observer.uptime().as_secs(),
-            memory_rss_bytes: rss_bytes(),
+            // The `[metrics] system` sampler's latest figure (what `/metrics` shows as
+            // `process_resident_memory_bytes`); read now when it is off or has not sampled yet.
+            memory_rss_bytes: observer.sampled_rss().or_else(rss_bytes),
         }
     }
 

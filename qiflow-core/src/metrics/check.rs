@@ -22,4 +22,10 @@ pub(crate) fn check(metrics: &MetricsConfig, f: &mut Findings) {
     if metrics.max_routes == 0 {
         f.bad("metrics.max_routes", "must be at least 1");
     }
+    if metrics.system && metrics.system_interval < std::time::Duration::from_secs(1) {
+        f.bad(
+            "metrics.system_interval",
+            "must be at least \"1s\" (the default, \"15s\", matches a usual scrape interval)",
+        );
+    }
 }

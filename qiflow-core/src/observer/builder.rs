@@ -249,6 +249,26 @@ impl ObserverBuilder {
             });
         }
 
+        // Process and machine metrics, sampled on the worker (the first sample at once).
+        let sampled_rss = (metrics.enabled() && self.config.metrics.system).then(|| {
+            let audit = &self.config.audit;
+            let audit_dir = (audit.enabled && audit.sink == crate::config::AuditSinkKind::File)
+                .then_some(audit.dir.as_path());
+            let mut sampler =
+                crate::system::Sampler::new(metrics.clone(), &self.config.logging.dir, audit_dir);
+            let rss = sampler.last_rss();
+            let every = self.config.metrics.system_interval;
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    sampler.sample();
+                }
+            });
+            rss
+        });
+
         let alerts = crate::alert::start(
             &self.config,
             self.clock.clone(),
@@ -559,6 +579,7 @@ impl ObserverBuilder {
                 #[cfg(feature = "sentry")]
                 sentry_client,
                 metrics,
+                sampled_rss,
                 health_checks,
                 capturer,
                 error_store,

@@ -43,6 +43,8 @@ struct Inner {
     #[cfg(feature = "sentry")]
     sentry_client: Option<Arc<sentry::Client>>,
     metrics: Metrics,
+    /// The resident memory of the latest `[metrics] system` sample, when sampling.
+    sampled_rss: Option<crate::system::LastRss>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
     error_store: Arc<ErrorStore>,
@@ -432,6 +434,11 @@ impl Observer {
     /// runtime, so it works under any executor.
     pub async fn readiness(&self) -> HealthReport {
         HealthReport::ready(self).await
+    }
+
+    /// The resident memory of the latest `[metrics] system` sample, if it has sampled.
+    pub(crate) fn sampled_rss(&self) -> Option<u64> {
+        self.inner.sampled_rss.as_ref()?.get()
     }
 
     pub(crate) fn health_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
