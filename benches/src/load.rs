@@ -45,6 +45,20 @@ pub fn user(id: u64) -> serde_json::Value {
     serde_json::json!({ "id": id, "name": format!("user {id}") })
 }
 
+/// The `floor` modes' middleware around `router`: tower-http's request-id layers
+/// (`SetRequestIdLayer` with a UUID, `PropagateRequestIdLayer`) around a [`SpanOnly`] span, the
+/// least a middleware giving each request an id and a span does.
+pub fn with_floor(router: axum::Router) -> axum::Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let header = axum::http::HeaderName::from_static("x-request-id");
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+            .layer(tower::layer::layer_fn(SpanOnly::new))
+            .layer(PropagateRequestIdLayer::new(header)),
+    )
+}
+
 /// The in-process benches' router (the `middleware` bench, `request_cost`): `GET /users/{id}`
 /// answering [`user`] as JSON, and a 404 fallback.
 pub fn users_router() -> axum::Router {

@@ -264,21 +264,12 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             router.layer(tower::layer::layer_fn(load::SpanOnly::new))
         }
         Mode::Floor => {
-            use tower_http::request_id::{
-                MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer,
-            };
             use tracing_subscriber::layer::SubscriberExt;
             use tracing_subscriber::util::SubscriberInitExt;
             tracing_subscriber::registry()
                 .with(tracing_subscriber::filter::LevelFilter::INFO)
                 .init();
-            let header = axum::http::HeaderName::from_static("x-request-id");
-            router.layer(
-                tower::ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
-                    .layer(tower::layer::layer_fn(load::SpanOnly::new))
-                    .layer(PropagateRequestIdLayer::new(header)),
-            )
+            load::with_floor(router)
         }
         Mode::OtelAnchor => {
             guards.otel = Some(install_otel_subscriber());

@@ -108,18 +108,7 @@ fn run(variant: &str, requests: u64) -> Result<(), String> {
         "span" | "span-registry" => {
             router().layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new))
         }
-        "floor" => {
-            use tower_http::request_id::{
-                MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer,
-            };
-            let header = axum::http::HeaderName::from_static("x-request-id");
-            router().layer(
-                tower::ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
-                    .layer(tower::layer::layer_fn(qiflow_benches::load::SpanOnly::new))
-                    .layer(PropagateRequestIdLayer::new(header)),
-            )
-        }
+        "floor" => qiflow_benches::load::with_floor(router()),
         _ => router()
             .merge(qiflow_axum::routes(observer.clone()))
             .layer(qiflow_axum::layer(observer.clone())),
