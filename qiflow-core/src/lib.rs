@@ -94,6 +94,7 @@ pub mod capture;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 #[cfg(feature = "otlp")]
 pub mod export;
 mod files;

@@ -260,7 +260,7 @@ impl InFlight {
         crate::scope::attach(&span, &id);
         let active = metrics.enabled();
         if active {
-            route.method(metrics, method).active().increment(1.0);
+            route.method(metrics, method).active().increment();
         }
         Self {
             observer: observer.clone(),
@@ -326,7 +326,7 @@ impl InFlight {
         if self.active {
             self.active = false;
             let handles = self.route.method(metrics, method);
-            handles.active().decrement(1.0);
+            handles.active().decrement();
             handles.record(metrics, method, self.route.label(), outcome.status, latency);
         }
         if let Some(baselines) = self.observer.baselines_arc() {
@@ -339,6 +339,7 @@ impl InFlight {
                 latency,
                 failed,
                 self.id.as_str(),
+                self.id.trace_id(),
             );
         }
         self.capture(&outcome);
@@ -448,7 +449,7 @@ impl Drop for InFlight {
         let metrics = self.observer.metrics();
         if self.active {
             let handles = self.route.method(metrics, self.id.method());
-            handles.active().decrement(1.0);
+            handles.active().decrement();
             handles.disconnects().increment(1);
         }
         let route: &str = self.route.label();

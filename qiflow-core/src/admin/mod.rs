@@ -108,7 +108,11 @@ impl Gate {
         let caller = self
             .tokens
             .caller(request.header_value("authorization"), request.trusted);
-        let Some((endpoint, access)) = self.routes.resolve(&request.method, &request.path) else {
+        let Some((endpoint, access)) = self.routes.resolve_request(
+            &request.method,
+            &request.path,
+            request.header_value("accept"),
+        ) else {
             return Err(Refused {
                 endpoint: Endpoint::NotFound,
                 caller,

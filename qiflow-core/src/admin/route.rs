@@ -11,8 +11,15 @@ pub(crate) enum Endpoint {
     Metrics,
     Live,
     Ready,
-    /// `GET /qiflow/`: what there is to see.
+    /// `GET /qiflow/` (and `/qiflow/api`) from a client that does not ask for HTML: what there
+    /// is to see, as JSON.
     Index,
+    /// `GET /qiflow/` from a browser: the dashboard page (no data in it).
+    Page,
+    /// `GET /qiflow/app.js`, `/qiflow/app.css`: the page's files.
+    Asset(&'static str),
+    /// `GET /qiflow/api/overview`: everything the dashboard shows.
+    Overview,
     Errors,
     Baselines,
     Alerts,
@@ -48,6 +55,8 @@ impl Endpoint {
             Self::Live => "health_live",
             Self::Ready => "health_ready",
             Self::Index => "index",
+            Self::Page | Self::Asset(_) => "dashboard",
+            Self::Overview => "overview",
             Self::Errors => "errors",
             Self::Baselines => "baselines",
             Self::Alerts => "alerts",
@@ -76,6 +85,8 @@ impl Endpoint {
 pub(crate) struct Routes {
     /// `[metrics] path`, when metrics are served.
     metrics: Option<String>,
+    /// `[admin] dashboard`.
+    dashboard: bool,
     /// `[health] path` without a trailing `/` (`""` at the root).
     health: String,
     public_metrics: bool,
@@ -85,6 +96,7 @@ impl Routes {
     pub(crate) fn new(config: &Config) -> Self {
         Self {
             metrics: config.metrics.enabled.then(|| config.metrics.path.clone()),
+            dashboard: config.admin.dashboard,
             health: config.health.path.trim_end_matches('/').to_owned(),
             public_metrics: config
                 .admin
@@ -144,8 +156,19 @@ impl Routes {
                 (Endpoint::WrongMethod("GET, HEAD"), Access::Read)
             }
         };
+        // The page's files: the same for every service, no data in them.
+        let asset = |name| {
+            if read {
+                (Endpoint::Asset(name), Access::Public)
+            } else {
+                (Endpoint::WrongMethod("GET, HEAD"), Access::Public)
+            }
+        };
         Some(match rest.trim_end_matches('/') {
-            "" => get(Endpoint::Index),
+            "" | "api" => get(Endpoint::Index),
+            "api/overview" if self.dashboard => get(Endpoint::Overview),
+            "app.js" if self.dashboard => asset("app.js"),
+            "app.css" if self.dashboard => asset("app.css"),
             "api/errors" => get(Endpoint::Errors),
             "api/baselines" => get(Endpoint::Baselines),
             "api/alerts" => get(Endpoint::Alerts),
@@ -165,6 +188,28 @@ impl Routes {
                 }
                 _ => (Endpoint::NotFound, Access::Read),
             },
+        })
+    }
+}
+
+impl Routes {
+    /// [`Routes::resolve`], and `GET /qiflow/` from a browser (its `Accept` names `text/html`)
+    /// is the dashboard page: it holds no data, and without a token it asks for one. Other
+    /// clients get the JSON index (with a token) or the `401` that says how to get in.
+    pub(crate) fn resolve_request(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Option<(Endpoint, Access)> {
+        let resolved = self.resolve(method, path)?;
+        let wants_html = accept.is_some_and(|a| a.contains("text/html"));
+        let root = path.trim_end_matches('/') == PREFIX;
+        Some(match resolved {
+            (Endpoint::Index, _) if self.dashboard && wants_html && root => {
+                (Endpoint::Page, Access::Public)
+            }
+            other => other,
         })
     }
 }

@@ -35,5 +35,5 @@ mod routes;
 mod window;
 
 pub(crate) use routes::RouteBaseline;
-pub use routes::{Baselines, Learned, RouteView, WindowView};
+pub use routes::{Baselines, Learned, RECENT_SLOW, RouteView, SlowRequest, WindowView};
 pub use window::{SLOTS, Snapshot, Window};

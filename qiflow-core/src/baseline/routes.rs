@@ -1,6 +1,6 @@
 //! Per-route baselines: recording, the learned normal, detection and persistence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +21,28 @@ const ALPHA: f64 = 0.2;
 const ALPHA_DEVIATING: f64 = 0.05;
 /// At most one `qiflow::slow` line per route per this many milliseconds (the rest are counted).
 const SLOW_LOG_EVERY_MS: u64 = 1_000;
+/// The slow requests [`Baselines::recent_slow`] keeps (those logged, newest first).
+pub const RECENT_SLOW: usize = 50;
+
+/// A slow request that was logged (`qiflow::slow`), as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct SlowRequest {
+    /// When it finished (RFC 3339).
+    pub at: String,
+    /// `GET`, …
+    pub method: &'static str,
+    /// The route template.
+    pub route: String,
+    /// Its latency, ms.
+    pub latency_ms: f64,
+    /// The route's learned p99 then, ms (`None` while learning).
+    pub baseline_p99_ms: Option<f64>,
+    /// Its request id.
+    pub request_id: String,
+    /// Its trace id (`None` for work recorded outside a request).
+    pub trace_id: Option<String>,
+}
 
 /// What is normal for a route, learned from closed windows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -91,6 +113,8 @@ pub struct Baselines {
     /// When the last evaluation ran, ms since the epoch; held for the whole evaluation, so
     /// one window is evaluated once, whoever calls.
     last_evaluated_ms: Mutex<u64>,
+    /// The latest logged slow requests, newest first, at most [`RECENT_SLOW`].
+    recent_slow: Mutex<VecDeque<SlowRequest>>,
 }
 
 impl std::fmt::Debug for Baselines {
@@ -200,6 +224,7 @@ impl Baselines {
             routes: Mutex::new(HashMap::new()),
             loaded: Mutex::new(loaded),
             last_evaluated_ms: Mutex::new(now),
+            recent_slow: Mutex::new(VecDeque::with_capacity(RECENT_SLOW)),
         })
     }
 
@@ -259,7 +284,7 @@ impl Baselines {
     pub fn record_request(&self, method: &str, route: &str, latency: Duration, failed: bool) {
         let method = crate::metrics::method_label(method);
         let route = self.route(method, route);
-        self.record(&route, self.clock.now(), latency, failed, "");
+        self.record(&route, self.clock.now(), latency, failed, "", "");
     }
 
     /// Every route's state, at this moment.
@@ -282,7 +307,7 @@ impl Baselines {
 
     /// Records a request finished `at` (the request path: lock-free, no clock read), and logs it
     /// as slow when it is (`qiflow::slow`, at most once a second per route; every one is
-    /// counted).
+    /// counted; the logged ones are kept for [`Baselines::recent_slow`]).
     pub(crate) fn record(
         &self,
         route: &RouteBaseline,
@@ -290,6 +315,7 @@ impl Baselines {
         latency: Duration,
         failed: bool,
         request_id: &str,
+        trace_id: &str,
     ) {
         let now = millis(at);
         route.window.record(now, latency, failed);
@@ -299,18 +325,29 @@ impl Baselines {
             && p99 > 0
             && us as f64 > p99 as f64 * self.config.slow_p99_factor;
         if latency >= self.config.slow_request || by_baseline {
-            self.slow(route, now, latency, p99, request_id);
+            self.slow(route, at, latency, p99, (request_id, trace_id));
         }
+    }
+
+    /// The latest slow requests that were logged, newest first (at most [`RECENT_SLOW`]).
+    pub fn recent_slow(&self) -> Vec<SlowRequest> {
+        self.recent_slow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn slow(
         &self,
         route: &RouteBaseline,
-        now: u64,
+        at: SystemTime,
         latency: Duration,
         p99_us: u64,
-        request_id: &str,
+        (request_id, trace_id): (&str, &str),
     ) {
+        let now = millis(at);
         if let Some(slow) = &route.slow {
             slow.increment(1);
         }
@@ -334,6 +371,23 @@ impl Baselines {
             slow_request_ms = self.config.slow_request.as_secs_f64() * 1000.0,
             "slow request"
         );
+        // At most once a second per route (above), so this lock is off the common path.
+        let mut recent = self
+            .recent_slow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_SLOW {
+            recent.pop_back();
+        }
+        recent.push_front(SlowRequest {
+            at: crate::alert::rfc3339(at),
+            method: route.method,
+            route: route.route.clone(),
+            latency_ms: crate::request::millis(latency),
+            baseline_p99_ms: (p99_us > 0).then(|| p99_us as f64 / 1000.0),
+            request_id: request_id.to_owned(),
+            trace_id: (!trace_id.is_empty()).then(|| trace_id.to_owned()),
+        });
     }
 
     /// Compares every route's window with its baseline and learns from it, when a window has

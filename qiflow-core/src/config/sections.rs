@@ -800,6 +800,9 @@ pub struct AdminConfig {
     /// The operator tokens (`[[admin.tokens]]`): each has a name (the actor of the audit records
     /// of its writes) and a scope. Defaults to none (qiflow then makes one: see `token_file`).
     pub tokens: Vec<AdminToken>,
+    /// The live dashboard at `/qiflow/` and `/qiflow/api/overview`, with its traffic history
+    /// (see [`crate::dashboard`]). Defaults to `true`.
+    pub dashboard: bool,
 }
 
 impl Default for AdminConfig {
@@ -809,6 +812,7 @@ impl Default for AdminConfig {
             token_file: PathBuf::from("data/admin-token"),
             public_metrics: None,
             tokens: Vec::new(),
+            dashboard: true,
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct CheckResult {
     /// What was found, for humans (never a secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// How long the check took, µs (set by readiness for the checks it runs; `None` for the
+    /// pipelines' figures, which are read, not checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
 }
 
 impl CheckResult {
@@ -60,6 +64,7 @@ impl CheckResult {
         Self {
             status: Status::Healthy,
             detail: None,
+            duration_us: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl CheckResult {
         Self {
             status: Status::Degraded,
             detail: Some(detail.into()),
+            duration_us: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl CheckResult {
         Self {
             status: Status::Unhealthy,
             detail: Some(detail.into()),
+            duration_us: None,
         }
     }
 }
@@ -204,6 +211,7 @@ impl HealthCheck for DiskSpaceCheck {
                 Ok(free) => CheckResult {
                     status: Status::Healthy,
                     detail: Some(format!("{} free", crate::config::units::format_size(free))),
+                    duration_us: None,
                 },
                 Err(e) => CheckResult::degraded(format!(
                     "cannot read free space of {}: {e}",
@@ -273,6 +281,7 @@ impl HealthReport {
                         stats.dropped(),
                         stats.dropped_queue_full
                     )),
+                    duration_us: None,
                 }
             } else {
                 CheckResult::healthy()
@@ -284,12 +293,16 @@ impl HealthReport {
             let mut set = tokio::task::JoinSet::new();
             for (name, check) in checks {
                 set.spawn(async move {
-                    let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+                    let started = std::time::Instant::now();
+                    let mut result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await
+                    {
                         Ok(result) => result,
                         Err(_) => {
                             CheckResult::unhealthy(format!("no answer within {CHECK_TIMEOUT:?}"))
                         }
                     };
+                    result.duration_us =
+                        Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
                     (name, result)
                 });
             }

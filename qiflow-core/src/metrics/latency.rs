@@ -40,6 +40,18 @@ impl LatencyHistogram {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
+
+    /// Adds this series' bucket counts (not cumulative) into `into`, which has one slot per
+    /// bucket; returns the observations in all.
+    pub(crate) fn add_counts(&self, into: &mut [u64]) -> u64 {
+        let mut total = 0;
+        for (slot, bucket) in into.iter_mut().zip(self.buckets.iter()) {
+            let n = bucket.load(Ordering::Relaxed);
+            *slot += n;
+            total += n;
+        }
+        total
+    }
 }
 
 /// Every series of the histogram, for rendering.

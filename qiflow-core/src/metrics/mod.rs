@@ -33,9 +33,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::config::Config;
 
+mod active;
 pub(crate) mod check;
 mod latency;
 
+use active::{ActiveGauge, ActiveRegistry};
 use latency::{LatencyHistogram, LatencyRegistry};
 
 /// The route label of a request that matched no route.
@@ -100,10 +102,10 @@ pub const CATALOGUE: &[MetricInfo] = &[
         latency::HELP,
     ),
     metric(
-        "http_server_active_requests",
+        active::NAME,
         MetricKind::Gauge,
         &["method", "route"],
-        "Requests in flight, by method and route template.",
+        active::HELP,
     ),
     metric(
         "qiflow_client_disconnects_total",
@@ -335,6 +337,8 @@ struct Inner {
     handle: PrometheusHandle,
     /// `http_server_request_duration_seconds`, kept by qiflow (see [`latency`]).
     latency: LatencyRegistry,
+    /// `http_server_active_requests`, kept by qiflow (see [`active`]).
+    active: ActiveRegistry,
     enabled: bool,
     max_routes: usize,
     /// Known route templates and their cached metric handles.
@@ -358,7 +362,7 @@ pub(crate) struct RouteMetrics {
 /// The handles of one (route, method): the in-flight gauge, the disconnect counter, and the
 /// request counter and latency histogram per status code seen so far.
 pub(crate) struct MethodMetrics {
-    active: Gauge,
+    active: Arc<ActiveGauge>,
     disconnects: Counter,
     /// The route's baseline, made on its first finished request.
     baseline: OnceLock<Arc<crate::baseline::RouteBaseline>>,
@@ -387,15 +391,13 @@ impl RouteMetrics {
             .position(|m| *m == method)
             .unwrap_or(METHODS.len() - 1);
         self.methods[slot].get_or_init(|| {
-            let labels = || {
-                vec![
-                    Label::new("method", method),
-                    Label::new("route", self.label.clone()),
-                ]
-            };
+            let labels = vec![
+                Label::new("method", method),
+                Label::new("route", self.label.clone()),
+            ];
             MethodMetrics {
-                active: metrics.gauge("http_server_active_requests", labels()),
-                disconnects: metrics.counter("qiflow_client_disconnects_total", labels()),
+                active: metrics.inner.active.series(method, &self.label),
+                disconnects: metrics.counter("qiflow_client_disconnects_total", labels),
                 baseline: OnceLock::new(),
                 statuses: RwLock::new(Vec::new()),
             }
@@ -405,7 +407,7 @@ impl RouteMetrics {
 
 impl MethodMetrics {
     /// `http_server_active_requests{method,route}`.
-    pub(crate) fn active(&self) -> &Gauge {
+    pub(crate) fn active(&self) -> &ActiveGauge {
         &self.active
     }
 
@@ -547,6 +549,7 @@ impl Metrics {
                 recorder: Arc::new(recorder),
                 handle,
                 latency: LatencyRegistry::new(&m.buckets, &global),
+                active: ActiveRegistry::new(&global),
                 enabled: m.enabled,
                 max_routes: m.max_routes,
                 routes: RwLock::new(HashMap::default()),
@@ -572,10 +575,12 @@ impl Metrics {
         for metric in CATALOGUE {
             let (name, help) = (metric.name.into(), metric.help.into());
             match metric.kind {
+                // qiflow renders the request histogram and the in-flight gauge itself, with
+                // their own HELP lines.
+                MetricKind::Histogram if metric.name == latency::NAME => {}
+                MetricKind::Gauge if metric.name == active::NAME => {}
                 MetricKind::Counter => r.describe_counter(name, None, help),
                 MetricKind::Gauge => r.describe_gauge(name, None, help),
-                // qiflow renders the request histogram itself, with its own HELP line.
-                MetricKind::Histogram if metric.name == latency::NAME => {}
                 MetricKind::Histogram => r.describe_histogram(name, Some(Unit::Seconds), help),
             }
         }
@@ -590,6 +595,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = self.inner.handle.render();
         self.inner.latency.render(&mut text);
+        self.inner.active.render(&mut text);
         text
     }
 
@@ -655,6 +661,76 @@ impl Metrics {
         let entry = Arc::new(RouteMetrics::new(SharedString::from(name.clone())));
         routes.insert(name, entry.clone());
         entry
+    }
+}
+
+/// What one (method, route) has served so far, read from the request path's own counters
+/// (`http_server_request_duration_seconds` and `http_server_active_requests`) without touching
+/// them: what the dashboard's history is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RouteSample {
+    pub(crate) method: &'static str,
+    pub(crate) route: SharedString,
+    /// Requests in flight now.
+    pub(crate) active: i64,
+    /// Requests finished, every status.
+    pub(crate) requests: u64,
+    /// Requests finished with a 5xx status.
+    pub(crate) errors: u64,
+    /// Requests per latency bucket (not cumulative; one per bound of [`Metrics::bounds`], then
+    /// `+Inf`), every status.
+    pub(crate) buckets: Vec<u64>,
+}
+
+impl Metrics {
+    /// The latency buckets' upper bounds, seconds.
+    pub(crate) fn bounds(&self) -> &[f64] {
+        self.inner.latency.bounds()
+    }
+
+    /// Every (method, route) that has seen a request: cumulative counts, read with relaxed
+    /// loads (a few atomics per status code; the request path is not slowed).
+    pub(crate) fn route_samples(&self) -> Vec<RouteSample> {
+        let mut routes: Vec<Arc<RouteMetrics>> = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        routes.push(self.inner.unmatched.clone());
+        routes.push(self.inner.other.clone());
+        let width = self.inner.latency.bounds().len() + 1;
+        let mut samples = Vec::new();
+        for route in &routes {
+            for (slot, method) in route.methods.iter().zip(METHODS) {
+                let Some(handles) = slot.get() else {
+                    continue;
+                };
+                let mut sample = RouteSample {
+                    method,
+                    route: route.label.clone(),
+                    active: handles.active.get(),
+                    requests: 0,
+                    errors: 0,
+                    buckets: vec![0; width],
+                };
+                let statuses = handles
+                    .statuses
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (status, _, histogram) in statuses.iter() {
+                    let count = histogram.add_counts(&mut sample.buckets);
+                    sample.requests += count;
+                    if *status >= 500 {
+                        sample.errors += count;
+                    }
+                }
+                samples.push(sample);
+            }
+        }
+        samples
     }
 }
 

@@ -12,6 +12,8 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// What `GET /qiflow/` lists.
 const ENDPOINTS: &[&str] = &[
+    "GET /qiflow/ (the dashboard, in a browser)",
+    "GET /qiflow/api/overview",
     "GET /qiflow/api/errors",
     "GET /qiflow/api/baselines",
     "GET /qiflow/api/alerts",
@@ -121,6 +123,18 @@ impl Observer {
                 })
                 .to_string(),
             ),
+            Endpoint::Page => crate::dashboard::assets::INDEX.respond(
+                request.header_value("if-none-match"),
+                request.header_value("accept-encoding"),
+            ),
+            Endpoint::Asset(name) => match crate::dashboard::assets::named(name) {
+                Some(asset) => asset.respond(
+                    request.header_value("if-none-match"),
+                    request.header_value("accept-encoding"),
+                ),
+                None => AdminResponse::error(404, &format!("no file {name}")),
+            },
+            Endpoint::Overview => self.overview(admitted).await,
             Endpoint::Errors => AdminResponse::json(200, self.error_store().to_json()),
             Endpoint::Baselines => match self.baselines() {
                 Some(baselines) => AdminResponse::json(200, baselines.to_json()),
@@ -161,7 +175,8 @@ impl Observer {
         // Public answers (liveness, readiness status, metrics) may be cached by proxies; the rest
         // carry the operator's data.
         match admitted.endpoint {
-            Endpoint::Metrics | Endpoint::Live => response,
+            // The page's files carry their own caching headers (revalidated by ETag).
+            Endpoint::Metrics | Endpoint::Live | Endpoint::Page | Endpoint::Asset(_) => response,
             Endpoint::Ready if !admitted.details => response,
             _ => response.with_header("cache-control", "no-store"),
         }

@@ -250,13 +250,13 @@ impl ObserverBuilder {
         }
 
         // Process and machine metrics, sampled on the worker (the first sample at once).
-        let sampled_rss = (metrics.enabled() && self.config.metrics.system).then(|| {
+        let system_sample = (metrics.enabled() && self.config.metrics.system).then(|| {
             let audit = &self.config.audit;
             let audit_dir = (audit.enabled && audit.sink == crate::config::AuditSinkKind::File)
                 .then_some(audit.dir.as_path());
             let mut sampler =
                 crate::system::Sampler::new(metrics.clone(), &self.config.logging.dir, audit_dir);
-            let rss = sampler.last_rss();
+            let latest = sampler.latest();
             let every = self.config.metrics.system_interval;
             worker.handle().spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -266,7 +266,22 @@ impl ObserverBuilder {
                     sampler.sample();
                 }
             });
-            rss
+            latest
+        });
+
+        // The dashboard's traffic history: a point every STEP, read from the request counters.
+        let dashboard = self.config.admin.dashboard.then(|| {
+            let traffic = Arc::new(crate::dashboard::history::Traffic::new(metrics.clone()));
+            let ticking = traffic.clone();
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(crate::dashboard::STEP);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    ticking.tick();
+                }
+            });
+            super::dashboard::Dashboard::new(traffic)
         });
 
         let alerts = crate::alert::start(
@@ -579,7 +594,8 @@ impl ObserverBuilder {
                 #[cfg(feature = "sentry")]
                 sentry_client,
                 metrics,
-                sampled_rss,
+                system_sample,
+                dashboard,
                 health_checks,
                 capturer,
                 error_store,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod builder;
+mod dashboard;
 mod guard;
 
 use std::sync::Arc;
@@ -43,8 +44,10 @@ struct Inner {
     #[cfg(feature = "sentry")]
     sentry_client: Option<Arc<sentry::Client>>,
     metrics: Metrics,
-    /// The resident memory of the latest `[metrics] system` sample, when sampling.
-    sampled_rss: Option<crate::system::LastRss>,
+    /// The latest `[metrics] system` sample, when sampling.
+    system_sample: Option<crate::system::Latest>,
+    /// The dashboard's history and caches, with `[admin] dashboard`.
+    dashboard: Option<dashboard::Dashboard>,
     health_checks: Vec<(String, Arc<dyn HealthCheck>)>,
     capturer: Arc<Capturer>,
     error_store: Arc<ErrorStore>,
@@ -438,7 +441,7 @@ impl Observer {
 
     /// The resident memory of the latest `[metrics] system` sample, if it has sampled.
     pub(crate) fn sampled_rss(&self) -> Option<u64> {
-        self.inner.sampled_rss.as_ref()?.get()
+        self.inner.system_sample.as_ref()?.rss()
     }
 
     pub(crate) fn health_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {

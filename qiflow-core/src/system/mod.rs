@@ -8,10 +8,10 @@
 //! = `logs` or `audit`, with their `mountpoint`): the volumes qiflow itself fills.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::Label;
+use serde::Serialize;
 use sysinfo::{
     CpuRefreshKind, Disks, MemoryRefreshKind, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate,
     RefreshKind, System,
@@ -23,15 +23,67 @@ use crate::metrics::Metrics;
 /// rare, and every series costs the scrape.
 const MAX_INTERFACES: usize = 16;
 
-/// The latest resident memory, for the health JSON (0: not sampled yet).
+/// The latest sample, for the health JSON (resident memory) and the dashboard.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LastRss(Arc<AtomicU64>);
+pub(crate) struct Latest(Arc<Mutex<Option<Snapshot>>>);
 
-impl LastRss {
+impl Latest {
     /// The resident memory of the latest sample, if there was one.
-    pub(crate) fn get(&self) -> Option<u64> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|b| *b > 0)
+    pub(crate) fn rss(&self) -> Option<u64> {
+        self.get()?.process.resident_bytes
     }
+
+    /// The latest sample, if there was one.
+    pub(crate) fn get(&self) -> Option<Snapshot> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// One sample of the process and the machine: what the gauges were set to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Snapshot {
+    /// When (RFC 3339).
+    pub(crate) sampled_at: String,
+    pub(crate) process: ProcessSample,
+    pub(crate) machine: MachineSample,
+}
+
+/// The process's figures; `None` where the platform does not tell.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ProcessSample {
+    /// CPU used since the previous sample, in cores (1.0: one core busy).
+    pub(crate) cpu_ratio: Option<f64>,
+    pub(crate) resident_bytes: Option<u64>,
+    pub(crate) virtual_bytes: Option<u64>,
+    pub(crate) threads: Option<usize>,
+    pub(crate) open_fds: Option<usize>,
+    pub(crate) max_fds: Option<usize>,
+}
+
+/// The machine's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct MachineSample {
+    /// Busy share of all CPUs, 0 to 1.
+    pub(crate) cpu_ratio: Option<f64>,
+    /// Load average over 1, 5 and 15 minutes.
+    pub(crate) load: [f64; 3],
+    pub(crate) memory_total_bytes: u64,
+    pub(crate) memory_available_bytes: u64,
+    pub(crate) cgroup_memory_limit_bytes: Option<u64>,
+    pub(crate) volumes: Vec<VolumeSample>,
+}
+
+/// The space of one volume qiflow writes to.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VolumeSample {
+    /// `logs` or `audit`.
+    pub(crate) volume: &'static str,
+    pub(crate) mountpoint: String,
+    pub(crate) size_bytes: u64,
+    pub(crate) available_bytes: u64,
 }
 
 /// One volume qiflow writes to.
@@ -51,7 +103,9 @@ pub(crate) struct Sampler {
     networks: Networks,
     pid: Option<Pid>,
     volumes: Vec<Volume>,
-    rss: LastRss,
+    /// The sample being taken.
+    current: Snapshot,
+    latest: Latest,
 }
 
 impl Sampler {
@@ -78,7 +132,8 @@ impl Sampler {
             networks: Networks::new_with_refreshed_list(),
             pid: sysinfo::get_current_pid().ok(),
             volumes,
-            rss: LastRss::default(),
+            current: Snapshot::default(),
+            latest: Latest::default(),
             metrics,
         }
     }
@@ -87,17 +142,22 @@ impl Sampler {
         self.metrics.gauge(name, Vec::new()).set(value);
     }
 
-    /// The handle the health JSON reads the resident memory from.
-    pub(crate) fn last_rss(&self) -> LastRss {
-        self.rss.clone()
+    /// The handle the health JSON and the dashboard read the latest sample from.
+    pub(crate) fn latest(&self) -> Latest {
+        self.latest.clone()
     }
 
     /// Takes one sample (blocking reads of `/proc` and the like: call it off the request path).
     pub(crate) fn sample(&mut self) {
+        self.current = Snapshot {
+            sampled_at: crate::alert::rfc3339(std::time::SystemTime::now()),
+            ..Snapshot::default()
+        };
         self.sample_process();
         self.sample_machine();
         self.sample_volumes();
         self.sample_networks();
+        *self.latest.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.current.clone());
     }
 
     fn sample_process(&mut self) {
@@ -128,7 +188,14 @@ impl Sampler {
             .counter("process_cpu_seconds_total", Vec::new())
             .absolute(cpu_seconds);
         self.set("process_resident_memory_bytes", resident as f64);
-        self.rss.0.store(resident, Ordering::Relaxed);
+        self.current.process = ProcessSample {
+            cpu_ratio: Some(f64::from(process.cpu_usage()) / 100.0),
+            resident_bytes: Some(resident),
+            virtual_bytes: Some(process.virtual_memory()),
+            threads,
+            open_fds: open,
+            max_fds: limit,
+        };
         self.set("process_virtual_memory_bytes", virtual_memory);
         self.set("process_start_time_seconds", start_time);
         if let Some(open) = open {
@@ -145,11 +212,15 @@ impl Sampler {
     fn sample_machine(&mut self) {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.set(
-            "system_cpu_utilization_ratio",
-            f64::from(self.system.global_cpu_usage()) / 100.0,
-        );
+        let cpu = f64::from(self.system.global_cpu_usage()) / 100.0;
+        self.set("system_cpu_utilization_ratio", cpu);
         let load = System::load_average();
+        let machine = &mut self.current.machine;
+        machine.cpu_ratio = Some(cpu);
+        machine.load = [load.one, load.five, load.fifteen];
+        machine.memory_total_bytes = self.system.total_memory();
+        machine.memory_available_bytes = self.system.available_memory();
+        machine.cgroup_memory_limit_bytes = self.system.cgroup_limits().map(|l| l.total_memory);
         for (period, value) in [("1m", load.one), ("5m", load.five), ("15m", load.fifteen)] {
             self.metrics
                 .gauge("system_load_average", vec![Label::new("period", period)])
@@ -194,6 +265,12 @@ impl Sampler {
                     ),
                 ]
             };
+            self.current.machine.volumes.push(VolumeSample {
+                volume: volume.purpose,
+                mountpoint: disk.mount_point().to_string_lossy().into_owned(),
+                size_bytes: disk.total_space(),
+                available_bytes: disk.available_space(),
+            });
             let usage = disk.usage();
             self.metrics
                 .gauge("system_filesystem_size_bytes", labels())

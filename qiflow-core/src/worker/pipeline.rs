@@ -167,6 +167,8 @@ pub struct PipelineStats {
     pub delivered: u64,
     /// Items waiting in the queue.
     pub queued: u64,
+    /// The most items the queue holds (`None`: unbounded).
+    pub capacity: Option<u64>,
     /// Items taken by the worker and not yet written.
     pub in_flight: u64,
     /// Dropped because the queue was full.
@@ -444,6 +446,7 @@ impl<T: Send + 'static> Controlled for Controller<T> {
             submitted: self.shared.submitted.load(Ordering::Relaxed),
             delivered: acct.delivered,
             queued: self.rx.len() as u64,
+            capacity: self.rx.capacity().map(|c| c as u64),
             in_flight: acct.in_flight,
             dropped_queue_full: self.shared.dropped_full.load(Ordering::Relaxed),
             dropped_closed: self.shared.dropped_closed.load(Ordering::Relaxed),
