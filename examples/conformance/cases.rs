@@ -40,6 +40,9 @@
 //!   handler sleeps leaves a record: `aborted` where the framework drops the request (axum,
 //!   hyper), the handler's outcome where it runs the handler to its end (actix-web); the `read`
 //!   token's `PUT /qiflow/api/loggers` is 403 and audited as denied;
+//! - (p) the dashboard: `GET /qiflow/` from a browser is the page (public, with its CSP, no
+//!   data), its script and style answer (gzip, `304` with the ETag), `/qiflow/api/overview`
+//!   answers 401 to a stranger and the suite's requests, routes and errors with the token;
 //! - (o) the log level at runtime: `GET /qiflow/api/loggers` answers the filter in force
 //!   (`"info"`, from `[logging] level`: `RUST_LOG` is not passed on); a `PUT` of a filter that
 //!   does not parse is 400 naming the directive and changes nothing; a `PUT` of
@@ -137,6 +140,7 @@ pub(crate) fn run_all(bin: &str) {
     suite.trace_context_is_continued();
     suite.errors_are_captured();
     suite.baselines_are_recorded();
+    suite.the_dashboard_is_served();
     suite.logins_are_audited();
     suite.operator_writes_are_audited();
     let users = suite.the_log_level_changes_at_runtime();
@@ -1108,6 +1112,76 @@ impl Suite {
                 pair[0]["seq"].as_u64().map(|s| s + 1)
             );
         }
+    }
+
+    /// (p) The dashboard: `GET /qiflow/` from a browser answers the page to anyone, with its
+    /// Content-Security-Policy and no data; its script and style answer (gzip-compressed when
+    /// asked, `304` when the client holds them); `GET /qiflow/api/overview` answers 401 to a
+    /// stranger and, with the token, the requests, routes and error groups the suite made.
+    fn the_dashboard_is_served(&self) {
+        let stack = self.stack.clone();
+        let browser = [("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
+        let page = self.send("GET", "/qiflow/", &browser, b"");
+        assert_eq!(page.status, 200, "[{stack}] the page: {}", page.text());
+        assert!(
+            page.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "[{stack}] {:?}",
+            page.headers
+        );
+        assert!(
+            page.header("content-security-policy")
+                .is_some_and(|c| c.contains("default-src 'none'")),
+            "[{stack}] the page has a CSP: {:?}",
+            page.headers
+        );
+        assert!(
+            page.text().contains("/qiflow/app.js") && !page.text().contains("conformance"),
+            "[{stack}] the page names its script and holds no data"
+        );
+        for file in ["/qiflow/app.js", "/qiflow/app.css"] {
+            let plain = self.send("GET", file, &[], b"");
+            assert_eq!(plain.status, 200, "[{stack}] {file}");
+            let gzip = self.send("GET", file, &[("accept-encoding", "gzip")], b"");
+            assert_eq!(
+                gzip.header("content-encoding"),
+                Some("gzip"),
+                "[{stack}] {file}"
+            );
+            assert!(
+                gzip.body.starts_with(&[0x1f, 0x8b]),
+                "[{stack}] {file} is gzip"
+            );
+            assert!(gzip.body.len() < plain.body.len(), "[{stack}] {file}");
+            let etag = plain.header("etag").unwrap_or_default().to_owned();
+            let again = self.send("GET", file, &[("if-none-match", etag.as_str())], b"");
+            assert_eq!(again.status, 304, "[{stack}] {file} with its ETag");
+        }
+        let stranger = self.send("GET", "/qiflow/api/overview", &browser, b"");
+        assert_eq!(stranger.status, 401, "[{stack}] {}", stranger.text());
+        let response = self.operator("GET", "/qiflow/api/overview", b"");
+        assert_eq!(response.status, 200, "[{stack}] {}", response.text());
+        let view: Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("[{stack}] the overview is not JSON ({e})"));
+        let served = view["traffic"]["requests_total"].as_u64().unwrap_or(0);
+        assert!(
+            served >= self.observed.len() as u64,
+            "[{stack}] the overview counts {served} requests; the suite made {}",
+            self.observed.len()
+        );
+        let routes = view["routes"].as_array().cloned().unwrap_or_default();
+        assert!(
+            routes.iter().any(|r| r["route"] == "/users/{id}"),
+            "[{stack}] the overview's routes: {routes:?}"
+        );
+        assert!(
+            view["errors"]["groups"]
+                .as_array()
+                .is_some_and(|g| !g.is_empty()),
+            "[{stack}] the overview's error groups: {}",
+            view["errors"]
+        );
+        assert_eq!(view["service"]["name"], "conformance", "[{stack}]");
     }
 
     /// (i) Closed by default: every view and write of `/qiflow/` answers 401 to a stranger (no

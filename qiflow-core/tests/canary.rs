@@ -645,7 +645,7 @@ fn the_views_metrics_and_alert_state_of_a_failing_service_show_no_canary() {
         .build()
         .unwrap();
     let bearer = format!("Bearer {}", canary("admin.tokens.ops.token"));
-    for view in ["errors", "alerts", "baselines", "audit"] {
+    for view in ["errors", "alerts", "baselines", "audit", "overview"] {
         let path = format!("/qiflow/api/{view}");
         for authorization in ["", bearer.as_str()] {
             let request = qiflow_core::admin::AdminRequest::new("GET", path.as_str())

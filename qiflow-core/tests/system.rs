@@ -59,10 +59,12 @@ fn the_process_and_the_machine_are_sampled_onto_metrics() {
         .build()
         .unwrap();
 
+    // The network interfaces are sampled last: with them, the whole first sample is in.
     let text = eventually("the first sample", || {
         let text = observer.render_metrics();
-        text.contains("process_resident_memory_bytes ")
-            .then_some(text)
+        (text.contains("process_resident_memory_bytes ")
+            && text.contains("system_network_receive_bytes_total{"))
+        .then_some(text)
     });
     let value =
         |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));

@@ -120,7 +120,7 @@ fn on_a_terminal_it_prints_one_plain_line_with_the_url_and_the_token_file() {
         assert_eq!(
             lines,
             [format!(
-                "{marker} {url} \u{2014} token in data/admin-token (curl -H \"Authorization: Bearer $(cat data/admin-token)\" {url}api/errors)"
+                "{marker} {url} \u{2014} token in data/admin-token (dashboard: open {url}#token=<the token>; curl -H \"Authorization: Bearer $(cat data/admin-token)\" {url}api/errors)"
             )],
             "stderr:\n{stderr}"
         );

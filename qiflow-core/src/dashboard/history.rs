@@ -150,7 +150,7 @@ impl Delta {
 pub(crate) struct Current {
     /// Requests per second since the last step at least a second old.
     pub(crate) rps: f64,
-    /// 5xx / all over the same span (0 without requests).
+    /// 5xx / all over the last minute (0 without requests).
     pub(crate) error_ratio: f64,
     /// Requests in flight now.
     pub(crate) in_flight: i64,
@@ -345,7 +345,8 @@ fn figures(
     let q = |q| quantile_ms(bounds, &window.buckets, q).map(round2);
     Current {
         rps: round2(rate.rate()),
-        error_ratio: round4(rate.error_ratio()),
+        // Over the minute: a rare failure stays visible between two polls.
+        error_ratio: round4(window.error_ratio()),
         in_flight,
         requests_total,
         p50_ms: q(0.5),
@@ -441,6 +442,8 @@ mod tests {
         assert_eq!(a.current.requests_total, 13);
         // Nothing since the last step: the rate over the last 1.5 s is 0.
         assert_eq!(a.current.rps, 0.0);
+        // The error ratio is the minute's (here: since the first step, 2 failures of 8).
+        assert_eq!(a.current.error_ratio, 0.25);
         let b = view.routes.iter().find(|r| &*r.route == "/b").unwrap();
         // A route seen for the first time in a step is padded to the history's length.
         assert_eq!(b.history.rps, vec![2.0]);

@@ -122,11 +122,15 @@ impl Observer {
                     "endpoints": ENDPOINTS,
                 })
                 .to_string(),
-            ),
-            Endpoint::Page => crate::dashboard::assets::INDEX.respond(
-                request.header_value("if-none-match"),
-                request.header_value("accept-encoding"),
-            ),
+            )
+            .with_header("vary", "accept"),
+            // `/qiflow/` is the page or the JSON index by `Accept`: caches must keep them apart.
+            Endpoint::Page => crate::dashboard::assets::INDEX
+                .respond(
+                    request.header_value("if-none-match"),
+                    request.header_value("accept-encoding"),
+                )
+                .with_header("vary", "accept"),
             Endpoint::Asset(name) => match crate::dashboard::assets::named(name) {
                 Some(asset) => asset.respond(
                     request.header_value("if-none-match"),

@@ -696,7 +696,7 @@ fn log_operator_surface(config: &Config, admin: &crate::admin::Gate) {
             target: "qiflow::admin",
             url = %url,
             file = %file.display(),
-            "qiflow's operator surface is at {url}; it needs the token kept in {}: curl -H \"Authorization: Bearer $(cat {})\" {url}api/errors",
+            "qiflow's operator surface and dashboard are at {url}; they need the token kept in {} (open {url}#token=<the token> in a browser; curl -H \"Authorization: Bearer $(cat {})\" {url}api/errors)",
             file.display(),
             file.display()
         );
@@ -741,7 +741,7 @@ fn surface_line(config: &Config, generated: Option<&std::path::Path>) -> String 
     if let Some(file) = generated {
         let file = file.display();
         format!(
-            "qiflow: operator surface at {url} \u{2014} token in {file} (curl -H \"Authorization: Bearer $(cat {file})\" {url}api/errors)"
+            "qiflow: operator surface at {url} \u{2014} token in {file} (dashboard: open {url}#token=<the token>; curl -H \"Authorization: Bearer $(cat {file})\" {url}api/errors)"
         )
     } else if config.admin.tokens.is_empty() && config.health.token.is_none() {
         format!(
@@ -825,7 +825,8 @@ mod tests {
         assert_eq!(
             surface_line(&config, Some(Path::new("data/admin-token"))),
             "qiflow: operator surface at http://127.0.0.1:3000/qiflow/ \u{2014} token in data/admin-token \
-             (curl -H \"Authorization: Bearer $(cat data/admin-token)\" http://127.0.0.1:3000/qiflow/api/errors)"
+             (dashboard: open http://127.0.0.1:3000/qiflow/#token=<the token>; \
+             curl -H \"Authorization: Bearer $(cat data/admin-token)\" http://127.0.0.1:3000/qiflow/api/errors)"
         );
         // Listening everywhere: the URL a browser on this host opens.
         config.server.addr = "0.0.0.0:8080".parse().unwrap();

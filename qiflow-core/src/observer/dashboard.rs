@@ -174,7 +174,13 @@ impl Observer {
         let audit = &self.config().audit;
         if !audit.enabled {
             return json!({ "enabled": false, "records": [], "verification": {
-                "state": "unavailable", "detail": "auditing is off ([audit] enabled = false)"
+                "state": "unavailable",
+                "checked_at": null,
+                "records": null,
+                "last_seq": null,
+                "sealed_seq": null,
+                "unsealed": null,
+                "detail": "auditing is off ([audit] enabled = false)",
             }});
         }
         let mut query = crate::audit::AuditQuery::new();
@@ -210,7 +216,15 @@ impl Observer {
                 self.start_verification(dashboard);
             }
             cached.map(|(_, v)| v).unwrap_or_else(|| {
-                json!({ "state": "pending", "checked_at": null, "detail": "verifying the trail" })
+                json!({
+                    "state": "pending",
+                    "checked_at": null,
+                    "records": null,
+                    "last_seq": null,
+                    "sealed_seq": null,
+                    "unsealed": null,
+                    "detail": "verifying the trail",
+                })
             })
         };
         json!({ "enabled": true, "records": records, "verification": verification })
@@ -281,6 +295,10 @@ impl Observer {
                 Err(broken) => json!({
                     "state": "broken",
                     "checked_at": checked_at,
+                    "records": null,
+                    "last_seq": null,
+                    "sealed_seq": null,
+                    "unsealed": null,
                     "detail": broken.to_string(),
                 }),
             };

@@ -226,7 +226,7 @@
 
   function drawErrors(errors) {
     const groups = list(errors && errors.groups);
-    const head = sub(`${int(errors && errors.recorded)} recorded, ${groups.length} groups`);
+    const head = sub(`${int(errors && errors.recorded)} recorded, ${groups.length} group${groups.length === 1 ? '' : 's'}`);
     if (!groups.length) return [head, empty('No errors.')];
     return [head, table(['error', 'route', 'count', 'first seen', 'last seen', 'latest request'], newest(groups, 'last_seen').map((g) =>
       h('tr', { 'data-fingerprint': g.fingerprint },
