@@ -61,6 +61,7 @@ function dataMissing({ minRequests, list }) {
   if (!q('#routes tr[data-route="/slow"]')) missing.push('no #routes tr[data-route="/slow"]');
   if (!q('#slow [data-request-id]')) missing.push('no slow request in #slow ([data-request-id])');
   if (!q('#alerts [data-alert]')) missing.push('no active alert in #alerts ([data-alert])');
+  if (!q('#audit [data-seq]')) missing.push('no audit record in #audit ([data-seq]): the logins are audited');
   return list ? missing : missing.length === 0;
 }
 
@@ -125,7 +126,23 @@ async function sendTraffic(base) {
     '/panic',
     ...Array(3).fill('/slow?ms=1500'),
   ];
-  const results = await Promise.all(paths.map(get));
+  // Two logins (one refused): audited by every example, so the audit card has records.
+  const login = async (password) => {
+    const path = `POST /login (${password})`;
+    try {
+      const res = await fetch(`${base}/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: 'demo', password }),
+        signal: AbortSignal.timeout(15_000),
+      });
+      await res.arrayBuffer();
+      return { path, status: res.status };
+    } catch (e) {
+      return { path, error: e.message };
+    }
+  };
+  const results = await Promise.all([...paths.map(get), login('demo'), login('wrong')]);
   const broken = results.filter((r) => r.error);
   if (broken.length) fail(`traffic: no answer for ${broken.map((r) => `${r.path} (${r.error})`).join(', ')}`);
   const hello = results.filter((r) => r.path === '/hello' && r.status !== 200);
