@@ -6,12 +6,14 @@
 #   benches/load/dashboards.sh
 #
 # The server is src/bin/load_axum.rs in its `qiflow` mode (release build), pinned to one CPU with
-# taskset; the pollers (curl, as the page: one request at a time, 2 s apart) and wrk are pinned
-# to another. "None" and "five" alternate in rotated order over the rounds, on the same server.
+# taskset; the pollers (poll_overview.py: one keep-alive connection per dashboard, one request
+# at a time, 2 s apart, as the page) and wrk are pinned to another. Under load it reports the
+# server's CPU time per request beside requests/s: the pollers share wrk's CPU, which can lower
+# requests/s without costing the server anything. "None" and "five" alternate in rotated order over the rounds, on the same server.
 #
 # Settings (environment):
 #   DASH_PAGES        dashboards to open (default 5)
-#   DASH_IDLE         seconds of one idle measurement (default 60)
+#   DASH_IDLE         seconds of one idle measurement (default 60; 0: no idle measurement)
 #   DASH_ROUNDS       rounds (default 3)
 #   LOAD_DURATION     wrk duration of one loaded run, seconds (default 10)
 #   LOAD_CONNECTIONS  wrk connections (default 32)
@@ -19,7 +21,7 @@
 #   LOAD_BASE_PORT    the server's port on 127.0.0.1 (default 3290)
 #   LOAD_OUT          directory for the raw outputs (default target/load-bench/dashboards-<date-time>)
 #
-# With the defaults: 3 x (2 x 60 s idle + 2 x 11 s loaded), about 7 minutes plus the build.
+# With the defaults: 3 x (3 x 62 s idle + 2 x 11 s loaded), about 10 minutes plus the build.
 # It installs nothing. It stops only the processes it started (by PID), also when interrupted.
 set -euo pipefail
 
@@ -43,9 +45,9 @@ die() {
     echo "dashboards.sh: $*" >&2
     exit 1
 }
-for tool in wrk taskset curl; do
+for tool in wrk taskset curl python3; do
     command -v "$tool" >/dev/null 2>&1 ||
-        die "$tool is not installed (Debian: apt-get install -y wrk util-linux curl)."
+        die "$tool is not installed (Debian: apt-get install -y wrk util-linux curl python3)."
 done
 
 echo "==> building the load server (release)"
@@ -86,17 +88,13 @@ overview="http://127.0.0.1:$port/qiflow/api/overview"
 code="$(curl -s -o "$out/overview.json" -w '%{http_code}' -H "Authorization: Bearer $token" "$overview")"
 [[ "$code" == 200 ]] || die "GET /qiflow/api/overview answered $code (see $out/overview.json)"
 
-# Opens $1 dashboards: each polls the overview like the page does (one request, then 2 s).
+# Opens $1 dashboards: one process polls the overview for all of them (or $2, another path),
+# each on its own keep-alive connection every 2 s, as the page does.
 open_dashboards() {
-    local i
-    for ((i = 0; i < $1; i++)); do
-        taskset -c "$client_cpu" bash -c '
-            while :; do
-                curl -s -o /dev/null -H "Authorization: Bearer $1" "$2" || true
-                sleep 2
-            done' poller "$token" "$overview" &
-        pollers+=("$!")
-    done
+    ((${1} > 0)) || return 0
+    taskset -c "$client_cpu" python3 "$root/benches/load/poll_overview.py" "$port" "$out/admin-token" "$1" \
+        "${2:-/qiflow/api/overview}" 2>>"$out/poller.err" &
+    pollers+=("$!")
 }
 
 results="$out/results.tsv"
@@ -104,8 +102,20 @@ printf 'kind\tpages\tround\tvalue\n' >"$results"
 for round in $(seq 1 "$rounds"); do
     order=(0 "$pages")
     ((round % 2 == 0)) && order=("$pages" 0)
-    for n in "${order[@]}"; do
-        open_dashboards "$n"
+    # Idle: none, the floor (as many pollers of /health/live: what any request at that rate
+    # costs), and the dashboards, in rotated order.
+    idle_order=(0 floor "$pages")
+    case $((round % 3)) in
+    2) idle_order=(floor "$pages" 0) ;;
+    0) idle_order=("$pages" 0 floor) ;;
+    esac
+    for n in "${idle_order[@]}"; do
+        ((idle > 0)) || break
+        if [[ "$n" == floor ]]; then
+            open_dashboards "$pages" /health/live
+        else
+            open_dashboards "$n"
+        fi
         sleep 2
         before="$(proc_cpu_ticks "$server_pid")"
         sleep "$idle"
@@ -113,19 +123,25 @@ for round in $(seq 1 "$rounds"); do
         stop_pollers
         cpu="$(awk -v t="$((after - before))" -v hz="$clk_tck" -v s="$idle" 'BEGIN { printf "%.4f", 100 * t / hz / s }')"
         printf 'idle\t%s\t%s\t%s\n' "$n" "$round" "$cpu" >>"$results"
-        printf '    round %d: idle, %d dashboards: %7.4f%% of one CPU\n' "$round" "$n" "$cpu"
+        printf '    round %d: idle, %s: %7.4f%% of one CPU\n' "$round" "$n" "$cpu"
     done
     for n in "${order[@]}"; do
         open_dashboards "$n"
         sleep 1
         w="$out/load-$n-$round.wrk"
+        before="$(proc_cpu_ticks "$server_pid")"
         taskset -c "$client_cpu" wrk -t1 -c"$connections" -d"${duration}s" \
             "http://127.0.0.1:$port/users/42" >"$w" 2>&1 || die "wrk failed (see $w)"
+        after="$(proc_cpu_ticks "$server_pid")"
         stop_pollers
         rps="$(awk '/^Requests\/sec:/ {print $2}' "$w")"
         [[ -n "$rps" ]] || die "no Requests/sec in $w"
+        requests="$(awk '/requests in/ {print $1}' "$w")"
+        cpu_us="$(awk -v t="$((after - before))" -v hz="$clk_tck" -v n="$requests" \
+            'BEGIN { printf "%.3f", (n > 0 ? t * 1e6 / hz / n : 0) }')"
         printf 'load\t%s\t%s\t%s\n' "$n" "$round" "$rps" >>"$results"
-        printf '    round %d: load, %d dashboards: %9.0f req/s\n' "$round" "$n" "$rps"
+        printf 'cpu\t%s\t%s\t%s\n' "$n" "$round" "$cpu_us" >>"$results"
+        printf '    round %d: load, %d dashboards: %9.0f req/s, %6.3f CPU us/request\n' "$round" "$n" "$rps" "$cpu_us"
     done
 done
 
@@ -139,13 +155,21 @@ function median(list,    a, n, i, j, t) {
 }
 NR > 1 { v[$1, $2] = v[$1, $2] " " $4; r[$1, $2, $3] = $4; rounds[$3] = 1 }
 END {
-    d = ""; q = ""
+    d = ""; f = ""; q = ""; c = ""
     for (x in rounds) {
-        d = d " " (r["idle", pages, x] - r["idle", 0, x])
+        if ((("idle", 0, x) in r)) {
+            d = d " " (r["idle", pages, x] - r["idle", 0, x])
+            f = f " " (r["idle", "floor", x] - r["idle", 0, x])
+        }
         if (r["load", 0, x] > 0) q = q " " r["load", pages, x] / r["load", 0, x]
+        if (r["cpu", 0, x] > 0) c = c " " r["cpu", pages, x] / r["cpu", 0, x]
     }
     printf "| measure | no dashboard | %d dashboards | difference (paired, median) |\n", pages
     printf "|---|---:|---:|---:|\n"
-    printf "| idle CPU, %% of one CPU | %.3f | %.3f | %+.3f points |\n", median(v["idle", 0]), median(v["idle", pages]), median(d)
-    printf "| requests/s under load | %.0f | %.0f | %.1f%% |\n", median(v["load", 0]), median(v["load", pages]), 100 * (median(q) - 1)
+    if (d != "") {
+        printf "| idle CPU, %% of one CPU | %.3f | %.3f | %+.3f points |\n", median(v["idle", 0]), median(v["idle", pages]), median(d)
+        printf "| idle CPU, %% of one CPU, the floor: %d pollers of /health/live | %.3f | %.3f | %+.3f points |\n", pages, median(v["idle", 0]), median(v["idle", "floor"]), median(f)
+    }
+    printf "| requests/s under load | %.0f | %.0f | %+.1f%% |\n", median(v["load", 0]), median(v["load", pages]), 100 * (median(q) - 1)
+    printf "| server CPU µs per request under load | %.3f | %.3f | %+.1f%% |\n", median(v["cpu", 0]), median(v["cpu", pages]), 100 * (median(c) - 1)
 }' "$results" | tee "$out/table.md"

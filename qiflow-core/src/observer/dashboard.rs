@@ -25,6 +25,8 @@ pub(super) struct Dashboard {
     pub(super) traffic: Arc<Traffic>,
     health: Mutex<Option<(Instant, Value)>>,
     health_running: AtomicBool,
+    /// The newest audit records, read at most once per [`STEP`].
+    audit_records: Mutex<Option<(Instant, Vec<Value>)>>,
     verification: Arc<Mutex<Option<(Instant, Value)>>>,
     verifying: Arc<AtomicBool>,
 }
@@ -35,10 +37,69 @@ impl Dashboard {
             traffic,
             health: Mutex::new(None),
             health_running: AtomicBool::new(false),
+            audit_records: Mutex::new(None),
             verification: Arc::new(Mutex::new(None)),
             verifying: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// The overview's document (see `docs/dashboard.md`, "The overview's JSON").
+#[derive(Serialize)]
+struct Overview<'a> {
+    service: ServiceView<'a>,
+    caller: CallerView<'a>,
+    generated_at: String,
+    step_seconds: u64,
+    history_points: usize,
+    traffic: TotalView<'a>,
+    routes: Vec<RouteView<'a>>,
+    slow: Vec<crate::baseline::SlowRequest>,
+    errors: ErrorsView<'a>,
+    alerts: crate::alert::AlertsView,
+    health: Value,
+    audit: Value,
+    system: Option<crate::system::Snapshot>,
+    pipelines: Vec<PipelineView>,
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    name: &'a str,
+    environment: &'a str,
+    version: &'a str,
+    uptime_seconds: u64,
+}
+
+#[derive(Serialize)]
+struct CallerView<'a> {
+    name: &'a str,
+    scope: Option<&'static str>,
+}
+
+/// The whole service: its figures now and its history.
+#[derive(Serialize)]
+struct TotalView<'a> {
+    #[serde(flatten)]
+    current: &'a Current,
+    history: &'a HistoryView,
+}
+
+#[derive(Serialize)]
+struct ErrorsView<'a> {
+    recorded: u64,
+    groups: &'a [crate::capture::ErrorGroup],
+}
+
+#[derive(Serialize)]
+struct PipelineView {
+    name: &'static str,
+    capacity: Option<u64>,
+    queued: u64,
+    in_flight: u64,
+    submitted: u64,
+    delivered: u64,
+    dropped: u64,
 }
 
 /// One route in the overview: its traffic, and its baseline when baselines are on.
@@ -55,7 +116,8 @@ struct RouteView<'a> {
 }
 
 impl Observer {
-    /// `GET /qiflow/api/overview`.
+    /// `GET /qiflow/api/overview`: serialized straight from the capabilities' views (no JSON
+    /// tree in between: the history alone is thousands of numbers).
     pub(super) async fn overview(&self, admitted: &Admitted) -> AdminResponse {
         let Some(dashboard) = &self.inner.dashboard else {
             return AdminResponse::error(404, "the dashboard is off ([admin] dashboard = false)");
@@ -92,49 +154,55 @@ impl Observer {
             .collect();
         let mut groups = self.error_store().groups();
         groups.truncate(ERROR_GROUPS);
-        let body = json!({
-            "service": {
-                "name": config.service.name,
-                "environment": config.service.environment,
-                "version": config.service.version,
-                "uptime_seconds": self.uptime().as_secs(),
+        let stats = self.stats();
+        let overview = Overview {
+            service: ServiceView {
+                name: &config.service.name,
+                environment: &config.service.environment,
+                version: &config.service.version,
+                uptime_seconds: self.uptime().as_secs(),
             },
-            "caller": {
-                "name": admitted.caller.name(),
-                "scope": admitted.caller.scope().map(|s| s.as_str()),
+            caller: CallerView {
+                name: admitted.caller.name(),
+                scope: admitted.caller.scope().map(|s| s.as_str()),
             },
-            "generated_at": crate::alert::rfc3339(SystemTime::now()),
-            "step_seconds": STEP.as_secs(),
-            "history_points": POINTS,
-            "traffic": {
-                "rps": traffic.total.rps,
-                "error_ratio": traffic.total.error_ratio,
-                "in_flight": traffic.total.in_flight,
-                "requests_total": traffic.total.requests_total,
-                "p95_ms": traffic.total.p95_ms,
-                "history": traffic.history,
+            generated_at: crate::alert::rfc3339(SystemTime::now()),
+            step_seconds: STEP.as_secs(),
+            history_points: POINTS,
+            traffic: TotalView {
+                current: &traffic.total,
+                history: &traffic.history,
             },
-            "routes": routes,
-            "slow": self.baselines().map(|b| b.recent_slow()).unwrap_or_default(),
-            "errors": {
-                "recorded": self.error_store().recorded(),
-                "groups": groups,
+            routes,
+            slow: self
+                .baselines()
+                .map(|b| b.recent_slow())
+                .unwrap_or_default(),
+            errors: ErrorsView {
+                recorded: self.error_store().recorded(),
+                groups: &groups,
             },
-            "alerts": self.alerts().view(),
-            "health": self.cached_health(dashboard).await,
-            "audit": self.audit_overview(dashboard).await,
-            "system": self.inner.system_sample.as_ref().and_then(|s| s.get()),
-            "pipelines": self.stats().iter().map(|s| json!({
-                "name": s.name,
-                "capacity": s.capacity,
-                "queued": s.queued,
-                "in_flight": s.in_flight,
-                "submitted": s.submitted,
-                "delivered": s.delivered,
-                "dropped": s.dropped(),
-            })).collect::<Vec<_>>(),
-        });
-        AdminResponse::json(200, body.to_string())
+            alerts: self.alerts().view(),
+            health: self.cached_health(dashboard).await,
+            audit: self.audit_overview(dashboard).await,
+            system: self.inner.system_sample.as_ref().and_then(|s| s.get()),
+            pipelines: stats
+                .iter()
+                .map(|s| PipelineView {
+                    name: s.name,
+                    capacity: s.capacity,
+                    queued: s.queued,
+                    in_flight: s.in_flight,
+                    submitted: s.submitted,
+                    delivered: s.delivered,
+                    dropped: s.dropped(),
+                })
+                .collect(),
+        };
+        match serde_json::to_vec(&overview) {
+            Ok(body) => AdminResponse::json(200, body),
+            Err(e) => AdminResponse::error(500, &format!("cannot serialize the overview: {e}")),
+        }
     }
 
     /// The readiness report, run again when older than [`HEALTH_EVERY`] (by one caller at a
@@ -183,25 +251,43 @@ impl Observer {
                 "detail": "auditing is off ([audit] enabled = false)",
             }});
         }
-        let mut query = crate::audit::AuditQuery::new();
-        query.limit = Some(AUDIT_RECORDS);
-        let records = match self.audit_query(&query).await {
-            Ok(page) => page
-                .records
-                .iter()
-                .map(|r| {
-                    json!({
-                        "seq": r.seq,
-                        "timestamp": r.timestamp,
-                        "actor": r.actor,
-                        "action": r.action,
-                        "resource": r.resource,
-                        "outcome": r.outcome,
-                        "request_id": r.request_id,
-                    })
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+        let cached = dashboard
+            .audit_records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < STEP)
+            .map(|(_, records)| records.clone());
+        let records = match cached {
+            Some(records) => records,
+            None => {
+                let mut query = crate::audit::AuditQuery::new();
+                query.limit = Some(AUDIT_RECORDS);
+                let records: Vec<Value> = match self.audit_query(&query).await {
+                    Ok(page) => page
+                        .records
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "seq": r.seq,
+                                "timestamp": r.timestamp,
+                                "actor": r.actor,
+                                "action": r.action,
+                                "resource": r.resource,
+                                "outcome": r.outcome,
+                                "request_id": r.request_id,
+                            })
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                *dashboard
+                    .audit_records
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), records.clone()));
+                records
+            }
         };
         let verification = {
             let cached = dashboard
