@@ -41,19 +41,8 @@ smtps_pid=""
 am_pid=""
 ok=0
 
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "tier2-alerts: pid $pid still running 10s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 
 cleanup() {
     local rc=$?

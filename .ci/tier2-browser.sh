@@ -54,20 +54,13 @@ server_pid=""
 server_tmp=""
 tmp_dirs=()
 
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
+
 stop_server() {
-    local pid=$server_pid i
+    local pid=$server_pid
     server_pid=""
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "tier2-browser: pid $pid still running 10s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
 }
 
 cleanup() {

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use qiflow_core::Observer;
 use qiflow_core::admin::{AdminRequest, AdminResponse};
@@ -43,16 +45,18 @@ fn overview(observer: &Observer) -> serde_json::Value {
     serde_json::from_slice(answer.body()).unwrap()
 }
 
-/// Waits until `f` answers `Some`, or panics after 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} did not come within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The trail's verification once it has run (it runs on the worker after the first overview).
+fn verification(observer: &Observer) -> serde_json::Value {
+    let mut verification = serde_json::Value::Null;
+    let done = support::wait_until(Duration::from_secs(10), || {
+        verification = overview(observer)["audit"]["verification"].clone();
+        verification["state"] != "pending"
+    });
+    assert!(
+        done,
+        "the verification did not end within 10 s: {verification}"
+    );
+    verification
 }
 
 #[test]
@@ -178,10 +182,7 @@ fn the_overview_shows_traffic_errors_slow_requests_health_and_the_verified_trail
             .any(|p| p["name"] == "audit" && p["delivered"] == 1)
     );
     // The trail is verified on the worker, then shown.
-    let verification = eventually("the verification", || {
-        let v = overview(&observer)["audit"]["verification"].clone();
-        (v["state"] != "pending").then_some(v)
-    });
+    let verification = verification(&observer);
     assert_eq!(verification["state"], "verified", "{verification}");
     assert_eq!(verification["records"], 1, "{verification}");
 }
@@ -207,10 +208,7 @@ fn a_trail_changed_behind_the_service_shows_as_broken() {
         .path();
     let text = std::fs::read_to_string(&segment).unwrap();
     std::fs::write(&segment, text.replace("\"bob\"", "\"eve\"")).unwrap();
-    let verification = eventually("the verification", || {
-        let v = overview(&observer)["audit"]["verification"].clone();
-        (v["state"] != "pending").then_some(v)
-    });
+    let verification = verification(&observer);
     assert_eq!(verification["state"], "broken", "{verification}");
     assert!(
         verification["detail"].as_str().unwrap().contains("audit-"),
