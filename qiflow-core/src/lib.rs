@@ -99,6 +99,7 @@ pub mod dashboard;
 pub mod export;
 mod files;
 pub mod health;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 mod observer;

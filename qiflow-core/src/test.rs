@@ -209,6 +209,7 @@ pub fn quiet_config() -> crate::Config {
     config.metrics.system = false;
     config.alerts.state_file = std::path::PathBuf::new();
     config.baseline.state_file = std::path::PathBuf::new();
+    config.service.state_dir = std::path::PathBuf::new();
     config.admin.token_file = std::path::PathBuf::new();
     config.admin.tokens = vec![crate::config::AdminToken::new(
         "test",

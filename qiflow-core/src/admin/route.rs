@@ -20,6 +20,10 @@ pub(crate) enum Endpoint {
     Asset(&'static str),
     /// `GET /qiflow/api/overview`: everything the dashboard shows.
     Overview,
+    /// `GET /qiflow/api/jobs`: every job qiflow watches.
+    Jobs,
+    /// `POST /qiflow/api/jobs/{name}/start|success|fail`: a check-in over HTTP.
+    JobCheckIn(String, crate::jobs::CheckIn),
     Errors,
     Baselines,
     Alerts,
@@ -57,6 +61,8 @@ impl Endpoint {
             Self::Index => "index",
             Self::Page | Self::Asset(_) => "dashboard",
             Self::Overview => "overview",
+            Self::Jobs => "jobs",
+            Self::JobCheckIn(..) => "job_checkin",
             Self::Errors => "errors",
             Self::Baselines => "baselines",
             Self::Alerts => "alerts",
@@ -75,6 +81,7 @@ impl Endpoint {
             Self::CreateSilence => Some("qiflow.silence.create"),
             Self::DeleteSilence(_) => Some("qiflow.silence.delete"),
             Self::SetLoggers => Some("qiflow.loggers.set"),
+            Self::JobCheckIn(_, kind) => Some(kind.action()),
             _ => None,
         }
     }
@@ -178,6 +185,23 @@ impl Routes {
             "api/loggers" => (Endpoint::WrongMethod("GET, HEAD, PUT"), Access::Read),
             "api/alerts/silences" if method == "POST" => (Endpoint::CreateSilence, Access::Write),
             "api/alerts/silences" => (Endpoint::WrongMethod("POST"), Access::Read),
+            "api/jobs" => get(Endpoint::Jobs),
+            other if other.starts_with("api/jobs/") => {
+                let rest = &other["api/jobs/".len()..];
+                match rest
+                    .rsplit_once('/')
+                    .and_then(|(name, kind)| Some((name, crate::jobs::CheckIn::parse(kind)?)))
+                {
+                    Some((name, kind)) if !name.is_empty() && !name.contains('/') => {
+                        if method == "POST" {
+                            (Endpoint::JobCheckIn(name.to_owned(), kind), Access::Write)
+                        } else {
+                            (Endpoint::WrongMethod("POST"), Access::Read)
+                        }
+                    }
+                    _ => (Endpoint::NotFound, Access::Read),
+                }
+            }
             other => match other.strip_prefix("api/alerts/silences/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => {
                     if method == "DELETE" {

@@ -36,6 +36,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// `[server]`: where the examples listen.
     pub server: ServerConfig,
+    /// `[[jobs]]`: the scheduled jobs qiflow watches (see [`crate::jobs`]).
+    pub jobs: Vec<JobConfig>,
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
     #[serde(skip)]
     pub(crate) warnings: Vec<super::Problem>,
@@ -65,6 +67,9 @@ pub struct ServiceConfig {
     pub environment: String,
     /// Service version (release). Defaults to `"0.0.0"`.
     pub version: String,
+    /// Where qiflow keeps the state of the jobs it watches (`jobs.json`); `""` keeps it in
+    /// memory only. Defaults to `"data"`.
+    pub state_dir: PathBuf,
 }
 
 impl Default for ServiceConfig {
@@ -73,6 +78,7 @@ impl Default for ServiceConfig {
             name: "unknown_service".into(),
             environment: "development".into(),
             version: "0.0.0".into(),
+            state_dir: PathBuf::from("data"),
         }
     }
 }
@@ -881,6 +887,79 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        }
+    }
+}
+
+/// One `[[jobs]]` entry: a scheduled job (a backup, a cleanup, a report) that checks in with
+/// qiflow, from Rust ([`Observer::job`](crate::Observer::job)) or over HTTP, and is alerted on
+/// when it is late, misses a run or fails. See [`crate::jobs`].
+///
+/// ```toml
+/// [[jobs]]
+/// name = "nightly-backup"
+/// schedule = "0 3 * * *"          # or: every = "1h"
+/// timezone = "Europe/Berlin"
+/// grace = "30m"
+/// max_runtime = "2h"
+/// expect_file = "/var/backups/db-*.sql.gz"
+/// min_size = "1MiB"
+/// max_age = "26h"
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct JobConfig {
+    /// The job's name: letters, digits, `-`, `_` and `.`; unique. It is the `job` label of the
+    /// job's metrics and alerts and the `{name}` of its HTTP check-ins.
+    pub name: String,
+    /// When it runs: a cron expression (five fields, minute first, or six with seconds first;
+    /// `@daily` and the like), read in `timezone`. Exactly one of `schedule` and `every`.
+    pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is read in (`"Europe/Berlin"`). Defaults to `"UTC"`.
+    pub timezone: String,
+    /// When it runs: every this long after its last start (`"1h"`). Exactly one of `schedule`
+    /// and `every`.
+    #[serde(with = "units::option_duration")]
+    pub every: Option<Duration>,
+    /// How late a start may be before the job is `late`. Defaults to `"5m"`.
+    #[serde(with = "units::duration")]
+    pub grace: Duration,
+    /// A run still going after this long has failed. Defaults to unset (no limit).
+    #[serde(with = "units::option_duration")]
+    pub max_runtime: Option<Duration>,
+    /// A glob of the file a successful run leaves (a backup): after each success, the newest
+    /// match must exist, be readable (a `.gz` file must decompress to its end), hold at least
+    /// `min_size` bytes and be younger than `max_age`, or the run fails. Defaults to unset.
+    pub expect_file: Option<String>,
+    /// The smallest size of `expect_file`'s newest match. Defaults to `1` byte (an empty file
+    /// fails).
+    #[serde(with = "units::size")]
+    pub min_size: u64,
+    /// The oldest `expect_file`'s newest match may be at a success. Defaults to unset.
+    #[serde(with = "units::option_duration")]
+    pub max_age: Option<Duration>,
+    /// Labels added to the job's alerts (`team = "db"`), for channel matchers and silences.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Whether runs missed while the service itself was down raise alerts after a restart.
+    /// Defaults to `false`: a restart starts the job's clock anew.
+    pub alert_missed_while_down: bool,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            schedule: None,
+            timezone: "UTC".into(),
+            every: None,
+            grace: Duration::from_secs(300),
+            max_runtime: None,
+            expect_file: None,
+            min_size: 1,
+            max_age: None,
+            labels: std::collections::BTreeMap::new(),
+            alert_missed_while_down: false,
         }
     }
 }

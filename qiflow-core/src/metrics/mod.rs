@@ -317,6 +317,41 @@ pub const CATALOGUE: &[MetricInfo] = &[
         &["interface"],
         "Bytes sent on a network interface (the first 16 by name).",
     ),
+    metric(
+        "qiflow_job_runs_total",
+        MetricKind::Counter,
+        &["job", "outcome"],
+        "Runs of a scheduled job, by how they ended: success, failure or timeout (past max_runtime).",
+    ),
+    metric(
+        "qiflow_job_duration_seconds",
+        MetricKind::Histogram,
+        &["job"],
+        "How long a scheduled job's runs took, from start to end.",
+    ),
+    metric(
+        "qiflow_job_last_success_timestamp_seconds",
+        MetricKind::Gauge,
+        &["job"],
+        "When a scheduled job last succeeded, in seconds since the Unix epoch.",
+    ),
+    metric(
+        "qiflow_job_max_interval_seconds",
+        MetricKind::Gauge,
+        &["job"],
+        "The longest a scheduled job may go between two successes before it is overdue: the gap between its next two scheduled starts, plus grace and max_runtime.",
+    ),
+    metric(
+        "qiflow_job_state",
+        MetricKind::Gauge,
+        &["job", "state"],
+        "A scheduled job's state: 1 on the series of its state (new, up, running, late, down, failed), 0 on the others.",
+    ),
+];
+
+/// Buckets of `qiflow_job_duration_seconds`: from a one-second cleanup to a day-long export.
+const JOB_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
 ];
 
 /// Buckets of `qiflow_alert_send_duration_seconds`: from a local log line to a slow SMTP relay.
@@ -542,6 +577,11 @@ impl Metrics {
                 ALERT_SEND_BUCKETS,
             )
             .map_err(|e| format!("alert send buckets: {e}"))?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("qiflow_job_duration_seconds".into()),
+                JOB_DURATION_BUCKETS,
+            )
+            .map_err(|e| format!("job duration buckets: {e}"))?
             .build_recorder();
         let handle = recorder.handle();
         let this = Self {

@@ -22,6 +22,8 @@ const ENDPOINTS: &[&str] = &[
     "DELETE /qiflow/api/alerts/silences/{id}",
     "GET /qiflow/api/loggers",
     "PUT /qiflow/api/loggers",
+    "GET /qiflow/api/jobs",
+    "POST /qiflow/api/jobs/{name}/start|success|fail",
 ];
 
 impl Observer {
@@ -139,6 +141,11 @@ impl Observer {
                 None => AdminResponse::error(404, &format!("no file {name}")),
             },
             Endpoint::Overview => self.overview(admitted).await,
+            Endpoint::Jobs => match serde_json::to_string(&self.jobs().view()) {
+                Ok(body) => AdminResponse::json(200, body),
+                Err(e) => AdminResponse::error(500, &format!("cannot serialize the jobs: {e}")),
+            },
+            Endpoint::JobCheckIn(name, kind) => self.job_check_in(admitted, request, name, *kind),
             Endpoint::Errors => AdminResponse::json(200, self.error_store().to_json()),
             Endpoint::Baselines => match self.baselines() {
                 Some(baselines) => AdminResponse::json(200, baselines.to_json()),
@@ -398,6 +405,40 @@ impl Observer {
         )
     }
 
+    /// `POST /qiflow/api/jobs/{name}/start|success|fail`: the check-in, audited (a refused one
+    /// as a failure); answers the job's view.
+    fn job_check_in(
+        &self,
+        admitted: &Admitted,
+        request: &AdminRequest,
+        name: &str,
+        kind: crate::jobs::CheckIn,
+    ) -> AdminResponse {
+        let checked = crate::jobs::parse_report(&request.body)
+            .and_then(|report| self.jobs().check_in(name, kind, report));
+        let outcome = if checked.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let mut event = self.admin_event(&admitted.caller, &admitted.endpoint, request, outcome);
+        if let Err(why) = &checked {
+            event = event.metadata("error", why.clone());
+        }
+        // A check-in already happened: a trail that cannot take its record is logged, not undone
+        // (the job ran whether or not the trail records it).
+        if let Err(e) = self.audit(event.build()) {
+            tracing::warn!(target: "qiflow::admin", job = name, "the audit trail could not record a job check-in: {e}");
+        }
+        match checked {
+            Ok(view) => match serde_json::to_string(&view) {
+                Ok(body) => AdminResponse::json(200, body),
+                Err(e) => AdminResponse::error(500, &format!("cannot serialize the job: {e}")),
+            },
+            Err(why) => AdminResponse::error(400, &why),
+        }
+    }
+
     /// The audit event of an operator write: actor the token's name, the request id when the
     /// client sent a sane one.
     fn admin_event(
@@ -410,6 +451,7 @@ impl Observer {
         let action = endpoint.action().unwrap_or("qiflow.admin");
         let resource = match endpoint {
             Endpoint::DeleteSilence(id) => format!("silence/{id}"),
+            Endpoint::JobCheckIn(name, _) => format!("job/{name}"),
             Endpoint::SetLoggers => "loggers".to_owned(),
             _ => "silence".to_owned(),
         };

@@ -386,6 +386,35 @@ impl ObserverBuilder {
             None
         };
 
+        // Scheduled jobs: evaluated every second on the worker, saved at shutdown.
+        let jobs = crate::jobs::Jobs::new(
+            &self.config.jobs,
+            &self.config.service.state_dir,
+            self.clock.clone(),
+            metrics.clone(),
+            Some(alerts.clone()),
+            worker.handle().clone(),
+        )
+        .map_err(|message| InitError {
+            kind: InitErrorKind::Config,
+            message,
+        })?;
+        {
+            let jobs = jobs.clone();
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(crate::jobs::EVALUATE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    jobs.evaluate();
+                }
+            });
+        }
+        {
+            let jobs = jobs.clone();
+            worker.on_shutdown(Box::new(move |_| jobs.evaluate()));
+        }
+
         // Lost audit records raise a critical alert (then call the application's own hook).
         let mut audit_options = self.audit;
         {
@@ -601,6 +630,7 @@ impl ObserverBuilder {
                 error_store,
                 alerts,
                 baselines,
+                jobs,
                 auditor,
                 admin,
             }),

@@ -53,6 +53,7 @@ struct Inner {
     error_store: Arc<ErrorStore>,
     alerts: Alerts,
     baselines: Option<Arc<crate::baseline::Baselines>>,
+    jobs: crate::jobs::Jobs,
     auditor: Option<crate::audit::Auditor>,
     admin: crate::admin::Gate,
     propagator: crate::propagation::Propagator,
@@ -227,6 +228,29 @@ impl Observer {
     /// The alert subsystem: active alerts, silences, drops.
     pub fn alerts(&self) -> &Alerts {
         &self.inner.alerts
+    }
+
+    /// The job `name` (see [`crate::jobs`]): declared in `[[jobs]]`, or tracked from now on
+    /// without a schedule. A name that is not valid ([`crate::jobs::is_valid_name`]), or one
+    /// past [`crate::jobs::MAX_JOBS`] jobs, gives a handle whose check-ins do nothing (logged
+    /// once here, at target `qiflow::jobs`).
+    ///
+    /// ```
+    /// let (observer, _guard) = qiflow_core::Observer::builder(qiflow_core::test::quiet_config())
+    ///     .install_global(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let cleanup = observer.job("tmp-cleanup");
+    /// cleanup.start().message("removed 12 files").success();
+    /// assert_eq!(cleanup.state(), qiflow_core::jobs::JobState::Up);
+    /// ```
+    pub fn job(&self, name: &str) -> crate::jobs::Job {
+        self.inner.jobs.job(name)
+    }
+
+    /// Every job qiflow watches.
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
     }
 
     /// Counters of every pipeline, in registration order.

@@ -32,6 +32,7 @@ pub fn config(alerts_toml: &str) -> qiflow_core::Config {
         .unwrap_or_else(|e| panic!("config: {e}"));
     // No baseline state and no token file in the crate's directory, the tests' working directory.
     config.baseline.state_file = std::path::PathBuf::new();
+    config.service.state_dir = std::path::PathBuf::new();
     config.admin.token_file = std::path::PathBuf::new();
     config
 }
