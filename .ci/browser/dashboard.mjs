@@ -62,6 +62,7 @@ function dataMissing({ minRequests, list }) {
   if (!q('#slow [data-request-id]')) missing.push('no slow request in #slow ([data-request-id])');
   if (!q('#alerts [data-alert]')) missing.push('no active alert in #alerts ([data-alert])');
   if (!q('#audit [data-seq]')) missing.push('no audit record in #audit ([data-seq]): the logins are audited');
+  if (!q('#jobs [data-job="pg-dump"][data-state="up"]')) missing.push('no job pg-dump in state up in #jobs ([data-job])');
   return list ? missing : missing.length === 0;
 }
 
@@ -150,6 +151,21 @@ async function sendTraffic(base) {
   return results.length;
 }
 
+// A job outside the service checks in over HTTP, as a crontab line would (start, then success
+// with the backup's size): the jobs card must show it.
+async function checkIn(base, token) {
+  for (const [kind, body] of [['start', ''], ['success', '{"size": 48213004, "message": "dumped 3 tables"}']]) {
+    const res = await fetch(`${base}/qiflow/api/jobs/pg-dump/${kind}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body,
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.arrayBuffer();
+    if (res.status !== 200) fail(`POST /qiflow/api/jobs/pg-dump/${kind} answered ${res.status}, want 200`);
+  }
+}
+
 // The caller's scope as the API reports it for this token (decides whether controls are due).
 async function callerScope(base, token) {
   const res = await fetch(`${base}/qiflow/api/overview`, {
@@ -210,6 +226,7 @@ async function main() {
     // 2. Traffic, then the page with the token in its fragment.
     const sent = await sendTraffic(base);
     log(`sent ${sent} requests`);
+    await checkIn(base, token);
     const scope = await callerScope(base, token);
     page = await light.newPage();
     await page.goto(`${base}/qiflow/#token=${encodeURIComponent(token)}`);

@@ -426,3 +426,18 @@ fn a_bad_schedule_or_time_zone_is_refused_at_load_naming_its_key() {
         assert!(error.contains(key), "{key} in: {error}");
     }
 }
+
+#[test]
+fn a_job_can_be_declared_from_the_environment() {
+    let config = qiflow_core::config::Loader::new()
+        .toml_str("")
+        .env(vec![
+            ("QIFLOW__JOBS__0__NAME".to_owned(), "cleanup".to_owned()),
+            ("QIFLOW__JOBS__0__EVERY".to_owned(), "15m".to_owned()),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(config.jobs.len(), 1);
+    assert_eq!(config.jobs[0].name, "cleanup");
+    assert_eq!(config.jobs[0].every, Some(Duration::from_secs(900)));
+}

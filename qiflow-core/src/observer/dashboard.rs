@@ -61,6 +61,7 @@ struct Overview<'a> {
     audit: Value,
     system: Option<crate::system::Snapshot>,
     pipelines: Vec<PipelineView>,
+    jobs: Vec<crate::jobs::JobView>,
 }
 
 #[derive(Serialize)]
@@ -198,6 +199,7 @@ impl Observer {
                     dropped: s.dropped(),
                 })
                 .collect(),
+            jobs: self.jobs().view(),
         };
         match serde_json::to_vec(&overview) {
             Ok(body) => AdminResponse::json(200, body),

@@ -363,6 +363,23 @@
     ];
   }
 
+  const jobClass = (s) => (s === 'up' ? 'ok' : ['new', 'running'].includes(s) ? 'warn' : 'bad');
+
+  function drawJobs(jobs) {
+    if (!list(jobs).length) return empty('No scheduled jobs: declare them in [[jobs]], or check in from Rust or over HTTP.');
+    return table(['job', 'state', 'schedule', 'next due', 'last start', 'last success', 'took', 'size', 'last error'], jobs.map((j) =>
+      h('tr', { 'data-job': j.name, 'data-state': j.state, class: ['late', 'down', 'failed'].includes(j.state) ? 'deviating' : null },
+        td(h('strong', null, j.name)),
+        td(tag(j.state, jobClass(j.state))),
+        td(j.schedule || 'check-ins only'),
+        td(when(j.next_due)),
+        td(when(j.last_start)),
+        td(when(j.last_success)),
+        tn(isNum(j.last_duration_seconds) ? duration(j.last_duration_seconds) : '–'),
+        tn(bytes(j.last_size)),
+        td(j.last_error || j.last_message || '–'))));
+  }
+
   function drawPipelines(pipes) {
     if (!list(pipes).length) return empty('No pipelines.');
     return table(['pipeline', 'queued', 'in flight', 'submitted', 'delivered', 'dropped'], pipes.map((p) =>
@@ -396,6 +413,7 @@
       alerts: () => section('alerts', d.alerts, drawAlerts),
       health: () => section('health', d.health, drawHealth),
       audit: () => section('audit', d.audit, drawAudit),
+      jobs: () => section('jobs', d.jobs, drawJobs),
       system: () => section('system', d.system, drawSystem),
       pipelines: () => section('pipelines', d.pipelines, drawPipelines),
     };
