@@ -1092,9 +1092,15 @@ impl Suite {
             writes, self.operator_writes,
             "[{stack}] operator write records on disk: {lines:?}"
         );
+        // The first record is this start of the service (`service.deployed`).
+        assert_eq!(
+            records.first().map(|r| &r["action"]),
+            Some(&Value::from("service.deployed")),
+            "[{stack}] the deployment record first: {lines:?}"
+        );
         assert_eq!(
             records.len(),
-            logins + writes,
+            1 + logins + writes,
             "[{stack}] audit records on disk: {lines:?}"
         );
         assert_eq!(

@@ -952,7 +952,9 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     assert_eq!(response.status(), 200);
     let page: serde_json::Value = test::read_body_json(response).await;
     let records = page["records"].as_array().unwrap();
-    assert_eq!(records.len(), 2, "{page}");
+    // Newest first; the oldest is this start of the service.
+    assert_eq!(records.len(), 3, "{page}");
+    assert_eq!(records[2]["action"], "service.deployed");
     assert_eq!(records[0]["action"], "GET /panic");
     assert_eq!(records[0]["outcome"], "failure");
     assert_eq!(records[1]["actor"], "bob");
@@ -963,6 +965,6 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
         qiflow_core::audit::verify_dir(&dir.path().join("audit"), None)
             .unwrap()
             .records,
-        2
+        3
     );
 }

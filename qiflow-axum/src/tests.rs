@@ -417,7 +417,9 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
     assert_eq!(response.status(), 200);
     let page: serde_json::Value = serde_json::from_str(&body(response).await).unwrap();
     let records = page["records"].as_array().unwrap();
-    assert_eq!(records.len(), 2, "{page}");
+    // Newest first; the oldest is this start of the service.
+    assert_eq!(records.len(), 3, "{page}");
+    assert_eq!(records[2]["action"], "service.deployed");
     assert_eq!(records[0]["actor"], "anonymous");
     assert_eq!(records[0]["action"], "GET /fail");
     assert_eq!(records[0]["outcome"], "failure");
@@ -430,7 +432,7 @@ async fn configured_routes_are_audited_with_the_actor_header_and_served_by_the_a
         qiflow_core::audit::verify_dir(&dir.path().join("audit"), None)
             .unwrap()
             .records,
-        2
+        3
     );
 }
 

@@ -95,6 +95,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod deploy;
 #[cfg(feature = "otlp")]
 pub mod export;
 mod files;

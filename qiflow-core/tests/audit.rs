@@ -396,7 +396,8 @@ fn observer_audit_end_to_end_with_redaction_metrics_and_query() {
     assert_eq!(page.records[0].metadata["password"], "[REDACTED]");
     let text = observer.render_metrics();
     assert!(
-        text.contains("qiflow_audit_records_total{sink=\"file\",outcome=\"written\"} 31"),
+        // The 31 events and this start's `service.deployed`.
+        text.contains("qiflow_audit_records_total{sink=\"file\",outcome=\"written\"} 32"),
         "{text}"
     );
     drop(guard);
@@ -406,7 +407,7 @@ fn observer_audit_end_to_end_with_redaction_metrics_and_query() {
         .collect();
     assert!(!all.contains("CANARY"));
     let v = verify_dir(dir.path(), Some(KEY)).unwrap();
-    assert_eq!(v.records, 31);
+    assert_eq!(v.records, 32);
     assert!(!v.open_tail());
 }
 
@@ -456,13 +457,14 @@ fn a_full_queue_loses_records_loudly() {
         "{text}"
     );
     // The guard's budget runs out on the stuck sink: what was queued or in flight is lost too,
-    // and reported: every one of the 10 records is accounted for.
+    // and reported: every one of the 10 records, and this start's `service.deployed`, is
+    // accounted for.
     drop(guard);
-    assert_eq!(lost.load(Ordering::SeqCst), 10);
+    assert_eq!(lost.load(Ordering::SeqCst), 11);
     assert!(
         observer
             .render_metrics()
-            .contains("qiflow_audit_records_total{sink=\"custom\",outcome=\"lost\"} 10")
+            .contains("qiflow_audit_records_total{sink=\"custom\",outcome=\"lost\"} 11")
     );
 }
 
@@ -518,7 +520,8 @@ fn auto_audit_rules_and_outcomes() {
         vec![
             ("bob", "POST /login", Outcome::Failure),
             ("bob", "POST /login", Outcome::Denied),
-            ("bob", "POST /login", Outcome::Success)
+            ("bob", "POST /login", Outcome::Success),
+            ("qiflow", "service.deployed", Outcome::Success)
         ]
     );
 }
@@ -917,7 +920,8 @@ fn encryption_at_rest_through_the_observer_needs_a_keyring() {
         !raw.contains("carol") && raw.contains("\"kind\":\"encrypted\""),
         "{raw}"
     );
-    assert_eq!(verify_dir(dir.path(), None).unwrap().records, 1);
+    // Carol's record and this start's `service.deployed`.
+    assert_eq!(verify_dir(dir.path(), None).unwrap().records, 2);
 }
 
 #[test]
@@ -1264,8 +1268,9 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
             .into_iter()
             .find(|a| a.alert.name == name)
     };
-    // 10 records sealed (the witness then kept as an old copy), then 15 more through the
-    // observer. Returns the old witness and the last seal.
+    // 10 records sealed (the witness then kept as an old copy), then this start's
+    // `service.deployed` and 15 more through the observer. Returns the old witness and the last
+    // seal.
     let setup = |t: &Trail| {
         write_trail(t.path(), 10, 10, keyed);
         let old = std::fs::read(t.witness()).unwrap();
@@ -1275,7 +1280,7 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
         }
         assert!(observer.flush(Duration::from_secs(5)));
         let text = observer.render_metrics();
-        assert!(text.contains("qiflow_audit_sealed_records 25"), "{text}");
+        assert!(text.contains("qiflow_audit_sealed_records 26"), "{text}");
         let stamp: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("qiflow_audit_last_digest_timestamp_seconds "))
@@ -1308,7 +1313,7 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
     assert!(
         logged.iter().any(|l| l.contains("audit trail sealed")
             && l.contains(&format!("seq={} ", w.seq))
-            && l.contains("sealed_records=25 ")
+            && l.contains("sealed_records=26 ")
             && l.contains(&w.hash)),
         "{logged:#?}"
     );
@@ -1338,7 +1343,7 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
     assert!(
         observer
             .render_metrics()
-            .contains("qiflow_audit_sealed_records 25")
+            .contains("qiflow_audit_sealed_records 26")
     );
     observer.audit(event(99)).unwrap();
     drop(guard);
@@ -1346,14 +1351,15 @@ fn the_observer_publishes_seals_and_alerts_on_a_cut_trail() {
     assert!(err.reason.contains("are missing"), "{err}");
 
     // The witness put back to its old copy as well: nothing on this machine can tell, but the
-    // gauge drops from 25 to 10, which the shipped Prometheus rule catches.
+    // gauge drops from 26 to 11 (the 10 of the old copy and this start's `service.deployed`),
+    // which the shipped Prometheus rule catches.
     let t = trail();
     let (old, _) = setup(&t);
     std::fs::write(t.witness(), old).unwrap();
     let (observer, guard) = start(&t);
     assert!(observer.flush(Duration::from_secs(5)));
     let text = observer.render_metrics();
-    assert!(text.contains("qiflow_audit_sealed_records 10"), "{text}");
+    assert!(text.contains("qiflow_audit_sealed_records 11"), "{text}");
     assert!(alert(&observer, "audit_trail_cut").is_none());
     drop(guard);
     let logged = capture.0.lock().unwrap().clone();
@@ -1412,7 +1418,8 @@ fn a_custom_sink_publishes_seals_and_alarms() {
     }
     assert!(observer.flush(Duration::from_secs(5)));
     let text = observer.render_metrics();
-    assert!(text.contains("qiflow_audit_sealed_records 3"), "{text}");
+    // The 3 events and this start's `service.deployed`.
+    assert!(text.contains("qiflow_audit_sealed_records 4"), "{text}");
     assert!(
         text.contains("qiflow_audit_last_digest_timestamp_seconds 1893456000"),
         "{text}"

@@ -179,12 +179,13 @@ fn the_overview_shows_traffic_errors_slow_requests_health_and_the_verified_trail
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["name"] == "audit" && p["delivered"] == 1)
+            .any(|p| p["name"] == "audit" && p["delivered"] == 2)
     );
     // The trail is verified on the worker, then shown.
     let verification = verification(&observer);
     assert_eq!(verification["state"], "verified", "{verification}");
-    assert_eq!(verification["records"], 1, "{verification}");
+    // Alice's record and this start's `service.deployed`.
+    assert_eq!(verification["records"], 2, "{verification}");
 }
 
 #[test]

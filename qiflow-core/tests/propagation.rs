@@ -286,7 +286,8 @@ fn audit_records_and_alerts_raised_in_a_request_carry_its_trace() {
     let purge_line = stored.lines().find(|l| l.contains("orders.purge")).unwrap();
     assert!(!purge_line.contains("trace_id"), "{purge_line}");
     let verified = qiflow_core::audit::verify_dir(&trail, None).unwrap();
-    assert_eq!(verified.records, 4);
+    // The four events and this start's `service.deployed`.
+    assert_eq!(verified.records, 5);
     assert!(
         AuditQuery::from_query_string("trace_id=XYZ")
             .unwrap_err()

@@ -22,6 +22,8 @@ pub(crate) enum Endpoint {
     Overview,
     /// `GET /qiflow/api/jobs`: every job qiflow watches.
     Jobs,
+    /// `GET /qiflow/api/deployments`: the last starts of the service.
+    Deployments,
     /// `POST /qiflow/api/jobs/{name}/start|success|fail`: a check-in over HTTP.
     JobCheckIn(String, crate::jobs::CheckIn),
     Errors,
@@ -62,6 +64,7 @@ impl Endpoint {
             Self::Page | Self::Asset(_) => "dashboard",
             Self::Overview => "overview",
             Self::Jobs => "jobs",
+            Self::Deployments => "deployments",
             Self::JobCheckIn(..) => "job_checkin",
             Self::Errors => "errors",
             Self::Baselines => "baselines",
@@ -186,6 +189,7 @@ impl Routes {
             "api/alerts/silences" if method == "POST" => (Endpoint::CreateSilence, Access::Write),
             "api/alerts/silences" => (Endpoint::WrongMethod("POST"), Access::Read),
             "api/jobs" => get(Endpoint::Jobs),
+            "api/deployments" => get(Endpoint::Deployments),
             other if other.starts_with("api/jobs/") => {
                 let rest = &other["api/jobs/".len()..];
                 match rest

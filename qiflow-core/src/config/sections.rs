@@ -67,8 +67,11 @@ pub struct ServiceConfig {
     pub environment: String,
     /// Service version (release). Defaults to `"0.0.0"`.
     pub version: String,
-    /// Where qiflow keeps the state of the jobs it watches (`jobs.json`); `""` keeps it in
-    /// memory only. Defaults to `"data"`.
+    /// The commit the service was built from (`"3f9c2e1"`): on `qiflow_build_info` (label
+    /// `commit`, when set) and each deployment record. Defaults to unset (`""`).
+    pub commit: String,
+    /// Where qiflow keeps the records of the jobs it watches (`jobs.json`) and of its last
+    /// deployments (`deployments.json`); `""` keeps them in memory only. Defaults to `"data"`.
     pub state_dir: PathBuf,
 }
 
@@ -78,6 +81,7 @@ impl Default for ServiceConfig {
             name: "unknown_service".into(),
             environment: "development".into(),
             version: "0.0.0".into(),
+            commit: String::new(),
             state_dir: PathBuf::from("data"),
         }
     }

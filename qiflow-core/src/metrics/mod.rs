@@ -128,8 +128,8 @@ pub const CATALOGUE: &[MetricInfo] = &[
     metric(
         "qiflow_build_info",
         MetricKind::Gauge,
-        &["service", "environment", "version"],
-        "Always 1; the labels name the service, its environment and version.",
+        &["service", "environment", "version", "commit"],
+        "Always 1; the labels name the service, its environment, version and commit ([service] commit, when set).",
     ),
     metric(
         "qiflow_dropped_total",
@@ -316,6 +316,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         MetricKind::Counter,
         &["interface"],
         "Bytes sent on a network interface (the first 16 by name).",
+    ),
+    metric(
+        "qiflow_deployment_timestamp_seconds",
+        MetricKind::Gauge,
+        &[],
+        "When this deployment (this start of the service) began, in seconds since the Unix epoch; changes() of it marks deployments.",
     ),
     metric(
         "qiflow_job_runs_total",
@@ -598,15 +604,15 @@ impl Metrics {
             }),
         };
         this.describe();
-        this.gauge(
-            "qiflow_build_info",
-            vec![
-                Label::new("service", s.name.clone()),
-                Label::new("environment", s.environment.clone()),
-                Label::new("version", s.version.clone()),
-            ],
-        )
-        .set(1.0);
+        let mut build = vec![
+            Label::new("service", s.name.clone()),
+            Label::new("environment", s.environment.clone()),
+            Label::new("version", s.version.clone()),
+        ];
+        if !s.commit.is_empty() {
+            build.push(Label::new("commit", s.commit.clone()));
+        }
+        this.gauge("qiflow_build_info", build).set(1.0);
         Ok(this)
     }
 

@@ -23,6 +23,7 @@ const ENDPOINTS: &[&str] = &[
     "GET /qiflow/api/loggers",
     "PUT /qiflow/api/loggers",
     "GET /qiflow/api/jobs",
+    "GET /qiflow/api/deployments",
     "POST /qiflow/api/jobs/{name}/start|success|fail",
 ];
 
@@ -146,6 +147,12 @@ impl Observer {
                 Err(e) => AdminResponse::error(500, &format!("cannot serialize the jobs: {e}")),
             },
             Endpoint::JobCheckIn(name, kind) => self.job_check_in(admitted, request, name, *kind),
+            Endpoint::Deployments => match serde_json::to_string(&self.deployments()) {
+                Ok(body) => AdminResponse::json(200, body),
+                Err(e) => {
+                    AdminResponse::error(500, &format!("cannot serialize the deployments: {e}"))
+                }
+            },
             Endpoint::Errors => AdminResponse::json(200, self.error_store().to_json()),
             Endpoint::Baselines => match self.baselines() {
                 Some(baselines) => AdminResponse::json(200, baselines.to_json()),

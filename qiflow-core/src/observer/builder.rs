@@ -386,6 +386,24 @@ impl ObserverBuilder {
             None
         };
 
+        // This start, recorded among the last deployments.
+        let deployment = crate::deploy::Deployment::of(&self.config, self.clock.now());
+        let deployments =
+            crate::deploy::Deployments::record(&self.config.service.state_dir, deployment.clone())
+                .map_err(|message| InitError {
+                    kind: InitErrorKind::Config,
+                    message,
+                })?;
+        metrics
+            .gauge("qiflow_deployment_timestamp_seconds", Vec::new())
+            .set(
+                self.clock
+                    .now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+
         // Scheduled jobs: evaluated every second on the worker, saved at shutdown.
         let jobs = crate::jobs::Jobs::new(
             &self.config.jobs,
@@ -631,6 +649,7 @@ impl ObserverBuilder {
                 alerts,
                 baselines,
                 jobs,
+                deployments,
                 auditor,
                 admin,
             }),
@@ -638,6 +657,7 @@ impl ObserverBuilder {
         if self.install_global {
             observer.install_panic_hook();
         }
+        observer.announce(&deployment);
         Ok((observer, guard))
     }
 }

@@ -54,6 +54,7 @@ struct Inner {
     alerts: Alerts,
     baselines: Option<Arc<crate::baseline::Baselines>>,
     jobs: crate::jobs::Jobs,
+    deployments: crate::deploy::Deployments,
     auditor: Option<crate::audit::Auditor>,
     admin: crate::admin::Gate,
     propagator: crate::propagation::Propagator,
@@ -251,6 +252,36 @@ impl Observer {
     /// Every job qiflow watches.
     pub fn jobs(&self) -> &crate::jobs::Jobs {
         &self.inner.jobs
+    }
+
+    /// The last deployments (starts of this service), newest first, this one first: what
+    /// `GET /qiflow/api/deployments` serves (see [`crate::deploy`]).
+    pub fn deployments(&self) -> Vec<crate::deploy::Deployment> {
+        self.inner.deployments.list()
+    }
+
+    /// Writes this start as an audit event (`service.deployed`) and a `qiflow::deploy` line.
+    fn announce(&self, d: &crate::deploy::Deployment) {
+        tracing::info!(
+            target: "qiflow::deploy",
+            version = %d.version,
+            commit = d.commit.as_deref().unwrap_or(""),
+            host = %d.host,
+            config_hash = %d.config_hash,
+            "service deployed"
+        );
+        let mut event = crate::audit::AuditEvent::builder("qiflow", "service.deployed")
+            .resource(format!("service/{}", d.service))
+            .metadata("version", d.version.clone())
+            .metadata("environment", d.environment.clone())
+            .metadata("host", d.host.clone())
+            .metadata("config_hash", d.config_hash.clone());
+        if let Some(commit) = &d.commit {
+            event = event.metadata("commit", commit.clone());
+        }
+        if let Err(e) = self.audit(event.build()) {
+            tracing::warn!(target: "qiflow::deploy", "the audit trail could not record this deployment: {e}");
+        }
     }
 
     /// Counters of every pipeline, in registration order.
@@ -500,7 +531,8 @@ impl Observer {
     ///     &dir.path().join("audit.witness.json"),
     /// )
     /// .unwrap();
-    /// assert_eq!(verified.records, 1);
+    /// // Alice's login, and this start of the service (`service.deployed`, recorded by `build`).
+    /// assert_eq!(verified.records, 2);
     /// assert!(!verified.open_tail());
     /// ```
     pub fn audit(&self, event: crate::audit::AuditEvent) -> Result<(), crate::audit::AuditError> {
