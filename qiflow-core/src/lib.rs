@@ -13,6 +13,7 @@
 //! #     ("QIFLOW__ALERTS__STATE_FILE", under("alerts.json")),
 //! #     ("QIFLOW__BASELINE__STATE_FILE", under("baselines.json")),
 //! #     ("QIFLOW__ADMIN__TOKEN_FILE", under("admin-token")),
+//! #     ("QIFLOW__SERVICE__STATE_DIR", under("state")),
 //! # ];
 //! // Load `qiflow.toml` (or `QIFLOW_CONFIG`), `.env` and `QIFLOW__…` overrides; decrypt `ENC:`
 //! // values; validate. Here from inline TOML:

@@ -52,6 +52,7 @@ fn every_toml_example_in_the_alerts_guide_works() {
         // No state or token file in the crate's directory, the tests' working directory.
         config.alerts.state_file = std::path::PathBuf::new();
         config.baseline.state_file = std::path::PathBuf::new();
+        config.service.state_dir = std::path::PathBuf::new();
         config.admin.token_file = std::path::PathBuf::new();
         let (observer, guard) = qiflow_core::Observer::builder(config)
             .install_global(false)

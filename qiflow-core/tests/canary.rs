@@ -101,6 +101,7 @@ fn canary_toml(port: u16, closed: u16, dir: &Path, keyring: &Keyring) -> String 
         r#"
 [service]
 name = "canary-service"
+state_dir = "{dir}/state"
 
 [logging]
 dir = "{dir}/logs"
@@ -645,7 +646,15 @@ fn the_views_metrics_and_alert_state_of_a_failing_service_show_no_canary() {
         .build()
         .unwrap();
     let bearer = format!("Bearer {}", canary("admin.tokens.ops.token"));
-    for view in ["errors", "alerts", "baselines", "audit", "overview"] {
+    for view in [
+        "errors",
+        "alerts",
+        "baselines",
+        "audit",
+        "overview",
+        "jobs",
+        "deployments",
+    ] {
         let path = format!("/qiflow/api/{view}");
         for authorization in ["", bearer.as_str()] {
             let request = qiflow_core::admin::AdminRequest::new("GET", path.as_str())

@@ -147,7 +147,7 @@ fn child_init() {
         .dotenv(None)
         .toml_str(format!(
             "[logging]\nlevel = \"warn\"\nstdout = false\ndir = {dir:?}\n[audit]\nenabled = false\n\
-             [alerts]\nstate_file = \"\"\n[baseline]\nstate_file = \"\"\n[admin]\ntoken_file = \"\"\n"
+             [alerts]\nstate_file = \"\"\n[baseline]\nstate_file = \"\"\n[admin]\ntoken_file = \"\"\n[service]\nstate_dir = \"\"\n"
         ))
         .load()
         .unwrap();
