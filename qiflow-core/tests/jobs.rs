@@ -30,7 +30,7 @@ fn observer(
     state_dir: Option<&std::path::Path>,
 ) -> (Observer, qiflow_core::Guard) {
     let mut config = config(&format!(
-        "[alerts]\ngroup_wait = \"0s\"\ncooldown = \"1h\"\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n{jobs_toml}",
+        "[alerts]\ngroup_wait = \"0s\"\ncooldown = \"24h\"\n[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n{jobs_toml}",
         receiver.url("/hook")
     ));
     if let Some(dir) = state_dir {
@@ -416,6 +416,10 @@ fn a_bad_schedule_or_time_zone_is_refused_at_load_naming_its_key() {
             "[[jobs]]\nname = \"x\"\nevery = \"1h\"\nexpect_file = \"/var/[backups\"\n",
             "jobs.x.expect_file",
         ),
+        (
+            "[[jobs]]\nname = \"x\"\nevery = \"1h\"\nalert_channels = [\"pager\"]\n",
+            "jobs.x.alert_channels",
+        ),
     ] {
         let error = qiflow_core::config::Loader::new()
             .toml_str(toml)
@@ -440,4 +444,34 @@ fn a_job_can_be_declared_from_the_environment() {
     assert_eq!(config.jobs.len(), 1);
     assert_eq!(config.jobs[0].name, "cleanup");
     assert_eq!(config.jobs[0].every, Some(Duration::from_secs(900)));
+}
+
+#[test]
+fn alert_channels_send_a_jobs_alerts_to_those_channels_only() {
+    let all = Receiver::start(vec![]);
+    let oncall = Receiver::start(vec![]);
+    let clock = Arc::new(ManualClock::new(t0()));
+    let toml = format!(
+        "[[alerts.channels]]\nkind = \"webhook\"\nname = \"oncall\"\nurl = \"{}\"\n{HOURLY}alert_channels = [\"oncall\"]\n",
+        oncall.url("/oncall")
+    );
+    let (observer, _guard) = observer(&all, &toml, clock.clone(), None);
+    observer.job("sync").start().fail("exit 1");
+    observer.jobs().evaluate();
+    // An alert of another source still goes to every channel.
+    observer.alert(qiflow_core::alert::Alert::new(
+        "disk_full",
+        qiflow_core::alert::AlertLevel::Error,
+    ));
+    assert!(observer.flush(WAIT));
+    assert!(wait_until(WAIT, || {
+        notifications(&oncall).len() >= 2 && !notifications(&all).is_empty()
+    }));
+    let names = |r: &Receiver| -> Vec<String> {
+        notifications(r).into_iter().map(|(_, name)| name).collect()
+    };
+    assert_eq!(names(&all), ["disk_full"]);
+    let mut got = names(&oncall);
+    got.sort();
+    assert_eq!(got, ["disk_full", "job_failed"]);
 }

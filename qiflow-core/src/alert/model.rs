@@ -80,6 +80,10 @@ pub struct Alert {
     /// the fingerprint, nor matched by silences.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The channels it goes to, by name; empty (the default): every channel whose level and
+    /// matchers take it. Never part of the fingerprint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
     /// What raised it (`"baseline"`, `"errors"`, a component name).
     pub source: String,
     /// Firing or resolved.
@@ -103,6 +107,7 @@ impl Alert {
             description: String::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            channels: Vec::new(),
             source: String::new(),
             status: AlertStatus::Firing,
             starts_at: None,
@@ -145,6 +150,21 @@ impl Alert {
     #[must_use]
     pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sends the alert to the channel `name` only (call again to add more), instead of every
+    /// channel whose level and matchers take it. A name no channel has sends it nowhere.
+    ///
+    /// ```
+    /// use qiflow_core::alert::{Alert, AlertLevel};
+    ///
+    /// let alert = Alert::new("backup_failed", AlertLevel::Error).channel("oncall-email");
+    /// assert_eq!(alert.channels, ["oncall-email"]);
+    /// ```
+    #[must_use]
+    pub fn channel(mut self, name: impl Into<String>) -> Self {
+        self.channels.push(name.into());
         self
     }
 

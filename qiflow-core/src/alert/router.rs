@@ -73,7 +73,9 @@ impl Route {
     }
 
     fn wants(&self, alert: &Alert) -> bool {
-        alert.level >= self.min_level && matchers_match(&self.matchers, &alert.match_labels())
+        (alert.channels.is_empty() || alert.channels.contains(&self.name))
+            && alert.level >= self.min_level
+            && matchers_match(&self.matchers, &alert.match_labels())
     }
 }
 

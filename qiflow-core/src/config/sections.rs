@@ -945,6 +945,9 @@ pub struct JobConfig {
     pub max_age: Option<Duration>,
     /// Labels added to the job's alerts (`team = "db"`), for channel matchers and silences.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The channels (`[[alerts.channels]]` names) the job's alerts go to. Defaults to none:
+    /// every channel whose level and matchers take them.
+    pub alert_channels: Vec<String>,
     /// Whether runs missed while the service itself was down raise alerts after a restart.
     /// Defaults to `false`: a restart starts the job's clock anew.
     pub alert_missed_while_down: bool,
@@ -963,6 +966,7 @@ impl Default for JobConfig {
             min_size: 1,
             max_age: None,
             labels: std::collections::BTreeMap::new(),
+            alert_channels: Vec::new(),
             alert_missed_while_down: false,
         }
     }

@@ -5,11 +5,24 @@ use std::time::Duration;
 
 use super::schedule::Schedule;
 use super::{MAX_JOBS, MAX_NAME_LEN, is_valid_name};
-use crate::config::{Findings, JobConfig};
+use crate::config::{ChannelConfig, Findings, JobConfig};
 
 /// Adds the problems of `[[jobs]]` to `f`. A job's keys are named `jobs.<name>.<key>` (or
 /// `jobs.<index>.<key>` when the name itself is wrong).
-pub(crate) fn check(jobs: &[JobConfig], f: &mut Findings) {
+pub(crate) fn check(jobs: &[JobConfig], channels: &[ChannelConfig], f: &mut Findings) {
+    // Without [[alerts.channels]], alerts go to the one log channel, named "log".
+    let channel_names: Vec<String> = if channels.is_empty() {
+        vec!["log".to_owned()]
+    } else {
+        channels
+            .iter()
+            .map(|c| {
+                c.name
+                    .clone()
+                    .unwrap_or_else(|| crate::alert::channels::kind_name(c.kind).to_owned())
+            })
+            .collect()
+    };
     if jobs.len() > MAX_JOBS {
         f.bad(
             "jobs",
@@ -59,6 +72,16 @@ pub(crate) fn check(jobs: &[JobConfig], f: &mut Findings) {
                 format!("{at}.max_age"),
                 "applies to expect_file, which is not set",
             );
+        }
+        for name in &job.alert_channels {
+            if !channel_names.contains(name) {
+                f.bad(
+                    format!("{at}.alert_channels"),
+                    format!(
+                        "{name:?} names no channel; the [[alerts.channels]] are {channel_names:?}"
+                    ),
+                );
+            }
         }
         for key in job.labels.keys() {
             let valid = key

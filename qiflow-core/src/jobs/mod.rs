@@ -116,6 +116,8 @@ struct Entry {
     declared: bool,
     rules: Rules,
     labels: BTreeMap<String, String>,
+    /// `alert_channels`: empty for every channel.
+    channels: Vec<String>,
     artifact: Option<Artifact>,
     record: Mutex<Record>,
     runs: [metrics::Counter; 3],
@@ -190,7 +192,7 @@ impl Jobs {
                 &config.name,
                 true,
                 rules,
-                config.labels.clone(),
+                (config.labels.clone(), config.alert_channels.clone()),
                 artifact,
                 record,
             );
@@ -200,7 +202,7 @@ impl Jobs {
             if is_valid_name(&name) && this.len() < MAX_JOBS {
                 let rules = undeclared_rules();
                 record.resume(now, &rules, false);
-                this.insert(&name, false, rules, BTreeMap::new(), None, record);
+                this.insert(&name, false, rules, Default::default(), None, record);
             }
         }
         Ok(this)
@@ -229,7 +231,7 @@ impl Jobs {
         name: &str,
         declared: bool,
         rules: Rules,
-        labels: BTreeMap<String, String>,
+        (labels, channels): (BTreeMap<String, String>, Vec<String>),
         artifact: Option<Artifact>,
         record: Record,
     ) -> Arc<Entry> {
@@ -264,6 +266,7 @@ impl Jobs {
             declared,
             rules,
             labels,
+            channels,
             artifact,
             record: Mutex::new(record),
             runs,
@@ -315,7 +318,7 @@ impl Jobs {
             name,
             false,
             undeclared_rules(),
-            BTreeMap::new(),
+            Default::default(),
             None,
             Record::new(self.inner.clock.now()),
         ))
@@ -523,6 +526,9 @@ impl Jobs {
                 .fingerprint(fingerprint);
             for (key, value) in &entry.labels {
                 alert = alert.label(key.clone(), value.clone());
+            }
+            for channel in &entry.channels {
+                alert = alert.channel(channel.clone());
             }
             alert
         } else if after == JobState::Up && before.is_bad() {
