@@ -475,3 +475,30 @@ fn alert_channels_send_a_jobs_alerts_to_those_channels_only() {
     got.sort();
     assert_eq!(got, ["disk_full", "job_failed"]);
 }
+
+#[test]
+fn a_restart_in_the_middle_of_a_period_keeps_the_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![]);
+    let clock = Arc::new(ManualClock::new(t0()));
+    let due_before = {
+        let (observer, guard) = observer(&receiver, HOURLY, clock.clone(), Some(dir.path()));
+        observer.job("sync").start().success();
+        observer.jobs().evaluate();
+        let due = observer.jobs().view()[0].next_due.clone().unwrap();
+        drop(guard);
+        due
+    };
+    clock.advance(30 * MIN);
+    let (observer, _guard) = observer(&receiver, HOURLY, clock.clone(), Some(dir.path()));
+    let view = &observer.jobs().view()[0];
+    assert_eq!(view.state, JobState::Up);
+    assert_eq!(view.next_due.as_deref(), Some(due_before.as_str()));
+    clock.advance(36 * MIN);
+    observer.jobs().evaluate();
+    assert_eq!(
+        observer.job("sync").state(),
+        JobState::Late,
+        "due + grace passed"
+    );
+}
