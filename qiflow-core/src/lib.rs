@@ -90,6 +90,7 @@
 pub mod admin;
 pub mod alert;
 pub mod audit;
+pub mod authz;
 pub mod baseline;
 pub mod capture;
 pub mod check;

@@ -38,6 +38,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[[jobs]]`: the scheduled jobs qiflow watches (see [`crate::jobs`]).
     pub jobs: Vec<JobConfig>,
+    /// `[authz]`: roles, permissions and who holds them (see [`crate::authz`]).
+    pub authz: AuthzConfig,
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
     #[serde(skip)]
     pub(crate) warnings: Vec<super::Problem>,
@@ -970,4 +972,42 @@ impl Default for JobConfig {
             alert_missed_while_down: false,
         }
     }
+}
+
+/// `[authz]`: permission checks. Permissions are `resource:action` strings with `*` wildcards
+/// (`orders:*`, `*:read`); roles grant them and may inherit other roles; users get roles here
+/// (`[authz.users]`) and from the host's authentication at request time. See [`crate::authz`].
+///
+/// ```toml
+/// [authz.roles.viewer]
+/// permissions = ["orders:read"]
+///
+/// [authz.roles.admin]
+/// inherits = ["viewer"]
+/// permissions = ["orders:*"]
+///
+/// [authz.users]
+/// demo = ["viewer"]
+/// admin = ["admin"]
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AuthzConfig {
+    /// The roles, by name (`[authz.roles.NAME]`). Defaults to none.
+    pub roles: std::collections::BTreeMap<String, RoleConfig>,
+    /// Roles by user id (`demo = ["viewer"]`), added to those the host's authentication gives.
+    /// Defaults to none.
+    pub users: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// One `[authz.roles.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RoleConfig {
+    /// The roles whose permissions this one has too. Defaults to none.
+    pub inherits: Vec<String>,
+    /// The permissions it grants (`resource:action`, `*` in either part). Defaults to none.
+    pub permissions: Vec<String>,
 }
