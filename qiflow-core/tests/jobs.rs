@@ -22,6 +22,22 @@ fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
+/// A write token named `writer` (the test token) and a read token named `viewer`.
+fn tokens(writer: &str) -> Vec<qiflow_core::config::AdminToken> {
+    vec![
+        qiflow_core::config::AdminToken::new(
+            writer,
+            ADMIN_TOKEN,
+            qiflow_core::config::TokenScope::Write,
+        ),
+        qiflow_core::config::AdminToken::new(
+            "viewer",
+            "viewer-token-0123456789abcdef",
+            qiflow_core::config::TokenScope::Read,
+        ),
+    ]
+}
+
 /// An observer whose alerts go to `receiver`, with `jobs_toml` appended, on a manual clock.
 fn observer(
     receiver: &Receiver,
@@ -36,18 +52,7 @@ fn observer(
     if let Some(dir) = state_dir {
         config.service.state_dir = dir.to_path_buf();
     }
-    config.admin.tokens = vec![
-        qiflow_core::config::AdminToken::new(
-            "ops",
-            ADMIN_TOKEN,
-            qiflow_core::config::TokenScope::Write,
-        ),
-        qiflow_core::config::AdminToken::new(
-            "viewer",
-            "viewer-token-0123456789abcdef",
-            qiflow_core::config::TokenScope::Read,
-        ),
-    ];
+    config.admin.tokens = tokens("ops");
     Observer::builder(config)
         .install_global(false)
         .clock(clock)
@@ -305,18 +310,7 @@ fn http_check_ins_need_a_write_token_are_audited_and_show_in_the_view() {
     let mut config = config("");
     config.audit.enabled = true;
     config.audit.dir = dir.path().join("audit");
-    config.admin.tokens = vec![
-        qiflow_core::config::AdminToken::new(
-            "cron",
-            ADMIN_TOKEN,
-            qiflow_core::config::TokenScope::Write,
-        ),
-        qiflow_core::config::AdminToken::new(
-            "viewer",
-            "viewer-token-0123456789abcdef",
-            qiflow_core::config::TokenScope::Read,
-        ),
-    ];
+    config.admin.tokens = tokens("cron");
     drop(receiver);
     let (observer, _guard) = Observer::builder(config)
         .install_global(false)
