@@ -155,14 +155,16 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
     });
     assert_eq!(acked, N);
     drop(guard); // seals with a digest
+    // The N events and this start's `service.deployed`.
+    let stored = N + 1;
 
     rt.block_on(async {
         let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
-        assert_eq!(verified.records, N, "{verified:?}");
+        assert_eq!(verified.records, stored, "{verified:?}");
         assert!(!verified.open_tail(), "{verified:?}");
         // The witness row holds the last digest.
         assert_eq!(verified.witness, verified.last_seal, "{verified:?}");
-        assert_eq!(verified.last_seal.as_ref().unwrap().sealed_records, N);
+        assert_eq!(verified.last_seal.as_ref().unwrap().sealed_records, stored);
         // No duplicates: every event id once.
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
@@ -176,7 +178,7 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
             .await
             .unwrap();
         let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
-        assert_eq!((rows, distinct), (N as i64, N as i64));
+        assert_eq!((rows, distinct), (stored as i64, stored as i64));
 
         // Queries: by actor and outcome, paged, newest first.
         let store = PostgresStore::new(&url, None).unwrap();
@@ -240,6 +242,11 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
         );
 
         // Tampering in the table is caught, naming the row.
+        let actor: String = client
+            .query_one("SELECT actor FROM qiflow_audit WHERE seq = 77", &[])
+            .await
+            .unwrap()
+            .get(0);
         client
             .batch_execute("UPDATE qiflow_audit SET actor = 'mallory' WHERE seq = 77")
             .await
@@ -252,7 +259,10 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
             .await
             .unwrap();
         client
-            .batch_execute("UPDATE qiflow_audit SET actor = 'user1' WHERE seq = 77")
+            .execute(
+                "UPDATE qiflow_audit SET actor = $1 WHERE seq = 77",
+                &[&actor],
+            )
             .await
             .unwrap();
         let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
