@@ -7,7 +7,7 @@
 //   1. without a token: only the login form, no data, no overview answered;
 //   2. sends traffic (Node's fetch), opens /qiflow/#token=…: the token leaves the address bar for
 //      sessionStorage and the page shows the requests, the error groups, the /slow route, the slow
-//      requests and the alerts within 5 s;
+//      requests, the alerts, the jobs and the permission denials within 5 s;
 //   3. throughout: no console error or warning, no page error, no request to another origin;
 //   4. a reload stays signed in; ?kiosk=1 has the kiosk class and no controls;
 //   5. a full-page screenshot (light), and the dark scheme renders differently;
@@ -63,6 +63,7 @@ function dataMissing({ minRequests, list }) {
   if (!q('#alerts [data-alert]')) missing.push('no active alert in #alerts ([data-alert])');
   if (!q('#audit [data-seq]')) missing.push('no audit record in #audit ([data-seq]): the logins are audited');
   if (!q('#jobs [data-job="pg-dump"][data-state="up"]')) missing.push('no job pg-dump in state up in #jobs ([data-job])');
+  if (!q('#denials [data-denial="demo"]')) missing.push('no denial of demo in #denials ([data-denial]): POST /orders as demo is refused');
   return list ? missing : missing.length === 0;
 }
 
@@ -143,7 +144,25 @@ async function sendTraffic(base) {
       return { path, error: e.message };
     }
   };
-  const results = await Promise.all([...paths.map(get), login('demo'), login('wrong')]);
+  // A permission denied (the demo user is a viewer; writing orders needs orders:write): audited,
+  // and listed in the denials card.
+  const denied = async () => {
+    const path = 'POST /orders (demo)';
+    try {
+      const res = await fetch(`${base}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-demo-user': 'demo' },
+        body: '{"item":"book"}',
+        signal: AbortSignal.timeout(15_000),
+      });
+      await res.arrayBuffer();
+      if (res.status !== 403) return { path, error: `answered ${res.status}, want 403` };
+      return { path, status: res.status };
+    } catch (e) {
+      return { path, error: e.message };
+    }
+  };
+  const results = await Promise.all([...paths.map(get), login('demo'), login('wrong'), denied()]);
   const broken = results.filter((r) => r.error);
   if (broken.length) fail(`traffic: no answer for ${broken.map((r) => `${r.path} (${r.error})`).join(', ')}`);
   const hello = results.filter((r) => r.path === '/hello' && r.status !== 200);

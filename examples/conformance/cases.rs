@@ -75,6 +75,26 @@
 //!   `/fail` with status `ERROR`; the request with the malformed `traceparent` as the root of a
 //!   new trace (its access line's trace id, no parent, no other span in it); every export was
 //!   uncompressed protobuf `POST /v1/traces` that decoded.
+//! - (q) permission checks, on a server of their own (its own temp dir and audit trail, so the
+//!   counts of (h) do not move) with a `write` token, the demo's `[authz]` roles (`viewer`:
+//!   `orders:read`; `admin` inherits `viewer` and has `orders:*`), the users `demo`, `admin`,
+//!   `probe` and `trickle`, and `[authz.denial_alert] count = 5, window = "10m"`. The examples'
+//!   stand-in authentication takes the user from `X-Demo-User`. No user: `GET /orders` is 401
+//!   naming `orders:read`. `demo` reads (200) but `POST /orders` is 403 naming `orders:write`
+//!   and not its roles, audited as `authz.denied` (actor `demo`, resource `orders:write`,
+//!   outcome `denied`, the 403's request id). `admin` reads through `viewer` and writes through
+//!   `orders:*`. `PUT /qiflow/api/authz/users/demo` (`{"roles":["admin"]}`) is 401 without a
+//!   token and changes nothing; with the token it is 200, `demo` may write at once, and the
+//!   change is audited as `authz.changed` (actor the token's name, roles before and after);
+//!   `DELETE` gives `demo` back its configured roles (403 again). Two denials of `trickle`
+//!   and seven of `probe` raise exactly one `authz_denials` alert, once, for `probe`.
+//!   `GET /qiflow/api/authz` shows `admin`'s effective permissions and every denial, newest
+//!   first; `GET /qiflow/api/audit/stats` counts them; `/metrics` has
+//!   `qiflow_authz_decisions_total{decision="denied",permission="orders:write"}`. After the
+//!   graceful shutdown the trail is sealed, its chain holds, and it has every `authz.denied`
+//!   and `authz.changed` record. A configuration whose roles inherit in a cycle is refused at
+//!   start: the binary exits non-zero within 10 s, its stderr naming `authz.roles.a.inherits`
+//!   and the cycle.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -110,6 +130,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the request in flight at SIGTERM runs.
 const IN_FLIGHT_MS: u64 = 1_500;
+
+/// How long the binary may take to refuse a configuration it cannot run with and exit.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs every case against the server binary `bin`, panicking with a message naming the case
 /// and the stack on the first failure. The temp dir is removed on success and kept (its path in
@@ -156,6 +179,7 @@ pub(crate) fn run_all(bin: &str) {
 
     scoped_tokens_read_and_write(bin);
     propagation_none_ignores_the_incoming_trace(bin);
+    permission_checks_are_enforced_and_audited(bin);
 }
 
 /// A request the middleware observed, as the client saw it.
@@ -1057,23 +1081,7 @@ impl Suite {
     /// (h) After the graceful shutdown: two records, sealed, and the hash chain holds.
     fn the_audit_trail_is_sealed(&self, dir: &Path) {
         let stack = &self.stack;
-        let mut lines: Vec<Value> = Vec::new();
-        let mut segments: Vec<PathBuf> = files_under(&dir.join("audit"))
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
-            .collect();
-        segments.sort();
-        for seg in &segments {
-            let text = std::fs::read_to_string(seg).unwrap_or_default();
-            for line in text.lines() {
-                lines.push(serde_json::from_str(line).unwrap_or_else(|e| {
-                    panic!(
-                        "[{stack}] {} has a line that is not JSON ({e}): {line}",
-                        seg.display()
-                    )
-                }));
-            }
-        }
+        let lines = trail_lines(dir, stack);
         let records: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
         let logins = records
             .iter()
@@ -1103,21 +1111,7 @@ impl Suite {
             1 + logins + writes,
             "[{stack}] audit records on disk: {lines:?}"
         );
-        assert_eq!(
-            lines.last().map(|l| l["kind"].clone()),
-            Some(Value::from("digest")),
-            "[{stack}] the trail ends with the shutdown digest: {lines:?}"
-        );
-        for pair in lines.windows(2) {
-            assert_eq!(
-                pair[1]["prev_hash"], pair[0]["hash"],
-                "[{stack}] chain: {lines:?}"
-            );
-            assert_eq!(
-                pair[1]["seq"].as_u64(),
-                pair[0]["seq"].as_u64().map(|s| s + 1)
-            );
-        }
+        assert_sealed_chain(&lines, stack);
     }
 
     /// (p) The dashboard: `GET /qiflow/` from a browser answers the page to anyone, with its
@@ -1731,6 +1725,412 @@ fn propagation_none_ignores_the_incoming_trace(bin: &str) {
     server.cleanup();
 }
 
+/// (q) Permission checks on a server of their own: the guards of `GET /orders` (`orders:read`)
+/// and `POST /orders` (`orders:write`) answer 401 without a user and 403 without the
+/// permission, every denial is audited with its request id, an operator's change of a user's
+/// roles through `PUT /qiflow/api/authz/users/{id}` takes effect at once and is audited, a
+/// burst of denials raises one `authz_denials` alert for its actor, and a cycle of `inherits`
+/// stops the binary at start.
+fn permission_checks_are_enforced_and_audited(bin: &str) {
+    const WRITER: &str = "conformance-authz-writer-token-0123456789";
+    const WRITER_NAME: &str = "authz-writer";
+    let config = format!(
+        "[[admin.tokens]]\nname = \"{WRITER_NAME}\"\ntoken = \"{WRITER}\"\nscope = \"write\"\n\n\
+         [authz.roles.viewer]\npermissions = [\"orders:read\"]\n\n\
+         [authz.roles.admin]\ninherits = [\"viewer\"]\npermissions = [\"orders:*\"]\n\n\
+         [authz.users]\ndemo = [\"viewer\"]\nadmin = [\"admin\"]\nprobe = [\"viewer\"]\n\
+         trickle = [\"viewer\"]\n\n\
+         [authz.denial_alert]\ncount = 5\nwindow = \"10m\"\n"
+    );
+    // Its own temp dir: its audit trail (`<tmp>/audit`) and state (`<tmp>/data`) are its own.
+    let mut server = Server::start(bin, Some(&config), &[]);
+    let stack = stack_name(bin);
+    let suite = Suite {
+        addr: server.addr,
+        stack: stack.clone(),
+        observed: Vec::new(),
+        token: WRITER.to_owned(),
+        operator_writes: 0,
+    };
+    // `/orders` as `user` (the `X-Demo-User` header of the examples' stand-in authentication).
+    let orders = |method: &'static str, user: Option<&str>| {
+        let headers: Vec<(&str, &str)> = user.map(|u| ("x-demo-user", u)).into_iter().collect();
+        suite.send(method, "/orders", &headers, b"")
+    };
+    let json = |response: &Response, what: &str| -> Value {
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("[{stack}] {what}: not JSON ({e}): {}", response.text()))
+    };
+    // The denials so far: each is an audit record, a recent denial and a count on the metric.
+    let mut denied = 0usize;
+
+    // No user: 401, naming the permission.
+    let anonymous = orders("GET", None);
+    assert_eq!(
+        anonymous.status,
+        401,
+        "[{stack}] GET /orders without a user: {}",
+        anonymous.text()
+    );
+    let body = json(&anonymous, "the 401 of GET /orders");
+    assert_eq!(body["error"], "unauthenticated", "[{stack}] {body}");
+    assert_eq!(body["permission"], "orders:read", "[{stack}] {body}");
+
+    // `demo` is a viewer: reads, may not write; the refusal names the permission, not the roles.
+    let listed = orders("GET", Some("demo"));
+    assert_eq!(
+        listed.status,
+        200,
+        "[{stack}] GET /orders as demo: {}",
+        listed.text()
+    );
+    let list = json(&listed, "GET /orders as demo");
+    assert!(
+        list.as_array().is_some_and(|orders| !orders.is_empty()),
+        "[{stack}] GET /orders answers a JSON list: {list}"
+    );
+    let refused = orders("POST", Some("demo"));
+    denied += 1;
+    assert_eq!(
+        refused.status,
+        403,
+        "[{stack}] POST /orders as demo: {}",
+        refused.text()
+    );
+    let body = json(&refused, "the 403 of POST /orders");
+    assert_eq!(body["error"], "forbidden", "[{stack}] {body}");
+    assert_eq!(body["permission"], "orders:write", "[{stack}] {body}");
+    assert!(
+        !refused.text().contains("viewer"),
+        "[{stack}] the refusal names the principal's roles: {body}"
+    );
+    let refused_id = refused
+        .header("x-request-id")
+        .unwrap_or_else(|| {
+            panic!(
+                "[{stack}] no x-request-id on the 403: {:?}",
+                refused.headers
+            )
+        })
+        .to_owned();
+    let page = suite.audit_page("action=authz.denied", 1);
+    let record = page["records"]
+        .as_array()
+        .and_then(|records| records.iter().find(|r| r["actor"] == "demo"))
+        .unwrap_or_else(|| panic!("[{stack}] no authz.denied record of demo: {page}"));
+    assert_eq!(record["resource"], "orders:write", "[{stack}] {record}");
+    assert_eq!(record["outcome"], "denied", "[{stack}] {record}");
+    assert_eq!(
+        record["request_id"],
+        refused_id.as_str(),
+        "[{stack}] the denial's record carries the 403's request id: {record}"
+    );
+    let metadata = &record["metadata"];
+    assert_eq!(metadata["permission"], "orders:write", "[{stack}] {record}");
+    assert_eq!(metadata["method"], "POST", "[{stack}] {record}");
+    assert_eq!(metadata["route"], "/orders", "[{stack}] {record}");
+    assert_eq!(metadata["path"], "/orders", "[{stack}] {record}");
+
+    // `admin` reads through `viewer` (inheritance) and writes through `orders:*` (wildcard).
+    let read = orders("GET", Some("admin"));
+    assert_eq!(
+        read.status,
+        200,
+        "[{stack}] GET /orders as admin: {}",
+        read.text()
+    );
+    let written = orders("POST", Some("admin"));
+    assert!(
+        (200..300).contains(&written.status),
+        "[{stack}] POST /orders as admin: {} {}",
+        written.status,
+        written.text()
+    );
+    json(&written, "POST /orders as admin");
+
+    // An operator's change of demo's roles: refused without a token, in force at once with it.
+    let make_admin = br#"{"roles":["admin"]}"#;
+    let stranger = suite.send("PUT", "/qiflow/api/authz/users/demo", &[], make_admin);
+    assert_eq!(
+        stranger.status,
+        401,
+        "[{stack}] PUT /qiflow/api/authz/users/demo without a token: {}",
+        stranger.text()
+    );
+    let view = json(
+        &suite.operator("GET", "/qiflow/api/authz", b""),
+        "GET /qiflow/api/authz",
+    );
+    assert_eq!(
+        view["changed_users"],
+        serde_json::json!({}),
+        "[{stack}] a PUT without a token changed the policy: {view}"
+    );
+    let changed = suite.operator("PUT", "/qiflow/api/authz/users/demo", make_admin);
+    assert_eq!(
+        changed.status,
+        200,
+        "[{stack}] PUT /qiflow/api/authz/users/demo: {}",
+        changed.text()
+    );
+    let promoted = orders("POST", Some("demo"));
+    assert!(
+        (200..300).contains(&promoted.status),
+        "[{stack}] POST /orders as demo made admin, without a restart: {} {}",
+        promoted.status,
+        promoted.text()
+    );
+    let page = suite.audit_page("action=authz.changed", 1);
+    let record = &page["records"][0];
+    assert_eq!(record["actor"], WRITER_NAME, "[{stack}] {page}");
+    assert_eq!(record["resource"], "authz/users/demo", "[{stack}] {page}");
+    assert_eq!(record["outcome"], "success", "[{stack}] {page}");
+    assert_eq!(
+        record["metadata"]["before"]["roles"],
+        serde_json::json!(["viewer"]),
+        "[{stack}] {page}"
+    );
+    assert_eq!(
+        record["metadata"]["after"]["roles"],
+        serde_json::json!(["admin"]),
+        "[{stack}] {page}"
+    );
+    let reset = suite.operator("DELETE", "/qiflow/api/authz/users/demo", b"");
+    assert_eq!(
+        reset.status,
+        200,
+        "[{stack}] DELETE /qiflow/api/authz/users/demo: {}",
+        reset.text()
+    );
+    let demoted = orders("POST", Some("demo"));
+    denied += 1;
+    assert_eq!(
+        demoted.status,
+        403,
+        "[{stack}] POST /orders as demo, its configured roles back: {}",
+        demoted.text()
+    );
+    let page = suite.audit_page("action=authz.changed", 2);
+    let record = &page["records"][0];
+    assert_eq!(record["actor"], WRITER_NAME, "[{stack}] {page}");
+    assert_eq!(
+        (
+            &record["metadata"]["before"]["roles"],
+            &record["metadata"]["after"]["roles"]
+        ),
+        (
+            &serde_json::json!(["admin"]),
+            &serde_json::json!(["viewer"])
+        ),
+        "[{stack}] the DELETE's record: {page}"
+    );
+
+    // A burst of denials: `probe` reaches `[authz.denial_alert] count` (5), `trickle` does not.
+    for (user, times) in [("trickle", 2), ("probe", 7)] {
+        for _ in 0..times {
+            let response = orders("POST", Some(user));
+            denied += 1;
+            assert_eq!(
+                response.status,
+                403,
+                "[{stack}] POST /orders as {user}: {}",
+                response.text()
+            );
+        }
+    }
+    let is_denial_alert = |active: &Value| active["alert"]["name"] == "authz_denials";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alerts = loop {
+        let alerts = json(
+            &suite.operator("GET", "/qiflow/api/alerts", b""),
+            "GET /qiflow/api/alerts",
+        );
+        let raised = alerts["active"]
+            .as_array()
+            .is_some_and(|active| active.iter().any(is_denial_alert));
+        if raised || Instant::now() > deadline {
+            break alerts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let raised: Vec<&Value> = alerts["active"]
+        .as_array()
+        .map(|active| active.iter().filter(|a| is_denial_alert(a)).collect())
+        .unwrap_or_default();
+    // Exactly one, and it is probe's: none for trickle (nor demo).
+    assert_eq!(
+        raised.len(),
+        1,
+        "[{stack}] one authz_denials alert: {alerts}"
+    );
+    assert_eq!(
+        raised[0]["alert"]["labels"]["actor"], "probe",
+        "[{stack}] {alerts}"
+    );
+    assert_eq!(
+        raised[0]["fingerprint"], "authz_denials:probe",
+        "[{stack}] {alerts}"
+    );
+    assert_eq!(
+        raised[0]["count"], 1,
+        "[{stack}] raised once, not once per denial past the threshold: {alerts}"
+    );
+
+    // The policy as compiled, and the recent denials, newest first.
+    let view = json(
+        &suite.operator("GET", "/qiflow/api/authz", b""),
+        "GET /qiflow/api/authz",
+    );
+    let effective = |role: &str| -> Vec<String> {
+        view["roles"][role]["effective"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let admin = effective("admin");
+    assert!(
+        admin.iter().any(|p| p == "orders:read") && admin.iter().any(|p| p == "orders:*"),
+        "[{stack}] admin's effective permissions: {view}"
+    );
+    assert_eq!(effective("viewer"), ["orders:read"], "[{stack}] {view}");
+    assert_eq!(
+        view["users"]["probe"],
+        serde_json::json!(["viewer"]),
+        "[{stack}] {view}"
+    );
+    assert_eq!(
+        view["changed_users"],
+        serde_json::json!({}),
+        "[{stack}] the DELETE left an operator change: {view}"
+    );
+    let recent = view["recent_denials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recent.len(), denied, "[{stack}] recent denials: {view}");
+    let newest = &recent[0];
+    assert_eq!(
+        (
+            &newest["actor"],
+            &newest["permission"],
+            &newest["method"],
+            &newest["route"]
+        ),
+        (
+            &Value::from("probe"),
+            &Value::from("orders:write"),
+            &Value::from("POST"),
+            &Value::from("/orders")
+        ),
+        "[{stack}] the newest denial: {view}"
+    );
+    assert!(
+        recent
+            .iter()
+            .any(|d| d["actor"] == "demo" && d["request_id"] == refused_id.as_str()),
+        "[{stack}] demo's denial with its request id: {view}"
+    );
+
+    // Every denial reached the trail, and the stats count them.
+    let page = suite.audit_page("action=authz.denied&limit=100", denied);
+    assert_eq!(
+        page["records"].as_array().map_or(0, Vec::len),
+        denied,
+        "[{stack}] authz.denied records: {page}"
+    );
+    let stats = json(
+        &suite.operator("GET", "/qiflow/api/audit/stats", b""),
+        "GET /qiflow/api/audit/stats",
+    );
+    assert_eq!(
+        stats["by_action"]["authz.denied"], denied,
+        "[{stack}] {stats}"
+    );
+    assert_eq!(stats["by_action"]["authz.changed"], 2, "[{stack}] {stats}");
+
+    let metrics = without_global_labels(&suite.send("GET", "/metrics", &[], b"").text());
+    let series = r#"qiflow_authz_decisions_total{decision="denied",permission="orders:write"}"#;
+    assert_eq!(
+        sample(&metrics, series),
+        Some(denied as f64),
+        "[{stack}] {series}:\n{metrics}"
+    );
+    let series =
+        r#"qiflow_authz_decisions_total{decision="unauthenticated",permission="orders:read"}"#;
+    assert_eq!(
+        sample(&metrics, series),
+        Some(1.0),
+        "[{stack}] {series}:\n{metrics}"
+    );
+
+    // After the graceful shutdown, the trail verifies and holds every decision and change.
+    server.stop();
+    let status = server
+        .exited
+        .unwrap_or_else(|| panic!("[{stack}] no exit status"));
+    assert!(
+        status.success(),
+        "[{stack}] exit status after SIGTERM: {status}{}",
+        server.output()
+    );
+    let lines = trail_lines(&server.dir, &stack);
+    assert_sealed_chain(&lines, &stack);
+    let records: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "record").collect();
+    let on_disk = |action: &str| records.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(
+        on_disk("authz.denied"),
+        denied,
+        "[{stack}] authz.denied records on disk: {lines:?}"
+    );
+    assert_eq!(
+        on_disk("authz.changed"),
+        2,
+        "[{stack}] authz.changed records on disk: {lines:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["action"] == "authz.denied"
+            && r["actor"] == "demo"
+            && r["request_id"] == refused_id.as_str()),
+        "[{stack}] demo's denial on disk: {lines:?}"
+    );
+    server.cleanup();
+
+    // Roles that inherit in a cycle: refused at start, naming the key.
+    let cycle = "[authz.roles.a]\ninherits = [\"b\"]\n\n[authz.roles.b]\ninherits = [\"a\"]\n";
+    let started = Instant::now();
+    let mut refused = match Server::try_start(bin, Some(cycle), &[]) {
+        Ok(running) => panic!(
+            "[{stack}] started although its roles inherit in a cycle{}",
+            running.output()
+        ),
+        Err(exited) => exited,
+    };
+    let took = started.elapsed();
+    let status = refused
+        .exited
+        .unwrap_or_else(|| panic!("[{stack}] no exit status{}", refused.output()));
+    assert!(
+        !status.success(),
+        "[{stack}] a cycle of inherits: exit status {status}{}",
+        refused.output()
+    );
+    assert!(
+        took < REFUSAL_TIMEOUT,
+        "[{stack}] took {took:?} to refuse a cycle of inherits"
+    );
+    let stderr = std::fs::read_to_string(refused.dir.join("stderr.txt")).unwrap_or_default();
+    assert!(
+        stderr.contains("authz.roles.a.inherits") && stderr.contains("cycle"),
+        "[{stack}] the refusal names the key and the cycle:{}",
+        refused.output()
+    );
+    refused.cleanup();
+}
+
 impl Suite {
     /// (m) `[audit] routes = ["GET /slow"]`: a client that goes away while the handler sleeps
     /// still leaves a record. axum and hyper drop the request when the client leaves: outcome
@@ -1780,6 +2180,49 @@ impl Suite {
         };
         assert_eq!(record["outcome"], expected, "[{stack}] {record}");
         assert_eq!(record["resource"], "/slow", "[{stack}] {record}");
+    }
+}
+
+/// Every line of the audit trail under `<dir>/audit`, its segments in order.
+fn trail_lines(dir: &Path, stack: &str) -> Vec<Value> {
+    let mut lines: Vec<Value> = Vec::new();
+    let mut segments: Vec<PathBuf> = files_under(&dir.join("audit"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
+        .collect();
+    segments.sort();
+    for seg in &segments {
+        let text = std::fs::read_to_string(seg).unwrap_or_default();
+        for line in text.lines() {
+            lines.push(serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "[{stack}] {} has a line that is not JSON ({e}): {line}",
+                    seg.display()
+                )
+            }));
+        }
+    }
+    lines
+}
+
+/// The trail after a graceful shutdown verifies: it ends with the shutdown digest (no open
+/// tail), and every line's `prev_hash` is the hash of the line before it, its `seq` the next one.
+fn assert_sealed_chain(lines: &[Value], stack: &str) {
+    assert_eq!(
+        lines.last().map(|l| l["kind"].clone()),
+        Some(Value::from("digest")),
+        "[{stack}] the trail ends with the shutdown digest: {lines:?}"
+    );
+    for pair in lines.windows(2) {
+        assert_eq!(
+            pair[1]["prev_hash"], pair[0]["hash"],
+            "[{stack}] chain: {lines:?}"
+        );
+        assert_eq!(
+            pair[1]["seq"].as_u64(),
+            pair[0]["seq"].as_u64().map(|s| s + 1),
+            "[{stack}] seq: {lines:?}"
+        );
     }
 }
 

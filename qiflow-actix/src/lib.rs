@@ -31,11 +31,17 @@
 //! - [`configure`]: qiflow's operator surface at its configured paths, answered by
 //!   `Observer::admin` (health status and `/metrics` open, the rest behind the operator token:
 //!   see [`qiflow_core::admin`]).
+//! - [`Require`]: a permission guard for a resource, scope or app (its service is
+//!   [`RequireMiddleware`]): the [`Principal`] the host's authentication put in the request
+//!   extensions must hold a permission (`orders:write`), decided and audited by
+//!   `Observer::authorize`; otherwise `401` (no principal) or `[authz] deny_status` (`403`) with
+//!   a JSON body naming the missing permission. Wrap it inside [`Observe`].
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //! - [`Error`]: a handler error answered as qiflow's 500 (a JSON body with the request id, no
 //!   internals), whose message the middleware reports.
 //!
 //! [`Observer`]: qiflow_core::Observer
+//! [`Principal`]: qiflow_core::authz::Principal
 //!
 //! The semantics are those of `qiflow-tower`: the same metric names and labels, request-id
 //! policy, access line and panic handling. The middleware is transparent: it never changes a
@@ -74,6 +80,7 @@ mod extract;
 mod future;
 mod middleware;
 mod request;
+mod require;
 mod transform;
 
 pub use endpoints::{configure, serve_internal};
@@ -82,7 +89,10 @@ pub use extract::{Qiflow, RequestId};
 pub use future::ResponseFuture;
 pub use middleware::ObserveMiddleware;
 pub use request::REQUEST_ID_HEADER;
+pub use require::{Require, RequireMiddleware};
 pub use transform::Observe;
 
+#[cfg(test)]
+mod require_tests;
 #[cfg(test)]
 mod tests;

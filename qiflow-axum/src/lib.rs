@@ -24,6 +24,9 @@
 //!   `/metrics` open, the rest behind the operator token: see [`qiflow_core::admin`]).
 //! - [`Qiflow`]: an extractor giving handlers the [`Observer`]; [`RequestId`] the request id.
 //! - [`Error`]: a handler error type answered as 500 whose source chain the middleware reports.
+//! - [`require`]: a permission guard for a route (`.route_layer(qiflow_axum::require(&observer,
+//!   "orders:write"))`), decided and audited by [`Observer::authorize`] (see
+//!   [`qiflow_core::authz`]).
 
 use std::borrow::Cow;
 
@@ -36,7 +39,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use qiflow_core::Observer;
-pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
+pub use qiflow_tower::{HandlerError, ObserveLayer, RequestId, RequireLayer};
 
 /// The request middleware for axum: [`ObserveLayer`] with `MatchedPath` as the route label.
 pub fn layer(observer: Observer) -> ObserveLayer {
@@ -47,6 +50,48 @@ pub fn layer(observer: Observer) -> ObserveLayer {
                 .map(|m| Cow::Borrowed(m.as_str()))
         })
         .error_body::<axum::body::Body>()
+}
+
+/// A permission guard for axum routes, to add with `Router::route_layer` (so it runs for
+/// matched routes only, after authentication put the [`Principal`](qiflow_core::authz::Principal)
+/// in the request extensions). qiflow-tower's [`RequireLayer`] with `MatchedPath` as the route
+/// of the audit record: no principal → `401`, a principal without `permission` →
+/// `[authz] deny_status` (403) naming the missing permission, and every denial audited as
+/// `authz.denied`.
+///
+/// # Panics
+///
+/// When `permission` does not parse (`resource:action`): it is written in the code and checked
+/// when the router is built. [`RequireLayer::try_new`] returns the error instead.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use qiflow_core::authz::Principal;
+///
+/// # fn build(observer: qiflow_core::Observer) {
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "the orders" }).post(|| async { "created" }))
+///     .route_layer(qiflow_axum::require(&observer, "orders:read"))
+///     // Authentication, outside the guard: here a stand-in that trusts a header.
+///     .layer(axum::middleware::from_fn(
+///         |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+///             if let Some(user) = request.headers().get("x-demo-user").and_then(|v| v.to_str().ok()) {
+///                 let principal = Principal::new(user);
+///                 request.extensions_mut().insert(principal);
+///             }
+///             next.run(request).await
+///         },
+///     ))
+///     .layer(qiflow_axum::layer(observer));
+/// # let _ = app; }
+/// ```
+#[track_caller]
+pub fn require(observer: &Observer, permission: &str) -> RequireLayer {
+    RequireLayer::new(observer, permission).route(|extensions: &axum::http::Extensions| {
+        extensions
+            .get::<MatchedPath>()
+            .map(|m| Cow::Borrowed(m.as_str()))
+    })
 }
 
 /// A router with qiflow's operator surface, to merge into the application's router: `GET

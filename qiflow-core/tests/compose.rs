@@ -176,7 +176,7 @@ fn the_panic_hook_installed_by_the_host() {
         .name("host-worker".into())
         .spawn(|| {
             let empty: Vec<u8> = Vec::new();
-            empty[usize::from(empty.is_empty())]
+            empty[usize::from(empty.is_empty())] // the panic: `PANIC_LINE`
         })
         .unwrap()
         .join();
@@ -185,9 +185,21 @@ fn the_panic_hook_installed_by_the_host() {
     let errors = observer.error_store().to_json();
     assert!(errors.contains("index out of bounds"), "{errors}");
     assert!(errors.contains(r#""kind":"panic""#), "{errors}");
-    // The panicking thread's stack, resolved by qiflow's worker.
+    // The panicking thread's stack, resolved by qiflow's worker: the closure's frame, named in
+    // full (`…::the_panic_hook_installed_by_the_host::{{closure}}`) or, inlined under line tables
+    // only, by its short name (`{closure#1}`), at its file.
     assert!(
-        errors.contains("the_panic_hook_installed_by_the_host::{{closure}}"),
+        errors.contains("the_panic_hook_installed_by_the_host::{{closure}}")
+            || errors.contains(r#""function":"{closure#1}","file":""#),
+        "{errors}"
+    );
+    let line = include_str!("compose.rs")
+        .lines()
+        .position(|l| l.ends_with("// the panic: `PANIC_LINE`"))
+        .unwrap()
+        + 1;
+    assert!(
+        errors.contains(&format!(r#"tests/compose.rs","line":{line}"#)),
         "{errors}"
     );
     drop(guard);

@@ -26,6 +26,11 @@
 //! [`Observer::is_admin_path`](qiflow_core::Observer::is_admin_path) holds to it. The middleware
 //! does not observe those paths.
 //!
+//! [`RequireLayer`] guards a service with a permission, decided and recorded by
+//! [`Observer::authorize`](qiflow_core::Observer::authorize) (see [`qiflow_core::authz`]): no
+//! principal in the request extensions is `401`, a principal without the permission
+//! `[authz] deny_status` (403) with the missing permission named, and every denial is audited.
+//!
 //! # When things happen
 //!
 //! - `call`: `Observer::begin_request` (request id, span, in-flight gauge).
@@ -44,6 +49,7 @@ mod admin;
 mod future;
 mod layer;
 mod request;
+mod require;
 mod service;
 
 pub use admin::{Admin, admin_request, answer, into_response};
@@ -54,6 +60,7 @@ pub use request::{
     HandlerError, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, is_sane_request_id,
     request_info,
 };
+pub use require::{Require, RequireFuture, RequireLayer};
 pub use service::Observe;
 
 /// Writes the trace context of the request the caller is in (`traceparent`, and `tracestate`

@@ -16,6 +16,8 @@
 //! | `span` | no qiflow middleware: only a `request` span per request (INFO, the five fields qiflow's span carries at its start), entered while the router runs, under the subscriber `qiflow_core::init` installs (access line off): what the span alone costs |
 //! | `span-registry` | the same span under tracing-subscriber's bare `Registry` with an `info` filter and no layers: the floor of any `tracing` span |
 //! | `floor` | `span-registry` and tower-http's request-id layers (`SetRequestIdLayer` with a UUID v4, `PropagateRequestIdLayer`): a generated `x-request-id` in the request's headers and extensions and on the response, the least any request-id middleware with a span does |
+//! | `qiflow-principal` | `qiflow`, plus a middleware inside it that puts a `Principal` (`u0`) in every request's extensions: what the host's authentication hands over, without a guard |
+//! | `qiflow-guarded` | `qiflow-principal` with the route guarded by `qiflow_axum::require("users:read")` (`[authz]`: `u0` holds a role granting it): what a permission check adds |
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
 //! | `otel-anchor` | the OpenTelemetry stack users assemble: tower-http's `TraceLayer` making an `INFO` span per request with the route (`otel.name`, `otel.kind`, `http.request.method`, `http.route`, and `http.response.status_code` recorded on the response), tracing-subscriber's `Registry` with an `info` filter and `tracing-opentelemetry`'s layer, over an `SdkTracerProvider` sampling every trace (`ParentBased(AlwaysOn)`) into the batch span processor (its defaults) and `opentelemetry-otlp`'s HTTP/protobuf exporter (its default client, reqwest's blocking one) to `$LOAD_OTLP_ENDPOINT` (the `load_sink`) |
@@ -58,10 +60,12 @@ enum Mode {
     OtelAnchor,
     QiflowOtlp,
     QiflowOtlp1,
+    QiflowPrincipal,
+    QiflowGuarded,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 19] = [
+    const ALL: [(&'static str, Mode); 21] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -81,6 +85,8 @@ impl Mode {
         ("otel-anchor", Mode::OtelAnchor),
         ("qiflow-otlp", Mode::QiflowOtlp),
         ("qiflow-otlp-1pct", Mode::QiflowOtlp1),
+        ("qiflow-principal", Mode::QiflowPrincipal),
+        ("qiflow-guarded", Mode::QiflowGuarded),
     ];
 
     fn parse(name: &str) -> Option<Mode> {
@@ -239,6 +245,30 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             config.tracing.sample_ratio = if mode == Mode::QiflowOtlp { 1.0 } else { 0.01 };
             with_qiflow(router, &config, guards, |r| r)
         }
+        Mode::QiflowPrincipal | Mode::QiflowGuarded => {
+            let mut config = load::qiflow_config(dir, true)
+                .expect("the benchmark's qiflow configuration is valid");
+            config.authz = qiflow_core::config::Loader::new()
+                .dotenv(None)
+                .toml_str(
+                    "[authz.roles.reader]\npermissions = [\"users:read\"]\n[authz.users]\nu0 = [\"reader\"]\n",
+                )
+                .load()
+                .expect("the benchmark's policy is valid")
+                .authz;
+            let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
+            guards.qiflow = Some(guard);
+            let router = if mode == Mode::QiflowGuarded {
+                router.route_layer(qiflow_axum::require(&observer, "users:read"))
+            } else {
+                router
+            };
+            router
+                .layer(axum::middleware::from_fn(authenticate))
+                .merge(qiflow_axum::routes(observer.clone()))
+                .fallback(|| async { StatusCode::NOT_FOUND })
+                .layer(qiflow_axum::layer(observer))
+        }
         Mode::Trace => {
             guards.appender = Some(load::install_json_file_subscriber(dir, false));
             router.layer(trace_layer())
@@ -292,6 +322,17 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             with_sentry(with_axum_prometheus(router).layer(trace_layer()))
         }
     }
+}
+
+/// The authentication stand-in of `qiflow-principal` and `qiflow-guarded`: every request is `u0`.
+async fn authenticate(
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    request
+        .extensions_mut()
+        .insert(qiflow_core::authz::Principal::new("u0"));
+    next.run(request).await
 }
 
 /// qiflow as the quickstart mounts it: its routes, a 404 fallback, `inner`'s layers, and qiflow's

@@ -1,19 +1,48 @@
 //! qiflow on actix-web 4: the quickstart's demo routes with qiflow mounted.
 //!
 //! `cargo run --release -p actix-app`, then `curl 127.0.0.1:3000/hello`.
+//!
+//! `GET /orders` and `POST /orders` show permission checks: each route is wrapped in a
+//! [`qiflow_actix::Require`] guard, which asks the policy (`[authz]`, or [`DEMO_AUTHZ`] when
+//! the configuration defines no roles) and audits every denial. Who the user is comes from
+//! [`demo_authentication`], a stand-in for real authentication.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use actix_web::dev::{Service, ServiceRequest};
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
+use qiflow_actix::Require;
+use qiflow_core::authz::Principal;
+use qiflow_core::config::ConfigError;
 use qiflow_core::{Config, Observer};
 
 /// How long in-flight requests may run on after SIGINT/SIGTERM, in seconds.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
+/// The demo's permission policy, in force when the configuration defines no `[authz]` roles of
+/// its own: a `viewer` may read the orders, an `admin` inherits that and may do anything with
+/// them (`orders:*`); the user `demo` is a viewer, the user `admin` an admin.
+const DEMO_AUTHZ: &str = r#"
+[authz.roles.viewer]
+permissions = ["orders:read"]
+
+[authz.roles.admin]
+inherits = ["viewer"]
+permissions = ["orders:*"]
+
+[authz.users]
+demo = ["viewer"]
+admin = ["admin"]
+"#;
+
+/// The header [`demo_authentication`] takes the user from. For the demo only.
+const DEMO_USER_HEADER: &str = "x-demo-user";
+
 fn main() -> ExitCode {
-    let config = match Config::load() {
+    let config = match Config::load().and_then(with_demo_policy) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("actix-app: invalid configuration:\n{e}");
@@ -44,6 +73,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `config` with the demo policy ([`DEMO_AUTHZ`]) when it defines no `[authz]` roles: its roles
+/// and users are the demo's, the rest of its `[authz]` (`deny_status`, `audit_grants`,
+/// `denial_alert`) stays as configured. A configuration with roles of its own is kept as it is.
+fn with_demo_policy(mut config: Config) -> Result<Config, ConfigError> {
+    if config.authz.roles.is_empty() {
+        // The demo policy alone: no file, and no variable of the environment mixed in.
+        let demo = qiflow_core::config::Loader::new()
+            .toml_str(DEMO_AUTHZ)
+            .env(std::iter::empty::<(String, String)>())
+            .load()?
+            .authz;
+        config.authz.roles = demo.roles;
+        config.authz.users = demo.users;
+    }
+    Ok(config)
+}
+
 /// Serves the demo routes on `addr` until SIGINT or SIGTERM, then lets in-flight requests
 /// finish (up to [`SHUTDOWN_TIMEOUT_SECS`]).
 async fn serve(observer: Observer, addr: std::net::SocketAddr) -> std::io::Result<()> {
@@ -58,9 +104,29 @@ async fn serve(observer: Observer, addr: std::net::SocketAddr) -> std::io::Resul
             .route("/panic", web::get().to(panic))
             .route("/slow", web::get().to(slow))
             .route("/login", web::post().to(login))
+            // Each method of /orders behind its permission (checked when the app is built).
+            .service(
+                web::resource("/orders")
+                    .route(
+                        web::get()
+                            .to(list_orders)
+                            .wrap(Require::new(&observer, "orders:read")),
+                    )
+                    .route(
+                        web::post()
+                            .to(create_order)
+                            .wrap(Require::new(&observer, "orders:write")),
+                    ),
+            )
             // /metrics, /health/live, /health/ready, /health (unless `[metrics] listen` is set)
             .configure(qiflow_actix::configure(observer.clone()))
+            // Who the user is: an app-level middleware runs before the routes' guards.
+            .wrap_fn(|request, service| {
+                demo_authentication(&request);
+                service.call(request)
+            })
             // request ids, access line, RED metrics, panics → 500: wrapped last, it sees everything
+            // (a denial is audited inside the request's span, with its id)
             .wrap(qiflow_actix::Observe::new(observer.clone()))
     })
     // actix-server treats SIGINT as a forced stop; both signals stop gracefully here.
@@ -69,6 +135,46 @@ async fn serve(observer: Observer, addr: std::net::SocketAddr) -> std::io::Resul
     .bind(addr)?;
     tracing::info!(%addr, "actix-app listening on http://{addr}");
     server.run().await
+}
+
+/// **A stand-in for real authentication, for the demo only**: it believes the `X-Demo-User`
+/// header and puts a [`Principal`] with that id in the request's extensions, where the guards
+/// find it. A real service verifies who the user is (a session with actix-identity, a JWT
+/// checked by a middleware, …) and inserts the `Principal` the same way. Never trust such a
+/// header in production: anyone can send it.
+fn demo_authentication(request: &ServiceRequest) {
+    let user = request
+        .headers()
+        .get(DEMO_USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|user| !user.is_empty())
+        .map(str::to_owned);
+    if let Some(user) = user {
+        request.extensions_mut().insert(Principal::new(user));
+    }
+}
+
+/// `GET /orders`: a small fixed list.
+async fn list_orders() -> web::Json<serde_json::Value> {
+    web::Json(serde_json::json!([
+        { "id": 1, "item": "green tea", "quantity": 2 },
+        { "id": 2, "item": "oolong", "quantity": 1 },
+    ]))
+}
+
+/// `POST /orders`: 201 with the new order (nothing is stored), made by the user the guard let
+/// through.
+async fn create_order(principal: Option<web::ReqData<Principal>>) -> HttpResponse {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(3);
+    let user = principal.map(|p| p.id.clone()).unwrap_or_default();
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(id, %user, "order created");
+    HttpResponse::Created().json(serde_json::json!({
+        "id": id,
+        "status": "created",
+        "created_by": user,
+    }))
 }
 
 async fn hello() -> &'static str {
@@ -171,5 +277,47 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     async {
         let _ = actix_web::rt::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qiflow_core::authz::{Permission, Policy};
+    use qiflow_core::config::Loader;
+
+    /// A configuration from `toml` alone (no file, no environment).
+    fn load(toml: &str) -> Config {
+        Loader::new()
+            .toml_str(toml)
+            .env(std::iter::empty::<(String, String)>())
+            .load()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_demo_policy_applies_only_without_configured_roles() {
+        // No roles: the demo's, with the rest of `[authz]` as configured.
+        let config = with_demo_policy(load("[authz]\ndeny_status = 404\n")).unwrap();
+        assert_eq!(config.authz.deny_status, 404);
+        let policy = Policy::new(&config.authz).unwrap();
+        let read = Permission::parse("orders:read").unwrap();
+        let write = Permission::parse("orders:write").unwrap();
+        let allows =
+            |user: &str, permission: &Permission| policy.allows(&Principal::new(user), permission);
+        assert!(allows("demo", &read));
+        assert!(!allows("demo", &write));
+        // `admin` reads through `viewer`, and writes through `orders:*`.
+        assert!(allows("admin", &read));
+        assert!(allows("admin", &write));
+        assert!(!allows("stranger", &read));
+
+        // Roles of its own: kept, and no demo user is added.
+        let config = with_demo_policy(load(
+            "[authz.roles.clerk]\npermissions = [\"orders:write\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(config.authz.roles.keys().collect::<Vec<_>>(), ["clerk"]);
+        assert!(config.authz.users.is_empty());
     }
 }

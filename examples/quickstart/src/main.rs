@@ -1,20 +1,47 @@
 //! qiflow quickstart: an axum service with qiflow mounted.
 //!
 //! `cargo run --release -p quickstart`, then `curl 127.0.0.1:3000/health/live`.
+//!
+//! `GET /orders` and `POST /orders` show permission checks: each route is guarded with
+//! [`qiflow_axum::require`], which asks the policy (`[authz]`, or [`DEMO_AUTHZ`] when the
+//! configuration defines no roles) and audits every denial. Who the user is comes from
+//! [`demo_authentication`], a stand-in for real authentication.
 
 use std::process::ExitCode;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, Request};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use qiflow_core::Observer;
 use qiflow_core::audit::{AuditEvent, Outcome};
+use qiflow_core::authz::Principal;
+use qiflow_core::config::ConfigError;
+
+/// The demo's permission policy, in force when the configuration defines no `[authz]` roles of
+/// its own: a `viewer` may read the orders, an `admin` inherits that and may do anything with
+/// them (`orders:*`); the user `demo` is a viewer, the user `admin` an admin.
+const DEMO_AUTHZ: &str = r#"
+[authz.roles.viewer]
+permissions = ["orders:read"]
+
+[authz.roles.admin]
+inherits = ["viewer"]
+permissions = ["orders:*"]
+
+[authz.users]
+demo = ["viewer"]
+admin = ["admin"]
+"#;
+
+/// The header [`demo_authentication`] takes the user from. For the demo only.
+const DEMO_USER_HEADER: &str = "x-demo-user";
 
 fn main() -> ExitCode {
-    let config = match qiflow_core::Config::load() {
+    let config = match qiflow_core::Config::load().and_then(with_demo_policy) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("quickstart: invalid configuration:\n{e}");
@@ -62,7 +89,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// The demo routes (DESIGN.md §3), the qiflow endpoints, and the middleware (added last).
+/// `config` with the demo policy ([`DEMO_AUTHZ`]) when it defines no `[authz]` roles: its roles
+/// and users are the demo's, the rest of its `[authz]` (`deny_status`, `audit_grants`,
+/// `denial_alert`) stays as configured. A configuration with roles of its own is kept as it is.
+fn with_demo_policy(mut config: qiflow_core::Config) -> Result<qiflow_core::Config, ConfigError> {
+    if config.authz.roles.is_empty() {
+        // The demo policy alone: no file, and no variable of the environment mixed in.
+        let demo = qiflow_core::config::Loader::new()
+            .toml_str(DEMO_AUTHZ)
+            .env(std::iter::empty::<(String, String)>())
+            .load()?
+            .authz;
+        config.authz.roles = demo.roles;
+        config.authz.users = demo.users;
+    }
+    Ok(config)
+}
+
+/// The demo routes (DESIGN.md §3), the qiflow endpoints, and the middleware (added last:
+/// the last layer is the outermost).
 fn app(observer: Observer) -> Router {
     Router::new()
         .route("/hello", get(hello))
@@ -71,11 +116,70 @@ fn app(observer: Observer) -> Router {
         .route("/panic", get(panic))
         .route("/slow", get(slow))
         .route("/login", post(login))
+        .merge(orders(&observer))
         .merge(qiflow_axum::routes(observer.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
         // Handlers reach the observer through the `Qiflow` extractor.
         .layer(axum::Extension(observer.clone()))
+        // Who the user is, before the guards run (they are route layers: inside this one).
+        .layer(axum::middleware::map_request(demo_authentication))
+        // Outermost: a denial is audited with the request's id.
         .layer(qiflow_axum::layer(observer))
+}
+
+/// `GET /orders` (needs `orders:read`) and `POST /orders` (needs `orders:write`): one router
+/// per permission, each guarded with `route_layer` (so the guard runs for a matched route only,
+/// with its template for the audit record), merged into the one path.
+fn orders(observer: &Observer) -> Router {
+    Router::new()
+        .route("/orders", get(list_orders))
+        .route_layer(qiflow_axum::require(observer, "orders:read"))
+        .merge(
+            Router::new()
+                .route("/orders", post(create_order))
+                .route_layer(qiflow_axum::require(observer, "orders:write")),
+        )
+}
+
+/// **A stand-in for real authentication, for the demo only**: it believes the `X-Demo-User`
+/// header and puts a [`Principal`] with that id in the request's extensions, where the guards
+/// find it. A real service verifies who the user is (a session with axum-login, a JWT checked
+/// by a middleware, …) and inserts the `Principal` the same way. Never trust such a header in
+/// production: anyone can send it.
+async fn demo_authentication(mut request: Request) -> Request {
+    let user = request
+        .headers()
+        .get(DEMO_USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|user| !user.is_empty())
+        .map(str::to_owned);
+    if let Some(user) = user {
+        request.extensions_mut().insert(Principal::new(user));
+    }
+    request
+}
+
+/// `GET /orders`: a small fixed list.
+async fn list_orders() -> Json<serde_json::Value> {
+    Json(serde_json::json!([
+        { "id": 1, "item": "green tea", "quantity": 2 },
+        { "id": 2, "item": "oolong", "quantity": 1 },
+    ]))
+}
+
+/// `POST /orders`: 201 with the new order (nothing is stored), made by the user the guard let
+/// through.
+async fn create_order(
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(3);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(id, user = %principal.id, "order created");
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": id, "status": "created", "created_by": principal.id })),
+    )
 }
 
 async fn hello() -> &'static str {
@@ -170,5 +274,47 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qiflow_core::authz::{Permission, Policy};
+    use qiflow_core::config::Loader;
+
+    /// A configuration from `toml` alone (no file, no environment).
+    fn load(toml: &str) -> qiflow_core::Config {
+        Loader::new()
+            .toml_str(toml)
+            .env(std::iter::empty::<(String, String)>())
+            .load()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_demo_policy_applies_only_without_configured_roles() {
+        // No roles: the demo's, with the rest of `[authz]` as configured.
+        let config = with_demo_policy(load("[authz]\ndeny_status = 404\n")).unwrap();
+        assert_eq!(config.authz.deny_status, 404);
+        let policy = Policy::new(&config.authz).unwrap();
+        let read = Permission::parse("orders:read").unwrap();
+        let write = Permission::parse("orders:write").unwrap();
+        let allows =
+            |user: &str, permission: &Permission| policy.allows(&Principal::new(user), permission);
+        assert!(allows("demo", &read));
+        assert!(!allows("demo", &write));
+        // `admin` reads through `viewer`, and writes through `orders:*`.
+        assert!(allows("admin", &read));
+        assert!(allows("admin", &write));
+        assert!(!allows("stranger", &read));
+
+        // Roles of its own: kept, and no demo user is added.
+        let config = with_demo_policy(load(
+            "[authz.roles.clerk]\npermissions = [\"orders:write\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(config.authz.roles.keys().collect::<Vec<_>>(), ["clerk"]);
+        assert!(config.authz.users.is_empty());
     }
 }

@@ -3,20 +3,27 @@
 //! `cargo run --release -p tower-hyper`, then `curl 127.0.0.1:3000/hello`.
 //!
 //! The same demo routes as the quickstart (axum), with the routing done by hand. Plain tower has
-//! no routes, so the service is built in three steps (outermost first):
+//! no routes, so the service is built in four steps (outermost first):
 //!
 //! 1. [`match_route`] matches the path against the demo routes and inserts its [`RouteTemplate`]
 //!    (`/users/{id}`, never the raw path) into the request's extensions;
 //! 2. qiflow's [`ObserveLayer`] reads that template for the `route` label (no template:
 //!    `route="unmatched"`) and does the rest: request id, span, access line, RED metrics, panics;
-//! 3. [`handle`] answers: qiflow's operator surface (`/metrics`, `/health/*`, `/qiflow/*`,
-//!    through [`qiflow_tower::answer`]), the demo routes, 404, 405.
+//! 3. [`demo_authentication`], a stand-in for real authentication, puts the user's
+//!    [`Principal`] in the request's extensions;
+//! 4. [`handle`] answers: qiflow's operator surface (`/metrics`, `/health/*`, `/qiflow/*`,
+//!    through [`qiflow_tower::answer`]), the demo routes, 404, 405. `GET /orders` and
+//!    `POST /orders` go through their permission guards first ([`Orders`]: a
+//!    [`RequireLayer`] each), which ask the policy (`[authz]`, or [`DEMO_AUTHZ`] when the
+//!    configuration defines no roles) and audit every denial.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::num::ParseIntError;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,9 +34,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use qiflow_core::Observer;
-use qiflow_tower::{HandlerError, ObserveLayer, RequestId};
-use tower::ServiceBuilder;
+use qiflow_core::authz::Principal;
+use qiflow_core::config::ConfigError;
+use qiflow_core::{Config, Observer};
+use qiflow_tower::{HandlerError, ObserveLayer, RequestId, Require, RequireLayer};
+use tower::util::ServiceFn;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 /// The response body: `Full` implements `Default`, which `ObserveLayer` needs for the 500 it
 /// answers when a handler panics.
@@ -51,6 +61,26 @@ const FAIL: &str = "/fail";
 const PANIC: &str = "/panic";
 const SLOW: &str = "/slow";
 const LOGIN: &str = "/login";
+const ORDERS: &str = "/orders";
+
+/// The demo's permission policy, in force when the configuration defines no `[authz]` roles of
+/// its own: a `viewer` may read the orders, an `admin` inherits that and may do anything with
+/// them (`orders:*`); the user `demo` is a viewer, the user `admin` an admin.
+const DEMO_AUTHZ: &str = r#"
+[authz.roles.viewer]
+permissions = ["orders:read"]
+
+[authz.roles.admin]
+inherits = ["viewer"]
+permissions = ["orders:*"]
+
+[authz.users]
+demo = ["viewer"]
+admin = ["admin"]
+"#;
+
+/// The header [`demo_authentication`] takes the user from. For the demo only.
+const DEMO_USER_HEADER: &str = "x-demo-user";
 
 /// The route template a request matched, inserted into its extensions by [`match_route`] before
 /// qiflow's middleware sees it.
@@ -58,7 +88,7 @@ const LOGIN: &str = "/login";
 struct RouteTemplate(&'static str);
 
 fn main() -> ExitCode {
-    let config = match qiflow_core::Config::load() {
+    let config = match Config::load().and_then(with_demo_policy) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("tower-hyper: invalid configuration:\n{e}");
@@ -95,6 +125,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `config` with the demo policy ([`DEMO_AUTHZ`]) when it defines no `[authz]` roles: its roles
+/// and users are the demo's, the rest of its `[authz]` (`deny_status`, `audit_grants`,
+/// `denial_alert`) stays as configured. A configuration with roles of its own is kept as it is.
+fn with_demo_policy(mut config: Config) -> Result<Config, ConfigError> {
+    if config.authz.roles.is_empty() {
+        // The demo policy alone: no file, and no variable of the environment mixed in.
+        let demo = qiflow_core::config::Loader::new()
+            .toml_str(DEMO_AUTHZ)
+            .env(std::iter::empty::<(String, String)>())
+            .load()?
+            .authz;
+        config.authz.roles = demo.roles;
+        config.authz.users = demo.users;
+    }
+    Ok(config)
+}
+
 /// Accepts connections on `addr` (and on `[metrics] listen` when set) until SIGINT or SIGTERM,
 /// then stops accepting and lets the open connections finish their in-flight requests, for at
 /// most [`SHUTDOWN_GRACE`].
@@ -120,14 +167,18 @@ async fn serve(addr: SocketAddr, observer: Observer) -> std::io::Result<()> {
             .get::<RouteTemplate>()
             .map(|route| Cow::Borrowed(route.0))
     });
+    let orders = Orders::new(&observer);
     let service = ServiceBuilder::new()
         .map_request(match_route::<Incoming>)
         .layer(layer)
+        // Inside `ObserveLayer` (a denial is audited with the request's id), before the guards.
+        .map_request(demo_authentication::<Incoming>)
         .service_fn({
             let observer = observer.clone();
             move |request: Request<Incoming>| {
                 let observer = observer.clone();
-                async move { Ok::<_, Infallible>(handle(&observer, request).await) }
+                let orders = orders.clone();
+                async move { Ok::<_, Infallible>(handle(&observer, &orders, request).await) }
             }
         });
     // The operator listener serves qiflow's operator surface only, unobserved and trusted.
@@ -234,13 +285,77 @@ fn route_template(path: &str) -> Option<&'static str> {
         (Some("panic"), None, _) => Some(PANIC),
         (Some("slow"), None, _) => Some(SLOW),
         (Some("login"), None, _) => Some(LOGIN),
+        (Some("orders"), None, _) => Some(ORDERS),
         _ => None,
+    }
+}
+
+/// **A stand-in for real authentication, for the demo only**: it believes the `X-Demo-User`
+/// header and puts a [`Principal`] with that id in the request's extensions, where the guards
+/// find it. A real service verifies who the user is (a session, a JWT checked by a middleware,
+/// …) and inserts the `Principal` the same way. Never trust such a header in production: anyone
+/// can send it.
+fn demo_authentication<B>(mut request: Request<B>) -> Request<B> {
+    let user = request
+        .headers()
+        .get(DEMO_USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|user| !user.is_empty())
+        .map(str::to_owned);
+    if let Some(user) = user {
+        request.extensions_mut().insert(Principal::new(user));
+    }
+    request
+}
+
+/// An orders handler: it needs no await, so its future is ready at once.
+type OrdersHandler = fn(Request<Incoming>) -> Ready<Result<Response<Body>, Infallible>>;
+
+/// An orders handler behind its permission guard.
+type Guarded = Require<ServiceFn<OrdersHandler>>;
+
+/// `GET /orders` (needs `orders:read`) and `POST /orders` (needs `orders:write`), each behind a
+/// [`RequireLayer`]: built once (the permissions are parsed then), cloned per request.
+#[derive(Clone)]
+struct Orders {
+    list: Guarded,
+    create: Guarded,
+}
+
+impl Orders {
+    fn new(observer: &Observer) -> Self {
+        // The route template (not the path) for the audit record and the denial list.
+        let guard = |permission: &str| {
+            RequireLayer::new(observer, permission).route(|extensions: &http::Extensions| {
+                extensions
+                    .get::<RouteTemplate>()
+                    .map(|route| Cow::Borrowed(route.0))
+            })
+        };
+        Self {
+            list: guard("orders:read").layer(tower::service_fn(list_orders as OrdersHandler)),
+            create: guard("orders:write").layer(tower::service_fn(create_order as OrdersHandler)),
+        }
+    }
+}
+
+/// Calls a guarded handler: its answer, or the guard's refusal (401, or 403 naming the missing
+/// permission).
+async fn call(guarded: Guarded, request: Request<Incoming>) -> Response<Body> {
+    match guarded.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
 /// The inner service: qiflow's operator surface (unless `[admin] listen` moves it to the
 /// operator listener), then the demo routes by template and method.
-async fn handle(observer: &Observer, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    observer: &Observer,
+    orders: &Orders,
+    request: Request<Incoming>,
+) -> Response<Body> {
     if observer.config().operator_listener().is_none()
         && observer.is_admin_path(request.uri().path())
     {
@@ -260,6 +375,9 @@ async fn handle(observer: &Observer, request: Request<Incoming>) -> Response<Bod
         SLOW if get => slow(request.uri().query()).await,
         LOGIN if post => login(observer, request).await,
         LOGIN => method_not_allowed("POST"),
+        ORDERS if get => call(orders.list.clone(), request).await,
+        ORDERS if post => call(orders.create.clone(), request).await,
+        ORDERS => method_not_allowed("GET, POST"),
         _ => method_not_allowed("GET"),
     }
 }
@@ -431,6 +549,34 @@ async fn login(observer: &Observer, request: Request<Incoming>) -> Response<Body
     empty(status)
 }
 
+/// `GET /orders`: a small fixed list.
+fn list_orders(_request: Request<Incoming>) -> Ready<Result<Response<Body>, Infallible>> {
+    ready(Ok(json(
+        StatusCode::OK,
+        &serde_json::json!([
+            { "id": 1, "item": "green tea", "quantity": 2 },
+            { "id": 2, "item": "oolong", "quantity": 1 },
+        ]),
+    )))
+}
+
+/// `POST /orders`: 201 with the new order (nothing is stored), made by the user the guard let
+/// through.
+fn create_order(request: Request<Incoming>) -> Ready<Result<Response<Body>, Infallible>> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(3);
+    let user = request
+        .extensions()
+        .get::<Principal>()
+        .map(|principal| principal.id.clone())
+        .unwrap_or_default();
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(id, %user, "order created");
+    ready(Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "id": id, "status": "created", "created_by": user }),
+    )))
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_owned()));
     *response.status_mut() = status;
@@ -490,6 +636,43 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qiflow_core::authz::{Permission, Policy};
+    use qiflow_core::config::Loader;
+
+    /// A configuration from `toml` alone (no file, no environment).
+    fn load(toml: &str) -> Config {
+        Loader::new()
+            .toml_str(toml)
+            .env(std::iter::empty::<(String, String)>())
+            .load()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_demo_policy_applies_only_without_configured_roles() {
+        // No roles: the demo's, with the rest of `[authz]` as configured.
+        let config = with_demo_policy(load("[authz]\ndeny_status = 404\n")).unwrap();
+        assert_eq!(config.authz.deny_status, 404);
+        let policy = Policy::new(&config.authz).unwrap();
+        let read = Permission::parse("orders:read").unwrap();
+        let write = Permission::parse("orders:write").unwrap();
+        let allows =
+            |user: &str, permission: &Permission| policy.allows(&Principal::new(user), permission);
+        assert!(allows("demo", &read));
+        assert!(!allows("demo", &write));
+        // `admin` reads through `viewer`, and writes through `orders:*`.
+        assert!(allows("admin", &read));
+        assert!(allows("admin", &write));
+        assert!(!allows("stranger", &read));
+
+        // Roles of its own: kept, and no demo user is added.
+        let config = with_demo_policy(load(
+            "[authz.roles.clerk]\npermissions = [\"orders:write\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(config.authz.roles.keys().collect::<Vec<_>>(), ["clerk"]);
+        assert!(config.authz.users.is_empty());
+    }
 
     #[test]
     fn templates_match_the_demo_routes_only() {
@@ -500,6 +683,7 @@ mod tests {
         assert_eq!(route_template("/panic"), Some(PANIC));
         assert_eq!(route_template("/slow"), Some(SLOW));
         assert_eq!(route_template("/login"), Some(LOGIN));
+        assert_eq!(route_template("/orders"), Some(ORDERS));
         for unknown in [
             "",
             "/",
@@ -508,6 +692,8 @@ mod tests {
             "/users",
             "/users/",
             "/users/1/x",
+            "/orders/",
+            "/orders/1",
             "/metrics",
             "/health/live",
             "/wp-admin.php",

@@ -36,6 +36,14 @@ pub(crate) enum Endpoint {
     Loggers,
     /// `PUT /qiflow/api/loggers`: a new log filter.
     SetLoggers,
+    /// `GET /qiflow/api/audit/stats`: audit records counted by action and by actor.
+    AuditStats,
+    /// `GET /qiflow/api/authz`: roles, users and recent denials.
+    Authz,
+    /// `PUT /qiflow/api/authz/users/{id}`: an operator sets a user's roles.
+    SetUserRoles(String),
+    /// `DELETE /qiflow/api/authz/users/{id}`: the user's roles back to the configuration's.
+    ResetUserRoles(String),
     /// A path under `/qiflow/` that names nothing.
     NotFound,
     /// A known path with another method: the methods it allows.
@@ -74,6 +82,9 @@ impl Endpoint {
             Self::DeleteSilence(_) => "silence_delete",
             Self::Loggers => "loggers",
             Self::SetLoggers => "loggers_set",
+            Self::AuditStats => "audit_stats",
+            Self::Authz => "authz",
+            Self::SetUserRoles(_) | Self::ResetUserRoles(_) => "authz_users_set",
             Self::NotFound | Self::WrongMethod(_) => "other",
         }
     }
@@ -84,6 +95,9 @@ impl Endpoint {
             Self::CreateSilence => Some("qiflow.silence.create"),
             Self::DeleteSilence(_) => Some("qiflow.silence.delete"),
             Self::SetLoggers => Some("qiflow.loggers.set"),
+            // The change itself is the record (`authz.changed`, before and after); a refused
+            // attempt is recorded under the same action.
+            Self::SetUserRoles(_) | Self::ResetUserRoles(_) => Some("authz.changed"),
             Self::JobCheckIn(_, kind) => Some(kind.action()),
             _ => None,
         }
@@ -183,6 +197,8 @@ impl Routes {
             "api/baselines" => get(Endpoint::Baselines),
             "api/alerts" => get(Endpoint::Alerts),
             "api/audit" => get(Endpoint::Audit),
+            "api/audit/stats" => get(Endpoint::AuditStats),
+            "api/authz" => get(Endpoint::Authz),
             "api/loggers" if method == "PUT" => (Endpoint::SetLoggers, Access::Write),
             "api/loggers" if read => (Endpoint::Loggers, Access::Read),
             "api/loggers" => (Endpoint::WrongMethod("GET, HEAD, PUT"), Access::Read),
@@ -190,6 +206,18 @@ impl Routes {
             "api/alerts/silences" => (Endpoint::WrongMethod("POST"), Access::Read),
             "api/jobs" => get(Endpoint::Jobs),
             "api/deployments" => get(Endpoint::Deployments),
+            other if other.starts_with("api/authz/users/") => {
+                let id = &other["api/authz/users/".len()..];
+                if id.is_empty() || id.contains('/') {
+                    (Endpoint::NotFound, Access::Read)
+                } else if method == "PUT" {
+                    (Endpoint::SetUserRoles(id.to_owned()), Access::Write)
+                } else if method == "DELETE" {
+                    (Endpoint::ResetUserRoles(id.to_owned()), Access::Write)
+                } else {
+                    (Endpoint::WrongMethod("PUT, DELETE"), Access::Read)
+                }
+            }
             other if other.starts_with("api/jobs/") => {
                 let rest = &other["api/jobs/".len()..];
                 match rest
@@ -323,6 +351,37 @@ mod tests {
                 Access::Read,
             ),
             ("GET", "/qiflow/x/y", Endpoint::NotFound, Access::Read),
+            ("GET", "/qiflow/api/authz", Endpoint::Authz, Access::Read),
+            (
+                "GET",
+                "/qiflow/api/audit/stats",
+                Endpoint::AuditStats,
+                Access::Read,
+            ),
+            (
+                "PUT",
+                "/qiflow/api/authz/users/demo",
+                Endpoint::SetUserRoles("demo".into()),
+                Access::Write,
+            ),
+            (
+                "DELETE",
+                "/qiflow/api/authz/users/demo",
+                Endpoint::ResetUserRoles("demo".into()),
+                Access::Write,
+            ),
+            (
+                "GET",
+                "/qiflow/api/authz/users/demo",
+                Endpoint::WrongMethod("PUT, DELETE"),
+                Access::Read,
+            ),
+            (
+                "PUT",
+                "/qiflow/api/authz/users/a/b",
+                Endpoint::NotFound,
+                Access::Read,
+            ),
         ];
         for (method, path, endpoint, access) in cases {
             assert_eq!(

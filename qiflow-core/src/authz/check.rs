@@ -14,6 +14,21 @@ pub(crate) fn check(authz: &AuthzConfig, f: &mut Findings) {
             );
         }
     }
+    if !(400..=499).contains(&authz.deny_status) || authz.deny_status == 401 {
+        f.bad(
+            "authz.deny_status",
+            format!(
+                "{} is not a refusal status: use a 4xx other than 401 (401 is for a request without a principal), like 403 or 404",
+                authz.deny_status
+            ),
+        );
+    }
+    if authz.denial_alert.count > 0 && authz.denial_alert.window.is_zero() {
+        f.bad(
+            "authz.denial_alert.window",
+            "must be longer than 0s (or set count = 0 to turn the alert off)",
+        );
+    }
     match Compiled::new(&Names::default(), &authz.roles, &authz.users) {
         Err(problems) => {
             for (path, message) in problems {

@@ -31,29 +31,84 @@
 //! grants nothing.
 
 pub(crate) mod check;
+pub(crate) mod live;
 pub(crate) mod policy;
 
-use std::sync::Arc;
+pub use live::{Denial, MAX_TRACKED_ACTORS, RECENT_DENIALS, STATE_FILE};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::config::AuthzConfig;
 use policy::{Compiled, NAMES, Wanted};
+
+/// How many distinct permissions get their own `permission` label on
+/// `qiflow_authz_decisions_total`; the ones parsed after them share `permission="other"`.
+pub const MAX_PERMISSION_LABELS: usize = 256;
+
+/// The permissions with a label of their own, in the order they were first parsed.
+static LABELS: std::sync::LazyLock<RwLock<Vec<Arc<str>>>> =
+    std::sync::LazyLock::new(|| RwLock::new(Vec::new()));
+
+/// The label index of `text`: its place in [`LABELS`], or [`MAX_PERMISSION_LABELS`] (`other`).
+fn label_of(text: &Arc<str>) -> u16 {
+    let find = |labels: &Vec<Arc<str>>| labels.iter().position(|l| **l == **text);
+    if let Some(i) = find(&LABELS.read().unwrap_or_else(PoisonError::into_inner)) {
+        return i as u16;
+    }
+    let mut labels = LABELS.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(i) = find(&labels) {
+        return i as u16;
+    }
+    if labels.len() >= MAX_PERMISSION_LABELS {
+        return MAX_PERMISSION_LABELS as u16;
+    }
+    labels.push(text.clone());
+    (labels.len() - 1) as u16
+}
+
+/// The label text of index `i`.
+pub(crate) fn label_text(i: usize) -> Option<Arc<str>> {
+    if i >= MAX_PERMISSION_LABELS {
+        return Some("other".into());
+    }
+    LABELS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(i)
+        .cloned()
+}
 
 /// A permission a check asks for (`orders:write`): parsed once, decided without a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Permission {
     wanted: Wanted,
     text: Arc<str>,
+    /// Its `permission` label on `qiflow_authz_decisions_total` (an index; see [`label_of`]).
+    label: u16,
 }
 
 impl Permission {
     /// Parses `resource:action` (letters, digits, `_`, `-`, `.`, `/`; no `*`: a check names one
     /// permission). The error says what is wrong with it.
+    ///
+    /// Parse a permission once (when a guard is built, or in a `static`), not per request:
+    /// parsing interns its names, and the first [`MAX_PERMISSION_LABELS`] permissions parsed in
+    /// the process get their own metric label (the rest count as `other`).
     pub fn parse(text: &str) -> Result<Self, PermissionError> {
         let wanted = Wanted::parse(&NAMES, text).map_err(PermissionError)?;
+        let text: Arc<str> = text.into();
         Ok(Self {
             wanted,
-            text: text.into(),
+            label: label_of(&text),
+            text,
         })
+    }
+
+    /// The index of its metric label (below [`MAX_PERMISSION_LABELS`], or equal to it for
+    /// `other`).
+    pub(crate) fn label(&self) -> usize {
+        usize::from(self.label)
     }
 
     /// The permission as written (`orders:write`).
@@ -108,10 +163,61 @@ impl Principal {
     }
 }
 
+/// The answer to a permission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The principal holds the permission: the handler runs.
+    Granted,
+    /// The principal does not hold it: refused, and audited (`authz.denied`).
+    Denied,
+}
+
+impl Decision {
+    /// Whether the permission was granted.
+    pub fn is_granted(self) -> bool {
+        self == Self::Granted
+    }
+
+    /// The `decision` label of `qiflow_authz_decisions_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// The JSON body of a refusal: `{"error":"forbidden","permission":"orders:write"}` (the
+/// missing permission, never the principal's roles), or `{"error":"unauthenticated", …}` when
+/// there was no principal at all. What the guards answer.
+pub fn refusal_body(permission: &Permission, authenticated: bool) -> String {
+    serde_json::json!({
+        "error": if authenticated { "forbidden" } else { "unauthenticated" },
+        "permission": permission.as_str(),
+        "request_id": crate::request::current_request_id().map(|id| id.as_str().to_owned()),
+    })
+    .to_string()
+}
+
+/// One role as the policy compiled it: what `GET /qiflow/api/authz` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RoleView {
+    /// The roles it inherits directly.
+    pub inherits: Vec<String>,
+    /// The permissions it grants itself.
+    pub permissions: Vec<String>,
+    /// Every permission it grants, through its inheritance too (sorted).
+    pub effective: Vec<String>,
+}
+
 /// The compiled `[authz]` policy: roles, their inheritance and the configuration's users.
 #[derive(Debug)]
 pub struct Policy {
     compiled: Compiled,
+    roles: BTreeMap<String, RoleView>,
+    users: BTreeMap<String, Vec<String>>,
 }
 
 /// A policy that does not compile: each problem with its key path.
@@ -121,6 +227,13 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
+    /// One problem at `path`.
+    pub(crate) fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![(path.into(), message.into())],
+        }
+    }
+
     /// Each problem: its key path (`authz.roles.admin.inherits`) and what is wrong.
     pub fn problems(&self) -> &[(String, String)] {
         &self.problems
@@ -144,9 +257,56 @@ impl std::error::Error for PolicyError {}
 impl Policy {
     /// Compiles `[authz]`.
     pub fn new(config: &AuthzConfig) -> Result<Self, PolicyError> {
-        Compiled::new(&NAMES, &config.roles, &config.users)
-            .map(|compiled| Self { compiled })
-            .map_err(|problems| PolicyError { problems })
+        Self::compile(&config.roles, &config.users)
+    }
+
+    /// Compiles `roles` and `users`.
+    pub(crate) fn compile(
+        roles: &BTreeMap<String, crate::config::RoleConfig>,
+        users: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, PolicyError> {
+        let compiled =
+            Compiled::new(&NAMES, roles, users).map_err(|problems| PolicyError { problems })?;
+        let views = roles
+            .iter()
+            .map(|(name, role)| {
+                let effective: BTreeSet<&str> = policy::reachable(roles, name)
+                    .into_iter()
+                    .filter_map(|r| roles.get(r))
+                    .flat_map(|r| r.permissions.iter().map(String::as_str))
+                    .collect();
+                let view = RoleView {
+                    inherits: role.inherits.clone(),
+                    permissions: role.permissions.clone(),
+                    effective: effective.into_iter().map(str::to_owned).collect(),
+                };
+                (name.clone(), view)
+            })
+            .collect();
+        Ok(Self {
+            compiled,
+            roles: views,
+            users: users.clone(),
+        })
+    }
+
+    /// An empty policy: every check is denied.
+    pub fn empty() -> Self {
+        Self {
+            compiled: Compiled::default(),
+            roles: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
+    }
+
+    /// The roles, as compiled.
+    pub fn roles(&self) -> &BTreeMap<String, RoleView> {
+        &self.roles
+    }
+
+    /// The users the policy gives roles to, with those roles.
+    pub fn users(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.users
     }
 
     /// Whether `principal` (its roles and those the configuration gives its id) holds

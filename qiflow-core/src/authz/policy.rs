@@ -294,7 +294,10 @@ impl Compiled {
 }
 
 /// Every role `start` reaches through `inherits`, itself included (the graph is acyclic here).
-fn reachable<'a>(roles: &'a BTreeMap<String, RoleConfig>, start: &'a str) -> BTreeSet<&'a str> {
+pub(crate) fn reachable<'a>(
+    roles: &'a BTreeMap<String, RoleConfig>,
+    start: &'a str,
+) -> BTreeSet<&'a str> {
     let mut seen = BTreeSet::new();
     let mut stack = vec![start];
     while let Some(name) = stack.pop() {

@@ -186,6 +186,16 @@ impl Stacktrace {
         {
             self.frames.drain(..=end);
         } else {
+            // The capture's own frames, through `Stacktrace::capture`: with line tables only
+            // (`debug = "line-tables-only"`), the frames inlined into it have short names
+            // (`trace`) that no prefix below matches.
+            if let Some(end) = self
+                .frames
+                .iter()
+                .position(|f| named(f, "qiflow_core::capture::stacktrace::Stacktrace::capture"))
+            {
+                self.frames.drain(..=end);
+            }
             let machinery = self
                 .frames
                 .iter()

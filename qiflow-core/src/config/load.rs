@@ -252,6 +252,7 @@ impl Loader {
             ));
         }
         move_old_keys(&mut config, &mut problems, &mut warnings);
+        config.source = origin;
         let mut findings = Findings { problems, warnings };
         validate::validate(&config, &mut findings);
         Ok(Parsed {

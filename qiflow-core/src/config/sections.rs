@@ -43,9 +43,19 @@ pub struct Config {
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
     #[serde(skip)]
     pub(crate) warnings: Vec<super::Problem>,
+    /// The file it was read from, if any.
+    #[serde(skip)]
+    pub(crate) source: Option<PathBuf>,
 }
 
 impl Config {
+    /// The file the configuration was read from (`QIFLOW_CONFIG`, `./qiflow.toml` or
+    /// [`Loader::file`](super::Loader::file)); `None` for text or defaults only. A `SIGHUP`
+    /// re-reads `[authz]` from it (see [`crate::authz`]).
+    pub fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
+    }
+
     /// Warnings found while loading: they do not stop `init`, which logs them, and
     /// `qiflow check` prints them.
     pub fn warnings(&self) -> &[super::Problem] {
@@ -989,8 +999,16 @@ impl Default for JobConfig {
 /// [authz.users]
 /// demo = ["viewer"]
 /// admin = ["admin"]
+///
+/// [authz]
+/// audit_grants = "writes"
+/// deny_status = 403
+///
+/// [authz.denial_alert]
+/// count = 20
+/// window = "5m"
 /// ```
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct AuthzConfig {
@@ -999,6 +1017,63 @@ pub struct AuthzConfig {
     /// Roles by user id (`demo = ["viewer"]`), added to those the host's authentication gives.
     /// Defaults to none.
     pub users: std::collections::BTreeMap<String, Vec<String>>,
+    /// Which granted checks write an audit record (denials always do). Defaults to `"none"`.
+    pub audit_grants: AuditGrants,
+    /// The status a guard answers when the principal lacks the permission (a 4xx). Defaults to
+    /// `403`.
+    pub deny_status: u16,
+    /// An alert when one actor is denied `count` times within `window` (the shape of a probing
+    /// or a broken client). `count = 0` turns it off. Defaults to 20 in `"5m"`.
+    pub denial_alert: DenialAlertConfig,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        Self {
+            roles: std::collections::BTreeMap::new(),
+            users: std::collections::BTreeMap::new(),
+            audit_grants: AuditGrants::None,
+            deny_status: 403,
+            denial_alert: DenialAlertConfig::default(),
+        }
+    }
+}
+
+/// `[authz] audit_grants`: which granted checks are audited (action `authz.granted`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditGrants {
+    /// No grant is audited (denials always are).
+    #[default]
+    None,
+    /// Grants to requests that may change something: any method but `GET`, `HEAD`, `OPTIONS`
+    /// and `TRACE`.
+    Writes,
+    /// Every grant.
+    All,
+}
+
+/// `[authz.denial_alert]`: denials of one actor that raise the `authz_denials` alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DenialAlertConfig {
+    /// This many denials of one actor within `window` raise the alert; `0` turns it off.
+    /// Defaults to 20.
+    pub count: u32,
+    /// The sliding window. Defaults to `"5m"`.
+    #[serde(with = "units::duration")]
+    pub window: Duration,
+}
+
+impl Default for DenialAlertConfig {
+    fn default() -> Self {
+        Self {
+            count: 20,
+            window: Duration::from_secs(300),
+        }
+    }
 }
 
 /// One `[authz.roles.NAME]`.

@@ -353,6 +353,18 @@ pub const CATALOGUE: &[MetricInfo] = &[
         &["job", "state"],
         "A scheduled job's state: 1 on the series of its state (new, up, running, late, down, failed), 0 on the others.",
     ),
+    metric(
+        "qiflow_authz_decisions_total",
+        MetricKind::Counter,
+        &["decision", "permission"],
+        "Permission checks by decision (granted, denied, unauthenticated) and permission (the first 256 a process parses; the rest are other).",
+    ),
+    metric(
+        "qiflow_authz_untracked_denials_total",
+        MetricKind::Counter,
+        &[],
+        "Denials not counted toward [authz.denial_alert] because 10,000 actors were already watched (still audited).",
+    ),
 ];
 
 /// Buckets of `qiflow_job_duration_seconds`: from a one-second cleanup to a day-long export.

@@ -18,6 +18,10 @@ const ENDPOINTS: &[&str] = &[
     "GET /qiflow/api/baselines",
     "GET /qiflow/api/alerts",
     "GET /qiflow/api/audit",
+    "GET /qiflow/api/audit/stats",
+    "GET /qiflow/api/authz",
+    "PUT /qiflow/api/authz/users/{id}",
+    "DELETE /qiflow/api/authz/users/{id}",
     "POST /qiflow/api/alerts/silences",
     "DELETE /qiflow/api/alerts/silences/{id}",
     "GET /qiflow/api/loggers",
@@ -163,6 +167,14 @@ impl Observer {
                 Err(e) => AdminResponse::error(500, &format!("cannot serialize the alerts: {e}")),
             },
             Endpoint::Audit => self.audit_view(request.query.as_deref()).await,
+            Endpoint::AuditStats => self.audit_stats(request.query.as_deref()).await,
+            Endpoint::Authz => AdminResponse::json(200, self.authz_view().to_string()),
+            Endpoint::SetUserRoles(user) => {
+                self.set_user_roles_answer(admitted, request, user, true)
+            }
+            Endpoint::ResetUserRoles(user) => {
+                self.set_user_roles_answer(admitted, request, user, false)
+            }
             Endpoint::CreateSilence => self.create_silence(admitted, request),
             Endpoint::DeleteSilence(id) => self.delete_silence(admitted, request, id),
             Endpoint::Loggers => {
@@ -211,13 +223,128 @@ impl Observer {
                 Ok(body) => AdminResponse::json(200, body),
                 Err(e) => AdminResponse::error(500, &format!("cannot serialize the page: {e}")),
             },
-            Err(e) if e.kind() == AuditErrorKind::Config => {
-                AdminResponse::error(503, &e.to_string())
+            Err(e) => query_failed(&e),
+        }
+    }
+
+    /// `GET /qiflow/api/audit/stats?from=…&to=…`: the records of the window (default the last
+    /// 24 hours) counted by action, by outcome and by actor (the 50 busiest; the rest summed),
+    /// read from the trail page by page, at most [`STATS_SCAN`] records (`truncated` says when
+    /// there were more). Computed from the trail, not kept as metric labels: user ids never
+    /// become series.
+    async fn audit_stats(&self, query: Option<&str>) -> AdminResponse {
+        let mut query = match crate::audit::AuditQuery::from_query_string(query.unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => return AdminResponse::error(400, &e),
+        };
+        // The system clock: what audit events are stamped with.
+        let now = std::time::SystemTime::now();
+        if query.from.is_none() {
+            query.from = Some(crate::alert::rfc3339(
+                now - std::time::Duration::from_secs(24 * 3600),
+            ));
+        }
+        query.limit = Some(crate::audit::MAX_LIMIT);
+        query.before = None;
+        let mut by_action = std::collections::BTreeMap::<String, u64>::new();
+        let mut by_outcome = std::collections::BTreeMap::<String, u64>::new();
+        let mut by_actor = std::collections::HashMap::<String, u64>::new();
+        let mut records = 0usize;
+        let mut truncated = false;
+        loop {
+            let page = match self.audit_query(&query).await {
+                Ok(page) => page,
+                Err(e) => return query_failed(&e),
+            };
+            for record in &page.records {
+                *by_action.entry(record.action.clone()).or_default() += 1;
+                *by_outcome
+                    .entry(record.outcome.as_str().to_owned())
+                    .or_default() += 1;
+                *by_actor.entry(record.actor.clone()).or_default() += 1;
             }
-            Err(e) if e.kind() == AuditErrorKind::Query => {
-                AdminResponse::error(400, &e.to_string())
+            records += page.records.len();
+            match page.next {
+                Some(next) if records < STATS_SCAN => query.before = Some(next),
+                Some(_) => {
+                    truncated = true;
+                    break;
+                }
+                None => break,
             }
-            Err(e) => AdminResponse::error(500, &e.to_string()),
+        }
+        let mut actors: Vec<(String, u64)> = by_actor.into_iter().collect();
+        actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let other: u64 = actors.iter().skip(STATS_ACTORS).map(|(_, n)| n).sum();
+        actors.truncate(STATS_ACTORS);
+        AdminResponse::json(
+            200,
+            serde_json::json!({
+                "from": query.from,
+                "to": query.to,
+                "records": records,
+                "truncated": truncated,
+                "by_action": by_action,
+                "by_outcome": by_outcome,
+                "by_actor": actors
+                    .iter()
+                    .map(|(actor, count)| serde_json::json!({ "actor": actor, "count": count }))
+                    .collect::<Vec<_>>(),
+                "other_actors_count": other,
+            })
+            .to_string(),
+        )
+    }
+
+    /// `PUT /qiflow/api/authz/users/{id}` with `{"roles":["viewer"]}` (`set`), or `DELETE` (the
+    /// configuration's roles back): the change audited as `authz.changed` with the roles before
+    /// and after; a refused one audited as a failure.
+    fn set_user_roles_answer(
+        &self,
+        admitted: &Admitted,
+        request: &AdminRequest,
+        user: &str,
+        set: bool,
+    ) -> AdminResponse {
+        let failed = |status: u16, why: String| {
+            let _ = self.audit(
+                self.admin_event(
+                    &admitted.caller,
+                    &admitted.endpoint,
+                    request,
+                    Outcome::Failure,
+                )
+                .metadata("error", why.clone())
+                .build(),
+            );
+            AdminResponse::error(status, &why)
+        };
+        let roles = if set {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                roles: Vec<String>,
+            }
+            match serde_json::from_slice::<Body>(&request.body) {
+                Ok(body) => Some(body.roles),
+                Err(e) => {
+                    return failed(
+                        400,
+                        format!("the body must be JSON like {{\"roles\":[\"viewer\"]}}: {e}"),
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let request_id = request
+            .header_value(crate::request::REQUEST_ID_HEADER)
+            .filter(|id| crate::request::is_sane_request_id(id));
+        match self.set_user_roles(user, roles, admitted.caller.name(), request_id) {
+            Ok(after) => AdminResponse::json(200, after.to_string()),
+            // The trail refused the record: nothing changed, and there is no trail to write to.
+            Err((503, why)) => AdminResponse::error(503, &why),
+            Err((status, why)) => failed(status, why),
         }
     }
 
@@ -460,6 +587,9 @@ impl Observer {
             Endpoint::DeleteSilence(id) => format!("silence/{id}"),
             Endpoint::JobCheckIn(name, _) => format!("job/{name}"),
             Endpoint::SetLoggers => "loggers".to_owned(),
+            Endpoint::SetUserRoles(user) | Endpoint::ResetUserRoles(user) => {
+                format!("authz/users/{user}")
+            }
             _ => "silence".to_owned(),
         };
         let mut event = AuditEvent::builder(caller.name(), action)
@@ -475,6 +605,23 @@ impl Observer {
         event
     }
 }
+
+/// The answer to a query of the trail that failed: 503 without a queryable trail, 400 for a bad
+/// query, 500 otherwise.
+fn query_failed(e: &crate::audit::AuditError) -> AdminResponse {
+    let status = match e.kind() {
+        AuditErrorKind::Config => 503,
+        AuditErrorKind::Query => 400,
+        _ => 500,
+    };
+    AdminResponse::error(status, &e.to_string())
+}
+
+/// The most records `GET /qiflow/api/audit/stats` reads.
+pub(crate) const STATS_SCAN: usize = 100_000;
+
+/// The actors `GET /qiflow/api/audit/stats` names (the busiest).
+const STATS_ACTORS: usize = 50;
 
 /// A write undone because the audit trail could not record it.
 fn unaudited(error: &crate::audit::AuditError) -> AdminResponse {

@@ -5,6 +5,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::{Guard, Inner, Observer};
+
+/// How often the denial alerts of actors whose window emptied are resolved.
+const AUTHZ_SWEEP_EVERY: Duration = Duration::from_secs(5);
 use crate::alert::AlertChannel;
 use crate::capture::{
     CaptureLayer, Capturer, ErrorSink, ErrorStore, GlobalBreadcrumbs, PreviousHook, Reporter,
@@ -433,6 +436,31 @@ impl ObserverBuilder {
             worker.on_shutdown(Box::new(move |_| jobs.evaluate()));
         }
 
+        // The `[authz]` policy (with the roles operators set, kept in the state directory); the
+        // denial alerts of actors whose window emptied are resolved every few seconds.
+        let authz = Arc::new(
+            crate::authz::live::Live::new(&self.config.authz, &self.config.service.state_dir)
+                .map_err(|message| InitError {
+                    kind: InitErrorKind::Config,
+                    message,
+                })?,
+        );
+        if self.config.authz.denial_alert.count > 0 {
+            let (authz, alerts, clock) = (authz.clone(), alerts.clone(), self.clock.clone());
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(AUTHZ_SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    for actor in authz.sweep(clock.now()) {
+                        let _ = alerts.raise(crate::alert::Alert::resolve(
+                            super::authz::fingerprint(&actor),
+                        ));
+                    }
+                }
+            });
+        }
+
         // Lost audit records raise a critical alert (then call the application's own hook).
         let mut audit_options = self.audit;
         {
@@ -649,6 +677,7 @@ impl ObserverBuilder {
                 alerts,
                 baselines,
                 jobs,
+                authz,
                 deployments,
                 auditor,
                 admin,
@@ -656,6 +685,7 @@ impl ObserverBuilder {
         };
         if self.install_global {
             observer.install_panic_hook();
+            super::authz::reload_on_sighup(&observer);
         }
         observer.announce(&deployment);
         Ok((observer, guard))

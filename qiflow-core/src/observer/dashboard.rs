@@ -62,7 +62,12 @@ struct Overview<'a> {
     system: Option<crate::system::Snapshot>,
     pipelines: Vec<PipelineView>,
     jobs: Vec<crate::jobs::JobView>,
+    /// The newest permission denials (at most [`DENIALS_SHOWN`]).
+    denials: Vec<crate::authz::Denial>,
 }
+
+/// How many recent denials the overview carries.
+const DENIALS_SHOWN: usize = 10;
 
 #[derive(Serialize)]
 struct ServiceView<'a> {
@@ -200,6 +205,11 @@ impl Observer {
                 })
                 .collect(),
             jobs: self.jobs().view(),
+            denials: {
+                let mut denials = self.authz_denials();
+                denials.truncate(DENIALS_SHOWN);
+                denials
+            },
         };
         match serde_json::to_vec(&overview) {
             Ok(body) => AdminResponse::json(200, body),

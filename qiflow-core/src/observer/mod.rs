@@ -1,6 +1,7 @@
 //! The hub: [`Observer`], its [`ObserverBuilder`], and the [`Guard`] that flushes on drop.
 
 mod admin;
+mod authz;
 mod builder;
 mod dashboard;
 mod guard;
@@ -54,6 +55,8 @@ struct Inner {
     alerts: Alerts,
     baselines: Option<Arc<crate::baseline::Baselines>>,
     jobs: crate::jobs::Jobs,
+    /// The `[authz]` policy in force and its bookkeeping.
+    authz: Arc<crate::authz::live::Live>,
     deployments: crate::deploy::Deployments,
     auditor: Option<crate::audit::Auditor>,
     admin: crate::admin::Gate,
@@ -463,6 +466,7 @@ impl Observer {
         metrics
             .gauge("qiflow_alerts_queue_depth", Vec::new())
             .set(self.inner.alerts.queued() as f64);
+        self.inner.authz.render(metrics);
         metrics.render()
     }
 

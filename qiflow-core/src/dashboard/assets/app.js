@@ -380,6 +380,17 @@
         td(j.last_error || j.last_message || '–'))));
   }
 
+  function drawDenials(denials) {
+    if (!list(denials).length) return empty('No permission denied recently.');
+    return table(['when', 'actor', 'permission', 'request', 'request id'], denials.map((d) =>
+      h('tr', { 'data-denial': d.actor },
+        td(when(d.at)),
+        td(h('strong', null, d.actor)),
+        td(tag(d.permission, 'bad')),
+        td(`${d.method} ${d.route}`),
+        td(d.request_id || '–'))));
+  }
+
   function drawPipelines(pipes) {
     if (!list(pipes).length) return empty('No pipelines.');
     return table(['pipeline', 'queued', 'in flight', 'submitted', 'delivered', 'dropped'], pipes.map((p) =>
@@ -414,6 +425,7 @@
       health: () => section('health', d.health, drawHealth),
       audit: () => section('audit', d.audit, drawAudit),
       jobs: () => section('jobs', d.jobs, drawJobs),
+      denials: () => section('denials', d.denials, drawDenials),
       system: () => section('system', d.system, drawSystem),
       pipelines: () => section('pipelines', d.pipelines, drawPipelines),
     };
