@@ -13,6 +13,12 @@
 //! And the whole granted path a guard takes, `Observer::authorize` (`authorize/{size}/granted`):
 //! the policy in force loaded from its atomic pointer, the decision, and the decision counter.
 //!
+//! And the guard as a tower service (`guard/*`), each call with a request carrying a `Principal`
+//! (made per call in every case, as authentication does): the service alone (`guard/none`), the
+//! least a guard does (`guard/floor`: find the principal in the extensions, then call the
+//! service), and `RequireLayer` granting and denying (an observer without an audit trail:
+//! the denial's record is the audit pipeline's cost, measured in the audit benches).
+//!
 //! `cargo bench -p qiflow-benches --bench authz`
 
 use std::collections::BTreeMap;
@@ -172,5 +178,74 @@ fn main() {
             b.iter(|| enforcer.enforce(std::hint::black_box(casbin_denied)));
         });
     }
+    guards(&mut c);
     c.final_summary();
+}
+
+/// Polls a future that is ready at once (the services below never wait).
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the bench's services answer at once"),
+    }
+}
+
+type Response = axum::http::Response<String>;
+
+/// A request for `/users/7` from the principal `u0`.
+fn request() -> axum::http::Request<String> {
+    let mut request = axum::http::Request::new(String::new());
+    request.extensions_mut().insert(Principal::new("u0"));
+    request
+}
+
+/// Calls `service` once with a fresh [`request`].
+fn call<S>(service: &mut S) -> Response
+where
+    S: tower::Service<axum::http::Request<String>, Response = Response>,
+    S::Error: std::fmt::Debug,
+{
+    ready(service.call(request())).expect("the bench's services answer")
+}
+
+/// The guard per request: none, the floor, granted, denied.
+fn guards(c: &mut Criterion) {
+    use tower::Layer as _;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut config = qiflow_core::config::Loader::new()
+        .dotenv(None)
+        .env(Vec::<(String, String)>::new())
+        .toml_str(format!(
+            "{QUIET}[authz.roles.reader]\npermissions = [\"users:read\"]\n[authz.users]\nu0 = [\"reader\"]\n[authz.denial_alert]\ncount = 0\n"
+        ))
+        .load()
+        .expect("the bench's configuration loads");
+    config.service.state_dir = dir.path().into();
+    let (observer, _guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .expect("the bench's observer starts");
+    let handler = tower::service_fn(|_request: axum::http::Request<String>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(String::from("{}")))
+    });
+    let mut none = handler;
+    c.bench_function("guard/none", |b| b.iter(|| call(&mut none)));
+    // The least a guard does: look for the principal, then call the service.
+    let mut floor = tower::service_fn(move |request: axum::http::Request<String>| {
+        let found = request.extensions().get::<Principal>().is_some();
+        let mut inner = handler;
+        async move {
+            assert!(found);
+            tower::Service::call(&mut inner, request).await
+        }
+    });
+    c.bench_function("guard/floor", |b| b.iter(|| call(&mut floor)));
+    let mut granted = qiflow_axum::RequireLayer::new(&observer, "users:read").layer(handler);
+    assert_eq!(call(&mut granted).status(), 200);
+    c.bench_function("guard/require/granted", |b| b.iter(|| call(&mut granted)));
+    let mut denied = qiflow_axum::RequireLayer::new(&observer, "users:write").layer(handler);
+    assert_eq!(call(&mut denied).status(), 403);
+    c.bench_function("guard/require/denied", |b| b.iter(|| call(&mut denied)));
 }

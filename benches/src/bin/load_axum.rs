@@ -17,6 +17,7 @@
 //! | `span-registry` | the same span under tracing-subscriber's bare `Registry` with an `info` filter and no layers: the floor of any `tracing` span |
 //! | `floor` | `span-registry` and tower-http's request-id layers (`SetRequestIdLayer` with a UUID v4, `PropagateRequestIdLayer`): a generated `x-request-id` in the request's headers and extensions and on the response, the least any request-id middleware with a span does |
 //! | `qiflow-principal` | `qiflow`, plus a middleware inside it that puts a `Principal` (`u0`) in every request's extensions: what the host's authentication hands over, without a guard |
+//! | `qiflow-routelayer` | `qiflow-principal` with a route layer that does nothing (`layer_fn(|s| s)`): what any axum route layer costs, the floor of a guard added with `route_layer` |
 //! | `qiflow-guarded` | `qiflow-principal` with the route guarded by `qiflow_axum::require("users:read")` (`[authz]`: `u0` holds a role granting it): what a permission check adds |
 //! | `bare-fail10` | `bare`, with every 10th request failing (500) |
 //! | `qiflow-fail10` | `qiflow`, every 10th request failing with a `qiflow_axum::Error` that qiflow captures and forwards to Sentry (its DSN: the `load_sink`) |
@@ -61,11 +62,12 @@ enum Mode {
     QiflowOtlp,
     QiflowOtlp1,
     QiflowPrincipal,
+    QiflowRouteLayer,
     QiflowGuarded,
 }
 
 impl Mode {
-    const ALL: [(&'static str, Mode); 21] = [
+    const ALL: [(&'static str, Mode); 22] = [
         ("bare", Mode::Bare),
         ("qiflow", Mode::Qiflow),
         ("qiflow-noaccess", Mode::QiflowNoAccess),
@@ -86,6 +88,7 @@ impl Mode {
         ("qiflow-otlp", Mode::QiflowOtlp),
         ("qiflow-otlp-1pct", Mode::QiflowOtlp1),
         ("qiflow-principal", Mode::QiflowPrincipal),
+        ("qiflow-routelayer", Mode::QiflowRouteLayer),
         ("qiflow-guarded", Mode::QiflowGuarded),
     ];
 
@@ -245,7 +248,7 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
             config.tracing.sample_ratio = if mode == Mode::QiflowOtlp { 1.0 } else { 0.01 };
             with_qiflow(router, &config, guards, |r| r)
         }
-        Mode::QiflowPrincipal | Mode::QiflowGuarded => {
+        Mode::QiflowPrincipal | Mode::QiflowRouteLayer | Mode::QiflowGuarded => {
             let mut config = load::qiflow_config(dir, true)
                 .expect("the benchmark's qiflow configuration is valid");
             config.authz = qiflow_core::config::Loader::new()
@@ -258,10 +261,12 @@ fn app(mode: Mode, dir: &std::path::Path, guards: &mut Guards) -> Router {
                 .authz;
             let (observer, guard) = qiflow_core::init(&config).expect("qiflow starts");
             guards.qiflow = Some(guard);
-            let router = if mode == Mode::QiflowGuarded {
-                router.route_layer(qiflow_axum::require(&observer, "users:read"))
-            } else {
-                router
+            let router = match mode {
+                Mode::QiflowGuarded => {
+                    router.route_layer(qiflow_axum::require(&observer, "users:read"))
+                }
+                Mode::QiflowRouteLayer => router.route_layer(tower::layer::layer_fn(|s| s)),
+                _ => router,
             };
             router
                 .layer(axum::middleware::from_fn(authenticate))
