@@ -168,10 +168,12 @@ impl Require {
     /// assert!(qiflow_actix::Require::try_new(&observer, "orders:*").is_err());
     /// ```
     pub fn try_new(observer: &Observer, permission: &str) -> Result<Self, PermissionError> {
+        let permission = Permission::parse(permission)?;
+        observer.warn_if_ungrantable(&permission);
         Ok(Self {
             shared: Arc::new(Shared {
                 observer: observer.clone(),
-                permission: Permission::parse(permission)?,
+                permission,
             }),
         })
     }

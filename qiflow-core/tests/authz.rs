@@ -82,6 +82,9 @@ fn a_role_that_grants_nothing_is_advice_and_the_policy_decides() {
     assert!(!policy.allows(&Principal::new("stranger"), &read));
     assert!(policy.allows(&Principal::new("stranger").role("viewer"), &read));
     assert!(Permission::parse("orders:*").is_err());
+    // What guards warn about when built: a permission no role grants.
+    assert!(policy.grantable(&write));
+    assert!(!policy.grantable(&Permission::parse("ordres:write").unwrap()));
 }
 
 /// An observer with the demo policy plus `extra` TOML, the audit trail and the state directory

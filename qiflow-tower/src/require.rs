@@ -94,7 +94,8 @@ impl std::fmt::Debug for RequireLayer {
 
 impl RequireLayer {
     /// A guard requiring `permission` (`resource:action`, like `orders:write`), decided by
-    /// `observer`.
+    /// `observer`. When no role of the policy in force grants it, a warning is logged (every
+    /// request would be refused).
     ///
     /// # Panics
     ///
@@ -110,10 +111,12 @@ impl RequireLayer {
 
     /// [`RequireLayer::new`], returning the error of a permission that does not parse.
     pub fn try_new(observer: &Observer, permission: &str) -> Result<Self, PermissionError> {
+        let permission = Permission::parse(permission)?;
+        observer.warn_if_ungrantable(&permission);
         Ok(Self {
             shared: Arc::new(Shared {
                 observer: observer.clone(),
-                permission: Permission::parse(permission)?,
+                permission,
                 route: None,
             }),
         })

@@ -290,6 +290,12 @@ impl Policy {
         })
     }
 
+    /// Whether any role of the policy grants `permission` (to anyone who holds it). A guard
+    /// whose permission no role grants refuses every request.
+    pub fn grantable(&self, permission: &Permission) -> bool {
+        self.compiled.grantable(permission.wanted)
+    }
+
     /// An empty policy: every check is denied.
     pub fn empty() -> Self {
         Self {

@@ -280,6 +280,11 @@ impl Compiled {
                 .is_some_and(|held| held.iter().any(|r| allowed(r)))
     }
 
+    /// Whether any role grants `wanted`.
+    pub(crate) fn grantable(&self, wanted: Wanted) -> bool {
+        self.roles.values().any(|g| g.allows(wanted))
+    }
+
     /// The roles whose effective grants are empty (they allow nothing).
     pub(crate) fn empty_roles(&self) -> Vec<&str> {
         let mut empty: Vec<&str> = self

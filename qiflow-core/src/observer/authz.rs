@@ -84,6 +84,18 @@ impl Observer {
         );
     }
 
+    /// Warns (at `qiflow::authz`) when no role of the policy in force grants `permission`: a
+    /// guard requiring it would refuse every request. The guards call it when they are built.
+    pub fn warn_if_ungrantable(&self, permission: &Permission) {
+        if !self.inner.authz.policy().grantable(permission) {
+            tracing::warn!(
+                target: "qiflow::authz",
+                permission = permission.as_str(),
+                "no role in [authz] grants this permission: every request that requires it will be refused; grant it to a role, or check its spelling"
+            );
+        }
+    }
+
     /// The status a guard answers a principal without the permission (`[authz] deny_status`).
     pub fn deny_status(&self) -> u16 {
         self.inner.authz.deny_status()
