@@ -108,3 +108,71 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
     }
 }
+
+/// The name of the lock file qiflow keeps in each directory it writes (see [`lock_dir`]).
+pub(crate) const LOCK_FILE: &str = ".qiflow.lock";
+
+/// An exclusive lock on a directory, held while this value lives: `<dir>/.qiflow.lock`, locked
+/// with the operating system's advisory lock (`flock`), holding the owner's pid. The lock goes
+/// with the process, so a process that was killed leaves nothing to clean up.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// Why a directory could not be locked.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// Another process holds it: the message names the setting, the directory and the holder.
+    Busy(String),
+    /// The directory or its lock file could not be made or locked (the message says why).
+    Io(String),
+}
+
+/// Locks `dir` (created when missing) for this process. When another process holds it, the
+/// error names the setting (`key`), the directory and that process, and says what to do: two
+/// instances writing one directory would corrupt its files.
+pub(crate) fn lock_dir(dir: &Path, key: &str) -> Result<DirLock, LockError> {
+    use LockError::{Busy, Io};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Io(format!("{key}: cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = create_mode(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        PRIVATE_MODE,
+    )
+    .open(&path)
+    .map_err(|e| Io(format!("{key}: cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(Busy(format!(
+                "{key}: {} is in use by {holder} (it holds {}): two instances must not share a directory, or they corrupt each other's files; give this one its own {key}",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Io(format!("{key}: cannot lock {}: {e}", path.display())));
+        }
+    }
+    // The holder's pid, for the next one's error message.
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()));
+    if let Err(e) = written {
+        return Err(Io(format!("{key}: cannot write {}: {e}", path.display())));
+    }
+    Ok(DirLock { _file: file })
+}

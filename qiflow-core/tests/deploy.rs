@@ -74,3 +74,47 @@ fn each_start_is_recorded_served_audited_and_marked_on_metrics() {
     assert_eq!(page.records[0].metadata["version"], "1.4.2");
     assert_eq!(page.records[0].metadata["commit"], "3f9c2e1");
 }
+
+/// Two instances never share a directory by accident: a second observer on the state, log or
+/// audit directory of a running one fails at start, naming the setting, the directory and the
+/// process that holds it; once the first has shut down, the directory is free.
+#[test]
+fn a_second_instance_on_the_same_directories_fails_at_start_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |state: &str, logs: &str, audit: &str| {
+        let mut config = qiflow_core::test::quiet_config();
+        config.service.state_dir = dir.path().join(state);
+        config.logging.dir = dir.path().join(logs);
+        config.audit.enabled = true;
+        config.audit.dir = dir.path().join(audit);
+        config
+    };
+    let build = |config| Observer::builder(config).install_global(false).build();
+    let (first, guard) = build(config("state", "logs", "audit")).unwrap();
+    for (second, key, shared) in [
+        (
+            config("state", "logs-2", "audit-2"),
+            "service.state_dir",
+            "state",
+        ),
+        (config("state-2", "logs", "audit-2"), "logging.dir", "logs"),
+        (config("state-2", "logs-2", "audit"), "audit.dir", "audit"),
+    ] {
+        let error = build(second).unwrap_err().to_string();
+        let pid = std::process::id().to_string();
+        assert!(
+            error.contains(key)
+                && error.contains(&dir.path().join(shared).display().to_string())
+                && error.contains(&format!("in use by process {pid}")),
+            "{error}"
+        );
+    }
+    // One directory for two settings is locked once, not refused by itself.
+    let mut same = config("one", "one", "one-audit");
+    same.service.name = "solo".into();
+    drop(build(same).unwrap());
+    // Shut down, the first frees its directories.
+    drop(guard);
+    drop(first);
+    let (_again, _guard) = build(config("state", "logs", "audit")).unwrap();
+}

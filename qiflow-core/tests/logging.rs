@@ -36,7 +36,8 @@ fn all_lines(dir: &Path) -> Vec<String> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
+        // Temporary files, and the lock that keeps a second instance out of the directory.
+        if name.ends_with(".tmp") || name == ".qiflow.lock" {
             continue;
         }
         let mut text = String::new();

@@ -189,11 +189,68 @@ impl ObserverBuilder {
         self
     }
 
+    /// Locks each directory the observer writes: `[service] state_dir`, `[logging] dir`, and
+    /// the file sink's `[audit] dir` (each once; empty ones are not used). The locks are held by
+    /// the [`Guard`] and released when it has flushed.
+    fn lock_dirs(&self) -> Result<Vec<crate::files::DirLock>, InitError> {
+        let config = &self.config;
+        let mut dirs: Vec<(&std::path::Path, &str)> = vec![
+            (&config.service.state_dir, "service.state_dir"),
+            (&config.logging.dir, "logging.dir"),
+        ];
+        if config.audit.enabled
+            && config.audit.sink == crate::config::AuditSinkKind::File
+            && self.audit.sink.is_none()
+        {
+            dirs.push((&config.audit.dir, "audit.dir"));
+        }
+        let mut locked: Vec<std::path::PathBuf> = Vec::new();
+        let mut locks = Vec::new();
+        for (dir, key) in dirs {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            if locked.contains(&canonical) {
+                continue;
+            }
+            match crate::files::lock_dir(dir, key) {
+                Ok(lock) => locks.push(lock),
+                Err(crate::files::LockError::Busy(message)) => {
+                    return Err(InitError {
+                        kind: InitErrorKind::Config,
+                        message,
+                    });
+                }
+                // A directory that cannot be written is not refused here: its capability counts
+                // its losses and the health checks report it, as without the lock.
+                Err(crate::files::LockError::Io(message)) => {
+                    eprintln!(
+                        "qiflow: {message}; the directory is not locked against a second instance"
+                    );
+                }
+            }
+            locked.push(canonical);
+        }
+        Ok(locks)
+    }
+
     /// Starts the background worker and returns the observer and its guard.
     ///
     /// Configuration warnings (plain values in secret keys, …) are emitted as `warn` events on
     /// target `qiflow::config`.
     pub fn build(self) -> Result<(Observer, Guard), InitError> {
+        // First: the directories this instance writes are its own (a second process on them
+        // fails here, before it touches a file).
+        if self.install_global && tracing::dispatcher::has_been_set() {
+            return Err(InitError {
+                kind: InitErrorKind::GlobalAlreadySet,
+                message: "cannot install qiflow's tracing subscriber: another global subscriber is installed (a second init?): \
+                          build with Observer::builder(config).install_global(false) and add observer.log_layer() to yours"
+                    .to_owned(),
+            });
+        }
+        let locks = self.lock_dirs()?;
         let worker = Worker::start(self.worker_threads).map_err(|e| InitError {
             kind: InitErrorKind::Runtime,
             message: format!("cannot start the qiflow background runtime: {e}"),
@@ -560,7 +617,7 @@ impl ObserverBuilder {
                 )
             });
         let worker = Arc::new(worker);
-        let guard = Guard::new(worker.clone(), self.flush_budget);
+        let guard = Guard::new(worker.clone(), self.flush_budget, locks);
         #[cfg(feature = "otlp")]
         let trace_layer = traces
             .clone()

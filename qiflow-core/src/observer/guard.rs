@@ -13,6 +13,8 @@ pub struct Guard {
     worker: Arc<Worker>,
     budget: Duration,
     done: bool,
+    /// The directories this instance writes, locked until it has flushed.
+    locks: Vec<crate::files::DirLock>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -24,11 +26,16 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    pub(super) fn new(worker: Arc<Worker>, budget: Duration) -> Self {
+    pub(super) fn new(
+        worker: Arc<Worker>,
+        budget: Duration,
+        locks: Vec<crate::files::DirLock>,
+    ) -> Self {
         Self {
             worker,
             budget,
             done: false,
+            locks,
         }
     }
 
@@ -40,7 +47,10 @@ impl Guard {
     /// Shuts down now (what dropping does) and reports what happened.
     pub fn shutdown(mut self) -> ShutdownReport {
         self.done = true;
-        self.worker.shutdown(self.budget)
+        let report = self.worker.shutdown(self.budget);
+        // Flushed: the directories are free for the next instance.
+        self.locks.clear();
+        report
     }
 }
 
