@@ -249,6 +249,65 @@ fn alertmanager_gets_labels_and_annotations_and_the_resolve() {
     assert!(resolved["endsAt"].is_string());
 }
 
+/// A cluster of Alertmanagers (`url` and `urls`): each notification goes to every one; one that
+/// refuses does not fail the send while another accepted it; when all refuse, the send fails
+/// (retried, then counted as failed).
+#[test]
+fn alertmanager_sends_to_every_member_of_a_cluster() {
+    let up = Receiver::start(vec![]);
+    let also_up = Receiver::start(vec![]);
+    let down = Receiver::start(vec![support::Reply::Status(503, "down"); 20]);
+    let (observer, _guard) = observer(&format!(
+        "[alerts]\ngroup_wait = \"0s\"\n[[alerts.channels]]\nkind = \"alertmanager\"\nname = \"am\"\nurl = \"{}\"\nurls = [\"{}\", \"{}\"]\n",
+        up.url(""),
+        down.url(""),
+        also_up.url("/api/v2/alerts")
+    ));
+    observer.alert(alert());
+    assert!(observer.flush(WAIT));
+    for receiver in [&up, &also_up, &down] {
+        let got = receiver.received();
+        assert_eq!(got.len(), 1, "every Alertmanager gets the alert once");
+        assert_eq!(got[0].uri, "/api/v2/alerts");
+        assert_eq!(got[0].json()[0]["labels"]["alertname"], "checkout_errors");
+    }
+    let metrics = observer.render_metrics();
+    assert!(
+        metrics.contains(r#"qiflow_alerts_sent_total{channel="am",outcome="sent"} 1"#),
+        "{metrics}"
+    );
+
+    // Every member refusing: the send fails.
+    let (observer, _guard) = self::observer(&format!(
+        "[alerts]\ngroup_wait = \"0s\"\n[[alerts.channels]]\nkind = \"alertmanager\"\nname = \"am\"\nurls = [\"{}\"]\n",
+        down.url("")
+    ));
+    observer.alert(alert().label("second", "yes"));
+    // The first attempt and a retry: a failed send, retried with backoff.
+    assert!(wait_until(WAIT, || down.count() >= 3));
+    let metrics = observer.render_metrics();
+    assert!(
+        !metrics.contains(r#"qiflow_alerts_sent_total{channel="am",outcome="sent"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn several_urls_are_for_alertmanager_only_and_each_is_checked() {
+    let error = qiflow_core::config::Loader::new()
+        .toml_str(
+            "[[alerts.channels]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://a.example\"\nurls = [\"http://b.example\"]\n\
+             [[alerts.channels]]\nkind = \"alertmanager\"\nname = \"am\"\nurls = [\"ftp://c.example\"]\n",
+        )
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("alerts.channels.hook.urls"), "{error}");
+    assert!(error.contains("alerts.channels.am.urls.0"), "{error}");
+    assert!(!error.contains("alerts.channels.am.url:"), "{error}");
+}
+
 #[test]
 fn email_goes_to_every_recipient_and_no_field_can_add_a_header() {
     let smtp = SmtpServer::start();

@@ -53,6 +53,7 @@ const CANARIES: &[(&str, &str)] = &[
         "cnry-sms-header-bb44",
     ),
     ("alerts.channels.am.url", "cnry-am-password-cc55"),
+    ("alerts.channels.am.urls.0", "cnry-am2-password-dd66"),
     ("alerts.channels.mail.password", "cnry-smtp-password-dd66"),
     ("tracing.headers.X-Honeycomb-Team", "cnry-otlp-header-ee88"),
 ];
@@ -65,6 +66,7 @@ const ENCRYPTED: &[&str] = &[
     "alerts.channels.ding.secret",
     "alerts.channels.mail.password",
     "admin.tokens.ops.token",
+    "alerts.channels.am.urls.0",
 ];
 
 fn canary(path: &str) -> &'static str {
@@ -175,6 +177,7 @@ headers = {{ Authorization = "Bearer {{{{token}}}}", X-Gateway-Secret = {sms_hea
 kind = "alertmanager"
 name = "am"
 url = {am_url}
+urls = [{am_url2}]
 timeout = "2s"
 
 [[alerts.channels]]
@@ -268,6 +271,15 @@ timeout = "2s"
             format!(
                 "http://admin:{}@127.0.0.1:{port}/",
                 c("alerts.channels.am.url")
+            )
+        ),
+        // A second member of the cluster, down (a closed port): its failure is logged, and
+        // the log must not carry its credentials.
+        am_url2 = q(
+            "alerts.channels.am.urls.0",
+            format!(
+                "http://admin:{}@127.0.0.1:{closed}/",
+                c("alerts.channels.am.urls.0")
             )
         ),
         smtp_password = q(

@@ -97,7 +97,20 @@ pub(crate) fn check(alerts: &AlertsConfig, f: &mut Findings) {
                 | ChannelKind::Sms
                 | ChannelKind::Alertmanager
         );
-        match (&ch.url, needs_url) {
+        for (j, url) in ch.urls.iter().enumerate() {
+            if ch.kind != ChannelKind::Alertmanager {
+                f.bad(
+                    format!("{base}.urls"),
+                    format!("only an alertmanager channel takes several URLs; give this {name} channel one url"),
+                );
+                break;
+            }
+            if let Err(why) = check_url(url.expose(), &["http", "https"]) {
+                f.bad(format!("{base}.urls.{j}"), why);
+            }
+        }
+        let has_urls = ch.kind == ChannelKind::Alertmanager && !ch.urls.is_empty();
+        match (&ch.url, needs_url && !has_urls) {
             (None, true) => f.bad(
                 format!("{base}.url"),
                 format!("is required for a {name} channel; set the endpoint URL"),

@@ -28,6 +28,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "health.token",
     "admin.tokens.*.token",
     "alerts.channels.*.url",
+    "alerts.channels.*.urls.*",
     "alerts.channels.*.secret",
     "alerts.channels.*.token",
     "alerts.channels.*.password",
@@ -163,6 +164,9 @@ impl Config {
         for (i, ch) in self.alerts.channels.iter().enumerate() {
             let base = ch.key_path(i);
             all.push((format!("{base}.url"), ch.url.as_ref()));
+            for (j, url) in ch.urls.iter().enumerate() {
+                all.push((format!("{base}.urls.{j}"), Some(url)));
+            }
             all.push((format!("{base}.secret"), ch.secret.as_ref()));
             all.push((format!("{base}.password"), ch.password.as_ref()));
             all.push((format!("{base}.token"), ch.token.as_ref()));

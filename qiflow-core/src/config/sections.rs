@@ -632,6 +632,12 @@ pub struct ChannelConfig {
     /// Endpoint URL (secret, since webhook URLs carry tokens; `ENC:` allowed).
     #[serde(skip_serializing)]
     pub url: Option<Secret>,
+    /// More endpoint URLs, for the alertmanager channel only: every Alertmanager of a cluster,
+    /// each sent every alert, as Prometheus does (secrets, `ENC:` allowed under
+    /// `alerts.channels.<name>.urls.<index>`). `url` and `urls` together name them all.
+    /// Defaults to none.
+    #[serde(skip_serializing)]
+    pub urls: Vec<Secret>,
     /// Signing secret (DingTalk, webhook HMAC).
     #[serde(skip_serializing)]
     pub secret: Option<Secret>,
@@ -690,6 +696,7 @@ impl Default for ChannelConfig {
             name: None,
             min_level: None,
             url: None,
+            urls: Vec::new(),
             secret: None,
             token: None,
             smtp_host: None,

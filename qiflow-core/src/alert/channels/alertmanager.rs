@@ -10,6 +10,12 @@ use crate::worker::BoxFuture;
 /// Posts alerts to an Alertmanager's `POST /api/v2/alerts` (the `url` is its base,
 /// `http://alertmanager:9093`; a URL already ending in `/api/v2/alerts` is used as is).
 ///
+/// With several (`url` and `urls`: every Alertmanager of a cluster), each notification goes to
+/// every one at once, as Prometheus sends: the cluster's gossip makes one of them notify. The send
+/// counts as delivered when at least one accepted it; the ones that failed are logged at
+/// `qiflow::alert` with their host. When all fail, the error is the first one's (retried as
+/// usual).
+///
 /// Each alert becomes `{"labels":{"alertname","severity","service","environment",<labels>},
 /// "annotations":{"summary","description","source","fingerprint","count",<annotations>},
 /// "startsAt"}`; a
@@ -18,35 +24,52 @@ use crate::worker::BoxFuture;
 ///
 /// Built with qiflow-core's `http-channels` feature (on by default).
 pub struct AlertmanagerChannel {
-    url: Secret,
-    host: String,
+    targets: Vec<Target>,
     service: String,
     environment: String,
     client: reqwest::Client,
+}
+
+/// One Alertmanager.
+struct Target {
+    url: Secret,
+    host: String,
     scrub: Scrubber,
 }
 
-/// Only the host: the URL may carry credentials (`https://user:password@…`).
+/// Only the hosts: the URLs may carry credentials (`https://user:password@…`).
 impl std::fmt::Debug for AlertmanagerChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlertmanagerChannel")
-            .field("host", &self.host)
+            .field(
+                "hosts",
+                &self.targets.iter().map(|t| &t.host).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl AlertmanagerChannel {
-    pub(super) fn new(url: &Secret, config: &Config, client: reqwest::Client) -> Self {
-        let trimmed = url.expose().trim_end_matches('/');
-        let url = Secret::new(if trimmed.ends_with("/api/v2/alerts") {
-            trimmed.to_owned()
-        } else {
-            format!("{trimmed}/api/v2/alerts")
-        });
+    /// A channel to every Alertmanager of `urls` (checked at load: at least one).
+    pub(super) fn new(urls: &[Secret], config: &Config, client: reqwest::Client) -> Self {
+        let targets = urls
+            .iter()
+            .map(|url| {
+                let trimmed = url.expose().trim_end_matches('/');
+                let url = Secret::new(if trimmed.ends_with("/api/v2/alerts") {
+                    trimmed.to_owned()
+                } else {
+                    format!("{trimmed}/api/v2/alerts")
+                });
+                Target {
+                    host: host_of(url.expose()),
+                    scrub: Scrubber::new().url(url.expose()),
+                    url,
+                }
+            })
+            .collect();
         Self {
-            host: host_of(url.expose()),
-            scrub: Scrubber::new().url(url.expose()),
-            url,
+            targets,
             service: config.service.name.clone(),
             environment: config.service.environment.clone(),
             client,
@@ -123,10 +146,29 @@ fn sanitize_label(name: &str) -> String {
 impl AlertChannel for AlertmanagerChannel {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let request = self.client.post(self.url.expose());
-            let request = json(request, &self.payload(n));
-            send(request, "alertmanager", &self.host, &self.scrub).await?;
-            Ok(())
+            let payload = self.payload(n);
+            let sends = self.targets.iter().map(|target| {
+                let request = json(self.client.post(target.url.expose()), &payload);
+                send(request, "alertmanager", &target.host, &target.scrub)
+            });
+            let results = futures_util::future::join_all(sends).await;
+            let mut first_error = None;
+            let mut delivered = false;
+            for (target, result) in self.targets.iter().zip(results) {
+                match result {
+                    Ok(_) => delivered = true,
+                    Err(e) => {
+                        if self.targets.len() > 1 {
+                            tracing::warn!(target: "qiflow::alert", alertmanager = %target.host, "an Alertmanager of the cluster refused the alerts: {e}");
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) if !delivered => Err(e),
+                _ => Ok(()),
+            }
         })
     }
 }

@@ -320,7 +320,7 @@ pub(crate) fn build(
         )?),
         #[cfg(feature = "http-channels")]
         ChannelKind::Alertmanager => ConfiguredChannel::Alertmanager(AlertmanagerChannel::new(
-            &url()?,
+            &ch.url.iter().chain(&ch.urls).cloned().collect::<Vec<_>>(),
             config,
             client.clone(),
         )),
