@@ -13,8 +13,8 @@
 //! | `GET /health/live`, `/health/ready`, `/health` | status only (`{"status":…}`) | every check's detail | same |
 //! | `GET /metrics` | answers (`[admin] public_metrics = false` closes it) | answers | answers |
 //! | `GET /qiflow/` from a browser (`Accept: text/html`), `/qiflow/app.js`, `/qiflow/app.css`: the [dashboard](crate::dashboard) page, no data | answers | answers | answers |
-//! | `GET /qiflow/` from other clients, `/qiflow/api`, `…/overview`, `…/errors`, `…/baselines`, `…/alerts`, `…/audit`, `…/loggers` | 401 | answers | answers |
-//! | `POST /qiflow/api/alerts/silences`, `DELETE …/silences/{id}`, `PUT /qiflow/api/loggers` | 401 | 403 | answers, audited |
+//! | `GET /qiflow/` from other clients, `/qiflow/api`, `…/overview`, `…/errors`, `…/baselines`, `…/alerts`, `…/audit`, `…/audit/stats`, `…/loggers`, `…/jobs`, `…/deployments`, `…/authz` | 401 | answers | answers |
+//! | `POST /qiflow/api/alerts/silences`, `DELETE …/silences/{id}`, `PUT /qiflow/api/loggers`, `POST …/jobs/{name}/start\|success\|fail`, `PUT`/`DELETE …/authz/users/{id}` | 401 | 403 | answers, audited |
 //!
 //! Tokens come from `[[admin.tokens]]` (a name, a token, a scope). When none is configured,
 //! qiflow makes one at start (256 random bits) and keeps it in `[admin] token_file` (default
