@@ -41,6 +41,8 @@ const SMS_HEADER: &str = "cnry-sms-header-bb44";
 /// endpoint; the header is a secret all the same).
 const OTLP_HEADER: &str = "cnry-otlp-header-ee88";
 const AM_PASSWORD: &str = "cnry-am-password-cc55";
+/// The second Alertmanager of the cluster (`urls`).
+const AM2_PASSWORD: &str = "cnry-am2-password-dd66";
 const SMTP_PASSWORD: &str = "cnry-smtp-password-dd66";
 /// Sent as a wrong login password: not a configuration secret, but never to be written either.
 const LOGIN_PASSWORD: &str = "cnry-login-password-ee77";
@@ -138,6 +140,7 @@ headers = {{ Authorization = "Bearer {{{{token}}}}", X-Gateway-Secret = "{SMS_HE
 kind = "alertmanager"
 name = "am"
 url = "http://admin:{AM_PASSWORD}@127.0.0.1:{closed}/"
+urls = ["http://admin:{AM2_PASSWORD}@127.0.0.1:{closed}/"]
 timeout = "2s"
 
 [[alerts.channels]]
@@ -170,9 +173,10 @@ timeout = "2s"
 /// Basic credentials a client makes of the Alertmanager URL.
 fn leaks(text: &str) -> Vec<String> {
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{AM_PASSWORD}"));
+    let basic2 = base64::engine::general_purpose::STANDARD.encode(format!("admin:{AM2_PASSWORD}"));
     let hex: String = MARK.bytes().map(|b| format!("{b:02x}")).collect();
     let mut found = Vec::new();
-    for form in [MARK, hex.as_str(), basic.as_str()] {
+    for form in [MARK, hex.as_str(), basic.as_str(), basic2.as_str()] {
         for (at, _) in text.match_indices(form).take(3) {
             let start = (0..=at.saturating_sub(80))
                 .rev()
