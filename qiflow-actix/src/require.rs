@@ -13,7 +13,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{Error, HttpMessage, HttpResponse};
 use pin_project_lite::pin_project;
 use qiflow_core::Observer;
-use qiflow_core::authz::{Permission, PermissionError, Principal, refusal_body};
+use qiflow_core::authz::{Permission, PermissionError, Principal};
 
 use crate::request::request_info;
 
@@ -261,40 +261,24 @@ where
             observer,
             permission,
         } = &*self.shared;
-        // `Some((status, authenticated))` when refused. The extensions are borrowed only here:
-        // the inner service may need them mutably.
+        // The extensions are borrowed only here: the inner service may need them mutably.
         let refused = {
             let info = request_info(&request);
             let extensions = request.extensions();
-            match extensions.get::<Principal>() {
-                None => {
-                    observer.authorize_unauthenticated(permission, &info);
-                    Some((StatusCode::UNAUTHORIZED, false))
-                }
-                Some(principal)
-                    if observer
-                        .authorize(principal, permission, &info)
-                        .is_granted() =>
-                {
-                    None
-                }
-                Some(_) => {
-                    // `[authz] deny_status` is checked to be a 4xx when the configuration
-                    // loads; 403 should it ever not be a status at all.
-                    let status = StatusCode::from_u16(observer.deny_status())
-                        .unwrap_or(StatusCode::FORBIDDEN);
-                    Some((status, true))
-                }
-            }
+            observer
+                .guard(extensions.get::<Principal>(), permission, &info)
+                .err()
         };
         match refused {
             None => RequireFuture::Called {
                 inner: self.service.call(request),
             },
-            Some((status, authenticated)) => {
+            Some(refusal) => {
+                // `[authz] deny_status` is checked to be a 4xx when the configuration loads.
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
                 let response = HttpResponse::build(status)
                     .insert_header(ContentType::json())
-                    .body(refusal_body(permission, authenticated));
+                    .body(refusal.body);
                 RequireFuture::Refused {
                     response: Some(request.into_response(response)),
                 }

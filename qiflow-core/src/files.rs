@@ -58,57 +58,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(
     })
 }
 
-#[cfg(all(test, unix))]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn atomic_writes_create_the_file_private_and_narrow_a_wider_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("state.json");
-        write_atomic(&path, b"one", PRIVATE_MODE).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"one");
-        assert_eq!(mode(&path), 0o600);
-
-        // A file made world-readable gets the mode back.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_atomic(&path, b"two", PRIVATE_MODE).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(mode(&path), 0o600);
-        // No temporary file is left.
-        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["state.json"]);
-    }
-
-    #[test]
-    fn concurrent_writers_of_one_file_all_succeed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        std::thread::scope(|s| {
-            for i in 0..8 {
-                let path = &path;
-                s.spawn(move || {
-                    for _ in 0..50 {
-                        write_atomic(path, format!("{i}").as_bytes(), PRIVATE_MODE).unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert_eq!(mode(&path), 0o600);
-    }
-}
-
 /// The name of the lock file qiflow keeps in each directory it writes (see [`lock_dir`]).
 pub(crate) const LOCK_FILE: &str = ".qiflow.lock";
 
@@ -175,4 +124,55 @@ pub(crate) fn lock_dir(dir: &Path, key: &str) -> Result<DirLock, LockError> {
         return Err(Io(format!("{key}: cannot write {}: {e}", path.display())));
     }
     Ok(DirLock { _file: file })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn atomic_writes_create_the_file_private_and_narrow_a_wider_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("state.json");
+        write_atomic(&path, b"one", PRIVATE_MODE).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert_eq!(mode(&path), 0o600);
+
+        // A file made world-readable gets the mode back.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"two", PRIVATE_MODE).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(mode(&path), 0o600);
+        // No temporary file is left.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(path, format!("{i}").as_bytes(), PRIVATE_MODE).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(mode(&path), 0o600);
+    }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use qiflow_core::Observer;
-use qiflow_core::authz::{Permission, PermissionError, Principal, refusal_body};
+use qiflow_core::authz::{Permission, PermissionError, Principal};
 use qiflow_core::request::RequestInfo;
 
 use crate::layer::RouteFn;
@@ -205,30 +205,15 @@ where
         if let Some(route) = route {
             info.route = route(request.extensions());
         }
-        let refused = match request.extensions().get::<Principal>() {
-            None => {
-                observer.authorize_unauthenticated(permission, &info);
-                Some((StatusCode::UNAUTHORIZED, false))
-            }
-            Some(principal) => {
-                if observer
-                    .authorize(principal, permission, &info)
-                    .is_granted()
-                {
-                    None
-                } else {
-                    let status = StatusCode::from_u16(observer.deny_status())
-                        .unwrap_or(StatusCode::FORBIDDEN);
-                    Some((status, true))
-                }
-            }
-        };
+        let refused = observer
+            .guard(request.extensions().get::<Principal>(), permission, &info)
+            .err();
         match refused {
             None => RequireFuture::called(self.inner.call(request)),
-            Some((status, authenticated)) => {
-                let mut response =
-                    Response::new(ResBody::from(refusal_body(permission, authenticated)));
-                *response.status_mut() = status;
+            Some(refusal) => {
+                let mut response = Response::new(ResBody::from(refusal.body));
+                *response.status_mut() =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),

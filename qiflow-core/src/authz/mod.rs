@@ -188,6 +188,16 @@ impl Decision {
     }
 }
 
+/// What a guard answers a request [`Observer::guard`](crate::Observer::guard) refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// `401` without a principal, `[authz] deny_status` (403) without the permission.
+    pub status: u16,
+    /// The JSON body ([`refusal_body`]); its content type is `application/json`.
+    pub body: String,
+}
+
 /// The JSON body of a refusal: `{"error":"forbidden","permission":"orders:write"}` (the
 /// missing permission, never the principal's roles), or `{"error":"unauthenticated", …}` when
 /// there was no principal at all. What the guards answer.

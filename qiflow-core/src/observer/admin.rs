@@ -306,19 +306,7 @@ impl Observer {
         user: &str,
         set: bool,
     ) -> AdminResponse {
-        let failed = |status: u16, why: String| {
-            let _ = self.audit(
-                self.admin_event(
-                    &admitted.caller,
-                    &admitted.endpoint,
-                    request,
-                    Outcome::Failure,
-                )
-                .metadata("error", why.clone())
-                .build(),
-            );
-            AdminResponse::error(status, &why)
-        };
+        let failed = |status: u16, why: String| self.write_failed(admitted, request, status, &why);
         let roles = if set {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -367,19 +355,7 @@ impl Observer {
             });
         let (silence, seconds) = match created {
             Ok(created) => created,
-            Err(why) => {
-                let _ = self.audit(
-                    self.admin_event(
-                        &admitted.caller,
-                        &admitted.endpoint,
-                        request,
-                        Outcome::Failure,
-                    )
-                    .metadata("error", why.clone())
-                    .build(),
-                );
-                return AdminResponse::error(400, &why);
-            }
+            Err(why) => return self.write_failed(admitted, request, 400, &why),
         };
         let event = self
             .admin_event(
@@ -571,6 +547,29 @@ impl Observer {
             },
             Err(why) => AdminResponse::error(400, &why),
         }
+    }
+
+    /// A write refused for its content (`why`): audited as a failure with the reason, answered
+    /// `status` with it.
+    fn write_failed(
+        &self,
+        admitted: &Admitted,
+        request: &AdminRequest,
+        status: u16,
+        why: &str,
+    ) -> AdminResponse {
+        let event = self
+            .admin_event(
+                &admitted.caller,
+                &admitted.endpoint,
+                request,
+                Outcome::Failure,
+            )
+            .metadata("error", why.to_owned())
+            .build();
+        // A loss is counted, logged and reported by `audit` itself.
+        let _ = self.audit(event);
+        AdminResponse::error(status, why)
     }
 
     /// The audit event of an operator write: actor the token's name, the request id when the

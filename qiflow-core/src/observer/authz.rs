@@ -7,7 +7,7 @@ use super::Observer;
 use crate::alert::{Alert, AlertLevel};
 use crate::audit::{AuditEvent, AuditEventBuilder, Outcome};
 use crate::authz::live::{Change, Denial};
-use crate::authz::{Decision, Permission, Policy, PolicyError, Principal};
+use crate::authz::{Decision, Permission, Policy, PolicyError, Principal, Refusal};
 use crate::config::AuthzConfig;
 use crate::request::RequestInfo;
 
@@ -68,6 +68,39 @@ impl Observer {
             Decision::Denied => self.denied(principal, permission, request),
         }
         decision
+    }
+
+    /// The whole check a guard makes, answered once for every stack: no principal is a refusal
+    /// with `401` (counted by [`authorize_unauthenticated`](Self::authorize_unauthenticated)), a
+    /// principal without `permission` one with `[authz] deny_status` (recorded by
+    /// [`authorize`](Self::authorize)); both carry the JSON body of
+    /// [`refusal_body`](crate::authz::refusal_body). `Ok` lets the request through.
+    pub fn guard(
+        &self,
+        principal: Option<&Principal>,
+        permission: &Permission,
+        request: &RequestInfo<'_>,
+    ) -> Result<(), Refusal> {
+        let authenticated = match principal {
+            None => {
+                self.authorize_unauthenticated(permission, request);
+                false
+            }
+            Some(principal) => {
+                if self.authorize(principal, permission, request).is_granted() {
+                    return Ok(());
+                }
+                true
+            }
+        };
+        Err(Refusal {
+            status: if authenticated {
+                self.deny_status()
+            } else {
+                401
+            },
+            body: crate::authz::refusal_body(permission, authenticated),
+        })
     }
 
     /// Counts a check that found no principal (what the guards answer 401):
