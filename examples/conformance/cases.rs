@@ -612,11 +612,15 @@ impl Suite {
             );
         }
         // The version is on qiflow_build_info only: a deploy does not start every series anew.
+        // So is the instance id (generated and kept in the state directory here).
+        let build_info =
+            format!("qiflow_build_info{{{GLOBAL_LABELS},version=\"9.9.9\",service_instance_id=\"");
+        let instance = raw
+            .lines()
+            .find_map(|l| l.strip_prefix(build_info.as_str())?.strip_suffix("\"} 1"));
         assert!(
-            raw.contains(&format!(
-                "qiflow_build_info{{{GLOBAL_LABELS},version=\"9.9.9\"}} 1"
-            )),
-            "[{stack}] /metrics lacks qiflow_build_info with the version:\n{raw}"
+            instance.is_some_and(|id| !id.is_empty()),
+            "[{stack}] /metrics lacks qiflow_build_info with the version and the instance id:\n{raw}"
         );
         for line in raw.lines().filter(|l| !l.starts_with('#')) {
             assert!(

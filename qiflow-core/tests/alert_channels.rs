@@ -73,6 +73,10 @@ fn webhook_posts_every_field_signed_with_hmac_sha256() {
     let body = r.json();
     assert_eq!(body["status"], "firing");
     assert_eq!(body["service"], "checkout");
+    assert_eq!(
+        body["instance"],
+        observer.config().service.instance.as_str()
+    );
     let a = &body["alerts"][0];
     assert_eq!(a["name"], "checkout_errors");
     assert_eq!(a["level"], "critical");
@@ -241,6 +245,11 @@ fn alertmanager_gets_labels_and_annotations_and_the_resolve() {
     assert_eq!(firing["labels"]["route"], "/orders");
     assert_eq!(firing["labels"]["pod_name"], "web-1");
     assert_eq!(firing["labels"]["service"], "checkout");
+    // Which instance sent it (generated here: no `[service] instance`); a label of its own, so
+    // the same alert from two instances is two alerts that one `group_by` gathers.
+    let instance = &observer.config().service.instance;
+    assert!(!instance.is_empty());
+    assert_eq!(firing["labels"]["instance"], instance.as_str());
     assert_eq!(firing["annotations"]["summary"], "5xx rate above 5%");
     assert!(firing["startsAt"].is_string());
     assert!(firing.get("endsAt").is_none());

@@ -158,12 +158,11 @@ fn email_refuses_a_certificate_it_cannot_verify() {
 #[ignore = "tier 2: needs Alertmanager; run by .ci/tier2-alerts.sh"]
 fn alertmanager_shows_the_alert_and_its_resolve() {
     let base = env("QIFLOW_TIER2_ALERTMANAGER");
-    let (observer, _guard) = Observer::builder(config(&format!(
+    let mut c = config(&format!(
         "[alerts]\ngroup_wait = \"0s\"\n[[alerts.channels]]\nkind = \"alertmanager\"\nurl = \"{base}\"\n"
-    )))
-    .install_global(false)
-    .build()
-    .unwrap();
+    ));
+    c.service.instance = "web-2".into();
+    let (observer, _guard) = Observer::builder(c).install_global(false).build().unwrap();
     let name = format!("qiflow_tier2_{}", std::process::id());
     let alert = Alert::new(&name, AlertLevel::Error)
         .summary("checkout 5xx above 5%")
@@ -198,6 +197,7 @@ fn alertmanager_shows_the_alert_and_its_resolve() {
     assert_eq!(got["labels"]["severity"], "error");
     assert_eq!(got["labels"]["route"], "/orders");
     assert_eq!(got["labels"]["service"], "checkout");
+    assert_eq!(got["labels"]["instance"], "web-2");
     assert_eq!(got["annotations"]["summary"], "checkout 5xx above 5%");
     assert_eq!(got["status"]["state"], "active");
 

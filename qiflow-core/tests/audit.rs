@@ -394,6 +394,11 @@ fn observer_audit_end_to_end_with_redaction_metrics_and_query() {
     let page = rt.block_on(observer.audit_query(&q)).unwrap();
     assert_eq!(page.records.len(), 1);
     assert_eq!(page.records[0].metadata["password"], "[REDACTED]");
+    // The record names the instance that wrote it (part of what its hash covers).
+    assert_eq!(
+        page.records[0].instance.as_deref(),
+        Some(observer.config().service.instance.as_str())
+    );
     let text = observer.render_metrics();
     assert!(
         // The 31 events and this start's `service.deployed`.
@@ -1638,4 +1643,38 @@ fn cli_verify_says_which_part_of_the_trail_is_keyed() {
             && text.contains("seq 0..=21 were sealed without a key"),
         "{text}"
     );
+}
+
+#[test]
+fn a_durable_record_does_not_wait_out_the_flush_interval() {
+    let dir = trail();
+    let mut config = quiet_config();
+    config.audit.enabled = true;
+    config.audit.dir = dir.dir.clone();
+    // A batch would gather for a minute; a caller waiting for its record must not.
+    config.audit.flush_interval = Duration::from_secs(60);
+    let (observer, guard) = qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        let stored = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), observer.audit_durable(event(i))).await
+        });
+        assert!(
+            matches!(stored, Ok(Ok(()))),
+            "record {i} not stored within 20 s of a 60 s flush interval: {stored:?}"
+        );
+    }
+    // It is in the trail (the lines on disk), before any flush or shutdown.
+    let on_disk: usize = segments(&dir.dir)
+        .iter()
+        .map(|s| lines(s).iter().filter(|l| l.contains("\"doc/")).count())
+        .sum();
+    assert_eq!(on_disk, 3);
+    drop(guard);
 }

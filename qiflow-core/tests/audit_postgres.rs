@@ -15,13 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qiflow_core::audit::{
-    AuditEvent, AuditQuery, Outcome, PostgresAuditSink, PostgresStore, verify_postgres,
+    AuditEvent, AuditQuery, ChainVerified, Outcome, PostgresAuditSink, PostgresStore, Verified,
+    verify_postgres,
 };
 use qiflow_core::propagation::TraceId;
 use qiflow_core::test::quiet_config;
 
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*/bin; `apt-get install -y postgresql` if missing) and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 const KEY: &[u8] = b"tier two signing key";
+
+/// The one chain a test wrote.
+fn one(chains: Vec<ChainVerified>) -> Verified {
+    assert_eq!(chains.len(), 1, "one chain expected: {chains:?}");
+    chains.into_iter().next().unwrap().verified
+}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {HOWTO}"))
@@ -59,6 +66,19 @@ async fn reset(url: &str) {
         )
         .await
         .unwrap();
+}
+
+/// Runs `body` with the server's URL on a runtime of its own, the tables dropped first.
+fn on_fresh_tables<F: std::future::Future<Output = ()>>(body: impl FnOnce(String) -> F) {
+    let (url, _) = tier2();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reset(&url).await;
+        body(url).await;
+    });
 }
 
 /// The trace of event `i`: the same for every ten events, none for multiples of three.
@@ -159,7 +179,7 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
     let stored = N + 1;
 
     rt.block_on(async {
-        let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let verified = one(verify_postgres(&url, Some(KEY)).await.unwrap());
         assert_eq!(verified.records, stored, "{verified:?}");
         assert!(!verified.open_tail(), "{verified:?}");
         // The witness row holds the last digest.
@@ -302,7 +322,7 @@ fn postgres_sink_survives_a_restart_without_loss_or_duplicates() {
                 .unwrap();
             }
         }
-        let verified = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let verified = one(verify_postgres(&url, Some(KEY)).await.unwrap());
         assert_eq!(verified.records, 20);
         assert!(!verified.open_tail());
         let traced = client(&url)
@@ -355,16 +375,10 @@ fn alarms(notices: &[qiflow_core::audit::SinkNotice]) -> Vec<qiflow_core::audit:
 #[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
 fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
     use qiflow_core::audit::AlarmKind;
-    let (url, _) = tier2();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        reset(&url).await;
+    on_fresh_tables(|url| async move {
         let notices = write_and_seal(&url, 0..35).await.unwrap();
         assert!(alarms(&notices).is_empty(), "a first start: {notices:?}");
-        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let v = one(verify_postgres(&url, Some(KEY)).await.unwrap());
         let w = v.witness.clone().unwrap();
         assert_eq!(Some(&w), v.last_seal.as_ref());
         assert_eq!(w.sealed_records, 35);
@@ -438,7 +452,7 @@ fn postgres_witness_row_catches_a_cut_table_and_seqs_continue_past_it() {
             AlarmKind::WitnessMissing,
             "{notices:?}"
         );
-        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let v = one(verify_postgres(&url, Some(KEY)).await.unwrap());
         assert_eq!(v.records, 14);
         assert_eq!(v.witness, v.last_seal);
     });
@@ -608,7 +622,7 @@ fn postgres_a_signing_key_added_to_an_existing_table_is_noticed_and_sealed() {
             .await
             .unwrap();
         drop(unkeyed);
-        let before = verify_postgres(&url, None).await.unwrap();
+        let before = one(verify_postgres(&url, None).await.unwrap());
         let last_unkeyed = before.unkeyed_until.unwrap();
         let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
         assert!(
@@ -636,7 +650,7 @@ fn postgres_a_signing_key_added_to_an_existing_table_is_noticed_and_sealed() {
             found[0].message
         );
         drop(keyed);
-        let v = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let v = one(verify_postgres(&url, Some(KEY)).await.unwrap());
         assert_eq!(v.records, 18);
         assert_eq!(v.unkeyed_until, Some(last_unkeyed));
         assert_eq!(v.first_keyed.map(|k| k.0), Some(last_unkeyed + 1));
@@ -646,5 +660,308 @@ fn postgres_a_signing_key_added_to_an_existing_table_is_noticed_and_sealed() {
         let found = alarms(&unkeyed.take_notices());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].kind, AlarmKind::SigningKeyChanged);
+    });
+}
+
+/// A sink writing the chain of `instance`.
+fn sink_of(url: &str, instance: &str) -> PostgresAuditSink {
+    sink(url).instance(instance)
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_instances_write_their_own_chains_at_once_and_each_verifies() {
+    use qiflow_core::audit::AuditSink as _;
+    on_fresh_tables(|url| async move {
+        // Three instances at once, interleaving their batches in the one table.
+        let writers: Vec<_> = ["web-a", "web-b", "web-c"]
+            .into_iter()
+            .enumerate()
+            .map(|(n, name)| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let mut sink = sink_of(&url, name);
+                    for round in 0..20u64 {
+                        let from = n as u64 * 1000 + round * 5;
+                        let batch: Vec<_> = (from..from + 5).map(event).collect();
+                        sink.write(&batch).await.unwrap();
+                    }
+                    sink.seal(qiflow_core::audit::SealReason::Flush)
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let chains = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let names: Vec<_> = chains.iter().map(|c| c.instance.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-b", "web-c"]);
+        for c in &chains {
+            assert_eq!(c.verified.records, 100, "{c:?}");
+            assert!(!c.verified.open_tail(), "{c:?}");
+            assert_eq!(c.verified.witness, c.verified.last_seal, "{c:?}");
+        }
+
+        // Each record names its instance; pages run newest first across the chains.
+        let store = PostgresStore::new(&url, None).unwrap();
+        let mut q = AuditQuery::new();
+        q.limit = Some(70);
+        let mut seen = Vec::new();
+        loop {
+            let page = qiflow_core::audit::AuditStore::query(&store, &q)
+                .await
+                .unwrap();
+            seen.extend(page.records);
+            match page.next {
+                Some(n) => q.before = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 300);
+        for r in &seen {
+            let i: u64 = r.resource.trim_start_matches("order/").parse().unwrap();
+            let expected = ["web-a", "web-b", "web-c"][(i / 1000) as usize];
+            assert_eq!(r.instance.as_deref(), Some(expected), "{r:?}");
+        }
+        let ids: HashSet<_> = seen.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids.len(), 300, "no record twice across pages");
+
+        // A changed row is found, and the instance of its chain named.
+        let db = client(&url).await;
+        let actor: String = db
+            .query_one(
+                "SELECT actor FROM qiflow_audit WHERE instance = 'web-b' AND seq = 33",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        db.batch_execute(
+            "UPDATE qiflow_audit SET actor = 'mallory' WHERE instance = 'web-b' AND seq = 33",
+        )
+        .await
+        .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert_eq!(broken.seq, 33, "{broken}");
+        assert!(broken.to_string().contains("instance web-b"), "{broken}");
+        db.execute(
+            "UPDATE qiflow_audit SET actor = $1 WHERE instance = 'web-b' AND seq = 33",
+            &[&actor],
+        )
+        .await
+        .unwrap();
+        one_ok(&url, 3).await;
+
+        // A chain whose rows were all deleted is caught by its witness row.
+        db.batch_execute("DELETE FROM qiflow_audit WHERE instance = 'web-c'")
+            .await
+            .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(broken.to_string().contains("instance web-c"), "{broken}");
+        assert!(broken.reason.contains("has no rows"), "{broken}");
+    });
+}
+
+/// Verifies the table, expecting `chains` chains, all whole.
+async fn one_ok(url: &str, chains: usize) {
+    let found = verify_postgres(url, Some(KEY)).await.unwrap();
+    assert_eq!(found.len(), chains, "{found:?}");
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_two_processes_as_one_instance_are_refused_not_interleaved() {
+    use qiflow_core::audit::AuditSink as _;
+    on_fresh_tables(|url| async move {
+        let mut first = sink_of(&url, "web-1");
+        let mut second = sink_of(&url, "web-1");
+        // Both resume the same (empty) chain (a seal with nothing to seal only reads it), then
+        // both append.
+        second
+            .seal(qiflow_core::audit::SealReason::Flush)
+            .await
+            .unwrap();
+        first.write(&[event(0)]).await.unwrap();
+        let e = second.write(&[event(1)]).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("\"web-1\"") && text.contains("[service] instance"),
+            "{text}"
+        );
+        // The chain holds the first writer's record only, and verifies.
+        first
+            .seal(qiflow_core::audit::SealReason::Flush)
+            .await
+            .unwrap();
+        let v = one(verify_postgres(&url, Some(KEY)).await.unwrap());
+        assert_eq!(v.records, 1);
+    });
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_a_table_of_one_chain_is_migrated_and_keeps_verifying() {
+    use qiflow_core::audit::AuditSink as _;
+    on_fresh_tables(|url| async move {
+        // A chain written without an instance, then the tables put back in the shape of the
+        // version before chains: `seq` the key, no `instance` or `pos`, one witness row.
+        let mut old = sink(&url);
+        old.write(&(0..25).map(event).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        old.seal(qiflow_core::audit::SealReason::Flush)
+            .await
+            .unwrap();
+        drop(old);
+        client(&url)
+            .await
+            .batch_execute(
+                "DROP INDEX qiflow_audit_pos, qiflow_audit_actor_pos, qiflow_audit_action_pos,
+                     qiflow_audit_resource_pos;
+                 ALTER TABLE qiflow_audit DROP CONSTRAINT qiflow_audit_pkey;
+                 ALTER TABLE qiflow_audit DROP COLUMN instance, DROP COLUMN pos;
+                 ALTER TABLE qiflow_audit ADD PRIMARY KEY (seq);
+                 CREATE INDEX qiflow_audit_actor ON qiflow_audit (actor, seq);
+                 ALTER TABLE qiflow_audit_witness DROP CONSTRAINT qiflow_audit_witness_pkey;
+                 ALTER TABLE qiflow_audit_witness DROP COLUMN instance;
+                 ALTER TABLE qiflow_audit_witness ADD PRIMARY KEY (id);
+                 ALTER TABLE qiflow_audit_witness ADD CHECK (id = 1);",
+            )
+            .await
+            .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(broken.reason.contains("earlier qiflow"), "{broken}");
+
+        // Two instances start on it at once: the table is migrated once, the old chain is
+        // kept as it was, and each instance begins its own.
+        let starts: Vec<_> = ["web-1", "web-2"]
+            .into_iter()
+            .map(|name| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let mut s = sink_of(&url, name);
+                    s.write(&(100..110).map(event).collect::<Vec<_>>())
+                        .await
+                        .unwrap();
+                    s.seal(qiflow_core::audit::SealReason::Flush).await.unwrap();
+                })
+            })
+            .collect();
+        for s in starts {
+            s.await.unwrap();
+        }
+        let chains = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let found: Vec<_> = chains
+            .iter()
+            .map(|c| (c.instance.as_str(), c.verified.records))
+            .collect();
+        assert_eq!(found, [("", 25), ("web-1", 10), ("web-2", 10)]);
+        // The old chain's records carry no instance (they hash as they were written).
+        let store = PostgresStore::new(&url, None).unwrap();
+        let mut q = AuditQuery::new();
+        q.limit = Some(1000);
+        let page = qiflow_core::audit::AuditStore::query(&store, &q)
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 45);
+        assert_eq!(
+            page.records.iter().filter(|r| r.instance.is_none()).count(),
+            25
+        );
+        // Newest first: the old chain's records come last.
+        assert!(page.records[20..].iter().all(|r| r.instance.is_none()));
+    });
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn postgres_retention_prunes_each_instance_s_own_chain_and_it_still_verifies() {
+    use qiflow_core::audit::AuditSink as _;
+    const DAY: Duration = Duration::from_secs(86_400);
+    on_fresh_tables(|url| async move {
+        let clock = Arc::new(qiflow_core::test::ManualClock::new(
+            std::time::SystemTime::now(),
+        ));
+        let sink_at = |instance: &str, retention: Option<Duration>| {
+            let c: Arc<dyn qiflow_core::clock::Clock> = clock.clone();
+            PostgresAuditSink::new(&url, Some(KEY), None, c)
+                .unwrap()
+                .digest_every(10)
+                .instance(instance)
+                .retention(retention)
+        };
+        // Day 0: both instances write 30 records (three digests each).
+        let mut a = sink_at("web-a", Some(2 * DAY));
+        let mut b = sink_at("web-b", None);
+        for sink in [&mut a, &mut b] {
+            sink.write(&(0..30).map(event).collect::<Vec<_>>())
+                .await
+                .unwrap();
+        }
+        // Day 3: web-a's first 30 records are past its retention; its next digest cuts them.
+        // web-b keeps everything (no retention of its own; nobody else touches its chain).
+        clock.advance(3 * DAY);
+        for sink in [&mut a, &mut b] {
+            sink.write(&(30..45).map(event).collect::<Vec<_>>())
+                .await
+                .unwrap();
+            sink.seal(qiflow_core::audit::SealReason::Flush)
+                .await
+                .unwrap();
+        }
+        let db = client(&url).await;
+        let first = |instance: &'static str| {
+            let db = &db;
+            async move {
+                db.query_one(
+                    "SELECT min(seq), count(*) FILTER (WHERE kind = 'record') FROM qiflow_audit WHERE instance = $1",
+                    &[&instance],
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let row = first("web-a").await;
+        let (a_first, a_records): (i64, i64) = (row.get(0), row.get(1));
+        // Three digests sealed 10 records each: rows up to the third (seq 32) are gone.
+        assert_eq!(
+            a_first, 33,
+            "web-a's chain starts after its last old digest"
+        );
+        assert_eq!(a_records, 15);
+        let row = first("web-b").await;
+        let (b_first, b_records): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!((b_first, b_records), (0, 45), "web-b's chain is untouched");
+
+        let chains = verify_postgres(&url, Some(KEY)).await.unwrap();
+        let a_v = &chains
+            .iter()
+            .find(|c| c.instance == "web-a")
+            .unwrap()
+            .verified;
+        assert_eq!(a_v.first_seq, 33);
+        assert_eq!(a_v.records, 15);
+        assert!(!a_v.open_tail());
+        let b_v = &chains
+            .iter()
+            .find(|c| c.instance == "web-b")
+            .unwrap()
+            .verified;
+        assert_eq!(b_v.records, 45);
+
+        // A row deleted beyond what retention recorded is still caught.
+        db.batch_execute("DELETE FROM qiflow_audit WHERE instance = 'web-a' AND seq = 33")
+            .await
+            .unwrap();
+        let broken = verify_postgres(&url, Some(KEY)).await.unwrap_err();
+        assert!(broken.to_string().contains("instance web-a"), "{broken}");
+        assert!(
+            broken
+                .reason
+                .contains("retention kept everything from seq 33"),
+            "{broken}"
+        );
     });
 }

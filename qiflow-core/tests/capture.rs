@@ -117,6 +117,10 @@ fn the_sentry_client_delivers_scrubbed_events_with_request_context() {
     assert!(event.get("level").is_none_or(|l| l == "error"), "{event}");
     assert_eq!(event["release"], "1.2.3");
     assert_eq!(event["environment"], "staging");
+    // Which instance reported it: `[service] instance` (generated here).
+    let instance = &observer.config().service.instance;
+    assert!(!instance.is_empty());
+    assert_eq!(event["server_name"], instance.as_str(), "{event}");
     assert_eq!(event["tags"]["request_id"], "req-42");
     assert_eq!(event["tags"]["route"], "/users/{id}");
     assert_eq!(event["tags"]["status"], "500");

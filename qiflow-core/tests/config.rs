@@ -887,3 +887,27 @@ fn the_postgres_url_tls_parameters_are_checked() {
         );
     }
 }
+
+#[test]
+fn an_instance_id_is_checked_naming_its_key() {
+    for bad in ["web 1", "web/1", "", "ü", &"x".repeat(129)] {
+        let toml = format!("[service]\ninstance = {bad:?}\n");
+        if bad.is_empty() {
+            // Unset: generated at start.
+            assert!(load(&toml).is_ok());
+            continue;
+        }
+        let found = problems(&toml);
+        assert!(
+            found
+                .iter()
+                .any(|(_, path, message)| path == "service.instance"
+                    && message.contains("not an instance id")),
+            "{bad:?}: {found:?}"
+        );
+    }
+    for good in ["web-1", "api.eu-1:8080", "pod_7", &"x".repeat(128)] {
+        let c = load(&format!("[service]\ninstance = {good:?}\n")).unwrap();
+        assert_eq!(c.service.instance, good);
+    }
+}

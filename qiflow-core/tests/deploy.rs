@@ -55,9 +55,17 @@ fn each_start_is_recorded_served_audited_and_marked_on_metrics() {
         let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
+    // The instance id was generated at the first start, kept in the state directory, and is
+    // the same at the second: on both deployment records and on qiflow_build_info.
+    let instance = std::fs::read_to_string(dir.path().join("state/instance")).unwrap();
+    let instance = instance.trim();
+    assert!(!instance.is_empty());
+    assert_eq!(observer.config().service.instance, instance);
+    assert_eq!(list[0]["instance"], instance);
+    assert_eq!(list[1]["instance"], instance);
     let metrics = observer.render_metrics();
     assert!(
-        metrics.contains("qiflow_build_info{service=\"shop\",environment=\"development\",version=\"1.4.2\",commit=\"3f9c2e1\"} 1"),
+        metrics.contains(&format!("qiflow_build_info{{service=\"shop\",environment=\"development\",version=\"1.4.2\",commit=\"3f9c2e1\",service_instance_id=\"{instance}\"}} 1")),
         "{metrics}"
     );
     assert!(

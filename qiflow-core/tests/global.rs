@@ -42,7 +42,9 @@ fn init_installs_the_subscriber_and_the_metrics_recorder() {
     );
     // The version is on qiflow_build_info only, so a deploy does not start every series anew.
     assert!(
-        text.contains(r#"qiflow_build_info{service="shop",environment="prod",version="1.2.3"} 1"#),
+        text.lines().any(|l| l.starts_with(
+            r#"qiflow_build_info{service="shop",environment="prod",version="1.2.3",service_instance_id=""#
+        ) && l.ends_with(r#""} 1"#)),
         "{text}"
     );
     for line in text.lines().filter(|l| l.contains("version=")) {

@@ -67,13 +67,16 @@ fn json_lines(dir: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn lines_carry_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let (_observer, guard, dispatch) = start(config(dir.path()));
+    let mut c = config(dir.path());
+    c.service.instance = "web-7".into();
+    let (_observer, guard, dispatch) = start(c);
     tracing::dispatcher::with_default(&dispatch, || {
         let span = tracing::info_span!("request", request_id = "req-1", route = "/users/{id}");
         let _entered = span.enter();
         let inner = tracing::info_span!("db", table = "users");
         let _inner = inner.enter();
-        tracing::warn!(target: "app::api", user_id = 42u64, ok = true, ratio = 0.5, "slow query");
+        // A field named like the instance does not replace it: it becomes `fields.instance`.
+        tracing::warn!(target: "app::api", user_id = 42u64, ok = true, ratio = 0.5, instance = "forged", "slow query");
     });
     drop(guard);
     let lines = json_lines(dir.path());
@@ -84,6 +87,8 @@ fn lines_carry_the_documented_fields() {
     assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
     assert_eq!(l["level"], "WARN");
     assert_eq!(l["target"], "app::api");
+    assert_eq!(l["instance"], "web-7");
+    assert_eq!(l["fields.instance"], "forged");
     assert_eq!(l["message"], "slow query");
     assert_eq!(l["user_id"], 42);
     assert_eq!(l["ok"], true);

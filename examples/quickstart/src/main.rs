@@ -244,7 +244,9 @@ async fn login(
         .outcome(outcome)
         .request_id(request_id.as_str())
         .build();
-    if observer.audit(event).is_err() {
+    // Answered once the record is stored (its batch fsynced or committed): a login is never
+    // granted unaudited, even if the process dies right after.
+    if observer.audit_durable(event).await.is_err() {
         // Lost: already counted, logged and alerted by qiflow. Refuse rather than go unaudited.
         return StatusCode::SERVICE_UNAVAILABLE;
     }

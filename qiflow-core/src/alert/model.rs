@@ -276,6 +276,9 @@ pub struct Notification {
     pub service: String,
     /// `[service] environment`.
     pub environment: String,
+    /// `[service] instance`: which instance of the service sends it.
+    #[serde(default)]
+    pub instance: String,
     /// The alerts, in the order they were raised.
     pub alerts: Vec<Notice>,
 }
@@ -287,6 +290,7 @@ impl Notification {
             channel: channel.into(),
             service: String::new(),
             environment: String::new(),
+            instance: String::new(),
             alerts,
         }
     }

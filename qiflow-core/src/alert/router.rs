@@ -204,6 +204,7 @@ pub(crate) struct Settings {
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) service: String,
     pub(crate) environment: String,
+    pub(crate) instance: String,
     /// `[logging] redact` plus the built-in names: label values under these keys are redacted.
     pub(crate) redactor: crate::logging::Redactor,
 }
@@ -225,6 +226,7 @@ impl Settings {
                 .then(|| config.state_file.clone()),
             service: service.name.clone(),
             environment: service.environment.clone(),
+            instance: service.instance.clone(),
             redactor: crate::logging::Redactor::new(redact),
         }
     }
@@ -552,6 +554,7 @@ impl Router {
             channel: route.name.clone(),
             service: self.settings.service.clone(),
             environment: self.settings.environment.clone(),
+            instance: self.settings.instance.clone(),
             alerts: batch,
         };
         let allowed = route

@@ -53,6 +53,7 @@ const FIELDS: &[&str] = &[
     "annotations",
     "service",
     "environment",
+    "instance",
     "channel",
 ];
 
@@ -150,6 +151,8 @@ pub(crate) struct Context<'a> {
     pub(crate) service: &'a str,
     /// `[service] environment`.
     pub(crate) environment: &'a str,
+    /// `[service] instance`.
+    pub(crate) instance: &'a str,
     /// The channel's name.
     pub(crate) channel: &'a str,
 }
@@ -174,6 +177,7 @@ pub(crate) fn field<'a>(ctx: &Context<'_>, notice: &Notice, name: &str) -> Optio
         "annotations" => pairs(&a.annotations),
         "service" => ctx.service.to_owned(),
         "environment" => ctx.environment.to_owned(),
+        "instance" => ctx.instance.to_owned(),
         "channel" => ctx.channel.to_owned(),
         other => match other.strip_prefix("labels.") {
             Some(key) => a.labels.get(key)?.clone(),
@@ -239,6 +243,7 @@ mod tests {
         Context {
             service: "svc",
             environment: "prod",
+            instance: "web-1",
             channel: "ops",
         }
     }

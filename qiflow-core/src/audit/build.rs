@@ -67,6 +67,7 @@ pub(crate) fn start(
                     .keyring(keyring.clone())
                     .clock(clock.clone())
                     .witness(Some(audit.witness_path()))
+                    .instance(Some(config.service.instance.clone()))
                     .open()
                     .map_err(|e| format!("audit.dir: {e}"))?;
                 let store = FileStore::new(&audit.dir, keyring.clone());
@@ -155,7 +156,9 @@ fn postgres(
         super::PostgresAuditSink::new(url.expose(), signing_key.as_deref(), keyring.clone(), clock)
             .map_err(|e| format!("audit.postgres_url: {e}"))?
             .digest_every(audit.digest_every)
-            .digest_interval(audit.digest_interval);
+            .digest_interval(audit.digest_interval)
+            .instance(config.service.instance.clone())
+            .retention(audit.retention);
     let store = sink.store();
     Ok((Box::new(sink), Some(Arc::new(store))))
 }

@@ -47,6 +47,11 @@ pub struct AuditRecord {
     /// so records written before this field existed hash as they did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The instance that wrote it (`[service] instance`; the chain it belongs to in a trail
+    /// shared by several instances). Absent from records written before instances had ids, so
+    /// they hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// Free-form details (sensitive keys redacted).
     pub metadata: Map<String, Value>,
     /// The hash of the line before this one ([`GENESIS`] for the first line of a trail).
@@ -141,6 +146,8 @@ pub(crate) struct Sealed {
     pub(crate) request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) instance: Option<String>,
     pub(crate) metadata: Map<String, Value>,
 }
 
@@ -338,6 +345,8 @@ pub(crate) struct ChainState {
     pub(crate) sealed_records: u64,
     /// The last digest, as published.
     pub(crate) last_seal: Option<Seal>,
+    /// The instance stamped on each new record (`None`: no `instance` field).
+    pub(crate) instance: Option<String>,
 }
 
 impl Default for ChainState {
@@ -351,6 +360,7 @@ impl Default for ChainState {
             retained_from: 0,
             sealed_records: 0,
             last_seal: None,
+            instance: None,
         }
     }
 }
@@ -397,7 +407,8 @@ impl ChainState {
         event: &AuditEvent,
         keyring: Option<&crate::secret::Keyring>,
     ) -> Result<(Line, Vec<u8>), String> {
-        let record = record_of(event, self.next_seq, &self.last_hash);
+        let mut record = record_of(event, self.next_seq, &self.last_hash);
+        record.instance.clone_from(&self.instance);
         let line = match keyring {
             None => Line::Record(record),
             Some(keyring) => {
@@ -410,6 +421,7 @@ impl ChainState {
                     outcome: record.outcome,
                     request_id: record.request_id,
                     trace_id: record.trace_id,
+                    instance: record.instance,
                     metadata: record.metadata,
                 };
                 let plain = String::from_utf8(to_json(&sealed)).unwrap_or_default();
@@ -469,6 +481,7 @@ pub(crate) fn record_of(event: &AuditEvent, seq: u64, prev_hash: &str) -> AuditR
         outcome: event.outcome,
         request_id: event.request_id.clone(),
         trace_id: event.trace_id.map(|id| id.to_string()),
+        instance: None,
         metadata: event.metadata.clone(),
         prev_hash: prev_hash.to_owned(),
         hash: String::new(),
@@ -495,6 +508,7 @@ pub(crate) fn decrypt(
         outcome: s.outcome,
         request_id: s.request_id,
         trace_id: s.trace_id,
+        instance: s.instance,
         metadata: canonical_map(s.metadata),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),

@@ -33,6 +33,7 @@ pub struct FileAuditSinkBuilder {
     keyring: Option<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
     witness: Witness,
+    instance: Option<String>,
 }
 
 /// Where the witness goes.
@@ -121,6 +122,13 @@ impl FileAuditSinkBuilder {
         self
     }
 
+    /// The instance stamped on each new record (`[service] instance`). Defaults to none: records
+    /// carry no `instance` field.
+    pub fn instance(mut self, instance: Option<String>) -> Self {
+        self.instance = instance.filter(|i| !i.is_empty());
+        self
+    }
+
     /// Opens the trail: creates the directory (`0700`), resumes the chain where the last
     /// segment ends (cutting a torn last line left by a crash, and sealing unsealed records with
     /// a `recovery` digest), and compares the trail with its witness: a trail that ends before
@@ -172,6 +180,7 @@ impl FileAuditSinkBuilder {
             notices: Vec::new(),
         };
         let last_digest = sink.resume(&segments)?;
+        sink.state.instance = self.instance;
         let resumed = sink.state.last_seal.clone();
         if let Some(seal) = resumed.clone() {
             sink.notices.push(SinkNotice::Resumed(seal));
@@ -288,6 +297,7 @@ impl FileAuditSink {
             keyring: None,
             clock: Arc::new(SystemClock),
             witness: Witness::Beside,
+            instance: None,
         }
     }
 

@@ -67,7 +67,9 @@ pub use chain::{
 pub use event::{AuditEvent, AuditEventBuilder, MAX_FIELD_LEN, MAX_METADATA_LEN, Outcome};
 pub use file::{FileAuditSink, FileAuditSinkBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres};
+pub use postgres::{
+    ChainVerified, PostgresAuditSink, PostgresStore, TABLE, WITNESS_TABLE, verify_postgres,
+};
 pub use query::{AuditPage, AuditQuery, AuditStore, FileStore, MAX_LIMIT, NoopAuditStore};
 pub use verify::{verify_dir, verify_dir_with_witness};
 pub use witness::{AlarmKind, AuditAlarm, Seal, SinkNotice, WitnessFile};

@@ -3,9 +3,14 @@
 //!
 //! The table (created with its indexes when missing):
 //!
+//! Every instance of the service writes its own chain into the one table (the `instance`
+//! column, `[service] instance`): writers never wait for each other, and each chain is verified
+//! on its own and against its own witness row. Rows are ordered across chains by `pos`.
+//!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS qiflow_audit (
-//!     seq        BIGINT PRIMARY KEY,      -- position in the chain, digests included
+//!     instance   TEXT NOT NULL DEFAULT '', -- the chain: the writing instance ('' before ids)
+//!     seq        BIGINT NOT NULL,         -- position in the chain, digests included
 //!     kind       TEXT NOT NULL,           -- 'record' | 'encrypted' | 'digest'
 //!     id         TEXT,                    -- UUID v7 (records)
 //!     timestamp  TEXT,                    -- RFC 3339 as hashed (records)
@@ -20,18 +25,20 @@
 //!     digest     TEXT,                    -- the digest record's JSON (digests)
 //!     prev_hash  TEXT NOT NULL,
 //!     hash       TEXT NOT NULL,
-//!     trace_id   TEXT                     -- W3C trace id (records made in a trace)
+//!     trace_id   TEXT,                    -- W3C trace id (records made in a trace)
+//!     pos        BIGSERIAL NOT NULL,      -- insertion order across chains (query pages)
+//!     PRIMARY KEY (instance, seq)
 //! );
-//! -- Tables made before records carried a trace id.
-//! ALTER TABLE qiflow_audit ADD COLUMN IF NOT EXISTS trace_id TEXT;
-//! CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
-//! CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
-//! CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_pos ON qiflow_audit (pos);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_actor_pos ON qiflow_audit (actor, pos);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_action_pos ON qiflow_audit (action, pos);
+//! CREATE INDEX IF NOT EXISTS qiflow_audit_resource_pos ON qiflow_audit (resource, pos);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
 //! CREATE INDEX IF NOT EXISTS qiflow_audit_trace ON qiflow_audit (trace_id) WHERE trace_id IS NOT NULL;
-//! -- The witness: where the trail was last sealed, updated in the digest's transaction.
+//! -- The witness: where each chain was last sealed, updated in the digest's transaction.
 //! CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
-//!     id             SMALLINT PRIMARY KEY CHECK (id = 1),
+//!     instance       TEXT PRIMARY KEY,     -- the chain
+//!     id             SMALLINT NOT NULL DEFAULT 1,
 //!     seq            BIGINT NOT NULL,      -- the last digest's seq
 //!     sealed_records BIGINT NOT NULL,      -- records sealed since the trail began
 //!     timestamp      TEXT NOT NULL,        -- the digest's time
@@ -40,6 +47,10 @@
 //!     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
 //! );
 //! ```
+//!
+//! A table made by an earlier version (one chain, `seq` its key, one witness row) is migrated
+//! in place at the first connection, under an advisory lock: its rows become the chain `''`,
+//! which verifies as before; each instance then starts its own chain.
 //!
 //! The connection's TLS comes from the URL's `sslmode` and `sslrootcert` (module
 //! `postgres_tls`): `prefer` by default.
@@ -71,36 +82,72 @@ pub const TABLE: &str = "qiflow_audit";
 /// The witness table: one row, where the trail was last sealed.
 pub const WITNESS_TABLE: &str = "qiflow_audit_witness";
 
+/// Creates the tables, or migrates a table of one chain to one of many (see the module docs).
+/// Run in a transaction under an advisory lock, so instances starting together do it once.
 const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(7136830485);
 CREATE TABLE IF NOT EXISTS qiflow_audit (
-    seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, id TEXT, timestamp TEXT, ts TIMESTAMPTZ,
-    actor TEXT, action TEXT, resource TEXT, outcome TEXT, request_id TEXT, metadata TEXT,
-    enc TEXT, digest TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, trace_id TEXT);
--- Tables made before records carried a trace id.
+    instance TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL, kind TEXT NOT NULL, id TEXT,
+    timestamp TEXT, ts TIMESTAMPTZ, actor TEXT, action TEXT, resource TEXT, outcome TEXT,
+    request_id TEXT, metadata TEXT, enc TEXT, digest TEXT, prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL, trace_id TEXT, pos BIGSERIAL NOT NULL, PRIMARY KEY (instance, seq));
+-- Tables made before records carried a trace id, or before instances had chains.
 ALTER TABLE qiflow_audit ADD COLUMN IF NOT EXISTS trace_id TEXT;
-CREATE INDEX IF NOT EXISTS qiflow_audit_actor ON qiflow_audit (actor, seq);
-CREATE INDEX IF NOT EXISTS qiflow_audit_action ON qiflow_audit (action, seq);
-CREATE INDEX IF NOT EXISTS qiflow_audit_resource ON qiflow_audit (resource, seq);
+ALTER TABLE qiflow_audit ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT '';
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'qiflow_audit'
+                     AND column_name = 'pos') THEN
+        -- Existing rows are numbered in table order, which is their insertion order.
+        ALTER TABLE qiflow_audit ADD COLUMN pos BIGSERIAL NOT NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                   WHERE i.indrelid = 'qiflow_audit'::regclass AND i.indisprimary
+                     AND a.attname = 'instance') THEN
+        ALTER TABLE qiflow_audit DROP CONSTRAINT IF EXISTS qiflow_audit_pkey;
+        ALTER TABLE qiflow_audit ADD PRIMARY KEY (instance, seq);
+    END IF;
+END $$;
+DROP INDEX IF EXISTS qiflow_audit_actor;
+DROP INDEX IF EXISTS qiflow_audit_action;
+DROP INDEX IF EXISTS qiflow_audit_resource;
+CREATE INDEX IF NOT EXISTS qiflow_audit_pos ON qiflow_audit (pos);
+CREATE INDEX IF NOT EXISTS qiflow_audit_actor_pos ON qiflow_audit (actor, pos);
+CREATE INDEX IF NOT EXISTS qiflow_audit_action_pos ON qiflow_audit (action, pos);
+CREATE INDEX IF NOT EXISTS qiflow_audit_resource_pos ON qiflow_audit (resource, pos);
 CREATE INDEX IF NOT EXISTS qiflow_audit_ts ON qiflow_audit (ts);
 CREATE INDEX IF NOT EXISTS qiflow_audit_trace ON qiflow_audit (trace_id) WHERE trace_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS qiflow_audit_witness (
-    id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, sealed_records BIGINT NOT NULL,
-    timestamp TEXT NOT NULL, hash TEXT NOT NULL, signature TEXT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());";
+    instance TEXT PRIMARY KEY, id SMALLINT NOT NULL DEFAULT 1, seq BIGINT NOT NULL,
+    sealed_records BIGINT NOT NULL, timestamp TEXT NOT NULL, hash TEXT NOT NULL,
+    signature TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE qiflow_audit_witness ADD COLUMN IF NOT EXISTS instance TEXT NOT NULL DEFAULT '';
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                   WHERE i.indrelid = 'qiflow_audit_witness'::regclass AND i.indisprimary
+                     AND a.attname = 'instance') THEN
+        ALTER TABLE qiflow_audit_witness DROP CONSTRAINT IF EXISTS qiflow_audit_witness_pkey;
+        ALTER TABLE qiflow_audit_witness ADD PRIMARY KEY (instance);
+    END IF;
+END $$;";
 
-const WITNESS_SELECT: &str =
-    "SELECT seq, sealed_records, timestamp, hash, signature FROM qiflow_audit_witness WHERE id = 1";
+const WITNESS_SELECT: &str = "SELECT seq, sealed_records, timestamp, hash, signature FROM qiflow_audit_witness WHERE instance = $1";
 
 /// Never moves the witness back.
-const WITNESS_UPSERT: &str = "INSERT INTO qiflow_audit_witness (id, seq, sealed_records, timestamp, hash, signature, updated_at)
-VALUES (1, $1, $2, $3, $4, $5, now())
-ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, sealed_records = EXCLUDED.sealed_records,
+const WITNESS_UPSERT: &str = "INSERT INTO qiflow_audit_witness (instance, id, seq, sealed_records, timestamp, hash, signature, updated_at)
+VALUES ($6, 1, $1, $2, $3, $4, $5, now())
+ON CONFLICT (instance) DO UPDATE SET seq = EXCLUDED.seq, sealed_records = EXCLUDED.sealed_records,
     timestamp = EXCLUDED.timestamp, hash = EXCLUDED.hash, signature = EXCLUDED.signature, updated_at = now()
 WHERE qiflow_audit_witness.seq <= EXCLUDED.seq";
 
-const COLUMNS: &str = "seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash, trace_id";
+/// The columns a row is inserted with (`pos` is numbered by the table).
+const COLUMNS: &str = "instance, seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash, trace_id";
 /// How many names `COLUMNS` lists.
-const COLUMN_COUNT: usize = 16;
+const COLUMN_COUNT: usize = 17;
+/// The columns a row is read with.
+const SELECTED: &str = "instance, seq, kind, id, timestamp, ts, actor, action, resource, outcome, request_id, metadata, enc, digest, prev_hash, hash, trace_id, pos";
 
 fn db(what: &str, e: impl std::error::Error) -> AuditError {
     AuditError::new(
@@ -168,9 +215,12 @@ fn pool(url: &str) -> Result<Pool, AuditError> {
     })
 }
 
-/// The witness row, if the table and the row exist.
-async fn read_witness(client: &tokio_postgres::Client) -> Result<Option<Seal>, AuditError> {
-    let row = match client.query_opt(WITNESS_SELECT, &[]).await {
+/// The witness row of `instance`'s chain, if the table and the row exist.
+async fn read_witness(
+    client: &tokio_postgres::Client,
+    instance: &str,
+) -> Result<Option<Seal>, AuditError> {
+    let row = match client.query_opt(WITNESS_SELECT, &[&instance]).await {
         Ok(row) => row,
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
             return Ok(None);
@@ -204,9 +254,10 @@ async fn read_witness(client: &tokio_postgres::Client) -> Result<Option<Seal>, A
     }))
 }
 
-/// Sets the witness row to `seal` (never backwards).
+/// Sets the witness row of `instance`'s chain to `seal` (never backwards).
 async fn write_witness(
     client: &impl deadpool_postgres::GenericClient,
+    instance: &str,
     seal: &Seal,
 ) -> Result<(), AuditError> {
     let seq = i64::try_from(seal.seq).unwrap_or(i64::MAX);
@@ -214,7 +265,14 @@ async fn write_witness(
     client
         .execute(
             WITNESS_UPSERT,
-            &[&seq, &sealed, &seal.timestamp, &seal.hash, &seal.signature],
+            &[
+                &seq,
+                &sealed,
+                &seal.timestamp,
+                &seal.hash,
+                &seal.signature,
+                &instance,
+            ],
         )
         .await
         .map(|_| ())
@@ -224,6 +282,7 @@ async fn write_witness(
 /// One row, as inserted.
 #[derive(Debug, Clone)]
 struct Row {
+    instance: String,
     seq: i64,
     kind: &'static str,
     id: Option<String>,
@@ -240,11 +299,14 @@ struct Row {
     digest: Option<String>,
     prev_hash: String,
     hash: String,
+    /// The row's place across chains (0 until inserted).
+    pos: i64,
 }
 
 impl Row {
-    fn of(line: &Line) -> Self {
+    fn of(instance: &str, line: &Line) -> Self {
         let mut row = Row {
+            instance: instance.to_owned(),
             seq: line.seq() as i64,
             kind: "record",
             id: None,
@@ -261,6 +323,7 @@ impl Row {
             digest: None,
             prev_hash: line.prev_hash().to_owned(),
             hash: line.hash().to_owned(),
+            pos: 0,
         };
         match line {
             Line::Record(r) => {
@@ -295,6 +358,7 @@ impl Row {
                 .map_err(|e| e.to_string())
         };
         Ok(Row {
+            instance: row.try_get("instance").map_err(|e| e.to_string())?,
             seq: row.try_get("seq").map_err(|e| e.to_string())?,
             kind: match kind.as_str() {
                 "record" => "record",
@@ -316,6 +380,7 @@ impl Row {
             digest: get("digest")?,
             prev_hash: row.try_get("prev_hash").map_err(|e| e.to_string())?,
             hash: row.try_get("hash").map_err(|e| e.to_string())?,
+            pos: row.try_get("pos").map_err(|e| e.to_string())?,
         })
     }
 
@@ -335,6 +400,8 @@ impl Row {
                 outcome: need(&self.outcome, "outcome")?.parse()?,
                 request_id: self.request_id.clone(),
                 trace_id: self.trace_id.clone(),
+                // The chain's instance is the record's (none for the chain before ids).
+                instance: Some(self.instance.clone()).filter(|i| !i.is_empty()),
                 metadata: serde_json::from_str(&need(&self.metadata, "metadata")?)
                     .map_err(|e| format!("metadata: {e}"))?,
                 prev_hash: self.prev_hash.clone(),
@@ -361,13 +428,18 @@ impl Row {
 struct Pending {
     first_id: Option<uuid::Uuid>,
     rows: Vec<Row>,
+    /// Retention: the chain's rows below this seq are deleted in the batch's transaction (only
+    /// a batch holding a digest, which records the cut as its `retained_from`).
+    prune_below: Option<i64>,
     after: ChainState,
     sealed_at: Option<SystemTime>,
     /// The digests among the rows, published once they are committed.
     seals: Vec<Seal>,
 }
 
-/// Stores the trail in the `qiflow_audit` table of a PostgreSQL database.
+/// Stores the trail in the `qiflow_audit` table of a PostgreSQL database, as the chain of one
+/// instance ([`PostgresAuditSink::instance`]): the instances of a service share the table, each
+/// appending to its own chain without waiting for the others.
 ///
 /// Connects lazily (the first batch creates the table and resumes the chain from its last row),
 /// through a small pool that replaces dead connections, so the sink survives a database restart:
@@ -375,6 +447,8 @@ struct Pending {
 /// before the connection broke is recognised by its last row's hash, not inserted twice.
 pub struct PostgresAuditSink {
     pool: Pool,
+    /// The chain this sink appends to.
+    instance: String,
     signing_key: Option<Vec<u8>>,
     keyring: Option<Arc<Keyring>>,
     clock: Arc<dyn Clock>,
@@ -386,12 +460,22 @@ pub struct PostgresAuditSink {
     /// Whether the table was compared with its witness (alarms are raised once).
     witness_checked: bool,
     notices: Vec<SinkNotice>,
+    /// `[audit] retention`: rows sealed by a digest older than this are deleted.
+    retention: Option<Duration>,
+    /// A cut found and not yet committed with a digest.
+    prune_below: Option<i64>,
+    /// When to look for a cut next.
+    next_prune_check: SystemTime,
 }
+
+/// How often a writer looks for rows past retention in its chain.
+const PRUNE_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for PostgresAuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresAuditSink")
             .field("table", &TABLE)
+            .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
@@ -406,6 +490,7 @@ impl PostgresAuditSink {
     ) -> Result<Self, AuditError> {
         Ok(Self {
             pool: pool(url)?,
+            instance: String::new(),
             signing_key: signing_key.map(<[u8]>::to_vec),
             keyring,
             last_seal: clock.now(),
@@ -416,6 +501,9 @@ impl PostgresAuditSink {
             digest_interval: Duration::from_secs(60),
             witness_checked: false,
             notices: Vec::new(),
+            retention: None,
+            prune_below: None,
+            next_prune_check: SystemTime::UNIX_EPOCH,
         })
     }
 
@@ -423,6 +511,27 @@ impl PostgresAuditSink {
     #[must_use]
     pub fn digest_every(mut self, n: u64) -> Self {
         self.digest_every = n.max(1);
+        self
+    }
+
+    /// Deletes the rows of this sink's chain sealed by a digest older than `retention`
+    /// (`[audit] retention`), looking every ten minutes; the digest that follows the cut records
+    /// it as `retained_from`, so verification accepts the chain starting there. Each instance
+    /// prunes its own chain only: writers never delete each other's rows. Defaults to none: keep
+    /// everything.
+    #[must_use]
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The chain to append to: this instance's id (`[service] instance`), stamped on each
+    /// record. Two processes must never share one: the second would find its rows taken and
+    /// stop with an error. Defaults to `""`, the chain of a table written before instances had
+    /// ids (its records carry no instance).
+    #[must_use]
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
         self
     }
 
@@ -450,19 +559,28 @@ impl PostgresAuditSink {
         if let Some(state) = &self.state {
             return Ok(state.clone());
         }
-        let client = self.client().await?;
-        client
-            .batch_execute(SCHEMA)
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
             .await
-            .map_err(|e| db("cannot create the table qiflow_audit", e))?;
-        let mut state = ChainState::default();
+            .map_err(|e| db("cannot begin", e))?;
+        tx.batch_execute(SCHEMA)
+            .await
+            .map_err(|e| db("cannot create or migrate the table qiflow_audit", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db("cannot create or migrate the table qiflow_audit", e))?;
+        let mut state = ChainState {
+            instance: Some(self.instance.clone()).filter(|i| !i.is_empty()),
+            ..ChainState::default()
+        };
         let mut key_change = None;
         let last_digest = client
             .query_opt(
                 &format!(
-                    "SELECT {COLUMNS} FROM {TABLE} WHERE kind = 'digest' ORDER BY seq DESC LIMIT 1"
+                    "SELECT {SELECTED} FROM {TABLE} WHERE instance = $1 AND kind = 'digest' ORDER BY seq DESC LIMIT 1"
                 ),
-                &[],
+                &[&self.instance],
             )
             .await
             .map_err(|e| db("cannot read the last digest", e))?;
@@ -484,8 +602,10 @@ impl PostgresAuditSink {
         };
         let rows = client
             .query(
-                &format!("SELECT {COLUMNS} FROM {TABLE} WHERE seq >= $1 ORDER BY seq"),
-                &[&from],
+                &format!(
+                    "SELECT {SELECTED} FROM {TABLE} WHERE instance = $1 AND seq >= $2 ORDER BY seq"
+                ),
+                &[&self.instance, &from],
             )
             .await
             .map_err(|e| db("cannot read the unsealed rows", e))?;
@@ -506,7 +626,7 @@ impl PostgresAuditSink {
             if first {
                 self.alarm(
                     change.alarm_kind(),
-                    change.message(&format!("table {TABLE}"), &last),
+                    change.message(&chain_source(&self.instance), &last),
                 );
             }
             if change == KeyChange::Added && state.last_seal == resumed {
@@ -515,7 +635,8 @@ impl PostgresAuditSink {
                 let now = self.clock.now();
                 let (d, _) = state.digest("key", OffsetDateTime::from(now), self.key());
                 let seal = state.last_seal.clone();
-                self.insert(&[Row::of(&d)], seal.as_ref()).await?;
+                self.insert(&[Row::of(&self.instance, &d)], seal.as_ref(), None)
+                    .await?;
                 self.notices.extend(seal.map(SinkNotice::Sealed));
             }
         }
@@ -533,18 +654,19 @@ impl PostgresAuditSink {
         alarm: bool,
     ) -> Result<ChainState, AuditError> {
         let ours = state.last_seal.clone();
-        let Some(theirs) = read_witness(client).await? else {
+        let Some(theirs) = read_witness(client, &self.instance).await? else {
             if let Some(ours) = &ours {
                 if alarm {
                     self.alarm(
                         AlarmKind::WitnessMissing,
                         format!(
-                            "audit table {TABLE} is sealed up to seq {}, but {WITNESS_TABLE} has no witness row: it was deleted, so a table cut back to an earlier digest cannot be detected at this start. The row is written again; compare with the published seals kept elsewhere (`qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                            "audit {} is sealed up to seq {}, but {WITNESS_TABLE} has no witness row for it: it was deleted, so a chain cut back to an earlier digest cannot be detected at this start. The row is written again; compare with the published seals kept elsewhere (`qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                            chain_source(&self.instance),
                             ours.seq
                         ),
                     );
                 }
-                write_witness(client, ours).await?;
+                write_witness(client, &self.instance, ours).await?;
             }
             return Ok(state);
         };
@@ -559,7 +681,8 @@ impl PostgresAuditSink {
                     self.alarm(
                         AlarmKind::TrailCut,
                         format!(
-                            "audit table {TABLE} {ends}, but {WITNESS_TABLE} sealed seq {} at {}: rows seq {from}..={} are missing (deleted from the table's end). New rows continue at seq {}, never reusing the lost ones; restore the lost rows from a backup, and run `qiflow audit verify --postgres`",
+                            "audit {} {ends}, but {WITNESS_TABLE} sealed seq {} at {}: rows seq {from}..={} are missing (deleted from the chain's end). New rows continue at seq {}, never reusing the lost ones; restore the lost rows from a backup, and run `qiflow audit verify --postgres`",
+                            chain_source(&self.instance),
                             theirs.seq,
                             theirs.timestamp,
                             theirs.seq,
@@ -571,7 +694,8 @@ impl PostgresAuditSink {
                 let now = self.clock.now();
                 let (d, _) = state.digest("continue", OffsetDateTime::from(now), self.key());
                 let seal = state.last_seal.clone();
-                self.insert(&[Row::of(&d)], seal.as_ref()).await?;
+                self.insert(&[Row::of(&self.instance, &d)], seal.as_ref(), None)
+                    .await?;
                 self.notices.extend(seal.map(SinkNotice::Sealed));
                 return Ok(state);
             }
@@ -582,8 +706,8 @@ impl PostgresAuditSink {
         let seq = i64::try_from(theirs.seq).unwrap_or(i64::MAX);
         let there: Option<(String, String)> = client
             .query_opt(
-                &format!("SELECT kind, hash FROM {TABLE} WHERE seq = $1"),
-                &[&seq],
+                &format!("SELECT kind, hash FROM {TABLE} WHERE instance = $1 AND seq = $2"),
+                &[&self.instance, &seq],
             )
             .await
             .map_err(|e| db("cannot read the witness's row", e))?
@@ -597,13 +721,14 @@ impl PostgresAuditSink {
                         trail_seq = ours.seq,
                         "the audit witness row is behind the table (a witness put back from an older copy); it is updated"
                     );
-                    write_witness(client, ours).await?;
+                    write_witness(client, &self.instance, ours).await?;
                 }
             }
             _ if alarm => self.alarm(
                 AlarmKind::WitnessMismatch,
                 format!(
-                    "audit table {TABLE}: the row at seq {} is not the digest {WITNESS_TABLE} sealed at {} (hash {}): the table was rewritten from there, or the witness belongs to another table. Run `qiflow audit verify --postgres`",
+                    "audit {}: the row at seq {} is not the digest {WITNESS_TABLE} sealed at {} (hash {}): the chain was rewritten from there, or the witness belongs to another table. Run `qiflow audit verify --postgres`",
+                    chain_source(&self.instance),
                     theirs.seq,
                     theirs.timestamp,
                     theirs.hash.get(..12).unwrap_or(&theirs.hash)
@@ -625,7 +750,12 @@ impl PostgresAuditSink {
 
     /// Inserts `rows` in one transaction, with the witness row set to `witness` (the last
     /// digest among them), unless a previous attempt already committed them.
-    async fn insert(&self, rows: &[Row], witness: Option<&Seal>) -> Result<(), AuditError> {
+    async fn insert(
+        &self,
+        rows: &[Row],
+        witness: Option<&Seal>,
+        prune_below: Option<i64>,
+    ) -> Result<(), AuditError> {
         let Some(last) = rows.last() else {
             return Ok(());
         };
@@ -636,8 +766,8 @@ impl PostgresAuditSink {
             .map_err(|e| db("cannot begin", e))?;
         let stored: Option<String> = tx
             .query_opt(
-                &format!("SELECT hash FROM {TABLE} WHERE seq = $1"),
-                &[&last.seq],
+                &format!("SELECT hash FROM {TABLE} WHERE instance = $1 AND seq = $2"),
+                &[&last.instance, &last.seq],
             )
             .await
             .map_err(|e| db("cannot check the batch", e))?
@@ -649,8 +779,8 @@ impl PostgresAuditSink {
             return Err(AuditError::new(
                 AuditErrorKind::Corrupt,
                 format!(
-                    "audit table: seq {} is already taken by another row: another writer shares the table",
-                    last.seq
+                    "audit table: seq {} of chain {:?} is already taken by another row: another process writes as the same instance; give each instance its own [service] instance (or its own state directory)",
+                    last.seq, last.instance
                 ),
             ));
         }
@@ -671,6 +801,7 @@ impl PostgresAuditSink {
                 }
                 sql.push(')');
                 params.extend_from_slice(&[
+                    &r.instance,
                     &r.seq,
                     &r.kind,
                     &r.id,
@@ -694,19 +825,69 @@ impl PostgresAuditSink {
                 .map_err(|e| db("cannot insert the batch", e))?;
         }
         if let Some(seal) = witness {
-            write_witness(&tx, seal).await?;
+            write_witness(&tx, &last.instance, seal).await?;
+        }
+        if let Some(cut) = prune_below {
+            let deleted = tx
+                .execute(
+                    &format!("DELETE FROM {TABLE} WHERE instance = $1 AND seq < $2"),
+                    &[&last.instance, &cut],
+                )
+                .await
+                .map_err(|e| db("cannot delete the rows past retention", e))?;
+            if deleted > 0 {
+                tracing::info!(target: "qiflow::audit", instance = %last.instance, below_seq = cut, rows = deleted, "retention deleted old audit rows");
+            }
         }
         tx.commit()
             .await
             .map_err(|e| db("cannot commit the batch", e))
     }
 
+    /// With retention, looks (at most every [`PRUNE_CHECK_EVERY`]) for the newest digest of this
+    /// chain older than the retention: the rows up to it are cut with the next digest.
+    async fn plan_prune(&mut self, state: &mut ChainState) -> Result<(), AuditError> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if now < self.next_prune_check {
+            return Ok(());
+        }
+        let cutoff = OffsetDateTime::from(now - retention);
+        let client = self.client().await?;
+        let newest_old: Option<i64> = client
+            .query_one(
+                &format!(
+                    "SELECT max(seq) FROM {TABLE} WHERE instance = $1 AND kind = 'digest' AND ts < $2"
+                ),
+                &[&self.instance, &cutoff],
+            )
+            .await
+            .map_err(|e| db("cannot look for rows past retention", e))?
+            .get(0);
+        self.next_prune_check = now + PRUNE_CHECK_EVERY;
+        if let Some(seq) = newest_old
+            && u64::try_from(seq + 1).is_ok_and(|cut| cut > state.retained_from)
+        {
+            self.prune_below = Some(seq + 1);
+        }
+        if let Some(cut) = self.prune_below {
+            state.retained_from = state.retained_from.max(cut as u64);
+        }
+        Ok(())
+    }
+
     async fn store_pending(&mut self) -> Result<(), AuditError> {
         let Some(pending) = &self.pending else {
             return Ok(());
         };
-        self.insert(&pending.rows, pending.seals.last()).await?;
+        self.insert(&pending.rows, pending.seals.last(), pending.prune_below)
+            .await?;
         if let Some(p) = self.pending.take() {
+            if p.prune_below.is_some() {
+                self.prune_below = None;
+            }
             self.state = Some(p.after);
             if let Some(at) = p.sealed_at {
                 self.last_seal = at;
@@ -741,6 +922,7 @@ impl AuditSink for PostgresAuditSink {
                     self.state = None;
                 }
                 let mut state = self.resume().await?;
+                self.plan_prune(&mut state).await?;
                 let now = self.clock.now();
                 let mut rows = Vec::with_capacity(batch.len() + 1);
                 let mut sealed_at = None;
@@ -749,10 +931,10 @@ impl AuditSink for PostgresAuditSink {
                     let (line, _) = state
                         .record(event, self.keyring.as_deref())
                         .map_err(|e| AuditError::new(AuditErrorKind::Encryption, e))?;
-                    rows.push(Row::of(&line));
+                    rows.push(Row::of(&self.instance, &line));
                     if state.unsealed_records >= self.digest_every {
                         let (d, _) = state.digest("count", OffsetDateTime::from(now), self.key());
-                        rows.push(Row::of(&d));
+                        rows.push(Row::of(&self.instance, &d));
                         seals.extend(state.last_seal.clone());
                         sealed_at = Some(now);
                     }
@@ -762,13 +944,15 @@ impl AuditSink for PostgresAuditSink {
                         >= self.digest_interval
                 {
                     let (d, _) = state.digest("interval", OffsetDateTime::from(now), self.key());
-                    rows.push(Row::of(&d));
+                    rows.push(Row::of(&self.instance, &d));
                     seals.extend(state.last_seal.clone());
                     sealed_at = Some(now);
                 }
+                let prune_below = self.prune_below.filter(|_| !seals.is_empty());
                 self.pending = Some(Pending {
                     first_id,
                     rows,
+                    prune_below,
                     after: state,
                     sealed_at,
                     seals,
@@ -788,12 +972,14 @@ impl AuditSink for PostgresAuditSink {
             if state.unsealed_records == 0 {
                 return Ok(());
             }
+            self.plan_prune(&mut state).await?;
             let now = self.clock.now();
             let (d, _) = state.digest(reason.as_str(), OffsetDateTime::from(now), self.key());
             let seals = state.last_seal.clone().into_iter().collect();
             self.pending = Some(Pending {
                 first_id: None,
-                rows: vec![Row::of(&d)],
+                rows: vec![Row::of(&self.instance, &d)],
+                prune_below: self.prune_below,
                 after: state,
                 sealed_at: Some(now),
                 seals,
@@ -833,7 +1019,7 @@ impl PostgresStore {
         let client = self.pool.get().await.map_err(|e| db("cannot connect", e))?;
         let encrypted = self.keyring.is_some();
         let mut sql = format!(
-            "SELECT {COLUMNS} FROM {TABLE} WHERE kind IN ('record', 'encrypted') AND seq < $1"
+            "SELECT {SELECTED} FROM {TABLE} WHERE kind IN ('record', 'encrypted') AND pos < $1"
         );
         let before = query
             .before
@@ -863,8 +1049,10 @@ impl PostgresStore {
         }
         // Encrypted rows are filtered after decryption, so they are read in chunks.
         let chunk = if encrypted { 500 } else { limit + 1 };
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {chunk}"));
+        sql.push_str(&format!(" ORDER BY pos DESC LIMIT {chunk}"));
         let mut records: Vec<AuditRecord> = Vec::new();
+        // The position of the last record taken: the next page starts below it.
+        let mut last_taken = before;
         let mut cursor = before;
         loop {
             params[0] = Box::new(cursor);
@@ -878,10 +1066,12 @@ impl PostgresStore {
                 .map_err(|e| db("query failed", e))?;
             let n = rows.len();
             for row in &rows {
-                let line = Row::from_pg(row).and_then(|r| r.line()).map_err(|e| {
-                    AuditError::new(AuditErrorKind::Corrupt, format!("audit table: {e}"))
-                })?;
-                cursor = line.seq() as i64;
+                let (line, pos) = Row::from_pg(row)
+                    .and_then(|r| Ok((r.line()?, r.pos)))
+                    .map_err(|e| {
+                        AuditError::new(AuditErrorKind::Corrupt, format!("audit table: {e}"))
+                    })?;
+                cursor = pos;
                 let record = match line {
                     Line::Record(r) => r,
                     Line::Encrypted(r) => match &self.keyring {
@@ -893,10 +1083,11 @@ impl PostgresStore {
                 };
                 if query.matches(&record, &range) {
                     if records.len() == limit {
-                        let next = records.last().map(|r| r.seq);
+                        let next = u64::try_from(last_taken).ok();
                         return Ok(AuditPage { records, next });
                     }
                     records.push(record);
+                    last_taken = pos;
                 }
             }
             if n < chunk {
@@ -915,12 +1106,34 @@ impl AuditStore for PostgresStore {
     }
 }
 
-/// Verifies the trail in the `qiflow_audit` table at `url`, as [`verify_dir`](super::verify_dir)
-/// does a directory, and against its witness row in `qiflow_audit_witness`, as
-/// [`verify_dir_with_witness`](super::verify_dir_with_witness) does against a witness file:
-/// a table that ends before the witness, or a sealed table without a witness row, is broken.
-/// Each row is checked as the line its columns stand for.
-pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, Broken> {
+/// One chain of the `qiflow_audit` table, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChainVerified {
+    /// The instance that writes the chain (`""`: the chain of a table written before instances
+    /// had ids).
+    pub instance: String,
+    /// What its verification found.
+    pub verified: Verified,
+}
+
+/// Where a chain is, for messages: `table qiflow_audit, instance web-1`.
+fn chain_source(instance: &str) -> String {
+    if instance.is_empty() {
+        format!("table {TABLE}")
+    } else {
+        format!("table {TABLE}, instance {instance}")
+    }
+}
+
+/// Verifies every chain in the `qiflow_audit` table at `url` (one per instance that wrote
+/// there), each as [`verify_dir`](super::verify_dir) does a directory and against its witness
+/// row in `qiflow_audit_witness`, as [`verify_dir_with_witness`](super::verify_dir_with_witness)
+/// does against a witness file: a chain that ends before its witness, a sealed chain without a
+/// witness row, or a witness row whose chain has no rows left is broken. Each row is checked as
+/// the line its columns stand for; a [`Broken`] names the chain's instance in its location.
+/// The chains come back ordered by instance.
+pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Vec<ChainVerified>, Broken> {
     let at_table = |seq: u64, reason: String| Broken {
         seq,
         location: Location {
@@ -934,9 +1147,60 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
         .get()
         .await
         .map_err(|e| at_table(0, format!("cannot connect: {}", with_causes(&e))))?;
-    let witness = read_witness(&client)
+    let mut instances: Vec<String> = match client
+        .query(&format!("SELECT DISTINCT instance FROM {TABLE}"), &[])
         .await
-        .map_err(|e| at_table(0, e.to_string()))?;
+    {
+        Ok(rows) => rows.iter().filter_map(|r| r.try_get(0).ok()).collect(),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Err(at_table(0, "the table is empty or missing".into()));
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+            return Err(at_table(
+                0,
+                "the table has no instance column: it was written by an earlier qiflow. Start the service once with this version (it migrates the table in place), or verify with the qiflow CLI of that version".into(),
+            ));
+        }
+        Err(e) => return Err(at_table(0, format!("cannot read: {}", with_causes(&e)))),
+    };
+    // Chains whose rows are all gone still have their witness row.
+    if let Ok(rows) = client
+        .query(&format!("SELECT instance FROM {WITNESS_TABLE}"), &[])
+        .await
+    {
+        instances.extend(rows.iter().filter_map(|r| r.try_get(0).ok()));
+    }
+    instances.sort();
+    instances.dedup();
+    if instances.is_empty() {
+        return Err(at_table(0, "the table is empty or missing".into()));
+    }
+    let mut chains = Vec::with_capacity(instances.len());
+    for instance in instances {
+        let verified = verify_chain(&client, &instance, key).await?;
+        chains.push(ChainVerified { instance, verified });
+    }
+    Ok(chains)
+}
+
+/// Verifies the chain of `instance`.
+async fn verify_chain(
+    client: &tokio_postgres::Client,
+    instance: &str,
+    key: Option<&[u8]>,
+) -> Result<Verified, Broken> {
+    let source = chain_source(instance);
+    let at_chain = |seq: u64, reason: String| Broken {
+        seq,
+        location: Location {
+            source: source.clone(),
+            line: 0,
+        },
+        reason,
+    };
+    let witness = read_witness(client, instance)
+        .await
+        .map_err(|e| at_chain(0, e.to_string()))?;
     let mut verifier = Verifier::new(key);
     if let Some(seal) = witness.clone() {
         verifier.expect_witness(seal);
@@ -946,12 +1210,14 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
     loop {
         let rows = client
             .query(
-                &format!("SELECT {COLUMNS} FROM {TABLE} WHERE seq > $1 ORDER BY seq LIMIT 10000"),
-                &[&after],
+                &format!(
+                    "SELECT {SELECTED} FROM {TABLE} WHERE instance = $1 AND seq > $2 ORDER BY seq LIMIT 10000"
+                ),
+                &[&instance, &after],
             )
             .await
             .map_err(|e| {
-                at_table(
+                at_chain(
                     verifier.expected_seq(),
                     format!("cannot read: {}", with_causes(&e)),
                 )
@@ -963,7 +1229,7 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
             any = true;
             let seq = verifier.expected_seq();
             let location = Location {
-                source: format!("table {TABLE}"),
+                source: source.clone(),
                 line: 0,
             };
             let line = Row::from_pg(row)
@@ -981,16 +1247,25 @@ pub async fn verify_postgres(url: &str, key: Option<&[u8]>) -> Result<Verified, 
         }
     }
     if !any {
-        return Err(at_table(0, "the table is empty or missing".into()));
+        return Err(match &witness {
+            Some(seal) => at_chain(
+                seal.seq,
+                format!(
+                    "{WITNESS_TABLE} sealed this chain up to seq {} at {}, but it has no rows: they were deleted",
+                    seal.seq, seal.timestamp
+                ),
+            ),
+            None => at_chain(0, "the chain is empty".into()),
+        });
     }
     let verified = verifier.finish()?;
     if witness.is_none()
         && let Some(last) = &verified.last_seal
     {
-        return Err(at_table(
+        return Err(at_chain(
             last.seq,
             format!(
-                "the table is sealed up to seq {}, but {WITNESS_TABLE} has no witness row: it was deleted, so a table cut back to an earlier digest cannot be ruled out; compare with a copy kept elsewhere (the `qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
+                "the chain is sealed up to seq {}, but {WITNESS_TABLE} has no witness row for it: it was deleted, so a chain cut back to an earlier digest cannot be ruled out; compare with a copy kept elsewhere (the `qiflow::audit` log lines, the qiflow_audit_sealed_records gauge)",
                 last.seq
             ),
         ));

@@ -221,6 +221,10 @@ impl Auditor {
     ) -> impl std::future::Future<Output = Result<(), AuditError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let submitted = self.submit(event, Some(tx));
+        if submitted.is_ok() {
+            // The caller waits for the store: write the batch now, not after the linger.
+            self.pipeline.hurry();
+        }
         async move {
             submitted?;
             rx.await.unwrap_or_else(|_| {

@@ -332,10 +332,24 @@ fn audit_verify(args: Verify) -> ExitCode {
             .unwrap_or_else(|_| "the database".into());
         (
             shown,
-            runtime.block_on(qiflow_core::audit::verify_postgres(
-                url.expose(),
-                key.as_deref(),
-            )),
+            runtime
+                .block_on(qiflow_core::audit::verify_postgres(
+                    url.expose(),
+                    key.as_deref(),
+                ))
+                .map(|chains| {
+                    chains
+                        .into_iter()
+                        .map(|c| {
+                            let name = if c.instance.is_empty() {
+                                "the chain written before instance ids".to_owned()
+                            } else {
+                                format!("instance {}", c.instance)
+                            };
+                            (Some(name), c.verified)
+                        })
+                        .collect::<Vec<_>>()
+                }),
         )
     } else {
         let Some(dir) = args
@@ -371,72 +385,105 @@ fn audit_verify(args: Verify) -> ExitCode {
                 qiflow_core::audit::verify_dir(&dir, key.as_deref())
             }
         };
-        (dir.display().to_string(), result)
+        (dir.display().to_string(), result.map(|v| vec![(None, v)]))
     };
     match result {
         Err(broken) => {
             println!("broken: {broken}");
             ExitCode::FAILURE
         }
-        Ok(v) => {
-            if key.is_none() && v.unchecked_signatures > 0 {
-                println!(
-                    "warning: {} digest signature(s) not checked: no signing key (pass --config with [audit] signing_key)",
-                    v.unchecked_signatures
-                );
-            }
-            match (v.unkeyed_until, &v.first_keyed) {
-                (Some(until), Some((keyed, at))) => println!(
-                    "keyed: digests from seq {keyed} ({at}) on are signed with the signing key; seq {}..={until} were sealed without a key (written before it was set): the keyed digest covers them from {at} on, but a change made to them before then cannot be detected",
-                    v.first_seq
-                ),
-                (Some(until), None) => println!(
-                    "unkeyed: no digest is keyed (seq {}..={until}): a trail rewritten with a recomputed chain cannot be told from the original; set [audit] signing_key",
-                    v.first_seq
-                ),
-                _ => {}
-            }
-            if let Some((seq, signature)) = &v.last_digest {
-                println!("last digest: seq {seq}, signature {signature}");
-            }
-            if let Some(seal) = &v.last_seal {
-                println!(
-                    "sealed: {} records up to seq {} at {}",
-                    seal.sealed_records, seal.seq, seal.timestamp
-                );
-            }
-            match &v.witness {
-                Some(w) => println!(
-                    "witness: sealed seq {} at {}: the trail holds it",
-                    w.seq, w.timestamp
-                ),
-                None => notes.iter().for_each(|n| println!("{n}")),
-            }
-            let range = match v.last_seq {
-                Some(last) => format!("seq {}..={last}", v.first_seq),
-                None => "empty".into(),
-            };
-            if v.open_tail() {
-                let torn = if v.torn_tail {
-                    " and a torn last line (cut mid-write)"
-                } else {
-                    ""
-                };
-                let msg = format!(
-                    "open tail: {} record(s) after the last digest{torn} are not sealed (a live trail, a crash, or a cut tail)",
-                    v.unsealed
-                );
-                if !args.allow_open_tail {
-                    println!("broken: {what}: {msg}; pass --allow-open-tail for a live trail");
-                    return ExitCode::FAILURE;
+        Ok(chains) => {
+            let mut failed = false;
+            let (mut records, mut digests) = (0, 0);
+            for (chain, v) in &chains {
+                // Each line of a chain's report names it, when the trail holds several.
+                let at = chain.as_ref().map(|c| format!("{c}: ")).unwrap_or_default();
+                records += v.records;
+                digests += v.digests;
+                if !report_chain(&at, &what, v, key.is_some(), &notes, args.allow_open_tail) {
+                    failed = true;
                 }
-                println!("warning: {msg}");
             }
-            println!(
-                "ok: {what}: {} records, {} digests ({range})",
-                v.records, v.digests
-            );
+            if failed {
+                return ExitCode::FAILURE;
+            }
+            if chains.len() > 1 {
+                println!(
+                    "ok: {what}: {} chains, {records} records, {digests} digests",
+                    chains.len()
+                );
+            }
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Prints what the verification of one chain found (`prefix` starts each of its lines); false
+/// when its open tail fails the check.
+fn report_chain(
+    prefix: &str,
+    what: &str,
+    v: &qiflow_core::audit::Verified,
+    keyed: bool,
+    notes: &[String],
+    allow_open_tail: bool,
+) -> bool {
+    if !keyed && v.unchecked_signatures > 0 {
+        println!(
+            "{prefix}warning: {} digest signature(s) not checked: no signing key (pass --config with [audit] signing_key)",
+            v.unchecked_signatures
+        );
+    }
+    match (v.unkeyed_until, &v.first_keyed) {
+        (Some(until), Some((first, since))) => println!(
+            "{prefix}keyed: digests from seq {first} ({since}) on are signed with the signing key; seq {}..={until} were sealed without a key (written before it was set): the keyed digest covers them from {since} on, but a change made to them before then cannot be detected",
+            v.first_seq
+        ),
+        (Some(until), None) => println!(
+            "{prefix}unkeyed: no digest is keyed (seq {}..={until}): a trail rewritten with a recomputed chain cannot be told from the original; set [audit] signing_key",
+            v.first_seq
+        ),
+        _ => {}
+    }
+    if let Some((seq, signature)) = &v.last_digest {
+        println!("{prefix}last digest: seq {seq}, signature {signature}");
+    }
+    if let Some(seal) = &v.last_seal {
+        println!(
+            "{prefix}sealed: {} records up to seq {} at {}",
+            seal.sealed_records, seal.seq, seal.timestamp
+        );
+    }
+    match &v.witness {
+        Some(w) => println!(
+            "{prefix}witness: sealed seq {} at {}: the trail holds it",
+            w.seq, w.timestamp
+        ),
+        None => notes.iter().for_each(|n| println!("{prefix}{n}")),
+    }
+    let range = match v.last_seq {
+        Some(last) => format!("seq {}..={last}", v.first_seq),
+        None => "empty".into(),
+    };
+    if v.open_tail() {
+        let torn = if v.torn_tail {
+            " and a torn last line (cut mid-write)"
+        } else {
+            ""
+        };
+        let msg = format!(
+            "open tail: {} record(s) after the last digest{torn} are not sealed (a live trail, a crash, or a cut tail)",
+            v.unsealed
+        );
+        if !allow_open_tail {
+            println!("broken: {what}: {prefix}{msg}; pass --allow-open-tail for a live trail");
+            return false;
+        }
+        println!("{prefix}warning: {msg}");
+    }
+    println!(
+        "ok: {what}: {prefix}{} records, {} digests ({range})",
+        v.records, v.digests
+    );
+    true
 }

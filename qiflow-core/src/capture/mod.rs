@@ -99,6 +99,8 @@ pub(crate) fn configured_reporter(
         );
         options.sample_rate = config.errors.sample_rate as f32;
         options.redactor = Redactor::new(&config.logging.redact);
+        options.server_name =
+            Some(config.service.instance.clone()).filter(|instance| !instance.is_empty());
         let sentry = std::sync::Arc::new(
             SentryReporter::new(dsn.expose(), options)?.with_metrics(metrics.clone()),
         );

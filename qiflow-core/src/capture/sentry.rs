@@ -174,6 +174,9 @@ pub struct SentryOptions {
     pub redactor: Redactor,
     /// One attempt's timeout. Defaults to [`ATTEMPT_TIMEOUT`].
     pub timeout: Duration,
+    /// The event's `server_name`: `[service] instance`, so Sentry tells which instance of the
+    /// service reported. Defaults to unset (Sentry shows none).
+    pub server_name: Option<String>,
 }
 
 impl SentryOptions {
@@ -185,6 +188,7 @@ impl SentryOptions {
             sample_rate: 1.0,
             redactor: Redactor::default(),
             timeout: ATTEMPT_TIMEOUT,
+            server_name: None,
         }
     }
 }
@@ -221,6 +225,7 @@ impl SentryReporter {
         client_options.dsn = Some(parsed.clone());
         client_options.environment = Some(options.environment.clone().into());
         client_options.release = Some(options.release.clone().into());
+        client_options.server_name = options.server_name.clone().map(Into::into);
         client_options.event_sampling_strategy =
             sentry::EventSamplingStrategy::FixedRate(options.sample_rate);
         client_options.send_default_pii = false;

@@ -44,3 +44,4 @@ pub use files::{PrivateFile, check_private_files};
 pub use load::{CONFIG_ENV, ENV_PREFIX, Loader};
 pub use secret_keys::{SECRET_KEYS, is_credential_header, is_secret_key};
 pub use sections::*;
+pub(crate) use validate::is_instance_id;

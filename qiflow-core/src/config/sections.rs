@@ -85,6 +85,13 @@ pub struct ServiceConfig {
     /// Where qiflow keeps the records of the jobs it watches (`jobs.json`) and of its last
     /// deployments (`deployments.json`); `""` keeps them in memory only. Defaults to `"data"`.
     pub state_dir: PathBuf,
+    /// This process's id among the service's instances (`"web-1"`): on every log line, error
+    /// report, audit record, alert (label `instance`), deployment record and on
+    /// `qiflow_build_info` (label `service_instance_id`). Letters, digits and `.`, `_`, `:`,
+    /// `-`, at most 128. Defaults to unset (`""`): the host name and six random hex digits
+    /// (`"api-7f9c2d-3a41bf"`), generated once and kept in `<state_dir>/instance`, so a restart
+    /// keeps it (without a state directory, a new one at each start).
+    pub instance: String,
 }
 
 impl Default for ServiceConfig {
@@ -95,6 +102,7 @@ impl Default for ServiceConfig {
             version: "0.0.0".into(),
             commit: String::new(),
             state_dir: PathBuf::from("data"),
+            instance: String::new(),
         }
     }
 }
@@ -386,7 +394,9 @@ pub struct AuditConfig {
     /// A partial batch is written after this long. Defaults to `"1s"`.
     #[serde(with = "units::duration")]
     pub flush_interval: Duration,
-    /// Delete whole segments older than this. Defaults to unset: keep everything.
+    /// Delete what is older than this: whole closed segments (file sink), or each instance's
+    /// rows sealed by a digest older than this (PostgreSQL sink, checked every ten minutes).
+    /// Defaults to unset: keep everything.
     #[serde(
         with = "units::option_duration",
         skip_serializing_if = "Option::is_none"

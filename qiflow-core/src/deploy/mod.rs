@@ -14,6 +14,10 @@ use sha2::Digest as _;
 
 use crate::config::Config;
 
+pub(crate) mod instance;
+pub use instance::FILE as INSTANCE_FILE;
+use instance::host_name;
+
 /// The deployments kept in the state file.
 pub const KEEP: usize = 50;
 
@@ -32,6 +36,10 @@ pub struct Deployment {
     pub commit: Option<String>,
     /// The host name.
     pub host: String,
+    /// `[service] instance` (or the generated id). Absent from records made before instances
+    /// had ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     /// SHA-256 of the effective configuration without its secrets (hex, first 16 digits): two
     /// starts with the same hash ran the same settings.
     pub config_hash: String,
@@ -49,6 +57,7 @@ impl Deployment {
             version: service.version.clone(),
             commit: Some(service.commit.clone()).filter(|c| !c.is_empty()),
             host: host_name(),
+            instance: service.instance.clone(),
             config_hash: config_hash(config),
             started_at: crate::alert::rfc3339(at),
         }
@@ -61,15 +70,6 @@ pub fn config_hash(config: &Config) -> String {
     let bytes = serde_json::to_vec(config).unwrap_or_default();
     let digest = sha2::Sha256::digest(&bytes);
     hex::encode(&digest[..8])
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The deployments recorded so far, newest first.

@@ -106,6 +106,12 @@ fn resource(config: &Config) -> opentelemetry_sdk::Resource {
     if !service.version.is_empty() {
         attributes.push(KeyValue::new("service.version", service.version.clone()));
     }
+    if !service.instance.is_empty() {
+        attributes.push(KeyValue::new(
+            "service.instance.id",
+            service.instance.clone(),
+        ));
+    }
     if let Some(host) = host_name() {
         attributes.push(KeyValue::new("host.name", host));
     }

@@ -56,6 +56,8 @@ struct Inner {
     pipeline: Pipeline<Vec<u8>>,
     clock: Arc<dyn Clock>,
     pool: Arc<LinePool>,
+    /// `,"instance":"…"`, written after `target` on every JSON line (empty: no field).
+    instance: Box<[u8]>,
 }
 
 impl std::fmt::Debug for LogLayer {
@@ -73,7 +75,13 @@ impl LogLayer {
         pipeline: Pipeline<Vec<u8>>,
         clock: Arc<dyn Clock>,
         pool: Arc<LinePool>,
+        instance: &str,
     ) -> Self {
+        let mut field = Vec::new();
+        if !instance.is_empty() {
+            field.extend_from_slice(b",\"instance\":");
+            format::json_str(&mut field, instance);
+        }
         Self {
             inner: Arc::new(Inner {
                 format,
@@ -81,6 +89,7 @@ impl LogLayer {
                 pipeline,
                 clock,
                 pool,
+                instance: field.into_boxed_slice(),
             }),
         }
     }
@@ -384,7 +393,7 @@ impl Visit for JsonEvent<'_> {
     }
 }
 
-const RESERVED: &[&str] = &["timestamp", "level", "target", "message"];
+const RESERVED: &[&str] = &["timestamp", "level", "target", "instance", "message"];
 
 impl<S> tracing_subscriber::Layer<S> for LogLayer
 where
@@ -436,6 +445,7 @@ where
             line.extend_from_slice(meta.level().as_str().as_bytes());
             line.extend_from_slice(b"\",\"target\":");
             format::json_str(&mut line, meta.target());
+            line.extend_from_slice(&self.inner.instance);
             let plan = Plan::of(event.metadata(), &self.inner.redactor);
             let mut visitor = JsonEvent {
                 plan: &plan,

@@ -11,7 +11,7 @@
 //! - `http_server_requests_total{method,route,status}`
 //! - `http_server_request_duration_seconds{method,route,status}` (histogram, `[metrics] buckets`)
 //! - `http_server_active_requests{method,route}`
-//! - `qiflow_build_info{service,environment,version}`
+//! - `qiflow_build_info{service,environment,version,commit,service_instance_id}` (`commit` when set)
 //! - `qiflow_dropped_total{pipeline,reason}` (reasons: `queue_full`, `closed`, `sink_error`, `shutdown`, `rate_limited`)
 //!
 //! With `[metrics] global_labels` on (the default), every series also carries `service` and
@@ -128,8 +128,14 @@ pub const CATALOGUE: &[MetricInfo] = &[
     metric(
         "qiflow_build_info",
         MetricKind::Gauge,
-        &["service", "environment", "version", "commit"],
-        "Always 1; the labels name the service, its environment, version and commit ([service] commit, when set).",
+        &[
+            "service",
+            "environment",
+            "version",
+            "commit",
+            "service_instance_id",
+        ],
+        "Always 1; the labels name the service, its environment, version, commit ([service] commit, when set) and this instance ([service] instance).",
     ),
     metric(
         "qiflow_dropped_total",
@@ -623,6 +629,11 @@ impl Metrics {
         ];
         if !s.commit.is_empty() {
             build.push(Label::new("commit", s.commit.clone()));
+        }
+        if !s.instance.is_empty() {
+            // Not `instance`: Prometheus sets that target label on every scraped series and
+            // renames an exported one to `exported_instance`.
+            build.push(Label::new("service_instance_id", s.instance.clone()));
         }
         this.gauge("qiflow_build_info", build).set(1.0);
         Ok(this)

@@ -239,7 +239,7 @@ impl ObserverBuilder {
     ///
     /// Configuration warnings (plain values in secret keys, …) are emitted as `warn` events on
     /// target `qiflow::config`.
-    pub fn build(self) -> Result<(Observer, Guard), InitError> {
+    pub fn build(mut self) -> Result<(Observer, Guard), InitError> {
         // First: the directories this instance writes are its own (a second process on them
         // fails here, before it touches a file).
         if self.install_global && tracing::dispatcher::has_been_set() {
@@ -251,6 +251,19 @@ impl ObserverBuilder {
             });
         }
         let locks = self.lock_dirs()?;
+        // Who this process is among the service's instances: every capability below reads it
+        // from `[service] instance`.
+        let (instance, warning) =
+            crate::deploy::instance::resolve(&self.config.service).map_err(|message| {
+                InitError {
+                    kind: InitErrorKind::Config,
+                    message,
+                }
+            })?;
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
+        self.config.service.instance = instance;
         let worker = Worker::start(self.worker_threads).map_err(|e| InitError {
             kind: InitErrorKind::Runtime,
             message: format!("cannot start the qiflow background runtime: {e}"),
@@ -291,6 +304,7 @@ impl ObserverBuilder {
             logs,
             self.clock.clone(),
             pool,
+            &self.config.service.instance,
         );
 
         let metrics = Metrics::new(&self.config).map_err(|message| InitError {

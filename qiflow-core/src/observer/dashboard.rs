@@ -332,6 +332,8 @@ impl Observer {
     /// of its own) and stores the outcome for the overview.
     fn start_verification(&self, dashboard: &Dashboard) {
         let audit = self.config().audit.clone();
+        #[cfg(feature = "postgres")]
+        let instance = self.config().service.instance.clone();
         let slot = dashboard.verification.clone();
         let verifying = dashboard.verifying.clone();
         self.runtime().spawn(async move {
@@ -342,9 +344,15 @@ impl Observer {
             let result = match (&audit.sink, &audit.postgres_url) {
                 #[cfg(feature = "postgres")]
                 (crate::config::AuditSinkKind::Postgres, Some(url)) => {
+                    // Every instance's chain is verified; the figures are this instance's.
                     crate::audit::verify_postgres(url.expose(), key.as_deref())
                         .await
-                        .map(Some)
+                        .map(|chains| {
+                            chains
+                                .into_iter()
+                                .find(|c| c.instance == instance)
+                                .map(|c| c.verified)
+                        })
                 }
                 _ => {
                     let dir = audit.dir.clone();

@@ -547,7 +547,8 @@ impl Observer {
     }
 
     /// Records an audit event and resolves once it is stored durably (its batch fsynced or
-    /// committed): an acknowledged record. Queueing behaves as in [`Observer::audit`].
+    /// committed): an acknowledged record. Queueing behaves as in [`Observer::audit`]; the
+    /// batch holding it is written at once, without waiting out `[audit] flush_interval`.
     pub fn audit_durable(
         &self,
         event: crate::audit::AuditEvent,

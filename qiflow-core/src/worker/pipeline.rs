@@ -223,6 +223,8 @@ pub(crate) struct Shared {
     dropped_closed: AtomicU64,
     closed: AtomicBool,
     accounting: Mutex<Accounting>,
+    /// Ends a batch's linger early: someone waits for what is queued (see [`Pipeline::hurry`]).
+    hurry: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -234,6 +236,7 @@ impl Shared {
             dropped_closed: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             accounting: Mutex::new(Accounting::default()),
+            hurry: tokio::sync::Notify::new(),
         }
     }
 
@@ -364,6 +367,13 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Asks the worker to drain the queue and flush the sink, without waiting (timed digests
     /// of the audit trail).
+    /// Writes what is queued without waiting out the linger (the sink is not flushed): for a
+    /// caller that waits for its item to be stored. A wake-up that arrives before the item is
+    /// taken is kept, so it is never missed; a stale one only cuts a later linger short.
+    pub(crate) fn hurry(&self) {
+        self.shared.hurry.notify_one();
+    }
+
     pub(crate) fn request_flush(&self) {
         let (ack, _) = mpsc::channel();
         let _ = self.control.send(Control::Flush(ack));
@@ -518,6 +528,7 @@ async fn run<T: Send + 'static, S: Sink<T>>(
                         tokio::select! {
                             biased;
                             c = control.recv_async() => command = Some(c),
+                            () = shared.hurry.notified() => {}
                             () = tokio::time::sleep_until(deadline) => {}
                         }
                         pull(&rx, None, &mut batch, &shared, options.batch_size);

@@ -94,6 +94,13 @@ impl AlertmanagerChannel {
                 labels
                     .entry("environment")
                     .or_insert_with(|| self.environment.clone().into());
+                // Each instance's alert is its own in Alertmanager (the labels are the
+                // fingerprint); a route whose `group_by` leaves `instance` out groups them.
+                if !n.instance.is_empty() {
+                    labels
+                        .entry("instance")
+                        .or_insert_with(|| n.instance.clone().into());
+                }
                 let mut alert = serde_json::json!({
                     "labels": labels,
                     "annotations": {

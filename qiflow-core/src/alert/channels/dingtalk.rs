@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::worker::BoxFuture;
 
 /// The default body of one alert (DingTalk markdown).
-pub(super) const DEFAULT_BODY: &str = "#### [{{LEVEL}}] {{name}} {{status}}\n\n**{{summary}}**\n\n{{description}}\n\n- service: {{service}} ({{environment}})\n- labels: {{labels}}\n- annotations: {{annotations}}\n- raised: {{times}}\n- since: {{starts_at}}";
+pub(super) const DEFAULT_BODY: &str = "#### [{{LEVEL}}] {{name}} {{status}}\n\n**{{summary}}**\n\n{{description}}\n\n- service: {{service}} ({{environment}})\n- instance: {{instance}}\n- labels: {{labels}}\n- annotations: {{annotations}}\n- raised: {{times}}\n- since: {{starts_at}}";
 
 /// Posts to a DingTalk robot webhook (`https://oapi.dingtalk.com/robot/send?access_token=…`):
 /// `{"msgtype":"markdown","markdown":{"title":<subject>,"text":<bodies>}}`.

@@ -46,7 +46,7 @@ use crate::worker::BoxFuture;
 /// The default subject template.
 pub const DEFAULT_SUBJECT: &str = "[{{LEVEL}}] {{name}} {{status}}: {{summary}}";
 /// The default body template.
-pub const DEFAULT_BODY: &str = "{{LEVEL}} {{name}} is {{status}} (raised {{times}})\n{{summary}}\n{{description}}\n\nservice: {{service}} ({{environment}})\nsource: {{source}}\nlabels: {{labels}}\nannotations: {{annotations}}\nsince: {{starts_at}}\nfingerprint: {{fingerprint}}";
+pub const DEFAULT_BODY: &str = "{{LEVEL}} {{name}} is {{status}} (raised {{times}})\n{{summary}}\n{{description}}\n\nservice: {{service}} ({{environment}}) on {{instance}}\nsource: {{source}}\nlabels: {{labels}}\nannotations: {{annotations}}\nsince: {{starts_at}}\nfingerprint: {{fingerprint}}";
 
 /// A channel's subject and body templates and what they see besides the alert.
 #[cfg(any(feature = "email", feature = "http-channels"))]
@@ -56,6 +56,7 @@ pub(crate) struct Render {
     body: Template,
     service: String,
     environment: String,
+    instance: String,
     channel: String,
 }
 
@@ -77,6 +78,7 @@ impl Render {
             body,
             service: config.service.name.clone(),
             environment: config.service.environment.clone(),
+            instance: config.service.instance.clone(),
             channel: name.to_owned(),
         })
     }
@@ -85,6 +87,7 @@ impl Render {
         Context {
             service: &self.service,
             environment: &self.environment,
+            instance: &self.instance,
             channel: &self.channel,
         }
     }

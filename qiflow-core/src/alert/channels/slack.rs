@@ -75,9 +75,9 @@ impl SlackChannel {
             blocks.push(serde_json::json!({
                 "type": "context",
                 "elements": [{"type": "mrkdwn", "text": escape(&format!(
-                    "{} · {} · {} · {} ({}) · {}",
+                    "{} · {} · {} · {} ({}) · {} · {}",
                     level_name(a.level), a.status.as_str(), a.name, ctx.service, ctx.environment,
-                    notice.fingerprint
+                    ctx.instance, notice.fingerprint
                 ))}],
             }));
         }

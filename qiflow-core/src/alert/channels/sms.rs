@@ -42,6 +42,7 @@ pub struct SmsChannel {
     max_length: usize,
     service: String,
     environment: String,
+    instance: String,
     name: String,
     client: reqwest::Client,
     /// Recipients already reached for the notification being sent (by fingerprint list).
@@ -123,6 +124,7 @@ impl SmsChannel {
             max_length: ch.max_length.max(1),
             service: config.service.name.clone(),
             environment: config.service.environment.clone(),
+            instance: config.service.instance.clone(),
             name: name.to_owned(),
             client,
             reached: std::sync::Mutex::new((String::new(), Vec::new())),
@@ -146,6 +148,7 @@ impl SmsChannel {
         Context {
             service: &self.service,
             environment: &self.environment,
+            instance: &self.instance,
             channel: &self.name,
         }
     }

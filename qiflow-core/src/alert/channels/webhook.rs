@@ -124,6 +124,7 @@ pub(crate) fn json_body(n: &Notification) -> serde_json::Value {
         "channel": n.channel,
         "service": n.service,
         "environment": n.environment,
+        "instance": n.instance,
         "alerts": alerts,
     })
 }
