@@ -4,7 +4,8 @@
 #   1. initdb a cluster in a temp dir with the machine's /usr/lib/postgresql/*/bin/initdb
 #      (as the `postgres` user: initdb and postgres refuse to run as root; `runuser` drops to it);
 #   2. start it with pg_ctl on a free 127.0.0.1 port, its unix socket in the temp dir;
-#   3. run the #[ignore]d tests of qiflow-core/tests/audit_postgres.rs (`--ignored`) with
+#   3. run the #[ignore]d tests of qiflow-core/tests/audit_postgres.rs and of
+#      qiflow-core/tests/dependency_postgres.rs (a pool registered as a dependency) with
 #      QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL (a helper script the tests call
 #      with `stop` / `start` to restart the server mid-stream);
 #   4. a second cluster that accepts TLS connections only (ssl=on, `hostssl` in pg_hba.conf),
@@ -135,8 +136,8 @@ export QIFLOW_TEST_POSTGRES_TLS_URL="postgres://qiflow@127.0.0.1:$tls_port/postg
 export QIFLOW_TEST_POSTGRES_CA="$pki/ca.pem"
 export QIFLOW_TEST_POSTGRES_WRONG_CA="$pki/wrong-ca.pem"
 
-step "tier 2 tests: cargo test -p qiflow-core --test audit_postgres -- --ignored"
-cargo test -p qiflow-core --test audit_postgres -- --ignored --test-threads=1
+step "tier 2 tests: cargo test -p qiflow-core --test audit_postgres --test dependency_postgres -- --ignored"
+cargo test -p qiflow-core --test audit_postgres --test dependency_postgres -- --ignored --test-threads=1
 
 step "qiflow audit verify --postgres (URL from QIFLOW__AUDIT__POSTGRES_URL)"
 QIFLOW__AUDIT__POSTGRES_URL="$QIFLOW_TEST_POSTGRES_URL" \

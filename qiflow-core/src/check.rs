@@ -45,6 +45,7 @@ fn sections(config: &Config, f: &mut Findings) {
     crate::baseline::check::check(&config.baseline, f);
     crate::jobs::check::check(&config.jobs, &config.alerts.channels, f);
     crate::authz::check::check(&config.authz, f);
+    crate::dependency::check::check(&config.dependencies, f);
     crate::audit::check::check(&config.audit, f);
     crate::audit::check::signing_key(&config.audit, &config.service.environment, f);
     crate::alert::check::check(&config.alerts, f);

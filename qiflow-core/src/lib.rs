@@ -97,6 +97,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod dependency;
 pub mod deploy;
 #[cfg(feature = "otlp")]
 pub mod export;

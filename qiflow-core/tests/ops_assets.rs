@@ -120,9 +120,15 @@ fn every_metric_name_in_the_source_is_in_the_catalogue() {
             // `qiflow_core::…` is a Rust path, not a metric (recording rules use single colons).
             if !quoted
                 || token.contains("::")
-                || !["qiflow_", "http_server_", "process_", "system_"]
-                    .iter()
-                    .any(|prefix| token.starts_with(prefix))
+                || ![
+                    "qiflow_",
+                    "http_server_",
+                    "process_",
+                    "system_",
+                    "db_client_",
+                ]
+                .iter()
+                .any(|prefix| token.starts_with(prefix))
             {
                 continue;
             }

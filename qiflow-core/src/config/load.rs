@@ -387,6 +387,16 @@ fn schema() -> Value {
     {
         channel.insert("headers".into(), Value::Table(Table::new()));
     }
+    // Tables keyed by a name the user chooses: `*` stands for any name.
+    let dependency = super::DependencyConfig {
+        max_pending: Some(0),
+        ..Default::default()
+    };
+    if let (Value::Table(root), Ok(value)) = (&mut schema, Value::try_from(&dependency)) {
+        let mut any = Table::new();
+        any.insert("*".into(), value);
+        root.insert("dependencies".into(), Value::Table(any));
+    }
     schema
 }
 
@@ -394,7 +404,7 @@ fn expected_type<'a>(schema: &'a Value, segments: &[String]) -> Option<&'a Value
     let mut at = schema;
     for seg in segments {
         at = match at {
-            Value::Table(t) => t.get(seg)?,
+            Value::Table(t) => t.get(seg).or_else(|| t.get("*"))?,
             Value::Array(a) => a.first()?,
             _ => return None,
         };

@@ -40,6 +40,9 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     /// `[authz]`: roles, permissions and who holds them (see [`crate::authz`]).
     pub authz: AuthzConfig,
+    /// `[dependencies.NAME]`: the settings of the dependency registered as `NAME` (see
+    /// [`crate::dependency`]); a dependency without a table gets the defaults.
+    pub dependencies: std::collections::BTreeMap<String, DependencyConfig>,
     /// Warnings found while loading (plain values in secret keys, a key file readable by others).
     #[serde(skip)]
     pub(crate) warnings: Vec<super::Problem>,
@@ -1102,4 +1105,50 @@ pub struct RoleConfig {
     pub inherits: Vec<String>,
     /// The permissions it grants (`resource:action`, `*` in either part). Defaults to none.
     pub permissions: Vec<String>,
+}
+
+/// `[dependencies.NAME]`: how qiflow watches the dependency registered as `NAME`
+/// ([`Observer::dependency`](crate::Observer::dependency)).
+///
+/// ```toml
+/// [dependencies.main-db]
+/// slow = "2s"
+/// max_pending = 10
+/// critical = true
+/// timeout = "2s"
+/// cache = "1s"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DependencyConfig {
+    /// A call that takes this long or longer is slow: logged, counted and alerted. Defaults
+    /// to 2 s.
+    #[serde(with = "units::duration")]
+    pub slow: Duration,
+    /// More callers than this waiting for a connection saturate the pool (alert
+    /// `dependency_saturated`). Defaults to unset: only an acquire that timed out does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u64>,
+    /// Whether its failing readiness check fails `/health/ready` (`true`) or only degrades it.
+    /// Defaults to `true`.
+    pub critical: bool,
+    /// How long its readiness check may take. Defaults to 2 s.
+    #[serde(with = "units::duration")]
+    pub timeout: Duration,
+    /// How long a readiness result is reused, so a burst of probes pings once. Defaults to 1 s.
+    #[serde(with = "units::duration")]
+    pub cache: Duration,
+}
+
+impl Default for DependencyConfig {
+    fn default() -> Self {
+        Self {
+            slow: Duration::from_secs(2),
+            max_pending: None,
+            critical: true,
+            timeout: Duration::from_secs(2),
+            cache: Duration::from_secs(1),
+        }
+    }
 }

@@ -371,7 +371,47 @@ pub const CATALOGUE: &[MetricInfo] = &[
         &[],
         "Denials not counted toward [authz.denial_alert] because 10,000 actors were already watched (still audited).",
     ),
+    metric(
+        "db_client_operation_duration_seconds",
+        MetricKind::Histogram,
+        &["db_system", "db_operation", "outcome", "pool"],
+        "Calls to a registered dependency (Observer::dependency), by system, operation (the first 64 per dependency; the rest are other), outcome (ok, error) and dependency.",
+    ),
+    metric(
+        "db_client_connection_count",
+        MetricKind::Gauge,
+        &["pool", "state"],
+        "Connections of a registered pool, by state (idle, used).",
+    ),
+    metric(
+        "db_client_connection_max",
+        MetricKind::Gauge,
+        &["pool"],
+        "The most connections a registered pool opens.",
+    ),
+    metric(
+        "db_client_connection_pending_requests",
+        MetricKind::Gauge,
+        &["pool"],
+        "Callers waiting for a connection of a registered pool.",
+    ),
+    metric(
+        "qiflow_dependency_slow_total",
+        MetricKind::Counter,
+        &["pool"],
+        "Calls to a registered dependency at or over its [dependencies.NAME] slow threshold.",
+    ),
+    metric(
+        "qiflow_dependency_errors_total",
+        MetricKind::Counter,
+        &["pool", "class"],
+        "Failed calls to a registered dependency, by class (connection, timeout, query).",
+    ),
 ];
+
+/// Buckets of `db_client_operation_duration_seconds`: the OpenTelemetry database client
+/// histogram's advice, from a millisecond to ten seconds.
+const DB_OPERATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
 /// Buckets of `qiflow_job_duration_seconds`: from a one-second cleanup to a day-long export.
 const JOB_DURATION_BUCKETS: &[f64] = &[
@@ -606,6 +646,13 @@ impl Metrics {
                 JOB_DURATION_BUCKETS,
             )
             .map_err(|e| format!("job duration buckets: {e}"))?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "db_client_operation_duration_seconds".into(),
+                ),
+                DB_OPERATION_BUCKETS,
+            )
+            .map_err(|e| format!("dependency operation buckets: {e}"))?
             .build_recorder();
         let handle = recorder.handle();
         let this = Self {

@@ -460,6 +460,24 @@ impl ObserverBuilder {
             None
         };
 
+        // Dependencies: registered by the application at run time, their pools sampled here.
+        let dependencies = Arc::new(crate::dependency::Dependencies::new(
+            self.config.dependencies.clone(),
+            metrics.clone(),
+            Some(alerts.clone()),
+        ));
+        {
+            let dependencies = dependencies.clone();
+            worker.handle().spawn(async move {
+                let mut tick = tokio::time::interval(crate::dependency::SAMPLE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    dependencies.sample();
+                }
+            });
+        }
+
         // This start, recorded among the last deployments.
         let deployment = crate::deploy::Deployment::of(&self.config, self.clock.now());
         let deployments =
@@ -748,6 +766,7 @@ impl ObserverBuilder {
                 alerts,
                 baselines,
                 jobs,
+                dependencies,
                 authz,
                 deployments,
                 auditor,

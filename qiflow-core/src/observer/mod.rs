@@ -55,6 +55,8 @@ struct Inner {
     alerts: Alerts,
     baselines: Option<Arc<crate::baseline::Baselines>>,
     jobs: crate::jobs::Jobs,
+    /// The dependencies registered with [`Observer::dependency`].
+    dependencies: Arc<crate::dependency::Dependencies>,
     /// The `[authz]` policy in force and its bookkeeping.
     authz: Arc<crate::authz::live::Live>,
     deployments: crate::deploy::Deployments,
@@ -255,6 +257,17 @@ impl Observer {
     /// Every job qiflow watches.
     pub fn jobs(&self) -> &crate::jobs::Jobs {
         &self.inner.jobs
+    }
+
+    /// The dependency named `name` (a database pool, a cache, a service called over HTTP):
+    /// registered at the first call, the same handle after (`kind` is then ignored). Its
+    /// settings are `[dependencies.NAME]`. See [`crate::dependency`].
+    pub fn dependency(
+        &self,
+        name: &str,
+        kind: crate::dependency::DependencyKind,
+    ) -> crate::dependency::Dependency {
+        self.inner.dependencies.get(name, kind)
     }
 
     /// The last deployments (starts of this service), newest first, this one first: what
@@ -504,7 +517,9 @@ impl Observer {
     }
 
     pub(crate) fn health_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
-        self.inner.health_checks.clone()
+        let mut checks = self.inner.health_checks.clone();
+        checks.extend(self.inner.dependencies.checks());
+        checks
     }
 
     /// Records an audit event (see [`crate::audit`] for what happens when). Returns at once

@@ -1,0 +1,141 @@
+//! What watching a dependency costs (`qiflow_core::dependency`).
+//!
+//! - `dependency_call/floor`: awaiting a ready future that returns `Ok`: the call a handler makes
+//!   anyway, the floor.
+//! - `dependency_call/observe`: the same future through `Dependency::observe("SELECT", …)`: the
+//!   clock read twice, the operation's cached histogram found (a read lock and a hash lookup) and
+//!   one value recorded.
+//! - `dependency_call/query`: through `Dependency::query(statement, …)`: the operation taken from
+//!   the statement's first keyword (an allocation) on top of `observe`.
+//! - `dependency_sample/pool`: one sample of a registered pool (four gauges set); the worker
+//!   takes 12 a minute per pool.
+//! - With `QIFLOW_BENCH_POSTGRES_URL` set (e.g. the cluster of `.ci/tier2-audit.sh`), a real
+//!   `SELECT 1` over one connection on loopback, bare and observed, interleaved query by query
+//!   (20,000 of each after a warm-up), printed as medians: the part of a real query's latency
+//!   that `observe` adds.
+//!
+//! Run: `cargo bench -p qiflow-benches --bench dependency`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use qiflow_core::dependency::{DependencyKind, PoolSample};
+
+fn observer() -> (qiflow_core::Observer, qiflow_core::Guard) {
+    let config = qiflow_core::config::Loader::new()
+        .toml_str(
+            "[logging]\ndir = \"\"\nstdout = false\n[audit]\nenabled = false\n[alerts]\nstate_file = \"\"\n[baseline]\nstate_file = \"\"\n[service]\nstate_dir = \"\"\n[admin]\ntoken_file = \"\"\n[metrics]\nsystem = false\n",
+        )
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    qiflow_core::Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap_or_else(|e| panic!("observer: {e}"))
+}
+
+fn calls(c: &mut Criterion) {
+    let (observer, _guard) = observer();
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let rt = runtime();
+    let mut group = c.benchmark_group("dependency_call");
+    group.bench_function("floor", |b| {
+        b.iter(|| rt.block_on(async { black_box(async { Ok::<u32, std::io::Error>(1) }.await) }));
+    });
+    group.bench_function("observe", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    db.observe("SELECT", async { Ok::<u32, std::io::Error>(1) })
+                        .await,
+                )
+            })
+        });
+    });
+    group.bench_function("query", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    db.query("SELECT name FROM users WHERE id = $1", async {
+                        Ok::<u32, std::io::Error>(1)
+                    })
+                    .await,
+                )
+            })
+        });
+    });
+    group.finish();
+
+    let pool = observer.dependency("pool", DependencyKind::Postgres);
+    pool.pool(|| PoolSample::new(3, 5, 8, 0));
+    c.bench_function("dependency_sample/pool", |b| {
+        b.iter(|| black_box(pool.sample()));
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn real_query() {
+    let Ok(url) = std::env::var("QIFLOW_BENCH_POSTGRES_URL") else {
+        eprintln!("dependency_postgres: skipped (set QIFLOW_BENCH_POSTGRES_URL)");
+        return;
+    };
+    let (observer, _guard) = observer();
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let rt = runtime();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
+        tokio::spawn(conn);
+        let statement = client
+            .prepare("SELECT 1")
+            .await
+            .unwrap_or_else(|e| panic!("prepare: {e}"));
+        const N: usize = 20_000;
+        let (mut bare, mut observed) = (Vec::with_capacity(N), Vec::with_capacity(N));
+        for i in 0..N + 2_000 {
+            let t = Instant::now();
+            let _ = black_box(client.query_one(&statement, &[]).await);
+            let b = t.elapsed();
+            let t = Instant::now();
+            let _ = black_box(
+                db.observe("SELECT", client.query_one(&statement, &[]))
+                    .await,
+            );
+            let o = t.elapsed();
+            if i >= 2_000 {
+                bare.push(b);
+                observed.push(o);
+            }
+        }
+        let (b, o) = (median(&mut bare), median(&mut observed));
+        let added = o.as_nanos() as f64 - b.as_nanos() as f64;
+        println!(
+            "dependency_postgres: SELECT 1 on loopback, {N} interleaved pairs: bare median {:.1} µs, observed median {:.1} µs, observed/bare {:.4} ({added:+.0} ns)",
+            b.as_nanos() as f64 / 1000.0,
+            o.as_nanos() as f64 / 1000.0,
+            o.as_nanos() as f64 / b.as_nanos() as f64,
+        );
+    });
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    calls(&mut c);
+    c.final_summary();
+    real_query();
+}

@@ -1,0 +1,656 @@
+//! Dependencies: the databases, caches and services the application calls, watched the way
+//! incoming requests are.
+//!
+//! Register one with [`Observer::dependency`](crate::Observer::dependency) and keep the
+//! [`Dependency`] handle beside the pool:
+//!
+//! ```
+//! # async fn demo(observer: qiflow_core::Observer) -> Result<(), std::io::Error> {
+//! use qiflow_core::dependency::DependencyKind;
+//!
+//! let db = observer.dependency("main-db", DependencyKind::Postgres);
+//! // Any call: its duration and outcome, under the operation's name.
+//! let rows: Vec<u32> = db.observe("SELECT", async { Ok::<_, std::io::Error>(vec![1, 2]) }).await?;
+//! // A statement: the operation is its first keyword, and a slow one is logged normalized.
+//! let n = db
+//!     .query("SELECT count(*) FROM users WHERE active", async { Ok::<_, std::io::Error>(42) })
+//!     .await?;
+//! # let _ = (rows, n);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What a registered dependency gives:
+//!
+//! - `db_client_operation_duration_seconds{db_system, db_operation, outcome, pool}` for every
+//!   observed call (the OpenTelemetry database client metric as Prometheus names it; `outcome`
+//!   is `ok` or `error`); operations past [`MAX_OPERATIONS`] per dependency fold into `other`;
+//! - errors counted by class on `qiflow_dependency_errors_total{pool, class}` (`connection`,
+//!   `timeout`, `query`: see [`ErrorClass`]);
+//! - a call slower than `[dependencies.NAME] slow` (2 s by default) writes one `warn` line on
+//!   target `qiflow::dependency` (with the statement, literals replaced: [`normalize`]), counts
+//!   `qiflow_dependency_slow_total{pool}` and raises the alert `dependency_slow` (one per
+//!   dependency and operation, deduplicated by the router). The line is written in the caller's
+//!   task, so inside a request it carries the request's `request_id` and `trace_id`;
+//! - with a [`PoolStats`] source ([`Dependency::pool`]), sampled every [`SAMPLE_EVERY`] on
+//!   qiflow's worker: `db_client_connection_count{pool, state="idle"|"used"}`,
+//!   `db_client_connection_max{pool}`, `db_client_connection_pending_requests{pool}`; waiters
+//!   above `[dependencies.NAME] max_pending` (or an acquire that timed out,
+//!   [`Dependency::acquire_timed_out`]) raise `dependency_saturated`, resolved when the pool
+//!   has room again;
+//! - with a readiness check ([`Dependency::readiness`]), a check `dependency:NAME` in
+//!   `/health/ready`, run in parallel with the others, bounded by `[dependencies.NAME]
+//!   timeout`, its result kept for `[dependencies.NAME] cache` so a burst of probes pings once;
+//!   `critical = false` makes a failing dependency degrade readiness instead of failing it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram, Label};
+
+use crate::alert::{Alert, AlertLevel, Alerts};
+use crate::config::DependencyConfig;
+use crate::health::{CheckResult, HealthCheck, Status};
+use crate::metrics::Metrics;
+use crate::worker::BoxFuture;
+
+pub(crate) mod check;
+mod statement;
+pub use statement::{MAX_STATEMENT, normalize, operation_of};
+
+#[cfg(feature = "postgres")]
+mod deadpool;
+
+/// Distinct operation names kept per dependency; later ones are recorded as `other`.
+pub const MAX_OPERATIONS: usize = 64;
+
+/// How often registered pools are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// What kind of system a dependency is: its `db_system` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DependencyKind {
+    /// PostgreSQL (`postgresql`).
+    Postgres,
+    /// MySQL or MariaDB (`mysql`).
+    Mysql,
+    /// SQLite (`sqlite`).
+    Sqlite,
+    /// Redis or a server speaking its protocol (`redis`).
+    Redis,
+    /// Another service over HTTP (`http`).
+    Http,
+    /// Anything else (`other`).
+    Other,
+}
+
+impl DependencyKind {
+    /// The `db_system` label: the OpenTelemetry `db.system` value.
+    pub fn system(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Mysql => "mysql",
+            Self::Sqlite => "sqlite",
+            Self::Redis => "redis",
+            Self::Http => "http",
+            Self::Other => "other",
+        }
+    }
+
+    /// The readiness ping an integration runs for this kind: `SELECT 1` for SQL, `PING` for
+    /// Redis.
+    pub fn ping(self) -> &'static str {
+        match self {
+            Self::Redis => "PING",
+            _ => "SELECT 1",
+        }
+    }
+}
+
+/// Why a call failed, as counted on `qiflow_dependency_errors_total{class}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The dependency could not be reached or the connection broke.
+    Connection,
+    /// No answer in time (a timeout, or no connection free in time).
+    Timeout,
+    /// The dependency answered with an error (a bad query, a constraint, a 5xx).
+    Query,
+}
+
+impl ErrorClass {
+    /// The `class` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::Timeout => "timeout",
+            Self::Query => "query",
+        }
+    }
+
+    /// The class of `error`, from it and its sources: an I/O error that refused, reset, broke
+    /// or was not connected is [`Connection`](Self::Connection); one that timed out, or a
+    /// `tokio::time` elapsed error, is [`Timeout`](Self::Timeout); with the `postgres` feature,
+    /// a `tokio_postgres` error on a closed connection is `Connection` and a deadpool timeout is
+    /// `Timeout`; anything else is [`Query`](Self::Query).
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind as K;
+                match io.kind() {
+                    K::TimedOut | K::WouldBlock => return Self::Timeout,
+                    K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+                    | K::AddrNotAvailable => return Self::Connection,
+                    _ => {}
+                }
+            }
+            if e.is::<tokio::time::error::Elapsed>() {
+                return Self::Timeout;
+            }
+            #[cfg(feature = "postgres")]
+            if let Some(class) = deadpool::class_of(e) {
+                return class;
+            }
+            next = e.source();
+        }
+        Self::Query
+    }
+}
+
+/// A pool's figures at one moment (see [`PoolStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolSample {
+    /// Connections open and idle.
+    pub idle: u64,
+    /// Connections open and lent out.
+    pub used: u64,
+    /// The most connections the pool opens.
+    pub max: u64,
+    /// Callers waiting for a connection.
+    pub pending: u64,
+}
+
+impl PoolSample {
+    /// A sample of `idle` and `used` connections out of `max`, with `pending` waiters.
+    pub fn new(idle: u64, used: u64, max: u64, pending: u64) -> Self {
+        Self {
+            idle,
+            used,
+            max,
+            pending,
+        }
+    }
+}
+
+/// A connection pool's figures, read on qiflow's worker every [`SAMPLE_EVERY`]. Implemented
+/// for closures returning a [`PoolSample`], and (feature `postgres`) for
+/// `deadpool_postgres::Pool`.
+pub trait PoolStats: Send + Sync + 'static {
+    /// The pool's figures now. Must not block.
+    fn sample(&self) -> PoolSample;
+}
+
+impl<F: Fn() -> PoolSample + Send + Sync + 'static> PoolStats for F {
+    fn sample(&self) -> PoolSample {
+        self()
+    }
+}
+
+/// The histograms of one operation.
+struct Operation {
+    ok: Histogram,
+    error: Histogram,
+}
+
+struct PoolGauges {
+    stats: Arc<dyn PoolStats>,
+    idle: Gauge,
+    used: Gauge,
+    max: Gauge,
+    pending: Gauge,
+}
+
+/// A readiness check and its last result.
+struct Readiness {
+    check: Arc<dyn HealthCheck>,
+    last: Mutex<Option<(Instant, CheckResult)>>,
+}
+
+struct Inner {
+    name: String,
+    kind: DependencyKind,
+    settings: DependencyConfig,
+    metrics: Metrics,
+    alerts: Option<Alerts>,
+    operations: RwLock<HashMap<String, Arc<Operation>>>,
+    other: Arc<Operation>,
+    slow: Counter,
+    errors: [Counter; 3],
+    pool: Mutex<Option<PoolGauges>>,
+    readiness: Mutex<Option<Arc<Readiness>>>,
+    saturated: AtomicBool,
+}
+
+/// A registered dependency (see the [module docs](self)). Cheap to clone; every clone is the
+/// same dependency.
+#[derive(Clone)]
+pub struct Dependency {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependency")
+            .field("name", &self.inner.name)
+            .field("kind", &self.inner.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dependency {
+    fn new(
+        name: &str,
+        kind: DependencyKind,
+        settings: DependencyConfig,
+        metrics: Metrics,
+        alerts: Option<Alerts>,
+    ) -> Self {
+        let other = Arc::new(operation(&metrics, name, kind, "other"));
+        let pool_label = || vec![Label::new("pool", name.to_owned())];
+        let error = |class: ErrorClass| {
+            metrics.counter(
+                "qiflow_dependency_errors_total",
+                vec![
+                    Label::new("pool", name.to_owned()),
+                    Label::new("class", class.as_str()),
+                ],
+            )
+        };
+        let errors = [
+            error(ErrorClass::Connection),
+            error(ErrorClass::Timeout),
+            error(ErrorClass::Query),
+        ];
+        Self {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                kind,
+                settings,
+                slow: metrics.counter("qiflow_dependency_slow_total", pool_label()),
+                errors,
+                metrics,
+                alerts,
+                operations: RwLock::new(HashMap::new()),
+                other,
+                pool: Mutex::new(None),
+                readiness: Mutex::new(None),
+                saturated: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The name it was registered with (the `pool` label).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// What kind of system it is.
+    pub fn kind(&self) -> DependencyKind {
+        self.inner.kind
+    }
+
+    /// Runs `call`, recording its duration and outcome as `operation` (a bounded name such as
+    /// `SELECT` or `GET /v1/charge`, never a value), and returns its result unchanged. A call
+    /// slower than `[dependencies.NAME] slow` is logged, counted and alerted (see the module
+    /// docs); an error is counted by its [`ErrorClass`].
+    pub async fn observe<F, T, E>(&self, operation: &str, call: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::error::Error + 'static,
+    {
+        self.timed(operation, None, call).await
+    }
+
+    /// [`observe`](Self::observe) for a statement: the operation is its first keyword
+    /// ([`operation_of`]), and a slow one's log line carries the statement with its literals
+    /// replaced ([`normalize`]; parameters and values never reach a log line, an alert or a
+    /// label).
+    pub async fn query<F, T, E>(&self, statement: &str, call: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::error::Error + 'static,
+    {
+        self.timed(&operation_of(statement), Some(statement), call)
+            .await
+    }
+
+    async fn timed<F, T, E>(
+        &self,
+        operation: &str,
+        statement: Option<&str>,
+        call: F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::error::Error + 'static,
+    {
+        let started = Instant::now();
+        let result = call.await;
+        let class = result.as_ref().err().map(|e| ErrorClass::of(e));
+        self.record(operation, statement, started.elapsed(), class);
+        result
+    }
+
+    /// Records a call that took `took` (for integrations that time calls themselves):
+    /// `error` is its failure class, `None` when it succeeded.
+    pub fn record(
+        &self,
+        operation: &str,
+        statement: Option<&str>,
+        took: Duration,
+        error: Option<ErrorClass>,
+    ) {
+        let op = self.operation(operation);
+        match error {
+            None => op.ok.record(took.as_secs_f64()),
+            Some(class) => {
+                op.error.record(took.as_secs_f64());
+                self.inner.errors[class as usize].increment(1);
+            }
+        }
+        if took >= self.inner.settings.slow {
+            self.slow(operation, statement, took);
+        }
+    }
+
+    /// An acquire that found no free connection in time: counted as a `timeout` error and
+    /// raised as `dependency_saturated`.
+    pub fn acquire_timed_out(&self) {
+        self.inner.errors[ErrorClass::Timeout as usize].increment(1);
+        self.saturation(
+            true,
+            "an acquire timed out: no connection was free in time".into(),
+        );
+    }
+
+    /// Registers the pool's figures, sampled every [`SAMPLE_EVERY`] (replaces an earlier
+    /// source).
+    pub fn pool(&self, stats: impl PoolStats) -> &Self {
+        let m = &self.inner.metrics;
+        let labels = |state: Option<&'static str>| {
+            let mut labels = vec![Label::new("pool", self.inner.name.clone())];
+            if let Some(state) = state {
+                labels.push(Label::new("state", state));
+            }
+            labels
+        };
+        *lock(&self.inner.pool) = Some(PoolGauges {
+            stats: Arc::new(stats),
+            idle: m.gauge("db_client_connection_count", labels(Some("idle"))),
+            used: m.gauge("db_client_connection_count", labels(Some("used"))),
+            max: m.gauge("db_client_connection_max", labels(None)),
+            pending: m.gauge("db_client_connection_pending_requests", labels(None)),
+        });
+        self.sample();
+        self
+    }
+
+    /// Registers the readiness check of this dependency (a ping: `SELECT 1`, `PING`), run by
+    /// `/health/ready` as `dependency:NAME` (replaces an earlier one).
+    pub fn readiness(&self, check: impl HealthCheck) -> &Self {
+        *lock(&self.inner.readiness) = Some(Arc::new(Readiness {
+            check: Arc::new(check),
+            last: Mutex::new(None),
+        }));
+        self
+    }
+
+    /// Samples the pool now (the worker does it every [`SAMPLE_EVERY`]); `None` without a pool.
+    pub fn sample(&self) -> Option<PoolSample> {
+        let sample = {
+            let pool = lock(&self.inner.pool);
+            let pool = pool.as_ref()?;
+            let s = pool.stats.sample();
+            pool.idle.set(s.idle as f64);
+            pool.used.set(s.used as f64);
+            pool.max.set(s.max as f64);
+            pool.pending.set(s.pending as f64);
+            s
+        };
+        if let Some(max_pending) = self.inner.settings.max_pending {
+            if sample.pending > max_pending {
+                self.saturation(
+                    true,
+                    format!(
+                        "{} callers wait for a connection (max_pending {max_pending}); {} of {} connections in use",
+                        sample.pending, sample.used, sample.max
+                    ),
+                );
+            } else if sample.used < sample.max || sample.pending == 0 {
+                self.saturation(false, String::new());
+            }
+        }
+        Some(sample)
+    }
+
+    fn operation(&self, name: &str) -> Arc<Operation> {
+        let inner = &self.inner;
+        if let Some(op) = inner
+            .operations
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return op.clone();
+        }
+        let mut ops = inner
+            .operations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(op) = ops.get(name) {
+            return op.clone();
+        }
+        if ops.len() >= MAX_OPERATIONS {
+            return inner.other.clone();
+        }
+        let op = Arc::new(operation(&inner.metrics, &inner.name, inner.kind, name));
+        ops.insert(name.to_owned(), op.clone());
+        op
+    }
+
+    fn slow(&self, operation: &str, statement: Option<&str>, took: Duration) {
+        let inner = &self.inner;
+        inner.slow.increment(1);
+        let statement = statement.map(normalize).unwrap_or_default();
+        let took_ms = took.as_millis() as u64;
+        tracing::warn!(
+            target: "qiflow::dependency",
+            pool = %inner.name,
+            db_system = inner.kind.system(),
+            operation,
+            statement = %statement,
+            duration_ms = took_ms,
+            threshold_ms = inner.settings.slow.as_millis() as u64,
+            "slow {} call",
+            inner.kind.system()
+        );
+        if let Some(alerts) = &inner.alerts {
+            let mut alert = Alert::new("dependency_slow", AlertLevel::Warning)
+                .summary(format!(
+                    "{}: {operation} took {took_ms} ms (slow: {} ms)",
+                    inner.name,
+                    inner.settings.slow.as_millis()
+                ))
+                .label("pool", inner.name.clone())
+                .label("db_operation", operation.to_owned())
+                .source("dependency")
+                .fingerprint(format!("dependency_slow:{}:{operation}", inner.name));
+            if !statement.is_empty() {
+                alert = alert.description(statement);
+            }
+            if let Some(request) = crate::scope::current() {
+                alert = alert
+                    .annotation("request_id", request.as_str().to_owned())
+                    .annotation("trace_id", request.trace_id().to_owned());
+            }
+            let _ = alerts.raise(alert);
+        }
+    }
+
+    fn saturation(&self, saturated: bool, why: String) {
+        let inner = &self.inner;
+        if inner.saturated.swap(saturated, Ordering::AcqRel) == saturated {
+            return;
+        }
+        let fingerprint = format!("dependency_saturated:{}", inner.name);
+        if saturated {
+            tracing::warn!(target: "qiflow::dependency", pool = %inner.name, "pool saturated: {why}");
+        } else {
+            tracing::info!(target: "qiflow::dependency", pool = %inner.name, "pool has room again");
+        }
+        let Some(alerts) = &inner.alerts else {
+            return;
+        };
+        let alert = if saturated {
+            Alert::new("dependency_saturated", AlertLevel::Error)
+                .summary(format!("{}: pool saturated", inner.name))
+                .description(why)
+                .label("pool", inner.name.clone())
+                .source("dependency")
+                .fingerprint(fingerprint)
+        } else {
+            Alert::resolve(fingerprint)
+        };
+        let _ = alerts.raise(alert);
+    }
+
+    /// The readiness check as `/health/ready` runs it: cached, bounded, degraded when not
+    /// critical.
+    fn check(&self) -> Option<Arc<dyn HealthCheck>> {
+        let readiness = lock(&self.inner.readiness).clone()?;
+        Some(Arc::new(CachedCheck {
+            readiness,
+            settings: self.inner.settings.clone(),
+        }))
+    }
+}
+
+fn operation(metrics: &Metrics, pool: &str, kind: DependencyKind, name: &str) -> Operation {
+    let labels = |outcome: &'static str| {
+        vec![
+            Label::new("db_system", kind.system()),
+            Label::new("db_operation", name.to_owned()),
+            Label::new("outcome", outcome),
+            Label::new("pool", pool.to_owned()),
+        ]
+    };
+    Operation {
+        ok: metrics.histogram("db_client_operation_duration_seconds", labels("ok")),
+        error: metrics.histogram("db_client_operation_duration_seconds", labels("error")),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct CachedCheck {
+    readiness: Arc<Readiness>,
+    settings: DependencyConfig,
+}
+
+impl HealthCheck for CachedCheck {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(async move {
+            if let Some((at, result)) = lock(&self.readiness.last).as_ref()
+                && at.elapsed() < self.settings.cache
+            {
+                return result.clone();
+            }
+            let mut result =
+                match tokio::time::timeout(self.settings.timeout, self.readiness.check.check())
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => CheckResult::unhealthy(format!(
+                        "no answer within {:?}",
+                        self.settings.timeout
+                    )),
+                };
+            if !self.settings.critical && result.status == Status::Unhealthy {
+                result.status = Status::Degraded;
+            }
+            *lock(&self.readiness.last) = Some((Instant::now(), result.clone()));
+            result
+        })
+    }
+}
+
+/// Every registered dependency (the observer's).
+pub(crate) struct Dependencies {
+    settings: BTreeMap<String, DependencyConfig>,
+    metrics: Metrics,
+    alerts: Option<Alerts>,
+    registered: Mutex<BTreeMap<String, Dependency>>,
+}
+
+impl Dependencies {
+    pub(crate) fn new(
+        settings: BTreeMap<String, DependencyConfig>,
+        metrics: Metrics,
+        alerts: Option<Alerts>,
+    ) -> Self {
+        Self {
+            settings,
+            metrics,
+            alerts,
+            registered: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The dependency named `name`: registered now, or the one registered earlier.
+    pub(crate) fn get(&self, name: &str, kind: DependencyKind) -> Dependency {
+        let mut registered = lock(&self.registered);
+        if let Some(d) = registered.get(name) {
+            return d.clone();
+        }
+        let settings = self.settings.get(name).cloned().unwrap_or_default();
+        let d = Dependency::new(
+            name,
+            kind,
+            settings,
+            self.metrics.clone(),
+            self.alerts.clone(),
+        );
+        registered.insert(name.to_owned(), d.clone());
+        d
+    }
+
+    /// Samples every registered pool (the worker's tick).
+    pub(crate) fn sample(&self) {
+        let all: Vec<Dependency> = lock(&self.registered).values().cloned().collect();
+        for d in all {
+            d.sample();
+        }
+    }
+
+    /// The readiness checks of the dependencies that have one, as `dependency:NAME`.
+    pub(crate) fn checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
+        lock(&self.registered)
+            .values()
+            .filter_map(|d| Some((format!("dependency:{}", d.name()), d.check()?)))
+            .collect()
+    }
+}

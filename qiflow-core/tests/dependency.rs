@@ -1,0 +1,402 @@
+//! Dependencies registered with `Observer::dependency`: calls timed and counted, slow calls
+//! logged once with the statement normalized, pools sampled and saturation alerted, readiness
+//! checks cached and bounded (tier 1: no server; `.ci/tier2-deps.sh` runs them against
+//! PostgreSQL).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use qiflow_core::config::Loader;
+use qiflow_core::dependency::{DependencyKind, ErrorClass, MAX_OPERATIONS, PoolSample};
+use qiflow_core::health::CheckResult;
+use qiflow_core::{Guard, Observer};
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+const CANARY: &str = "CANARY-d3p-51";
+
+fn start(extra: &str, log_dir: &Path) -> (Observer, Guard, Dispatch) {
+    let mut config = Loader::new()
+        .toml_str(format!(
+            "[alerts]\ngroup_wait = \"0s\"\n{extra}\n[dependencies.main-db]\nslow = \"80ms\"\nmax_pending = 2\ntimeout = \"300ms\"\ncache = \"1s\"\n"
+        ))
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap();
+    let quiet = qiflow_core::test::quiet_config();
+    config.admin = quiet.admin;
+    config.service.state_dir = quiet.service.state_dir;
+    config.alerts.state_file = quiet.alerts.state_file;
+    config.baseline.state_file = quiet.baseline.state_file;
+    config.audit.enabled = false;
+    config.metrics.system = false;
+    config.metrics.global_labels = false;
+    config.logging.dir = log_dir.to_path_buf();
+    config.logging.stdout = false;
+    let (observer, guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(observer.log_layer()));
+    (observer, guard, dispatch)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The value of the series `name{labels}` on `/metrics` (labels as written there).
+fn series(observer: &Observer, name_and_labels: &str) -> Option<f64> {
+    observer
+        .render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+fn io_error(kind: std::io::ErrorKind) -> std::io::Error {
+    std::io::Error::new(kind, "test")
+}
+
+#[test]
+fn calls_are_timed_by_operation_and_errors_counted_by_class() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    // The same name is the same dependency.
+    assert_eq!(
+        observer.dependency("main-db", DependencyKind::Redis).kind(),
+        DependencyKind::Postgres
+    );
+    let rt = rt();
+    rt.block_on(async {
+        for _ in 0..3 {
+            db.query("SELECT * FROM users WHERE id = $1", async {
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .unwrap();
+        }
+        let refused = db
+            .observe("SELECT", async {
+                Err::<(), _>(io_error(std::io::ErrorKind::ConnectionRefused))
+            })
+            .await;
+        assert!(refused.is_err(), "the result is handed back unchanged");
+        let _ = db
+            .observe("INSERT", async {
+                Err::<(), _>(io_error(std::io::ErrorKind::TimedOut))
+            })
+            .await;
+        let _ = db
+            .observe("INSERT", async {
+                Err::<(), _>(io_error(std::io::ErrorKind::InvalidData))
+            })
+            .await;
+        let elapsed = db
+            .observe("SELECT", async {
+                tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>()).await
+            })
+            .await;
+        assert!(elapsed.is_err());
+    });
+    let h = "db_client_operation_duration_seconds_count";
+    assert_eq!(
+        series(
+            &observer,
+            &format!(
+                "{h}{{db_system=\"postgresql\",db_operation=\"SELECT\",outcome=\"ok\",pool=\"main-db\"}}"
+            )
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(
+            &observer,
+            &format!(
+                "{h}{{db_system=\"postgresql\",db_operation=\"SELECT\",outcome=\"error\",pool=\"main-db\"}}"
+            )
+        ),
+        Some(2.0)
+    );
+    let errors = |class: &str| {
+        series(
+            &observer,
+            &format!("qiflow_dependency_errors_total{{pool=\"main-db\",class=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(errors("connection"), Some(1.0));
+    assert_eq!(errors("timeout"), Some(2.0));
+    assert_eq!(errors("query"), Some(1.0));
+    assert_eq!(
+        ErrorClass::of(&io_error(std::io::ErrorKind::BrokenPipe)),
+        ErrorClass::Connection
+    );
+}
+
+#[test]
+fn operations_are_bounded_then_folded_into_other() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let cache = observer.dependency("cache", DependencyKind::Redis);
+    for i in 0..MAX_OPERATIONS + 10 {
+        cache.record(&format!("OP{i}"), None, Duration::from_micros(50), None);
+    }
+    let text = observer.render_metrics();
+    let ops = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("db_client_operation_duration_seconds_count{")
+                && l.contains("outcome=\"ok\"")
+        })
+        .count();
+    assert_eq!(
+        ops,
+        MAX_OPERATIONS + 1,
+        "{MAX_OPERATIONS} operations and other"
+    );
+    assert!(text.contains(
+        "db_client_operation_duration_seconds_count{db_system=\"redis\",db_operation=\"other\",outcome=\"ok\",pool=\"cache\"} 10"
+    ));
+}
+
+#[test]
+fn a_slow_query_is_one_line_one_count_one_alert_and_no_value_leaks() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, guard, dispatch) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let statement = format!("SELECT pg_sleep(0.1) WHERE note = '{CANARY}' AND id = 4217");
+    tracing::dispatcher::with_default(&dispatch, || {
+        rt().block_on(async {
+            // Under the threshold: nothing.
+            db.query(&statement, async { Ok::<_, std::io::Error>(()) })
+                .await
+                .unwrap();
+            db.query(&statement, async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .unwrap();
+        });
+    });
+    assert!(observer.flush(Duration::from_secs(10)));
+    assert_eq!(
+        series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
+        Some(1.0)
+    );
+    let view = observer.alerts().view();
+    let slow: Vec<_> = view
+        .active
+        .iter()
+        .filter(|a| a.alert.name == "dependency_slow")
+        .collect();
+    assert_eq!(slow.len(), 1, "{:?}", view.active);
+    let alert = &slow[0].alert;
+    assert_eq!(
+        alert.labels.get("pool").map(String::as_str),
+        Some("main-db")
+    );
+    assert_eq!(
+        alert.labels.get("db_operation").map(String::as_str),
+        Some("SELECT")
+    );
+    assert_eq!(
+        alert.description,
+        "SELECT pg_sleep(?) WHERE note = ? AND id = ?"
+    );
+    drop(guard);
+    let text = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("qiflow::dependency"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = &lines[0];
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["pool"], "main-db");
+    assert_eq!(line["operation"], "SELECT");
+    assert_eq!(
+        line["statement"],
+        "SELECT pg_sleep(?) WHERE note = ? AND id = ?"
+    );
+    assert!(line["duration_ms"].as_u64().unwrap() >= 100);
+    // The canary is nowhere: not in the log, the alert, nor a label on /metrics.
+    assert!(!text.contains(CANARY) && !text.contains("4217"));
+    assert!(!format!("{alert:?}").contains(CANARY));
+    assert!(!observer.render_metrics().contains(CANARY));
+}
+
+#[test]
+fn pool_figures_are_sampled_and_saturation_raised_then_resolved() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let pending = Arc::new(AtomicU64::new(0));
+    let figures = pending.clone();
+    db.pool(move || {
+        let waiting = figures.load(Ordering::Relaxed);
+        PoolSample::new(
+            if waiting > 0 { 0 } else { 3 },
+            if waiting > 0 { 8 } else { 5 },
+            8,
+            waiting,
+        )
+    });
+    let gauge = |name: &str| series(&observer, name);
+    assert_eq!(
+        gauge("db_client_connection_count{pool=\"main-db\",state=\"idle\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        gauge("db_client_connection_count{pool=\"main-db\",state=\"used\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        gauge("db_client_connection_max{pool=\"main-db\"}"),
+        Some(8.0)
+    );
+    let saturated = |observer: &Observer| {
+        observer
+            .alerts()
+            .view()
+            .active
+            .iter()
+            .any(|a| a.alert.name == "dependency_saturated")
+    };
+    // Two waiters: at max_pending, not over it.
+    pending.store(2, Ordering::Relaxed);
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(!saturated(&observer));
+    pending.store(5, Ordering::Relaxed);
+    let sample = db.sample().unwrap();
+    assert_eq!(sample.pending, 5);
+    assert_eq!(
+        gauge("db_client_connection_pending_requests{pool=\"main-db\"}"),
+        Some(5.0)
+    );
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(saturated(&observer), "5 waiters over max_pending 2");
+    pending.store(0, Ordering::Relaxed);
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(!saturated(&observer), "resolved once the pool has room");
+    // A timed-out acquire raises it too, and counts as a timeout.
+    db.acquire_timed_out();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(saturated(&observer));
+    assert_eq!(
+        series(
+            &observer,
+            "qiflow_dependency_errors_total{pool=\"main-db\",class=\"timeout\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn readiness_pings_are_cached_bounded_and_degrade_when_not_critical() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start(
+        "[dependencies.cache]\ncritical = false\ncache = \"0s\"\ntimeout = \"200ms\"",
+        logs.path(),
+    );
+    let rt = rt();
+    let pings = Arc::new(AtomicUsize::new(0));
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (counted, state) = (pings.clone(), up.clone());
+    observer
+        .dependency("main-db", DependencyKind::Postgres)
+        .readiness(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let up = state.load(Ordering::Relaxed);
+            async move {
+                if up {
+                    CheckResult::healthy()
+                } else {
+                    CheckResult::unhealthy("connection refused")
+                }
+            }
+        });
+    let report = rt.block_on(observer.readiness());
+    assert_eq!(report.http_status(), 200);
+    assert!(report.checks.contains_key("dependency:main-db"));
+    // A burst of probes within `cache` (1 s) pings once.
+    for _ in 0..5 {
+        rt.block_on(observer.readiness());
+    }
+    assert_eq!(pings.load(Ordering::Relaxed), 1);
+    // Down, once the cached answer is older than `cache`: a critical dependency fails readiness.
+    up.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = rt.block_on(observer.readiness());
+    assert_eq!(report.http_status(), 503, "{:?}", report.checks);
+    // A non-critical one that hangs: bounded by its timeout, and only degraded.
+    observer
+        .dependency("cache", DependencyKind::Redis)
+        .readiness(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            CheckResult::healthy()
+        });
+    up.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = std::time::Instant::now();
+    let report = rt.block_on(observer.readiness());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.http_status(), 200, "{:?}", report.checks);
+    let cache = &report.checks["dependency:cache"];
+    assert_eq!(cache.status, qiflow_core::health::Status::Degraded);
+    assert!(
+        cache.detail.as_deref().unwrap().contains("no answer"),
+        "{cache:?}"
+    );
+}
+
+#[test]
+fn bad_dependency_settings_name_their_key() {
+    let err = Loader::new()
+        .toml_str("[dependencies.main-db]\nslow = \"0s\"\ncache = \"5m\"\nretries = 3\n")
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dependencies.main-db.retries"), "{err}");
+    let err = Loader::new()
+        .toml_str("[dependencies.main-db]\nslow = \"0s\"\ncache = \"5m\"\n")
+        .env(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dependencies.main-db.slow"), "{err}");
+    assert!(err.contains("dependencies.main-db.cache"), "{err}");
+}
+
+#[test]
+fn dependency_settings_come_from_the_environment_too() {
+    let config = Loader::new()
+        .toml_str("[dependencies.orders_db]\nslow = \"1s\"\n")
+        .env([
+            ("QIFLOW__DEPENDENCIES__ORDERS_DB__SLOW", "3s"),
+            ("QIFLOW__DEPENDENCIES__CACHE__CRITICAL", "false"),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(
+        config.dependencies["orders_db"].slow,
+        Duration::from_secs(3)
+    );
+    assert!(!config.dependencies["cache"].critical);
+}
