@@ -400,3 +400,39 @@ fn dependency_settings_come_from_the_environment_too() {
     );
     assert!(!config.dependencies["cache"].critical);
 }
+
+#[test]
+fn a_variable_s_underscore_stands_for_a_dash_in_the_name() {
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = qiflow_core::test::quiet_config();
+    config.logging.dir = logs.path().to_path_buf();
+    let config = Loader::new()
+        .env([("QIFLOW__DEPENDENCIES__ORDERS_DB__SLOW", "10ms")])
+        .toml_str("")
+        .load()
+        .map(|mut c| {
+            c.metrics.global_labels = false;
+            c.logging = config.logging.clone();
+            c.admin = config.admin.clone();
+            c.service.state_dir = config.service.state_dir.clone();
+            c.alerts.state_file = config.alerts.state_file.clone();
+            c.baseline.state_file = config.baseline.state_file.clone();
+            c.audit.enabled = false;
+            c
+        })
+        .unwrap();
+    let (observer, _guard) = Observer::builder(config)
+        .install_global(false)
+        .build()
+        .unwrap();
+    let db = observer.dependency("orders-db", DependencyKind::Postgres);
+    db.record("SELECT", None, Duration::from_millis(20), None);
+    assert_eq!(
+        series(
+            &observer,
+            "qiflow_dependency_slow_total{pool=\"orders-db\"}"
+        ),
+        Some(1.0),
+        "20 ms is slow under the 10 ms the variable set"
+    );
+}

@@ -20,6 +20,7 @@ use qiflow_core::Observer;
 use qiflow_core::audit::{AuditEvent, Outcome};
 use qiflow_core::authz::Principal;
 use qiflow_core::config::ConfigError;
+use qiflow_core::dependency::{DependencyKind, ErrorClass};
 
 /// The demo's permission policy, in force when the configuration defines no `[authz]` roles of
 /// its own: a `viewer` may read the orders, an `admin` inherits that and may do anything with
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         if let Some(internal) = qiflow_axum::serve_internal(observer.clone()).await? {
             tracing::info!(%internal, "qiflow endpoints on the internal listener http://{internal}");
         }
-        let app = app(observer);
+        let app = app(observer.clone(), database(&observer)?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "quickstart listening on http://{addr}");
         // With the peer's address in each request, qiflow logs it with refused operator requests.
@@ -106,9 +107,10 @@ fn with_demo_policy(mut config: qiflow_core::Config) -> Result<qiflow_core::Conf
     Ok(config)
 }
 
-/// The demo routes (DESIGN.md §3), the qiflow endpoints, and the middleware (added last:
-/// the last layer is the outermost).
-fn app(observer: Observer) -> Router {
+/// The demo routes (DESIGN.md §3), the `database` routes, the qiflow endpoints, and the
+/// middleware (added last: the last layer is the outermost, and a layer wraps only the routes
+/// added before it).
+fn app(observer: Observer, database: Router) -> Router {
     Router::new()
         .route("/hello", get(hello))
         .route("/users/{id}", get(user))
@@ -117,6 +119,7 @@ fn app(observer: Observer) -> Router {
         .route("/slow", get(slow))
         .route("/login", post(login))
         .merge(orders(&observer))
+        .merge(database)
         .merge(qiflow_axum::routes(observer.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
         // Handlers reach the observer through the `Qiflow` extractor.
@@ -125,6 +128,86 @@ fn app(observer: Observer) -> Router {
         .layer(axum::middleware::map_request(demo_authentication))
         // Outermost: a denial is audited with the request's id.
         .layer(qiflow_axum::layer(observer))
+}
+
+/// With `DATABASE_URL` set (`postgres://user@host/db`), a PostgreSQL pool registered as the
+/// dependency `main-db` ([`qiflow_core::dependency`]: calls timed, slow ones logged with their
+/// statement normalized, the pool's figures, a `SELECT 1` readiness check) and two routes on it:
+/// `GET /db/users/{id}` (a query) and `GET /db/slow?ms=N` (`SELECT pg_sleep(N/1000.0)`). Without
+/// it, no routes: the quickstart runs as without a database.
+fn database(observer: &Observer) -> std::io::Result<Router> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        return Ok(Router::new());
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("DATABASE_URL: {e}; it looks like postgres://user:password@host:5432/db"),
+        )
+    };
+    let pg: tokio_postgres::Config = url.parse().map_err(|e| invalid(&e))?;
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| invalid(&e))?;
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    db.deadpool_postgres(&pool);
+    tracing::info!("DATABASE_URL set: /db/users/{{id}} and /db/slow on the pool main-db");
+    Ok(Router::new()
+        .route("/db/users/{id}", get(db_user))
+        .route("/db/slow", get(db_slow))
+        .with_state(Database { pool, db }))
+}
+
+/// The pool and its dependency handle, the database routes' state.
+#[derive(Clone)]
+struct Database {
+    pool: deadpool_postgres::Pool,
+    db: qiflow_core::dependency::Dependency,
+}
+
+/// Why a database route failed: 503 when no connection was free or the server is away, 500
+/// for a failed query (the error's class is counted by qiflow either way).
+fn db_error(e: &(dyn std::error::Error + 'static)) -> StatusCode {
+    match ErrorClass::of(e) {
+        ErrorClass::Query => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn db_user(
+    axum::extract::State(d): axum::extract::State<Database>,
+    Path(id): Path<i32>,
+) -> Result<Json<serde_json::Value>, StatusCode> {
+    let client = d.pool.get().await.map_err(|e| {
+        if matches!(e, deadpool_postgres::PoolError::Timeout(_)) {
+            d.db.acquire_timed_out();
+        }
+        db_error(&e)
+    })?;
+    let sql = "SELECT $1::int AS id, 'user ' || $1::int AS name";
+    let row =
+        d.db.query(sql, client.query_one(sql, &[&id]))
+            .await
+            .map_err(|e| db_error(&e))?;
+    let name: String = row.get("name");
+    Ok(Json(serde_json::json!({ "id": id, "name": name })))
+}
+
+async fn db_slow(
+    axum::extract::State(d): axum::extract::State<Database>,
+    Query(q): Query<SlowQuery>,
+) -> Result<String, StatusCode> {
+    let ms = q.ms.unwrap_or(200).min(10_000);
+    let client = d.pool.get().await.map_err(|e| db_error(&e))?;
+    let sql = "SELECT pg_sleep($1::float8 / 1000.0)";
+    d.db.query(sql, client.execute(sql, &[&(ms as f64)]))
+        .await
+        .map_err(|e| db_error(&e))?;
+    Ok(format!("slept {ms} ms in PostgreSQL\n"))
 }
 
 /// `GET /orders` (needs `orders:read`) and `POST /orders` (needs `orders:write`): one router

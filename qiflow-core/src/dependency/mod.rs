@@ -626,7 +626,14 @@ impl Dependencies {
         if let Some(d) = registered.get(name) {
             return d.clone();
         }
-        let settings = self.settings.get(name).cloned().unwrap_or_default();
+        // `QIFLOW__DEPENDENCIES__MAIN_DB__…` sets `main_db` (a variable holds no `-`): it is
+        // the table of `main-db` too, when that has none of its own.
+        let settings = self
+            .settings
+            .get(name)
+            .or_else(|| self.settings.get(&name.replace('-', "_")))
+            .cloned()
+            .unwrap_or_default();
         let d = Dependency::new(
             name,
             kind,
