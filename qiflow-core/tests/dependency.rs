@@ -436,3 +436,43 @@ fn a_variable_s_underscore_stands_for_a_dash_in_the_name() {
         "20 ms is slow under the 10 ms the variable set"
     );
 }
+
+#[test]
+fn the_overview_shows_each_dependency() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    db.pool(|| PoolSample::new(1, 7, 8, 0));
+    db.record("SELECT", None, Duration::from_millis(1), None);
+    db.record(
+        "SELECT",
+        None,
+        Duration::from_millis(90),
+        Some(ErrorClass::Query),
+    );
+    db.readiness(|| async { CheckResult::healthy() });
+    let rt = rt();
+    rt.block_on(observer.readiness());
+    let answer = rt.block_on(observer.admin(
+        qiflow_core::admin::AdminRequest::new("GET", "/qiflow/api/overview").header(
+            "authorization",
+            format!("Bearer {}", qiflow_core::test::ADMIN_TOKEN),
+        ),
+    ));
+    assert_eq!(answer.status(), 200);
+    let overview: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
+    let d = &overview["dependencies"][0];
+    assert_eq!(d["name"], "main-db");
+    assert_eq!(d["system"], "postgresql");
+    assert_eq!(
+        (
+            d["calls"].as_u64(),
+            d["failed"].as_u64(),
+            d["slow"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(d["pool"]["used"], 7);
+    assert_eq!(d["pool"]["max"], 8);
+    assert_eq!(d["readiness"]["status"], "healthy");
+}

@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -241,6 +241,50 @@ struct Inner {
     pool: Mutex<Option<PoolGauges>>,
     readiness: Mutex<Option<Arc<Readiness>>>,
     saturated: AtomicBool,
+    /// What the dashboard shows: calls, failed calls and slow calls since the start, and the
+    /// pool's latest sample.
+    calls: AtomicU64,
+    failed: AtomicU64,
+    slow_calls: AtomicU64,
+    last_sample: Mutex<Option<PoolSample>>,
+}
+
+/// A dependency as the `/qiflow/` page shows it (`dependencies` in the overview).
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct DependencyView {
+    /// The name it was registered with.
+    pub name: String,
+    /// Its `db_system`.
+    pub system: &'static str,
+    /// Calls observed since the start.
+    pub calls: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Of which slow.
+    pub slow: u64,
+    /// `[dependencies.NAME] slow`, in milliseconds.
+    pub slow_ms: u64,
+    /// The pool's latest sample, when it has a pool.
+    pub pool: Option<PoolView>,
+    /// Whether `dependency_saturated` is raised.
+    pub saturated: bool,
+    /// The readiness check's latest result, when it has one and it has run.
+    pub readiness: Option<CheckResult>,
+}
+
+/// A pool's latest sample, in [`DependencyView`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[non_exhaustive]
+pub struct PoolView {
+    /// Idle connections.
+    pub idle: u64,
+    /// Connections lent out.
+    pub used: u64,
+    /// The most it opens.
+    pub max: u64,
+    /// Callers waiting.
+    pub pending: u64,
 }
 
 /// A registered dependency (see the [module docs](self)). Cheap to clone; every clone is the
@@ -297,6 +341,10 @@ impl Dependency {
                 pool: Mutex::new(None),
                 readiness: Mutex::new(None),
                 saturated: AtomicBool::new(false),
+                calls: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                slow_calls: AtomicU64::new(0),
+                last_sample: Mutex::new(None),
             }),
         }
     }
@@ -363,11 +411,13 @@ impl Dependency {
         error: Option<ErrorClass>,
     ) {
         let op = self.operation(operation);
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
         match error {
             None => op.ok.record(took.as_secs_f64()),
             Some(class) => {
                 op.error.record(took.as_secs_f64());
                 self.inner.errors[class as usize].increment(1);
+                self.inner.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         if took >= self.inner.settings.slow {
@@ -429,6 +479,7 @@ impl Dependency {
             pool.pending.set(s.pending as f64);
             s
         };
+        *lock(&self.inner.last_sample) = Some(sample);
         if let Some(max_pending) = self.inner.settings.max_pending {
             if sample.pending > max_pending {
                 self.saturation(
@@ -473,6 +524,7 @@ impl Dependency {
     fn slow(&self, operation: &str, statement: Option<&str>, took: Duration) {
         let inner = &self.inner;
         inner.slow.increment(1);
+        inner.slow_calls.fetch_add(1, Ordering::Relaxed);
         let statement = statement.map(normalize).unwrap_or_default();
         let took_ms = took.as_millis() as u64;
         tracing::warn!(
@@ -534,6 +586,29 @@ impl Dependency {
             Alert::resolve(fingerprint)
         };
         let _ = alerts.raise(alert);
+    }
+
+    /// What the `/qiflow/` page shows of it.
+    pub fn view(&self) -> DependencyView {
+        let inner = &self.inner;
+        DependencyView {
+            name: inner.name.clone(),
+            system: inner.kind.system(),
+            calls: inner.calls.load(Ordering::Relaxed),
+            failed: inner.failed.load(Ordering::Relaxed),
+            slow: inner.slow_calls.load(Ordering::Relaxed),
+            slow_ms: inner.settings.slow.as_millis() as u64,
+            pool: lock(&inner.last_sample).map(|s| PoolView {
+                idle: s.idle,
+                used: s.used,
+                max: s.max,
+                pending: s.pending,
+            }),
+            saturated: inner.saturated.load(Ordering::Relaxed),
+            readiness: lock(&inner.readiness)
+                .as_ref()
+                .and_then(|r| lock(&r.last).as_ref().map(|(_, result)| result.clone())),
+        }
     }
 
     /// The readiness check as `/health/ready` runs it: cached, bounded, degraded when not
@@ -651,6 +726,12 @@ impl Dependencies {
         for d in all {
             d.sample();
         }
+    }
+
+    /// Every registered dependency as the `/qiflow/` page shows it, by name.
+    pub(crate) fn views(&self) -> Vec<DependencyView> {
+        let all: Vec<Dependency> = lock(&self.registered).values().cloned().collect();
+        all.iter().map(Dependency::view).collect()
     }
 
     /// The readiness checks of the dependencies that have one, as `dependency:NAME`.

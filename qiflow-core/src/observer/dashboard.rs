@@ -62,6 +62,8 @@ struct Overview<'a> {
     system: Option<crate::system::Snapshot>,
     pipelines: Vec<PipelineView>,
     jobs: Vec<crate::jobs::JobView>,
+    /// The registered dependencies (`Observer::dependency`).
+    dependencies: Vec<crate::dependency::DependencyView>,
     /// The newest permission denials (at most [`DENIALS_SHOWN`]).
     denials: Vec<crate::authz::Denial>,
 }
@@ -205,6 +207,7 @@ impl Observer {
                 })
                 .collect(),
             jobs: self.jobs().view(),
+            dependencies: self.inner.dependencies.views(),
             denials: {
                 let mut denials = self.authz_denials();
                 denials.truncate(DENIALS_SHOWN);

@@ -380,6 +380,22 @@
         td(j.last_error || j.last_message || '–'))));
   }
 
+  function drawDependencies(deps) {
+    if (!list(deps).length) return empty('No dependencies registered: observer.dependency("main-db", DependencyKind::Postgres) adds one.');
+    return table(['dependency', 'health', 'calls', 'failed', 'slow', 'pool in use', 'waiting'], deps.map((d) => {
+      const p = d.pool;
+      const health = d.readiness ? d.readiness.status : 'unchecked';
+      return h('tr', { 'data-dependency': d.name, class: d.saturated || health === 'unhealthy' ? 'deviating' : null },
+        td(h('strong', null, d.name), ' ', h('small', null, d.system)),
+        td(tag(health, d.readiness ? statusClass(health) : 'warn')),
+        tn(int(d.calls)),
+        tc(d.failed > 0 ? 'num bad' : 'num', int(d.failed)),
+        tc(d.slow > 0 ? 'num warn' : 'num', `${int(d.slow)} (≥ ${int(d.slow_ms)} ms)`),
+        p ? td(`${int(p.used)} / ${int(p.max)}`, bar(p.used, p.max)) : td('–'),
+        p ? tc(d.saturated ? 'num bad' : 'num', int(p.pending)) : td('–'));
+    }));
+  }
+
   function drawDenials(denials) {
     if (!list(denials).length) return empty('No permission denied recently.');
     return table(['when', 'actor', 'permission', 'request', 'request id'], denials.map((d) =>
@@ -425,6 +441,7 @@
       health: () => section('health', d.health, drawHealth),
       audit: () => section('audit', d.audit, drawAudit),
       jobs: () => section('jobs', d.jobs, drawJobs),
+      dependencies: () => section('dependencies', d.dependencies, drawDependencies),
       denials: () => section('denials', d.denials, drawDenials),
       system: () => section('system', d.system, drawSystem),
       pipelines: () => section('pipelines', d.pipelines, drawPipelines),
