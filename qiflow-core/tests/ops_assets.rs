@@ -126,6 +126,7 @@ fn every_metric_name_in_the_source_is_in_the_catalogue() {
                     "process_",
                     "system_",
                     "db_client_",
+                    "http_client_",
                 ]
                 .iter()
                 .any(|prefix| token.starts_with(prefix))

@@ -63,6 +63,10 @@ pub use statement::{MAX_STATEMENT, normalize, operation_of};
 
 #[cfg(feature = "postgres")]
 mod deadpool;
+#[cfg(feature = "reqwest-middleware")]
+mod http;
+#[cfg(feature = "reqwest-middleware")]
+pub use http::HttpClientMiddleware;
 
 /// Distinct operation names kept per dependency; later ones are recorded as `other`.
 pub const MAX_OPERATIONS: usize = 64;

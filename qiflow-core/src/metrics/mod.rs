@@ -378,6 +378,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Calls to a registered dependency (Observer::dependency), by system, operation (the first 64 per dependency; the rest are other), outcome (ok, error) and dependency.",
     ),
     metric(
+        "http_client_request_duration_seconds",
+        MetricKind::Histogram,
+        &["server_address", "method", "status"],
+        "Outgoing HTTP calls through qiflow's reqwest-middleware (Dependency::http_middleware), by server, method and status code (error: no response); the first 64 triples per dependency, then server_address=other.",
+    ),
+    metric(
         "db_client_connection_count",
         MetricKind::Gauge,
         &["pool", "state"],
@@ -653,6 +659,13 @@ impl Metrics {
                 DB_OPERATION_BUCKETS,
             )
             .map_err(|e| format!("dependency operation buckets: {e}"))?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "http_client_request_duration_seconds".into(),
+                ),
+                DB_OPERATION_BUCKETS,
+            )
+            .map_err(|e| format!("HTTP client buckets: {e}"))?
             .build_recorder();
         let handle = recorder.handle();
         let this = Self {
