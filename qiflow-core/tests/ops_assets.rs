@@ -127,6 +127,7 @@ fn every_metric_name_in_the_source_is_in_the_catalogue() {
                     "system_",
                     "db_client_",
                     "http_client_",
+                    "redis_",
                 ]
                 .iter()
                 .any(|prefix| token.starts_with(prefix))

@@ -65,6 +65,8 @@ pub use statement::{MAX_STATEMENT, normalize, operation_of};
 mod deadpool;
 #[cfg(feature = "reqwest-middleware")]
 mod http;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "reqwest-middleware")]
 pub use http::HttpClientMiddleware;
 
@@ -212,6 +214,16 @@ impl<F: Fn() -> PoolSample + Send + Sync + 'static> PoolStats for F {
     }
 }
 
+/// Figures read from the dependency itself (Redis's `INFO`), asynchronously, on the worker's
+/// sampling tick. Implemented by the integrations.
+pub(crate) trait RemoteStats: Send + Sync + 'static {
+    /// Reads the figures and sets their gauges; bounded by the caller.
+    fn sample(&self) -> BoxFuture<'_, ()>;
+}
+
+/// How long one remote sample may take.
+const REMOTE_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The histograms of one operation.
 struct Operation {
     ok: Histogram,
@@ -251,6 +263,7 @@ struct Inner {
     failed: AtomicU64,
     slow_calls: AtomicU64,
     last_sample: Mutex<Option<PoolSample>>,
+    remote: Mutex<Option<Arc<dyn RemoteStats>>>,
 }
 
 /// A dependency as the `/qiflow/` page shows it (`dependencies` in the overview).
@@ -349,6 +362,7 @@ impl Dependency {
                 failed: AtomicU64::new(0),
                 slow_calls: AtomicU64::new(0),
                 last_sample: Mutex::new(None),
+                remote: Mutex::new(None),
             }),
         }
     }
@@ -724,11 +738,16 @@ impl Dependencies {
         d
     }
 
-    /// Samples every registered pool (the worker's tick).
-    pub(crate) fn sample(&self) {
+    /// Samples every registered pool, and the figures read from the dependencies themselves
+    /// (each bounded by 2 s; the worker's tick).
+    pub(crate) async fn sample(&self) {
         let all: Vec<Dependency> = lock(&self.registered).values().cloned().collect();
         for d in all {
             d.sample();
+            let remote = lock(&d.inner.remote).clone();
+            if let Some(remote) = remote {
+                let _ = tokio::time::timeout(REMOTE_SAMPLE_TIMEOUT, remote.sample()).await;
+            }
         }
     }
 

@@ -384,6 +384,42 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Outgoing HTTP calls through qiflow's reqwest-middleware (Dependency::http_middleware), by server, method and status code (error: no response); the first 64 triples per dependency, then server_address=other.",
     ),
     metric(
+        "redis_memory_used_bytes",
+        MetricKind::Gauge,
+        &["pool"],
+        "A Redis server's used_memory (INFO), for a dependency registered with Dependency::redis.",
+    ),
+    metric(
+        "redis_memory_max_bytes",
+        MetricKind::Gauge,
+        &["pool"],
+        "A Redis server's maxmemory (INFO; 0: no limit).",
+    ),
+    metric(
+        "redis_connected_clients",
+        MetricKind::Gauge,
+        &["pool"],
+        "A Redis server's connected_clients (INFO).",
+    ),
+    metric(
+        "redis_instantaneous_ops_per_sec",
+        MetricKind::Gauge,
+        &["pool"],
+        "A Redis server's instantaneous_ops_per_sec (INFO).",
+    ),
+    metric(
+        "redis_error_replies_total",
+        MetricKind::Counter,
+        &["pool"],
+        "A Redis server's total_error_replies (INFO): error replies it sent, to every client.",
+    ),
+    metric(
+        "redis_evicted_keys_total",
+        MetricKind::Counter,
+        &["pool"],
+        "A Redis server's evicted_keys (INFO): keys evicted for maxmemory.",
+    ),
+    metric(
         "db_client_connection_count",
         MetricKind::Gauge,
         &["pool", "state"],

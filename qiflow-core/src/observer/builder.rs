@@ -473,7 +473,7 @@ impl ObserverBuilder {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    dependencies.sample();
+                    dependencies.sample().await;
                 }
             });
         }
