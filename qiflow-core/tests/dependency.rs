@@ -52,13 +52,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The value of the series `name{labels}` on `/metrics` (labels as written there).
-fn series(observer: &Observer, name_and_labels: &str) -> Option<f64> {
-    observer
-        .render_metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
+mod dependency_support;
+use dependency_support::series;
 
 fn io_error(kind: std::io::ErrorKind) -> std::io::Error {
     std::io::Error::new(kind, "test")

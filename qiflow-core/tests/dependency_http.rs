@@ -14,12 +14,8 @@ use qiflow_core::dependency::DependencyKind;
 use qiflow_core::request::{RequestInfo, RequestOutcome};
 use tracing_subscriber::layer::SubscriberExt as _;
 
-fn series(observer: &Observer, name_and_labels: &str) -> Option<f64> {
-    observer
-        .render_metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
+mod dependency_support;
+use dependency_support::series;
 
 #[test]
 fn calls_carry_the_trace_and_are_timed_and_classified() {

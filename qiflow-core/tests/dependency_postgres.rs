@@ -12,17 +12,15 @@ use qiflow_core::dependency::DependencyKind;
 
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 
+mod dependency_support;
+use dependency_support::series;
+
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {HOWTO}"))
+    dependency_support::env(name, HOWTO)
 }
 
 fn ctl(what: &str) {
-    let status = std::process::Command::new("bash")
-        .arg(env("QIFLOW_TEST_POSTGRES_CTL"))
-        .arg(what)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ctl {what} failed");
+    dependency_support::ctl("QIFLOW_TEST_POSTGRES_CTL", HOWTO, what);
 }
 
 fn pool(url: &str, size: usize) -> Pool {
@@ -62,13 +60,6 @@ fn observer() -> (Observer, qiflow_core::Guard) {
         .install_global(false)
         .build()
         .unwrap()
-}
-
-fn series(observer: &Observer, name_and_labels: &str) -> Option<f64> {
-    observer
-        .render_metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
 #[test]

@@ -12,24 +12,15 @@ use qiflow_core::dependency::DependencyKind;
 
 const HOWTO: &str = "run `bash .ci/tier2-redis.sh`: it starts a throwaway redis-server on loopback (apt-get install -y redis-server) and sets QIFLOW_TEST_REDIS_URL and QIFLOW_TEST_REDIS_CTL";
 
+mod dependency_support;
+use dependency_support::series;
+
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {HOWTO}"))
+    dependency_support::env(name, HOWTO)
 }
 
 fn ctl(what: &str) {
-    let status = std::process::Command::new("bash")
-        .arg(env("QIFLOW_TEST_REDIS_CTL"))
-        .arg(what)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ctl {what} failed");
-}
-
-fn series(observer: &Observer, name_and_labels: &str) -> Option<f64> {
-    observer
-        .render_metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+    dependency_support::ctl("QIFLOW_TEST_REDIS_CTL", HOWTO, what);
 }
 
 /// The server's own figure `key` from `INFO`, over the test's connection (a new connection

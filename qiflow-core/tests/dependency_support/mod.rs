@@ -1,0 +1,26 @@
+//! What the dependency tests share: the tier-2 server from the environment, its stop/start
+//! script, and reading one series off `/metrics`.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+/// The variable `name`, or a panic saying how to get it (`howto`).
+pub fn env(name: &str, howto: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {howto}"))
+}
+
+/// Runs the stop/start script named by the variable `var` with `what`.
+pub fn ctl(var: &str, howto: &str, what: &str) {
+    let status = std::process::Command::new("bash")
+        .arg(env(var, howto))
+        .arg(what)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{var} {what} failed");
+}
+
+/// The value of the series `name{labels}` on `/metrics` (labels as written there).
+pub fn series(observer: &qiflow_core::Observer, name_and_labels: &str) -> Option<f64> {
+    observer
+        .render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
