@@ -6,13 +6,21 @@
 //!   clock read twice, the operation's cached histogram found (a read lock and a hash lookup) and
 //!   one value recorded.
 //! - `dependency_call/query`: through `Dependency::query(statement, …)`: the operation taken from
-//!   the statement's first keyword (an allocation) on top of `observe`.
+//!   the statement's first keyword (on the stack) on top of `observe`.
+//! - `dependency_call/acquire`: a ready acquire through `Dependency::acquire`: the waiter count
+//!   up and down, the clock read twice, one value recorded on the wait histogram.
 //! - `dependency_sample/pool`: one sample of a registered pool (four gauges set); the worker
 //!   takes 12 a minute per pool.
 //! - With `QIFLOW_BENCH_POSTGRES_URL` set (e.g. the cluster of `.ci/tier2-audit.sh`), a real
 //!   `SELECT 1` over one connection on loopback, bare and observed, interleaved query by query
 //!   (20,000 of each after a warm-up), printed as medians: the part of a real query's latency
 //!   that `observe` adds.
+//! - With it set, the same for sqlx (`sqlx::query("SELECT 1").fetch_one(&pool)`, one connection),
+//!   three ways interleaved: bare; through `Dependency::query` (the wrapper qiflow ships); and
+//!   through sqlx's own hook, its statement log (`log_statements(Info)`) read by a tracing layer
+//!   that records each event's `elapsed_secs` on the dependency (the other way the integration
+//!   could have been built). The bare and wrapped pools log no statements; all three run under
+//!   the same subscriber.
 //!
 //! Run: `cargo bench -p qiflow-benches --bench dependency`.
 
@@ -63,6 +71,13 @@ fn calls(c: &mut Criterion) {
                     })
                     .await,
                 )
+            })
+        });
+    });
+    group.bench_function("acquire", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(db.acquire(async { Ok::<u32, std::io::Error>(1) }).await)
             })
         });
     });
@@ -133,9 +148,107 @@ fn real_query() {
     });
 }
 
+/// sqlx's hook: a layer that sees only `sqlx::query` events and records their `elapsed_secs`
+/// on the dependency (with no pool name and no outcome in the event, it can do no more).
+struct SqlxHook(qiflow_core::dependency::Dependency);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SqlxHook {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.target() == "sqlx::query" {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Elapsed(f64);
+        impl tracing::field::Visit for Elapsed {
+            fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+                if field.name() == "elapsed_secs" {
+                    self.0 = value;
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut elapsed = Elapsed(0.0);
+        event.record(&mut elapsed);
+        self.0
+            .record("SELECT", None, Duration::from_secs_f64(elapsed.0), None);
+    }
+}
+
+fn sqlx_query() {
+    use sqlx::ConnectOptions as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let Ok(url) = std::env::var("QIFLOW_BENCH_POSTGRES_URL") else {
+        eprintln!("dependency_sqlx: skipped (set QIFLOW_BENCH_POSTGRES_URL)");
+        return;
+    };
+    let (observer, _guard) = observer();
+    let wrapped = observer.dependency("wrapped", DependencyKind::Postgres);
+    let hooked = observer.dependency("hooked", DependencyKind::Postgres);
+    let subscriber = tracing_subscriber::registry().with(SqlxHook(hooked));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let rt = runtime();
+    rt.block_on(async {
+        let options: sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .unwrap_or_else(|e| panic!("cannot parse {url}: {e}"));
+        let pool = |level| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone().log_statements(level))
+        };
+        let quiet = pool(log::LevelFilter::Off)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
+        let logging = pool(log::LevelFilter::Info)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
+        const N: usize = 20_000;
+        let mut times: [Vec<Duration>; 3] = std::array::from_fn(|_| Vec::with_capacity(N));
+        let sql = "SELECT 1";
+        for i in 0..N + 2_000 {
+            let t = Instant::now();
+            let _ = black_box(sqlx::query(sql).fetch_one(&quiet).await);
+            let bare = t.elapsed();
+            let t = Instant::now();
+            let _ = black_box(
+                wrapped
+                    .query(sql, sqlx::query(sql).fetch_one(&quiet))
+                    .await,
+            );
+            let wrapper = t.elapsed();
+            let t = Instant::now();
+            let _ = black_box(sqlx::query(sql).fetch_one(&logging).await);
+            let hook = t.elapsed();
+            if i >= 2_000 {
+                times[0].push(bare);
+                times[1].push(wrapper);
+                times[2].push(hook);
+            }
+        }
+        let [bare, wrapper, hook] = times.each_mut().map(|v| median(v));
+        let ns = |d: Duration| d.as_nanos() as f64;
+        println!(
+            "dependency_sqlx: SELECT 1 on loopback, {N} interleaved triples: bare median {:.1} µs; wrapper (Dependency::query) {:.4}x ({:+.0} ns); sqlx's log hook {:.4}x ({:+.0} ns)",
+            ns(bare) / 1000.0,
+            ns(wrapper) / ns(bare),
+            ns(wrapper) - ns(bare),
+            ns(hook) / ns(bare),
+            ns(hook) - ns(bare),
+        );
+    });
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     calls(&mut c);
     c.final_summary();
     real_query();
+    sqlx_query();
 }

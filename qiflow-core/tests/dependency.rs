@@ -53,7 +53,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 mod dependency_support;
-use dependency_support::series;
+use dependency_support::{errors, series};
 
 fn io_error(kind: std::io::ErrorKind) -> std::io::Error {
     std::io::Error::new(kind, "test")
@@ -293,12 +293,223 @@ fn pool_figures_are_sampled_and_saturation_raised_then_resolved() {
     db.acquire_timed_out();
     assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer));
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
+    // The sample after a time-out keeps it raised (the pool had none free then); the next one
+    // with room resolves it.
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(saturated(&observer), "a time-out since the last sample");
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(!saturated(&observer), "a clean sample with room");
+}
+
+fn saturated(observer: &Observer) -> bool {
+    observer
+        .alerts()
+        .view()
+        .active
+        .iter()
+        .any(|a| a.alert.name == "dependency_saturated")
+}
+
+#[test]
+fn acquires_are_timed_their_waiters_counted_and_a_time_out_saturates() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    // A pool of one connection: a semaphore with one permit.
+    let pool = Arc::new(tokio::sync::Semaphore::new(1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let held = db.acquire(pool.clone().acquire_owned()).await.unwrap();
+        assert_eq!(db.acquiring(), 0);
+        // Three callers wait while the one connection is held.
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (db, pool) = (db.clone(), pool.clone());
+                tokio::spawn(async move {
+                    drop(db.acquire(pool.acquire_owned()).await.unwrap());
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(db.acquiring(), 3);
+        drop(held);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(db.acquiring(), 0);
+        // A caller that gives up (the future dropped) is counted out too.
+        let held = pool.clone().acquire_owned().await.unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            db.acquire(pool.clone().acquire_owned()),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert_eq!(db.acquiring(), 0);
+        // An acquire that fails with a time-out saturates the pool.
+        let timed_out = db
+            .acquire(tokio::time::timeout(
+                Duration::from_millis(50),
+                pool.clone().acquire_owned(),
+            ))
+            .await;
+        assert!(timed_out.is_err());
+        drop(held);
+    });
     assert_eq!(
         series(
             &observer,
-            "qiflow_dependency_errors_total{pool=\"main-db\",class=\"timeout\"}"
+            "db_client_connection_wait_time_seconds_count{pool=\"main-db\"}"
         ),
-        Some(1.0)
+        Some(5.0),
+        "the held one, three waiters and the timed-out one (the dropped one never ended)"
+    );
+    let waited = series(
+        &observer,
+        "db_client_connection_wait_time_seconds_sum{pool=\"main-db\"}",
+    )
+    .unwrap();
+    assert!(
+        waited >= 3.0 * 0.15 + 0.05,
+        "three waits of 150 ms and one of 50 ms: {waited}"
+    );
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(saturated(&observer));
+}
+
+#[test]
+fn a_pool_s_own_acquire_totals_feed_the_wait_histogram_and_saturation() {
+    use qiflow_core::dependency::AcquireTotals;
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let totals = Arc::new(std::sync::Mutex::new(AcquireTotals::default()));
+    let figures = totals.clone();
+    db.pool(move || PoolSample::new(1, 1, 2, 0).with_acquires(*figures.lock().unwrap()));
+    let count = || {
+        series(
+            &observer,
+            "db_client_connection_wait_time_seconds_count{pool=\"main-db\"}",
+        )
+    };
+    let sum = || {
+        series(
+            &observer,
+            "db_client_connection_wait_time_seconds_sum{pool=\"main-db\"}",
+        )
+        .unwrap()
+    };
+    let bucket = |le: &str| {
+        series(
+            &observer,
+            &format!(
+                "db_client_connection_wait_time_seconds_bucket{{pool=\"main-db\",le=\"{le}\"}}"
+            ),
+        )
+    };
+    // 10 direct gets and 4 that waited 2 s between them: sum and count exact, the 4 at 0.5 s.
+    *totals.lock().unwrap() = AcquireTotals::new(10, 4, 0, Duration::from_secs(2));
+    db.sample();
+    assert_eq!(count(), Some(14.0));
+    assert!((sum() - 2.0).abs() < 1e-9, "{}", sum());
+    assert_eq!(bucket("0.001"), Some(10.0));
+    assert_eq!(bucket("0.5"), Some(14.0));
+    // Only the growth counts: 2 more direct, and one that timed out after 1 s.
+    *totals.lock().unwrap() = AcquireTotals::new(12, 4, 1, Duration::from_secs(3));
+    db.sample();
+    assert_eq!(count(), Some(17.0));
+    assert!((sum() - 3.0).abs() < 1e-9, "{}", sum());
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(saturated(&observer), "a timed-out get saturates");
+    // No growth: nothing recorded; the next clean sample with room resolves it.
+    db.sample();
+    db.sample();
+    assert_eq!(count(), Some(17.0));
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(!saturated(&observer));
+}
+
+#[test]
+fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start(
+        "[dependencies.cache]\nerror_ratio = 0.1\nerror_window = \"1s\"",
+        logs.path(),
+    );
+    let db = observer.dependency("cache", DependencyKind::Redis);
+    let errors = |observer: &Observer| {
+        observer
+            .alerts()
+            .view()
+            .active
+            .into_iter()
+            .filter(|a| a.alert.name == "dependency_errors")
+            .collect::<Vec<_>>()
+    };
+    let call = |rt: &tokio::runtime::Runtime, fail: Option<std::io::ErrorKind>| {
+        rt.block_on(db.observe("GET", async {
+            match fail {
+                Some(kind) => Err(io_error(kind)),
+                None => Ok(()),
+            }
+        }))
+        .ok();
+    };
+    let rt = rt();
+    db.sample();
+    // Too few calls to judge: 3 of 5 failing raises nothing.
+    for i in 0..5 {
+        call(
+            &rt,
+            (i < 3).then_some(std::io::ErrorKind::ConnectionRefused),
+        );
+    }
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(errors(&observer).is_empty(), "under MIN_CALLS");
+    // 30 calls, 3 refused and 2 timed out: 5 of 35 in the window, over 10%.
+    for i in 0..30 {
+        let fail = match i {
+            0..3 => Some(std::io::ErrorKind::ConnectionRefused),
+            3..5 => Some(std::io::ErrorKind::TimedOut),
+            _ => None,
+        };
+        call(&rt, fail);
+    }
+    db.sample();
+    db.sample(); // judged again while over: still one alert
+    assert!(observer.flush(Duration::from_secs(5)));
+    let raised = errors(&observer);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let description = raised[0].alert.description.clone();
+    assert!(
+        description.contains("8 of 35 calls failed")
+            && description.contains("6 connection, 2 timeout, 0 query"),
+        "{description}"
+    );
+    let ratio = series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}").unwrap();
+    assert!((ratio - 8.0 / 35.0).abs() < 1e-9, "{ratio}");
+    assert!(db.view().erroring);
+    // A window later, 25 calls that succeed: resolved.
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..25 {
+        call(&rt, None);
+    }
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert!(errors(&observer).is_empty());
+    assert_eq!(
+        series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}"),
+        Some(0.0)
     );
 }
 

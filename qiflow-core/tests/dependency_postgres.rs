@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used)]
-//! Tier 2: a `deadpool_postgres` pool registered as a dependency, against the real server that
-//! `.ci/tier2-audit.sh` starts (`QIFLOW_TEST_POSTGRES_URL`, `QIFLOW_TEST_POSTGRES_CTL`): slow
-//! queries, the pool's figures under concurrent load, saturation, and readiness following the
-//! server down and up. Run by hand without them, they fail saying how to get the server.
+//! Tier 2: `deadpool_postgres`, `sqlx` and `bb8` pools registered as dependencies, against the
+//! real server that `.ci/tier2-audit.sh` starts (`QIFLOW_TEST_POSTGRES_URL`,
+//! `QIFLOW_TEST_POSTGRES_CTL`): slow queries, the pool's figures under concurrent load,
+//! saturation, and readiness following the server down and up. Run by hand without them, they
+//! fail saying how to get the server. They stop and start the one server: the script runs them
+//! with `--test-threads=1`.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use qiflow_core::dependency::DependencyKind;
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 
 mod dependency_support;
-use dependency_support::series;
+use dependency_support::{errors, series};
 
 fn env(name: &str) -> String {
     dependency_support::env(name, HOWTO)
@@ -111,13 +113,7 @@ fn a_postgres_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_serv
         let bad = "SELECT * FROM no_such_table";
         assert!(db.query(bad, client.simple_query(bad)).await.is_err());
     });
-    assert_eq!(
-        series(
-            &observer,
-            "qiflow_dependency_errors_total{pool=\"main-db\",class=\"query\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(errors(&observer, "main-db", "query"), Some(1.0));
 
     // Concurrent load: four connections held in long queries, three callers waiting. The
     // gauges are the pool's own figures, and three waiters over max_pending 2 saturate it.
@@ -172,25 +168,266 @@ fn a_postgres_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_serv
             .any(|a| a.alert.name == "dependency_saturated")
     );
 
-    // Readiness follows the server: 200, 503 once it is stopped (within one cache period),
-    // 200 again once it is back.
-    let ready = |rt: &tokio::runtime::Runtime| rt.block_on(observer.readiness());
-    assert_eq!(ready(&rt).http_status(), 200);
+    readiness_follows_the_server(&observer, &rt);
+}
+
+/// Readiness follows the server: 200, 503 once it is stopped (within one cache period), 200
+/// again once it is back.
+fn readiness_follows_the_server(observer: &Observer, rt: &tokio::runtime::Runtime) {
+    let ready = || rt.block_on(observer.readiness());
+    assert_eq!(ready().http_status(), 200);
     ctl("stop");
     std::thread::sleep(Duration::from_millis(600));
-    let down = ready(&rt);
+    let down = ready();
     ctl("start");
     assert_eq!(down.http_status(), 503, "{:?}", down.checks);
-    let check = &down.checks["dependency:main-db"];
-    assert!(check.duration_us.is_some(), "{check:?}");
+    assert!(down.checks["dependency:main-db"].duration_us.is_some());
     std::thread::sleep(Duration::from_millis(600));
-    let mut back = ready(&rt);
+    let mut back = ready();
     for _ in 0..20 {
         if back.http_status() == 200 {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
-        back = ready(&rt);
+        back = ready();
     }
     assert_eq!(back.http_status(), 200, "{:?}", back.checks);
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn active(observer: &Observer, name: &str) -> usize {
+    assert!(observer.flush(Duration::from_secs(5)));
+    observer
+        .alerts()
+        .view()
+        .active
+        .iter()
+        .filter(|a| a.alert.name == name)
+        .count()
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server() {
+    let url = env("QIFLOW_TEST_POSTGRES_URL");
+    let (observer, _guard) = observer();
+    let rt = multi_thread();
+    let pool = rt
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(3)
+                .acquire_timeout(Duration::from_secs(1))
+                .connect(&url),
+        )
+        .unwrap();
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    db.sqlx(&pool);
+
+    // Statements run on the pool itself: one over the threshold, one under, one failing.
+    rt.block_on(async {
+        let fast = "SELECT 1";
+        db.query(fast, sqlx::query(fast).execute(&pool))
+            .await
+            .unwrap();
+        let slow = "SELECT pg_sleep(0.3)";
+        db.query(slow, sqlx::query(slow).execute(&pool))
+            .await
+            .unwrap();
+        let bad = "SELECT * FROM no_such_table";
+        assert!(
+            db.query(bad, sqlx::query(bad).execute(&pool))
+                .await
+                .is_err()
+        );
+    });
+    assert_eq!(
+        series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
+        Some(1.0)
+    );
+    assert_eq!(active(&observer, "dependency_slow"), 1);
+    assert_eq!(
+        series(
+            &observer,
+            "db_client_operation_duration_seconds_count{db_system=\"postgresql\",db_operation=\"SELECT\",outcome=\"ok\",pool=\"main-db\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(errors(&observer, "main-db", "query"), Some(1.0));
+
+    // Concurrent load: three connections held, three callers waiting in `acquire`. The gauges
+    // are the pool's own figures, the waiters the callers inside `acquire`, and three waiters
+    // over max_pending 2 saturate it.
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (db, pool) = (db.clone(), pool.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = db.acquire(pool.acquire()).await.unwrap();
+                sqlx::query("SELECT pg_sleep(0.8)")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..3 {
+            let (db, pool) = (db.clone(), pool.clone());
+            tasks.push(tokio::spawn(async move {
+                drop(db.acquire(pool.acquire()).await.unwrap());
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (size, idle) = (u64::from(pool.size()), pool.num_idle() as u64);
+        let sample = db.sample().unwrap();
+        assert_eq!(
+            (sample.used, sample.idle, sample.max, sample.pending),
+            (size - idle, idle, 3, db.acquiring())
+        );
+        assert_eq!((sample.used, sample.pending), (3, 3));
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert_eq!(active(&observer, "dependency_saturated"), 1);
+    let waits = series(
+        &observer,
+        "db_client_connection_wait_time_seconds_count{pool=\"main-db\"}",
+    );
+    assert_eq!(waits, Some(6.0));
+    db.sample();
+    assert_eq!(active(&observer, "dependency_saturated"), 0, "room again");
+
+    // Exhausted: every connection held, a statement on the pool times out acquiring, which is
+    // a `timeout` error and saturates the pool.
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let pool = pool.clone();
+            held.push(tokio::spawn(async move {
+                let mut c = pool.acquire().await.unwrap();
+                sqlx::query("SELECT pg_sleep(1.5)")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let result = db
+            .query("SELECT 1", sqlx::query("SELECT 1").execute(&pool))
+            .await;
+        assert!(
+            matches!(result, Err(sqlx::Error::PoolTimedOut)),
+            "{result:?}"
+        );
+        for h in held {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
+    assert_eq!(active(&observer, "dependency_saturated"), 1);
+
+    readiness_follows_the_server(&observer, &rt);
+}
+
+#[test]
+#[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
+fn a_bb8_pool_reports_its_waiters_waits_and_time_outs_and_its_readiness_follows_the_server() {
+    let url = env("QIFLOW_TEST_POSTGRES_URL");
+    let (observer, _guard) = observer();
+    let rt = multi_thread();
+    let manager =
+        bb8_postgres::PostgresConnectionManager::new_from_stringlike(&url, tokio_postgres::NoTls)
+            .unwrap();
+    let pool = rt
+        .block_on(
+            bb8::Pool::builder()
+                .max_size(2)
+                .connection_timeout(Duration::from_millis(500))
+                .build(manager),
+        )
+        .unwrap();
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    db.bb8(&pool);
+
+    rt.block_on(async {
+        let c = pool.get().await.unwrap();
+        let slow = "SELECT pg_sleep(0.3)";
+        db.query(slow, c.simple_query(slow)).await.unwrap();
+    });
+    assert_eq!(
+        series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
+        Some(1.0)
+    );
+    assert_eq!(active(&observer, "dependency_slow"), 1);
+
+    // Both connections held a second; two more gets wait, and give up after bb8's 500 ms.
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            held.push(tokio::spawn(async move {
+                let c = pool.get().await.unwrap();
+                c.simple_query("SELECT pg_sleep(1.0)").await.unwrap();
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            waiting.push(tokio::spawn(async move { pool.get().await.map(drop) }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = pool.state();
+        let sample = db.sample().unwrap();
+        assert_eq!(
+            (sample.used, sample.idle, sample.max, sample.pending),
+            (
+                u64::from(state.connections - state.idle_connections),
+                u64::from(state.idle_connections),
+                2,
+                2
+            ),
+            "{state:?}"
+        );
+        for w in waiting {
+            assert!(matches!(w.await.unwrap(), Err(bb8::RunError::TimedOut)));
+        }
+        for h in held {
+            h.await.unwrap();
+        }
+    });
+    db.sample();
+    let stats = pool.state().statistics;
+    assert_eq!(stats.get_timed_out, 2);
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(2.0));
+    assert_eq!(active(&observer, "dependency_saturated"), 1);
+    // The wait histogram holds every completed get, and the pool's own wait total.
+    assert_eq!(
+        series(
+            &observer,
+            "db_client_connection_wait_time_seconds_count{pool=\"main-db\"}"
+        ),
+        Some((stats.get_direct + stats.get_waited + stats.get_timed_out) as f64)
+    );
+    let waited = series(
+        &observer,
+        "db_client_connection_wait_time_seconds_sum{pool=\"main-db\"}",
+    )
+    .unwrap();
+    assert!(
+        (waited - stats.get_wait_time.as_secs_f64()).abs() < 1e-6 && waited >= 1.0,
+        "{waited} vs {:?}",
+        stats.get_wait_time
+    );
+    db.sample();
+    assert_eq!(active(&observer, "dependency_saturated"), 0, "room again");
+
+    readiness_follows_the_server(&observer, &rt);
 }

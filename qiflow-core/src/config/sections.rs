@@ -1117,6 +1117,8 @@ pub struct RoleConfig {
 /// critical = true
 /// timeout = "2s"
 /// cache = "1s"
+/// error_ratio = 0.05
+/// error_window = "1m"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1139,6 +1141,15 @@ pub struct DependencyConfig {
     /// How long a readiness result is reused, so a burst of probes pings once. Defaults to 1 s.
     #[serde(with = "units::duration")]
     pub cache: Duration,
+    /// The share of calls (0 to 1) that may fail over `error_window` before the alert
+    /// `dependency_errors` is raised; judged once the window holds at least
+    /// [`dependency::MIN_CALLS`](crate::dependency::MIN_CALLS) calls. Defaults to 0.05, as the
+    /// shipped rule `QiflowDependencyErrors`.
+    pub error_ratio: f64,
+    /// The window over which `error_ratio` is judged, every sampling tick (5 s). Defaults to
+    /// 1 minute.
+    #[serde(with = "units::duration")]
+    pub error_window: Duration,
 }
 
 impl Default for DependencyConfig {
@@ -1149,6 +1160,8 @@ impl Default for DependencyConfig {
             critical: true,
             timeout: Duration::from_secs(2),
             cache: Duration::from_secs(1),
+            error_ratio: 0.05,
+            error_window: Duration::from_secs(60),
         }
     }
 }

@@ -26,5 +26,14 @@ pub(crate) fn check(dependencies: &BTreeMap<String, DependencyConfig>, f: &mut F
                 "at most \"60s\": a cached result older than a probe interval hides an outage",
             );
         }
+        if !(d.error_ratio > 0.0 && d.error_ratio <= 1.0) {
+            f.bad(
+                path("error_ratio"),
+                "a share of calls above 0 and at most 1, like 0.05 (5% of calls failing)",
+            );
+        }
+        if d.error_window < std::time::Duration::from_secs(1) {
+            f.bad(path("error_window"), "at least \"1s\", like \"1m\"");
+        }
     }
 }

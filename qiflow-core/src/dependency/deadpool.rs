@@ -72,3 +72,8 @@ pub(super) fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCla
     }
     None
 }
+
+/// Whether `e` is deadpool's "no connection free in time".
+pub(super) fn is_acquire_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(e.downcast_ref::<PoolError>(), Some(PoolError::Timeout(_)))
+}

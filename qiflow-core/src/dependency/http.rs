@@ -1,7 +1,6 @@
 //! Outgoing HTTP calls through `reqwest-middleware` (feature `reqwest-middleware`):
 //! [`HttpClientMiddleware`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -36,11 +35,27 @@ use super::{Dependency, ErrorClass, MAX_OPERATIONS};
 #[derive(Clone)]
 pub struct HttpClientMiddleware {
     dependency: Dependency,
-    series: Arc<RwLock<HashMap<SeriesKey, Histogram>>>,
+    series: Arc<RwLock<Vec<Series>>>,
 }
 
-/// A series of `http_client_request_duration_seconds`: (server_address, method, status).
-type SeriesKey = (String, String, String);
+/// A series of `http_client_request_duration_seconds`. At most [`MAX_OPERATIONS`] (plus their
+/// `other` folds) per middleware, searched in order: a call finds its series without
+/// allocating.
+struct Series {
+    /// The host, or `other` past the bound.
+    host: Arc<str>,
+    port: Option<u16>,
+    method: reqwest::Method,
+    /// The response's status, or 0 when there was none.
+    status: u16,
+    histogram: Histogram,
+}
+
+impl Series {
+    fn is(&self, host: &str, port: Option<u16>, method: &reqwest::Method, status: u16) -> bool {
+        self.status == status && self.port == port && self.method == method && *self.host == *host
+    }
+}
 
 impl std::fmt::Debug for HttpClientMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,44 +71,84 @@ impl Dependency {
     pub fn http_middleware(&self) -> HttpClientMiddleware {
         HttpClientMiddleware {
             dependency: self.clone(),
-            series: Arc::new(RwLock::new(HashMap::new())),
+            series: Arc::new(RwLock::new(Vec::new())),
         }
     }
 }
 
 impl HttpClientMiddleware {
-    fn histogram(&self, server: &str, method: &str, status: &str) -> Histogram {
-        let key = (server.to_owned(), method.to_owned(), status.to_owned());
-        if let Some(h) = self
+    fn histogram(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        method: &reqwest::Method,
+        status: u16,
+    ) -> Histogram {
+        let find = |series: &[Series], host: &str, port: Option<u16>| {
+            series
+                .iter()
+                .find(|s| s.is(host, port, method, status))
+                .map(|s| s.histogram.clone())
+        };
+        let read = self
             .series
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
-            return h.clone();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = find(&read, host, port) {
+            return h;
         }
+        drop(read);
         let mut series = self
             .series
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = if series.len() >= MAX_OPERATIONS && !series.contains_key(&key) {
-            ("other".to_owned(), key.1, key.2)
+        if let Some(h) = find(&series, host, port) {
+            return h;
+        }
+        let (host, port) = if series.len() >= MAX_OPERATIONS {
+            ("other", None)
         } else {
-            key
+            (host, port)
         };
-        series
-            .entry(key.clone())
-            .or_insert_with(|| {
-                self.dependency.inner.metrics.histogram(
-                    "http_client_request_duration_seconds",
-                    vec![
-                        Label::new("server_address", key.0),
-                        Label::new("method", key.1),
-                        Label::new("status", key.2),
-                    ],
-                )
-            })
-            .clone()
+        if let Some(h) = find(&series, host, port) {
+            return h;
+        }
+        let server_address = match port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let status_label = if status == 0 {
+            "error".to_owned()
+        } else {
+            status.to_string()
+        };
+        let histogram = self.dependency.inner.metrics.histogram(
+            "http_client_request_duration_seconds",
+            vec![
+                Label::new("server_address", server_address),
+                Label::new("method", method.as_str().to_owned()),
+                Label::new("status", status_label),
+            ],
+        );
+        series.push(Series {
+            host: Arc::from(host),
+            port,
+            method: method.clone(),
+            status,
+            histogram: histogram.clone(),
+        });
+        histogram
+    }
+
+    /// The host of a call, shared with a series that has it already: a call to a known server
+    /// allocates nothing.
+    fn host(&self, host: &str) -> Arc<str> {
+        self.series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|s| *s.host == *host)
+            .map_or_else(|| Arc::from(host), |s| s.host.clone())
     }
 }
 
@@ -108,21 +163,21 @@ impl reqwest_middleware::Middleware for HttpClientMiddleware {
         if !req.headers().contains_key(crate::propagation::TRACEPARENT) {
             crate::propagation::inject(req.headers_mut());
         }
-        let method = req.method().as_str().to_owned();
-        let server = match (req.url().host_str(), req.url().port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            _ => "unknown".to_owned(),
-        };
+        let method = req.method().clone();
+        let url = req.url();
+        let host = self.host(url.host_str().unwrap_or("unknown"));
+        let port = url.port();
         let started = Instant::now();
         let result = next.run(req, extensions).await;
         let took = started.elapsed();
         let (status, class) = match &result {
-            Ok(response) if response.status().is_server_error() => (
-                response.status().as_u16().to_string(),
-                Some(ErrorClass::Query),
+            Ok(response) => (
+                response.status().as_u16(),
+                response
+                    .status()
+                    .is_server_error()
+                    .then_some(ErrorClass::Query),
             ),
-            Ok(response) => (response.status().as_u16().to_string(), None),
             Err(e) => {
                 let class = match e {
                     reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => ErrorClass::Timeout,
@@ -132,12 +187,12 @@ impl reqwest_middleware::Middleware for HttpClientMiddleware {
                     reqwest_middleware::Error::Reqwest(e) => ErrorClass::of(e),
                     reqwest_middleware::Error::Middleware(_) => ErrorClass::Query,
                 };
-                ("error".to_owned(), Some(class))
+                (0, Some(class))
             }
         };
-        self.histogram(&server, &method, &status)
+        self.histogram(&host, port, &method, status)
             .record(took.as_secs_f64());
-        self.dependency.record(&method, None, took, class);
+        self.dependency.record(method.as_str(), None, took, class);
         result
     }
 }

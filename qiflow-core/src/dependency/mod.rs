@@ -43,10 +43,10 @@
 //!   timeout`, its result kept for `[dependencies.NAME] cache` so a burst of probes pings once;
 //!   `critical = false` makes a failing dependency degrade readiness instead of failing it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Label};
@@ -59,22 +59,34 @@ use crate::worker::BoxFuture;
 
 pub(crate) mod check;
 mod statement;
+use statement::operation_in;
 pub use statement::{MAX_STATEMENT, normalize, operation_of};
 
+#[cfg(feature = "bb8")]
+mod bb8;
 #[cfg(feature = "postgres")]
 mod deadpool;
 #[cfg(feature = "reqwest-middleware")]
 mod http;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "sqlx")]
+mod sqlx;
 #[cfg(feature = "reqwest-middleware")]
 pub use http::HttpClientMiddleware;
 
 /// Distinct operation names kept per dependency; later ones are recorded as `other`.
 pub const MAX_OPERATIONS: usize = 64;
 
-/// How often registered pools are sampled.
+/// How often registered pools are sampled and error rates judged.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// The fewest calls over `[dependencies.NAME] error_window` on which the error rate is judged:
+/// below it, two failures out of three calls at night raise nothing.
+pub const MIN_CALLS: u64 = 20;
+
+/// The most error-rate samples kept per dependency, however often [`Dependency::sample`] runs.
+const MAX_WINDOW_SAMPLES: usize = 1024;
 
 /// What kind of system a dependency is: its `db_system` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,10 +180,36 @@ impl ErrorClass {
             if let Some(class) = deadpool::class_of(e) {
                 return class;
             }
+            #[cfg(feature = "sqlx")]
+            if let Some(class) = sqlx::class_of(e) {
+                return class;
+            }
             next = e.source();
         }
         Self::Query
     }
+}
+
+/// Whether `error` (or one of its sources) is a pool's "no connection free in time": deadpool's
+/// `PoolError::Timeout` (feature `postgres`) or sqlx's `PoolTimedOut` (feature `sqlx`).
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "sqlx")),
+    allow(unused_variables)
+)]
+fn is_acquire_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        #[cfg(feature = "postgres")]
+        if deadpool::is_acquire_timeout(e) {
+            return true;
+        }
+        #[cfg(feature = "sqlx")]
+        if sqlx::is_acquire_timeout(e) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A pool's figures at one moment (see [`PoolStats`]).
@@ -186,6 +224,8 @@ pub struct PoolSample {
     pub max: u64,
     /// Callers waiting for a connection.
     pub pending: u64,
+    /// The pool's own acquire totals, when it keeps them (bb8 does).
+    pub acquires: Option<AcquireTotals>,
 }
 
 impl PoolSample {
@@ -196,6 +236,41 @@ impl PoolSample {
             used,
             max,
             pending,
+            acquires: None,
+        }
+    }
+
+    /// The sample with the pool's own acquire totals: from one sample to the next, their
+    /// growth feeds `db_client_connection_wait_time_seconds` and timed-out acquires saturate
+    /// the pool, as [`Dependency::acquire`] does for pools that keep no totals.
+    pub fn with_acquires(mut self, totals: AcquireTotals) -> Self {
+        self.acquires = Some(totals);
+        self
+    }
+}
+
+/// A pool's acquire totals since it was built (see [`PoolSample::with_acquires`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcquireTotals {
+    /// Acquires that found a connection free at once.
+    pub direct: u64,
+    /// Acquires that waited for one and got it.
+    pub waited: u64,
+    /// Acquires that waited and gave up.
+    pub timed_out: u64,
+    /// The time spent waiting, by the acquires that waited or timed out.
+    pub wait_time: Duration,
+}
+
+impl AcquireTotals {
+    /// Totals of `direct`, `waited` and `timed_out` acquires that waited `wait_time` in all.
+    pub fn new(direct: u64, waited: u64, timed_out: u64, wait_time: Duration) -> Self {
+        Self {
+            direct,
+            waited,
+            timed_out,
+            wait_time,
         }
     }
 }
@@ -254,6 +329,18 @@ struct Inner {
     other: Arc<Operation>,
     slow: Counter,
     errors: [Counter; 3],
+    /// Failed calls by class (the error-rate window reads them).
+    failed_by_class: [AtomicU64; 3],
+    /// `db_client_connection_wait_time_seconds`, made at the first acquire timed.
+    wait: OnceLock<Histogram>,
+    /// Callers inside [`Dependency::acquire`] now.
+    acquiring: Arc<AtomicU64>,
+    /// An acquire timed out since the last sample: the pool stays saturated for that sample.
+    timed_out_since_sample: AtomicBool,
+    /// `(when, calls, failed by class)` at each sample within the error window.
+    window: Mutex<VecDeque<(Instant, u64, [u64; 3])>>,
+    error_ratio: Gauge,
+    erroring: AtomicBool,
     pool: Mutex<Option<PoolGauges>>,
     readiness: Mutex<Option<Arc<Readiness>>>,
     saturated: AtomicBool,
@@ -263,6 +350,7 @@ struct Inner {
     failed: AtomicU64,
     slow_calls: AtomicU64,
     last_sample: Mutex<Option<PoolSample>>,
+    last_ratio: Mutex<f64>,
     remote: Mutex<Option<Arc<dyn RemoteStats>>>,
 }
 
@@ -286,6 +374,10 @@ pub struct DependencyView {
     pub pool: Option<PoolView>,
     /// Whether `dependency_saturated` is raised.
     pub saturated: bool,
+    /// The share of calls that failed over `error_window`, at the latest sample.
+    pub error_ratio: f64,
+    /// Whether `dependency_errors` is raised.
+    pub erroring: bool,
     /// The readiness check's latest result, when it has one and it has run.
     pub readiness: Option<CheckResult>,
 }
@@ -350,7 +442,14 @@ impl Dependency {
                 kind,
                 settings,
                 slow: metrics.counter("qiflow_dependency_slow_total", pool_label()),
+                error_ratio: metrics.gauge("qiflow_dependency_error_ratio", pool_label()),
                 errors,
+                failed_by_class: Default::default(),
+                wait: OnceLock::new(),
+                acquiring: Arc::new(AtomicU64::new(0)),
+                timed_out_since_sample: AtomicBool::new(false),
+                window: Mutex::new(VecDeque::new()),
+                erroring: AtomicBool::new(false),
                 metrics,
                 alerts,
                 operations: RwLock::new(HashMap::new()),
@@ -362,6 +461,7 @@ impl Dependency {
                 failed: AtomicU64::new(0),
                 slow_calls: AtomicU64::new(0),
                 last_sample: Mutex::new(None),
+                last_ratio: Mutex::new(0.0),
                 remote: Mutex::new(None),
             }),
         }
@@ -398,8 +498,65 @@ impl Dependency {
         F: Future<Output = Result<T, E>>,
         E: std::error::Error + 'static,
     {
-        self.timed(&operation_of(statement), Some(statement), call)
+        let mut buf = Default::default();
+        self.timed(operation_in(statement, &mut buf), Some(statement), call)
             .await
+    }
+
+    /// Runs a pool's acquire (`pool.get()`, `pool.acquire()`), timing the wait on
+    /// `db_client_connection_wait_time_seconds{pool}` and counting the caller as pending while
+    /// it waits (the sqlx integration reports these as the pool's waiters). An acquire that
+    /// fails with a [`Timeout`](ErrorClass::Timeout) is [`acquire_timed_out`]
+    /// (Self::acquire_timed_out); another failure is counted by its class.
+    ///
+    /// ```
+    /// # async fn demo(db: qiflow_core::dependency::Dependency) -> Result<(), std::io::Error> {
+    /// # let pool_get = async { Ok::<_, std::io::Error>(()) };
+    /// let conn = db.acquire(pool_get).await?;
+    /// # let _ = conn;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn acquire<F, C, E>(&self, acquire: F) -> Result<C, E>
+    where
+        F: Future<Output = Result<C, E>>,
+        E: std::error::Error + 'static,
+    {
+        /// Counts the caller out again however the acquire ends (done, failed or dropped).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.inner.acquiring.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.inner.acquiring);
+        let started = Instant::now();
+        let result = acquire.await;
+        drop(waiting);
+        self.wait_histogram()
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            match ErrorClass::of(e) {
+                ErrorClass::Timeout => self.acquire_timed_out(),
+                class => self.inner.errors[class as usize].increment(1),
+            }
+        }
+        result
+    }
+
+    /// Callers inside [`acquire`](Self::acquire) now.
+    pub fn acquiring(&self) -> u64 {
+        self.inner.acquiring.load(Ordering::Relaxed)
+    }
+
+    fn wait_histogram(&self) -> &Histogram {
+        self.inner.wait.get_or_init(|| {
+            self.inner.metrics.histogram(
+                "db_client_connection_wait_time_seconds",
+                vec![Label::new("pool", self.inner.name.clone())],
+            )
+        })
     }
 
     async fn timed<F, T, E>(
@@ -416,6 +573,20 @@ impl Dependency {
         let result = call.await;
         let class = result.as_ref().err().map(|e| ErrorClass::of(e));
         self.record(operation, statement, started.elapsed(), class);
+        // A statement run on the pool itself (sqlx's `fetch_one(&pool)`) acquires inside it:
+        // its acquire time-out is the pool's saturation too.
+        if class == Some(ErrorClass::Timeout)
+            && let Err(e) = &result
+            && is_acquire_timeout(e)
+        {
+            self.inner
+                .timed_out_since_sample
+                .store(true, Ordering::Relaxed);
+            self.saturation(
+                true,
+                "a call timed out waiting for a connection: none was free in time".into(),
+            );
+        }
         result
     }
 
@@ -435,6 +606,7 @@ impl Dependency {
             Some(class) => {
                 op.error.record(took.as_secs_f64());
                 self.inner.errors[class as usize].increment(1);
+                self.inner.failed_by_class[class as usize].fetch_add(1, Ordering::Relaxed);
                 self.inner.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -444,13 +616,23 @@ impl Dependency {
     }
 
     /// An acquire that found no free connection in time: counted as a `timeout` error and
-    /// raised as `dependency_saturated`.
+    /// raised as `dependency_saturated`, resolved by the first sample after the next one that
+    /// sees no time-out and the pool with room.
     pub fn acquire_timed_out(&self) {
-        self.inner.errors[ErrorClass::Timeout as usize].increment(1);
-        self.saturation(
-            true,
-            "an acquire timed out: no connection was free in time".into(),
-        );
+        self.timed_out(1);
+    }
+
+    fn timed_out(&self, n: u64) {
+        self.inner.errors[ErrorClass::Timeout as usize].increment(n);
+        self.inner
+            .timed_out_since_sample
+            .store(true, Ordering::Relaxed);
+        let why = if n == 1 {
+            "an acquire timed out: no connection was free in time".to_owned()
+        } else {
+            format!("{n} acquires timed out: no connection was free in time")
+        };
+        self.saturation(true, why);
     }
 
     /// Registers the pool's figures, sampled every [`SAMPLE_EVERY`] (replaces an earlier
@@ -485,8 +667,10 @@ impl Dependency {
         self
     }
 
-    /// Samples the pool now (the worker does it every [`SAMPLE_EVERY`]); `None` without a pool.
+    /// Samples the pool and judges the error rate now (the worker does both every
+    /// [`SAMPLE_EVERY`]). Returns the pool's sample; `None` without a pool.
     pub fn sample(&self) -> Option<PoolSample> {
+        self.judge_errors();
         let sample = {
             let pool = lock(&self.inner.pool);
             let pool = pool.as_ref()?;
@@ -497,21 +681,135 @@ impl Dependency {
             pool.pending.set(s.pending as f64);
             s
         };
-        *lock(&self.inner.last_sample) = Some(sample);
-        if let Some(max_pending) = self.inner.settings.max_pending {
-            if sample.pending > max_pending {
-                self.saturation(
-                    true,
-                    format!(
-                        "{} callers wait for a connection (max_pending {max_pending}); {} of {} connections in use",
-                        sample.pending, sample.used, sample.max
-                    ),
-                );
-            } else if sample.used < sample.max || sample.pending == 0 {
-                self.saturation(false, String::new());
-            }
+        let previous = lock(&self.inner.last_sample).replace(sample);
+        if let Some(now) = sample.acquires {
+            let before = previous.and_then(|p| p.acquires).unwrap_or_default();
+            self.acquired(before, now);
+        }
+        // A time-out since the last sample keeps the pool saturated for this one.
+        let timed_out = self
+            .inner
+            .timed_out_since_sample
+            .swap(false, Ordering::Relaxed);
+        let max_pending = self.inner.settings.max_pending;
+        if let Some(max_pending) = max_pending
+            && sample.pending > max_pending
+        {
+            self.saturation(
+                true,
+                format!(
+                    "{} callers wait for a connection (max_pending {max_pending}); {} of {} connections in use",
+                    sample.pending, sample.used, sample.max
+                ),
+            );
+        } else if !timed_out && (sample.used < sample.max || sample.pending == 0) {
+            self.saturation(false, String::new());
         }
         Some(sample)
+    }
+
+    /// The growth of a pool's own acquire totals between two samples: waits into the
+    /// histogram (sum and count exact; each waiting acquire at the period's mean wait), time-outs
+    /// into saturation.
+    fn acquired(&self, before: AcquireTotals, now: AcquireTotals) {
+        let direct = now.direct.saturating_sub(before.direct);
+        let waited = (now.waited + now.timed_out).saturating_sub(before.waited + before.timed_out);
+        let wait = now.wait_time.saturating_sub(before.wait_time);
+        if direct > 0 {
+            self.wait_histogram().record_many(0.0, direct as usize);
+        }
+        if waited > 0 {
+            self.wait_histogram()
+                .record_many(wait.as_secs_f64() / waited as f64, waited as usize);
+        }
+        let timed_out = now.timed_out.saturating_sub(before.timed_out);
+        if timed_out > 0 {
+            self.timed_out(timed_out);
+        }
+    }
+
+    /// Judges the share of failed calls over `error_window`: over `error_ratio` (with at least
+    /// [`MIN_CALLS`] calls) raises `dependency_errors`, at or under it resolves it.
+    fn judge_errors(&self) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let calls = inner.calls.load(Ordering::Relaxed);
+        let by_class: [u64; 3] =
+            std::array::from_fn(|i| inner.failed_by_class[i].load(Ordering::Relaxed));
+        let (calls, by_class, span) = {
+            let mut window = lock(&inner.window);
+            window.push_back((now, calls, by_class));
+            // Keep the newest sample at least a window old as the base.
+            while window.len() > MAX_WINDOW_SAMPLES
+                || window.len() >= 2
+                    && now.duration_since(window[1].0) >= inner.settings.error_window
+            {
+                window.pop_front();
+            }
+            let (at, base_calls, base) = window[0];
+            (
+                calls.saturating_sub(base_calls),
+                std::array::from_fn::<u64, 3, _>(|i| by_class[i].saturating_sub(base[i])),
+                now.duration_since(at),
+            )
+        };
+        let failed: u64 = by_class.iter().sum();
+        let ratio = if calls == 0 {
+            0.0
+        } else {
+            failed as f64 / calls as f64
+        };
+        inner.error_ratio.set(ratio);
+        *lock(&inner.last_ratio) = ratio;
+        let over = calls >= MIN_CALLS && ratio > inner.settings.error_ratio;
+        if inner.erroring.swap(over, Ordering::AcqRel) == over {
+            return;
+        }
+        let fingerprint = format!("dependency_errors:{}", inner.name);
+        if over {
+            tracing::warn!(
+                target: "qiflow::dependency",
+                pool = %inner.name,
+                calls,
+                failed,
+                "calls failing: {failed} of {calls} in {} s",
+                span.as_secs()
+            );
+        } else {
+            tracing::info!(target: "qiflow::dependency", pool = %inner.name, "calls succeed again");
+        }
+        let alert = over.then(|| {
+            let [connection, timeout, query] = by_class;
+            Alert::new("dependency_errors", AlertLevel::Error)
+                .summary(format!(
+                    "{}: {:.1}% of calls failed",
+                    inner.name,
+                    ratio * 100.0
+                ))
+                .description(format!(
+                    "{failed} of {calls} calls failed in the last {} s (error_ratio {}): \
+                     {connection} connection, {timeout} timeout, {query} query",
+                    span.as_secs(),
+                    inner.settings.error_ratio
+                ))
+        });
+        self.raise_or_resolve(fingerprint, alert);
+    }
+
+    /// Raises `alert` with the dependency's `pool` label, its source and `fingerprint`; or,
+    /// given none, resolves `fingerprint`.
+    fn raise_or_resolve(&self, fingerprint: String, alert: Option<Alert>) {
+        let Some(alerts) = &self.inner.alerts else {
+            return;
+        };
+        let alert = match alert {
+            Some(alert) => alert
+                .label("pool", self.inner.name.clone())
+                .source("dependency")
+                .fingerprint(fingerprint),
+            None => Alert::resolve(fingerprint),
+        };
+        let _ = alerts.raise(alert);
     }
 
     fn operation(&self, name: &str) -> Arc<Operation> {
@@ -590,20 +888,12 @@ impl Dependency {
         } else {
             tracing::info!(target: "qiflow::dependency", pool = %inner.name, "pool has room again");
         }
-        let Some(alerts) = &inner.alerts else {
-            return;
-        };
-        let alert = if saturated {
+        let alert = saturated.then(|| {
             Alert::new("dependency_saturated", AlertLevel::Error)
                 .summary(format!("{}: pool saturated", inner.name))
                 .description(why)
-                .label("pool", inner.name.clone())
-                .source("dependency")
-                .fingerprint(fingerprint)
-        } else {
-            Alert::resolve(fingerprint)
-        };
-        let _ = alerts.raise(alert);
+        });
+        self.raise_or_resolve(fingerprint, alert);
     }
 
     /// What the `/qiflow/` page shows of it.
@@ -623,6 +913,8 @@ impl Dependency {
                 pending: s.pending,
             }),
             saturated: inner.saturated.load(Ordering::Relaxed),
+            error_ratio: *lock(&inner.last_ratio),
+            erroring: inner.erroring.load(Ordering::Relaxed),
             readiness: lock(&inner.readiness)
                 .as_ref()
                 .and_then(|r| lock(&r.last).as_ref().map(|(_, result)| result.clone())),

@@ -144,17 +144,27 @@ pub fn normalize(statement: &str) -> String {
 /// The operation of `statement`: its first keyword, upper-cased (`SELECT`, `INSERT`, `WITH`),
 /// or `"other"` when it starts with none.
 pub fn operation_of(statement: &str) -> String {
-    let word: String = statement
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .take(16)
-        .collect();
-    if word.is_empty() {
-        "other".to_owned()
-    } else {
-        word.to_ascii_uppercase()
+    operation_in(statement, &mut [0; OPERATION_LEN]).to_owned()
+}
+
+/// The longest operation [`operation_of`] reads: longer first words are cut here.
+const OPERATION_LEN: usize = 16;
+
+/// [`operation_of`] into `buf`, without allocating (the path of every `Dependency::query`).
+pub(crate) fn operation_in<'b>(statement: &str, buf: &'b mut [u8; OPERATION_LEN]) -> &'b str {
+    let mut n = 0;
+    for b in statement.trim_start().bytes().take(OPERATION_LEN) {
+        if !b.is_ascii_alphabetic() {
+            break;
+        }
+        buf[n] = b.to_ascii_uppercase();
+        n += 1;
     }
+    if n == 0 {
+        return "other";
+    }
+    // Only ASCII letters were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or("other")
 }
 
 #[cfg(test)]

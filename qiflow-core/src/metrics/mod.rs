@@ -438,6 +438,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         "Callers waiting for a connection of a registered pool.",
     ),
     metric(
+        "db_client_connection_wait_time_seconds",
+        MetricKind::Histogram,
+        &["pool"],
+        "Time callers waited for a connection of a registered pool: acquires timed by Dependency::acquire, or a pool's own totals (bb8).",
+    ),
+    metric(
         "qiflow_dependency_slow_total",
         MetricKind::Counter,
         &["pool"],
@@ -448,6 +454,12 @@ pub const CATALOGUE: &[MetricInfo] = &[
         MetricKind::Counter,
         &["pool", "class"],
         "Failed calls to a registered dependency, by class (connection, timeout, query).",
+    ),
+    metric(
+        "qiflow_dependency_error_ratio",
+        MetricKind::Gauge,
+        &["pool"],
+        "The share of a registered dependency's calls that failed over its [dependencies.NAME] error_window, as the error-rate alert (dependency_errors) judges it.",
     ),
 ];
 
@@ -702,6 +714,13 @@ impl Metrics {
                 DB_OPERATION_BUCKETS,
             )
             .map_err(|e| format!("HTTP client buckets: {e}"))?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "db_client_connection_wait_time_seconds".into(),
+                ),
+                DB_OPERATION_BUCKETS,
+            )
+            .map_err(|e| format!("connection wait buckets: {e}"))?
             .build_recorder();
         let handle = recorder.handle();
         let this = Self {

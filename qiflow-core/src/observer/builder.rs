@@ -469,7 +469,9 @@ impl ObserverBuilder {
         {
             let dependencies = dependencies.clone();
             worker.handle().spawn(async move {
-                let mut tick = tokio::time::interval(crate::dependency::SAMPLE_EVERY);
+                // The first sample a period after the start: nothing is registered before.
+                let every = crate::dependency::SAMPLE_EVERY;
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;

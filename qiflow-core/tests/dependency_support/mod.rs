@@ -24,3 +24,11 @@ pub fn series(observer: &qiflow_core::Observer, name_and_labels: &str) -> Option
         .lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
+
+/// `qiflow_dependency_errors_total` of the dependency `pool` and the class `class`.
+pub fn errors(observer: &qiflow_core::Observer, pool: &str, class: &str) -> Option<f64> {
+    series(
+        observer,
+        &format!("qiflow_dependency_errors_total{{pool=\"{pool}\",class=\"{class}\"}}"),
+    )
+}
