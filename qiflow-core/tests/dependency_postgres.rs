@@ -42,6 +42,11 @@ fn pool(url: &str, size: usize) -> Pool {
 }
 
 fn observer() -> (Observer, qiflow_core::Guard) {
+    observer_logging_to(None)
+}
+
+/// The observer, writing its log lines to files in `logs` when given.
+fn observer_logging_to(logs: Option<&std::path::Path>) -> (Observer, qiflow_core::Guard) {
     let mut config = qiflow_core::config::Loader::new()
         .toml_str(
             "[alerts]\ngroup_wait = \"0s\"\n[dependencies.main-db]\nslow = \"200ms\"\nmax_pending = 2\ncache = \"500ms\"\ntimeout = \"1s\"\n",
@@ -52,6 +57,9 @@ fn observer() -> (Observer, qiflow_core::Guard) {
     let quiet = qiflow_core::test::quiet_config();
     config.admin = quiet.admin;
     config.logging = quiet.logging;
+    if let Some(logs) = logs {
+        config.logging.dir = logs.to_path_buf();
+    }
     config.service.state_dir = quiet.service.state_dir;
     config.alerts.state_file = quiet.alerts.state_file;
     config.baseline.state_file = quiet.baseline.state_file;
@@ -217,7 +225,12 @@ fn active(observer: &Observer, name: &str) -> usize {
 #[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]
 fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server() {
     let url = env("QIFLOW_TEST_POSTGRES_URL");
-    let (observer, _guard) = observer();
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, guard) = observer_logging_to(Some(logs.path()));
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        observer.log_layer(),
+    ));
     let rt = multi_thread();
     let pool = rt
         .block_on(
@@ -230,22 +243,24 @@ fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server()
     let db = observer.dependency("main-db", DependencyKind::Postgres);
     db.sqlx(&pool);
 
-    // Statements run on the pool itself: one over the threshold, one under, one failing.
-    rt.block_on(async {
-        let fast = "SELECT 1";
-        db.query(fast, sqlx::query(fast).execute(&pool))
-            .await
-            .unwrap();
-        let slow = "SELECT pg_sleep(0.3)";
-        db.query(slow, sqlx::query(slow).execute(&pool))
-            .await
-            .unwrap();
-        let bad = "SELECT * FROM no_such_table";
-        assert!(
-            db.query(bad, sqlx::query(bad).execute(&pool))
+    // Statements run on the pool itself: one over the threshold (with a canary literal), one
+    // under, one failing.
+    tracing::dispatcher::with_default(&dispatch, || {
+        rt.block_on(async {
+            let fast = "SELECT 1";
+            db.query(fast, sqlx::query(fast).execute(&pool))
                 .await
-                .is_err()
-        );
+                .unwrap();
+            db.query(SLOW_CANARY, sqlx::query(SLOW_CANARY).execute(&pool))
+                .await
+                .unwrap();
+            let bad = "SELECT * FROM no_such_table";
+            assert!(
+                db.query(bad, sqlx::query(bad).execute(&pool))
+                    .await
+                    .is_err()
+            );
+        });
     });
     assert_eq!(
         series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
@@ -334,7 +349,33 @@ fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server()
     assert_eq!(active(&observer, "dependency_saturated"), 1);
 
     readiness_follows_the_server(&observer, &rt);
+
+    // Exactly one slow line, the statement normalized: the canary is in no line, no alert and
+    // no label.
+    let alerts = format!("{:?}", observer.alerts().view());
+    let metrics = observer.render_metrics();
+    drop(guard);
+    let text = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    let slow: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("qiflow::dependency") && l.contains("slow postgresql call"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{text}");
+    assert!(
+        slow[0].contains("SELECT pg_sleep(?) WHERE ? <> ?"),
+        "{}",
+        slow[0]
+    );
+    for (what, text) in [("log", &text), ("alerts", &alerts), ("metrics", &metrics)] {
+        assert!(!text.contains(CANARY), "the canary is in the {what}");
+    }
 }
+
+const CANARY: &str = "CANARY-pg-7731";
+const SLOW_CANARY: &str = "SELECT pg_sleep(0.3) WHERE 'CANARY-pg-7731' <> 'x'";
 
 #[test]
 #[ignore = "tier 2: needs PostgreSQL; run by .ci/tier2-audit.sh"]

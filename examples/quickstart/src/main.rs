@@ -182,12 +182,8 @@ async fn db_user(
     axum::extract::State(d): axum::extract::State<Database>,
     Path(id): Path<i32>,
 ) -> Result<Json<serde_json::Value>, StatusCode> {
-    let client = d.pool.get().await.map_err(|e| {
-        if matches!(e, deadpool_postgres::PoolError::Timeout(_)) {
-            d.db.acquire_timed_out();
-        }
-        db_error(&e)
-    })?;
+    // The wait is timed, and a time-out (no connection free) saturates the pool.
+    let client = d.db.acquire(d.pool.get()).await.map_err(|e| db_error(&e))?;
     let sql = "SELECT $1::int AS id, 'user ' || $1::int AS name";
     let row =
         d.db.query(sql, client.query_one(sql, &[&id]))
@@ -202,7 +198,7 @@ async fn db_slow(
     Query(q): Query<SlowQuery>,
 ) -> Result<String, StatusCode> {
     let ms = q.ms.unwrap_or(200).min(10_000);
-    let client = d.pool.get().await.map_err(|e| db_error(&e))?;
+    let client = d.db.acquire(d.pool.get()).await.map_err(|e| db_error(&e))?;
     let sql = "SELECT pg_sleep($1::float8 / 1000.0)";
     d.db.query(sql, client.execute(sql, &[&(ms as f64)]))
         .await

@@ -382,14 +382,15 @@
 
   function drawDependencies(deps) {
     if (!list(deps).length) return empty('No dependencies registered: observer.dependency("main-db", DependencyKind::Postgres) adds one.');
-    return table(['dependency', 'health', 'calls', 'failed', 'slow', 'pool in use', 'waiting'], deps.map((d) => {
+    return table(['dependency', 'health', 'calls', 'failed', 'failing now', 'slow', 'pool in use', 'waiting'], deps.map((d) => {
       const p = d.pool;
       const health = d.readiness ? d.readiness.status : 'unchecked';
-      return h('tr', { 'data-dependency': d.name, class: d.saturated || health === 'unhealthy' ? 'deviating' : null },
+      return h('tr', { 'data-dependency': d.name, class: d.saturated || d.erroring || health === 'unhealthy' ? 'deviating' : null },
         td(h('strong', null, d.name), ' ', h('small', null, d.system)),
         td(tag(health, d.readiness ? statusClass(health) : 'warn')),
         tn(int(d.calls)),
         tc(d.failed > 0 ? 'num bad' : 'num', int(d.failed)),
+        tc(d.erroring ? 'num bad' : 'num', pct(d.error_ratio)),
         tc(d.slow > 0 ? 'num warn' : 'num', `${int(d.slow)} (≥ ${int(d.slow_ms)} ms)`),
         p ? td(`${int(p.used)} / ${int(p.max)}`, bar(p.used, p.max)) : td('–'),
         p ? tc(d.saturated ? 'num bad' : 'num', int(p.pending)) : td('–'));
