@@ -2,9 +2,11 @@
 //!
 //! - `dependency_call/floor`: awaiting a ready future that returns `Ok`: the call a handler makes
 //!   anyway, the floor.
+//! - `dependency_call/floor_observation`: the same future timed the cheapest way there is (two
+//!   clock reads, one relaxed add on a fixed bucket array): the floor of any observation.
 //! - `dependency_call/observe`: the same future through `Dependency::observe("SELECT", …)`: the
-//!   clock read twice, the operation's cached histogram found (a read lock and a hash lookup) and
-//!   one value recorded.
+//!   clock read twice, the operation's histogram found under a read lock (a foldhash lookup) and
+//!   one value recorded on the exporter's histogram.
 //! - `dependency_call/query`: through `Dependency::query(statement, …)`: the operation taken from
 //!   the statement's first keyword (on the stack) on top of `observe`.
 //! - `dependency_call/acquire`: a ready acquire through `Dependency::acquire`: the waiter count
@@ -19,8 +21,12 @@
 //!   three ways interleaved: bare; through `Dependency::query` (the wrapper qiflow ships); and
 //!   through sqlx's own hook, its statement log (`log_statements(Info)`) read by a tracing layer
 //!   that records each event's `elapsed_secs` on the dependency (the other way the integration
-//!   could have been built). The bare and wrapped pools log no statements; all three run under
-//!   the same subscriber.
+//!   could have been built); and the floor, the cheapest observation there is (two clock reads
+//!   and one atomic add). Each way has its own pool of one connection (sqlx hands a connection
+//!   back in a task of its own: a pool queried twice in a row would time the hand-back), and
+//!   the order of the four rotates each round; the pools other than the hook's log no
+//!   statements; all run under the same subscriber. Printed: wall-clock medians, and the mean
+//!   CPU time of the thread (the runtime is current-thread) per query.
 //!
 //! Run: `cargo bench -p qiflow-benches --bench dependency`.
 
@@ -51,6 +57,13 @@ fn calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("dependency_call");
     group.bench_function("floor", |b| {
         b.iter(|| rt.block_on(async { black_box(async { Ok::<u32, std::io::Error>(1) }.await) }));
+    });
+    group.bench_function("floor_observation", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(floor_observation(async { Ok::<u32, std::io::Error>(1) }).await)
+            })
+        });
     });
     group.bench_function("observe", |b| {
         b.iter(|| {
@@ -203,46 +216,86 @@ fn sqlx_query() {
                 .max_connections(1)
                 .connect_with(options.clone().log_statements(level))
         };
-        let quiet = pool(log::LevelFilter::Off)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
-        let logging = pool(log::LevelFilter::Info)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"));
+        // One pool of one connection each: sqlx hands a connection back to its pool in a task
+        // of its own, so a pool queried twice in a row would time that hand-back too.
+        let url = &url;
+        let connect = |level| async move {
+            pool(level)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach {url}: {e}"))
+        };
+        let quiet = connect(log::LevelFilter::Off).await;
+        let quiet_wrapped = connect(log::LevelFilter::Off).await;
+        let quiet_floor = connect(log::LevelFilter::Off).await;
+        let logging = connect(log::LevelFilter::Info).await;
         const N: usize = 20_000;
-        let mut times: [Vec<Duration>; 3] = std::array::from_fn(|_| Vec::with_capacity(N));
+        let mut times: [Vec<Duration>; 4] = std::array::from_fn(|_| Vec::with_capacity(N));
+        // The CPU this thread spent on each way (the runtime is current-thread: sqlx's I/O
+        // runs here too), summed.
+        let mut cpu = [Duration::ZERO; 4];
         let sql = "SELECT 1";
         for i in 0..N + 2_000 {
-            let t = Instant::now();
-            let _ = black_box(sqlx::query(sql).fetch_one(&quiet).await);
-            let bare = t.elapsed();
-            let t = Instant::now();
-            let _ = black_box(
-                wrapped
-                    .query(sql, sqlx::query(sql).fetch_one(&quiet))
-                    .await,
-            );
-            let wrapper = t.elapsed();
-            let t = Instant::now();
-            let _ = black_box(sqlx::query(sql).fetch_one(&logging).await);
-            let hook = t.elapsed();
-            if i >= 2_000 {
-                times[0].push(bare);
-                times[1].push(wrapper);
-                times[2].push(hook);
+            let pools = [&quiet, &quiet_wrapped, &logging, &quiet_floor];
+            // Each round in another order: what the query before leaves running on this
+            // thread (sqlx's hand-back of its connection) falls on every way alike.
+            for k in 0..pools.len() {
+                let way = (i + k) % pools.len();
+                let pool = pools[way];
+                let c = thread_cpu();
+                let t = Instant::now();
+                let _ = match way {
+                    1 => black_box(wrapped.query(sql, sqlx::query(sql).fetch_one(pool)).await),
+                    3 => black_box(floor_observation(sqlx::query(sql).fetch_one(pool)).await),
+                    _ => black_box(sqlx::query(sql).fetch_one(pool).await),
+                };
+                let (took, spent) = (t.elapsed(), thread_cpu() - c);
+                if i >= 2_000 {
+                    times[way].push(took);
+                    cpu[way] += spent;
+                }
             }
         }
-        let [bare, wrapper, hook] = times.each_mut().map(|v| median(v));
+        let [bare, wrapper, hook, floor] = times.each_mut().map(|v| median(v));
         let ns = |d: Duration| d.as_nanos() as f64;
+        let cpu_ns = cpu.map(|d| ns(d) / N as f64);
         println!(
-            "dependency_sqlx: SELECT 1 on loopback, {N} interleaved triples: bare median {:.1} µs; wrapper (Dependency::query) {:.4}x ({:+.0} ns); sqlx's log hook {:.4}x ({:+.0} ns)",
+            "dependency_sqlx: SELECT 1 on loopback, {N} interleaved rounds: bare median {:.1} µs, {:.2} µs CPU; \
+             floor (two clock reads, one atomic bucket add) {:.4}x ({:+.0} ns), CPU {:+.0} ns; \
+             wrapper (Dependency::query) {:.4}x ({:+.0} ns), CPU {:+.0} ns; \
+             sqlx's log hook {:.4}x ({:+.0} ns), CPU {:+.0} ns",
             ns(bare) / 1000.0,
+            cpu_ns[0] / 1000.0,
+            ns(floor) / ns(bare),
+            ns(floor) - ns(bare),
+            cpu_ns[3] - cpu_ns[0],
             ns(wrapper) / ns(bare),
             ns(wrapper) - ns(bare),
+            cpu_ns[1] - cpu_ns[0],
             ns(hook) / ns(bare),
             ns(hook) - ns(bare),
+            cpu_ns[2] - cpu_ns[0],
         );
     });
+}
+
+/// The cheapest observation of a call there can be, the floor of `observe`: two clock reads
+/// and one relaxed add on a fixed bucket array.
+async fn floor_observation<T>(call: impl std::future::Future<Output = T>) -> T {
+    static BUCKETS: [std::sync::atomic::AtomicU64; 10] =
+        [const { std::sync::atomic::AtomicU64::new(0) }; 10];
+    const BOUNDS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+    let t = Instant::now();
+    let out = call.await;
+    let s = t.elapsed().as_secs_f64();
+    let i = BOUNDS.partition_point(|b| *b < s);
+    BUCKETS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn main() {

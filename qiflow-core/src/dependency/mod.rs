@@ -325,8 +325,8 @@ struct Inner {
     settings: DependencyConfig,
     metrics: Metrics,
     alerts: Option<Alerts>,
-    operations: RwLock<HashMap<String, Arc<Operation>>>,
-    other: Arc<Operation>,
+    operations: RwLock<HashMap<String, Operation, foldhash::fast::RandomState>>,
+    other: Operation,
     slow: Counter,
     errors: [Counter; 3],
     /// Failed calls by class (the error-rate window reads them).
@@ -420,7 +420,7 @@ impl Dependency {
         metrics: Metrics,
         alerts: Option<Alerts>,
     ) -> Self {
-        let other = Arc::new(operation(&metrics, name, kind, "other"));
+        let other = operation(&metrics, name, kind, "other");
         let pool_label = || vec![Label::new("pool", name.to_owned())];
         let error = |class: ErrorClass| {
             metrics.counter(
@@ -452,7 +452,7 @@ impl Dependency {
                 erroring: AtomicBool::new(false),
                 metrics,
                 alerts,
-                operations: RwLock::new(HashMap::new()),
+                operations: RwLock::new(HashMap::default()),
                 other,
                 pool: Mutex::new(None),
                 readiness: Mutex::new(None),
@@ -599,16 +599,16 @@ impl Dependency {
         took: Duration,
         error: Option<ErrorClass>,
     ) {
-        let op = self.operation(operation);
+        let seconds = took.as_secs_f64();
+        self.with_operation(operation, |op| match error {
+            None => op.ok.record(seconds),
+            Some(_) => op.error.record(seconds),
+        });
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        match error {
-            None => op.ok.record(took.as_secs_f64()),
-            Some(class) => {
-                op.error.record(took.as_secs_f64());
-                self.inner.errors[class as usize].increment(1);
-                self.inner.failed_by_class[class as usize].fetch_add(1, Ordering::Relaxed);
-                self.inner.failed.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(class) = error {
+            self.inner.errors[class as usize].increment(1);
+            self.inner.failed_by_class[class as usize].fetch_add(1, Ordering::Relaxed);
+            self.inner.failed.fetch_add(1, Ordering::Relaxed);
         }
         if took >= self.inner.settings.slow {
             self.slow(operation, statement, took);
@@ -812,29 +812,32 @@ impl Dependency {
         let _ = alerts.raise(alert);
     }
 
-    fn operation(&self, name: &str) -> Arc<Operation> {
+    /// Runs `f` on the histograms of the operation `name`, made at its first call (past
+    /// [`MAX_OPERATIONS`], `other`'s). A known operation costs a read lock and a lookup.
+    fn with_operation<R>(&self, name: &str, f: impl FnOnce(&Operation) -> R) -> R {
         let inner = &self.inner;
-        if let Some(op) = inner
-            .operations
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
         {
-            return op.clone();
+            let ops = inner
+                .operations
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(op) = ops.get(name) {
+                return f(op);
+            }
         }
         let mut ops = inner
             .operations
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(op) = ops.get(name) {
-            return op.clone();
+        if !ops.contains_key(name) {
+            if ops.len() >= MAX_OPERATIONS {
+                drop(ops);
+                return f(&inner.other);
+            }
+            let op = operation(&inner.metrics, &inner.name, inner.kind, name);
+            ops.insert(name.to_owned(), op);
         }
-        if ops.len() >= MAX_OPERATIONS {
-            return inner.other.clone();
-        }
-        let op = Arc::new(operation(&inner.metrics, &inner.name, inner.kind, name));
-        ops.insert(name.to_owned(), op.clone());
-        op
+        f(&ops[name])
     }
 
     fn slow(&self, operation: &str, statement: Option<&str>, took: Duration) {
