@@ -506,8 +506,8 @@ impl Dependency {
     /// Runs a pool's acquire (`pool.get()`, `pool.acquire()`), timing the wait on
     /// `db_client_connection_wait_time_seconds{pool}` and counting the caller as pending while
     /// it waits (the sqlx integration reports these as the pool's waiters). An acquire that
-    /// fails with a [`Timeout`](ErrorClass::Timeout) is [`acquire_timed_out`]
-    /// (Self::acquire_timed_out); another failure is counted by its class.
+    /// fails with a [`Timeout`](ErrorClass::Timeout) is
+    /// [`acquire_timed_out`](Self::acquire_timed_out); another failure is counted by its class.
     ///
     /// ```
     /// # async fn demo(db: qiflow_core::dependency::Dependency) -> Result<(), std::io::Error> {
