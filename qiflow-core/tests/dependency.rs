@@ -499,7 +499,18 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
     let ratio = series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}").unwrap();
     assert!((ratio - 8.0 / 35.0).abs() < 1e-9, "{ratio}");
     assert!(db.view().erroring);
-    // A window later, 25 calls that succeed: resolved.
+    // A window later, too few calls to judge, some failing (callers backing off): still raised.
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..5 {
+        call(
+            &rt,
+            (i < 2).then_some(std::io::ErrorKind::ConnectionRefused),
+        );
+    }
+    db.sample();
+    assert!(observer.flush(Duration::from_secs(5)));
+    assert_eq!(errors(&observer).len(), 1, "not well again on 5 calls");
+    // Another window later, 25 calls that succeed: resolved.
     std::thread::sleep(Duration::from_millis(1100));
     for _ in 0..25 {
         call(&rt, None);
@@ -511,6 +522,34 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
         series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}"),
         Some(0.0)
     );
+}
+
+#[test]
+fn sampling_often_thins_the_error_window_but_keeps_its_base() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start(
+        "[dependencies.cache]\nerror_ratio = 0.5\nerror_window = \"1h\"",
+        logs.path(),
+    );
+    let db = observer.dependency("cache", DependencyKind::Redis);
+    let rt = rt();
+    db.sample();
+    for i in 0..30 {
+        rt.block_on(db.observe("GET", async move {
+            if i < 10 {
+                Err(io_error(std::io::ErrorKind::ConnectionReset))
+            } else {
+                Ok(())
+            }
+        }))
+        .ok();
+    }
+    // Far more samples than the window keeps: the calls before them still count.
+    for _ in 0..1_500 {
+        db.sample();
+    }
+    let ratio = series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}").unwrap();
+    assert!((ratio - 10.0 / 30.0).abs() < 1e-9, "{ratio}");
 }
 
 #[test]

@@ -426,10 +426,14 @@ fn a_bb8_pool_reports_its_waiters_waits_and_time_outs_and_its_readiness_follows_
             }));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two callers wait in `acquire` (bb8's own count of waiting gets drifts with every
+        // cancelled one, so qiflow counts these).
         let mut waiting = Vec::new();
         for _ in 0..2 {
-            let pool = pool.clone();
-            waiting.push(tokio::spawn(async move { pool.get().await.map(drop) }));
+            let (db, pool) = (db.clone(), pool.clone());
+            waiting.push(tokio::spawn(async move {
+                db.acquire(pool.get()).await.map(drop)
+            }));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let state = pool.state();

@@ -6,19 +6,20 @@ use bb8::{ManageConnection, Pool, RunError};
 use super::{AcquireTotals, Dependency, PoolSample, PoolStats};
 use crate::health::CheckResult;
 
+/// A bb8 pool's figures. Its waiters are left at 0: bb8 counts a `get` as started before it
+/// waits and as done when it ends, so every `get` dropped while waiting (a cancelled request, a
+/// `timeout` around it) stays "pending" for good. The callers inside
+/// [`Dependency::acquire`] are counted instead.
 impl<M: ManageConnection> PoolStats for Pool<M> {
     fn sample(&self) -> PoolSample {
         let state = self.state();
         let s = &state.statistics;
         let idle = u64::from(state.idle_connections);
-        // bb8 reads its counters one by one: a get completed between two reads can make the
-        // completed ones outnumber the started ones for a moment.
-        let completed = s.get_direct + s.get_waited + s.get_timed_out;
         PoolSample::new(
             idle,
             u64::from(state.connections).saturating_sub(idle),
             u64::from(self.config().max_size),
-            s.get_started.saturating_sub(completed),
+            0,
         )
         .with_acquires(AcquireTotals::new(
             s.get_direct,
@@ -30,12 +31,14 @@ impl<M: ManageConnection> PoolStats for Pool<M> {
 }
 
 impl Dependency {
-    /// Watches a `bb8::Pool` of any connection manager (feature `bb8`): its figures, with its
-    /// waiters, and its own acquire totals, which feed `db_client_connection_wait_time_seconds`
-    /// and saturate the pool on a timed-out `get` with no wrapper around the `get`s
-    /// ([`Dependency::pool`], [`PoolSample::with_acquires`]); and a readiness check that takes
-    /// a connection from the pool, which bb8 validates with the manager's `is_valid` (a
-    /// `SELECT`, a `PING`) while `test_on_check_out` is on, as it is by default.
+    /// Watches a `bb8::Pool` of any connection manager (feature `bb8`): its connections, and
+    /// its own acquire totals, which feed `db_client_connection_wait_time_seconds` and saturate
+    /// the pool on a timed-out `get` with no wrapper around the `get`s
+    /// ([`PoolSample::with_acquires`]); its waiters are the callers inside
+    /// [`Dependency::acquire`] (bb8's own count drifts up with every cancelled `get`); and a
+    /// readiness check that takes a connection from the pool, which bb8 validates with the
+    /// manager's `is_valid` (a `SELECT`, a `PING`) while `test_on_check_out` is on, as it is by
+    /// default.
     ///
     /// ```no_run
     /// # fn demo<M: bb8::ManageConnection>(observer: qiflow_core::Observer, pool: bb8::Pool<M>) {

@@ -38,9 +38,12 @@ pub struct HttpClientMiddleware {
     series: Arc<RwLock<Vec<Series>>>,
 }
 
+/// The host of the series past [`MAX_OPERATIONS`].
+const OTHER: &str = "other";
+
 /// A series of `http_client_request_duration_seconds`. At most [`MAX_OPERATIONS`] (plus their
-/// `other` folds) per middleware, searched in order: a call finds its series without
-/// allocating.
+/// `other` folds) per middleware, searched in order: a call to a known server finds its series
+/// under the read lock without allocating (a new triple takes the write lock once).
 struct Series {
     /// The host, or `other` past the bound.
     host: Arc<str>,
@@ -97,6 +100,13 @@ impl HttpClientMiddleware {
         if let Some(h) = find(&read, host, port) {
             return h;
         }
+        // Past the bound, a new triple folds into `other` without the write lock, once that
+        // series exists.
+        if read.len() >= MAX_OPERATIONS
+            && let Some(h) = find(&read, OTHER, None)
+        {
+            return h;
+        }
         drop(read);
         let mut series = self
             .series
@@ -106,7 +116,7 @@ impl HttpClientMiddleware {
             return h;
         }
         let (host, port) = if series.len() >= MAX_OPERATIONS {
-            ("other", None)
+            (OTHER, None)
         } else {
             (host, port)
         };
@@ -141,14 +151,21 @@ impl HttpClientMiddleware {
     }
 
     /// The host of a call, shared with a series that has it already: a call to a known server
-    /// allocates nothing.
+    /// allocates nothing; past the bound, an unknown one is `other`.
     fn host(&self, host: &str) -> Arc<str> {
-        self.series
+        let series = self
+            .series
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|s| *s.host == *host)
-            .map_or_else(|| Arc::from(host), |s| s.host.clone())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = series.iter().find(|s| *s.host == *host) {
+            return known.host.clone();
+        }
+        if series.len() >= MAX_OPERATIONS
+            && let Some(other) = series.iter().find(|s| &*s.host == OTHER)
+        {
+            return other.host.clone();
+        }
+        Arc::from(host)
     }
 }
 

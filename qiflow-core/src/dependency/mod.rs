@@ -36,8 +36,10 @@
 //!   qiflow's worker: `db_client_connection_count{pool, state="idle"|"used"}`,
 //!   `db_client_connection_max{pool}`, `db_client_connection_pending_requests{pool}`; waiters
 //!   above `[dependencies.NAME] max_pending` (or an acquire that timed out,
-//!   [`Dependency::acquire_timed_out`]) raise `dependency_saturated`, resolved when the pool
-//!   has room again;
+//!   [`Dependency::acquire_timed_out`]) raise `dependency_saturated`, resolved by a sample
+//!   with no caller waiting (or a connection free) and no time-out since the one before;
+//! - the share of failed calls over `[dependencies.NAME] error_window`, judged every
+//!   [`SAMPLE_EVERY`]: over `error_ratio` it raises `dependency_errors`;
 //! - with a readiness check ([`Dependency::readiness`]), a check `dependency:NAME` in
 //!   `/health/ready`, run in parallel with the others, bounded by `[dependencies.NAME]
 //!   timeout`, its result kept for `[dependencies.NAME] cache` so a burst of probes pings once;
@@ -222,7 +224,8 @@ pub struct PoolSample {
     pub used: u64,
     /// The most connections the pool opens.
     pub max: u64,
-    /// Callers waiting for a connection.
+    /// Callers waiting for a connection, as the pool counts them (0 when it does not); a sample
+    /// taken by [`Dependency::sample`] holds at least the callers inside [`Dependency::acquire`].
     pub pending: u64,
     /// The pool's own acquire totals, when it keeps them (bb8 does).
     pub acquires: Option<AcquireTotals>,
@@ -299,6 +302,13 @@ pub(crate) trait RemoteStats: Send + Sync + 'static {
 /// How long one remote sample may take.
 const REMOTE_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A pool's saturation state (see [`Dependency::acquire_timed_out`]).
+#[derive(Default)]
+struct Saturation {
+    saturated: bool,
+    timed_out_since_sample: bool,
+}
+
 /// The histograms of one operation.
 struct Operation {
     ok: Histogram,
@@ -334,16 +344,18 @@ struct Inner {
     /// `db_client_connection_wait_time_seconds`, made at the first acquire timed.
     wait: OnceLock<Histogram>,
     /// Callers inside [`Dependency::acquire`] now.
-    acquiring: Arc<AtomicU64>,
-    /// An acquire timed out since the last sample: the pool stays saturated for that sample.
-    timed_out_since_sample: AtomicBool,
+    acquiring: AtomicU64,
+    /// Whether the pool is saturated, and whether an acquire timed out since the last sample;
+    /// changed and alerted under this one lock, so the alert follows the state in order.
+    saturation: Mutex<Saturation>,
+    /// The pool reports its own acquire totals (bb8): `acquire` only counts its waiters.
+    own_totals: AtomicBool,
     /// `(when, calls, failed by class)` at each sample within the error window.
     window: Mutex<VecDeque<(Instant, u64, [u64; 3])>>,
     error_ratio: Gauge,
     erroring: AtomicBool,
     pool: Mutex<Option<PoolGauges>>,
     readiness: Mutex<Option<Arc<Readiness>>>,
-    saturated: AtomicBool,
     /// What the dashboard shows: calls, failed calls and slow calls since the start, and the
     /// pool's latest sample.
     calls: AtomicU64,
@@ -446,8 +458,9 @@ impl Dependency {
                 errors,
                 failed_by_class: Default::default(),
                 wait: OnceLock::new(),
-                acquiring: Arc::new(AtomicU64::new(0)),
-                timed_out_since_sample: AtomicBool::new(false),
+                acquiring: AtomicU64::new(0),
+                saturation: Mutex::new(Saturation::default()),
+                own_totals: AtomicBool::new(false),
                 window: Mutex::new(VecDeque::new()),
                 erroring: AtomicBool::new(false),
                 metrics,
@@ -456,7 +469,6 @@ impl Dependency {
                 other,
                 pool: Mutex::new(None),
                 readiness: Mutex::new(None),
-                saturated: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 slow_calls: AtomicU64::new(0),
@@ -504,10 +516,13 @@ impl Dependency {
     }
 
     /// Runs a pool's acquire (`pool.get()`, `pool.acquire()`), timing the wait on
-    /// `db_client_connection_wait_time_seconds{pool}` and counting the caller as pending while
-    /// it waits (the sqlx integration reports these as the pool's waiters). An acquire that
-    /// fails with a [`Timeout`](ErrorClass::Timeout) is
-    /// [`acquire_timed_out`](Self::acquire_timed_out); another failure is counted by its class.
+    /// `db_client_connection_wait_time_seconds{pool}` and counting the caller as waiting
+    /// meanwhile (a sample's `pending` is at least the callers inside `acquire`: for pools that
+    /// tell no waiters, sqlx and bb8, they are the waiters). An acquire that fails with a
+    /// [`Timeout`](ErrorClass::Timeout) is [`acquire_timed_out`](Self::acquire_timed_out);
+    /// another failure is counted by its class. For a pool that reports its own acquire totals
+    /// ([`PoolSample::with_acquires`], bb8), only the waiters are counted: the pool's totals
+    /// give the waits and time-outs.
     ///
     /// ```
     /// # async fn demo(db: qiflow_core::dependency::Dependency) -> Result<(), std::io::Error> {
@@ -534,6 +549,10 @@ impl Dependency {
         let started = Instant::now();
         let result = acquire.await;
         drop(waiting);
+        // A pool that keeps its own totals (bb8) reports its waits and time-outs itself.
+        if self.inner.own_totals.load(Ordering::Relaxed) {
+            return result;
+        }
         self.wait_histogram()
             .record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -579,13 +598,9 @@ impl Dependency {
             && let Err(e) = &result
             && is_acquire_timeout(e)
         {
-            self.inner
-                .timed_out_since_sample
-                .store(true, Ordering::Relaxed);
-            self.saturation(
-                true,
-                "a call timed out waiting for a connection: none was free in time".into(),
-            );
+            self.timed_out_without_count(|| {
+                "a call timed out waiting for a connection: none was free in time".into()
+            });
         }
         result
     }
@@ -624,15 +639,20 @@ impl Dependency {
 
     fn timed_out(&self, n: u64) {
         self.inner.errors[ErrorClass::Timeout as usize].increment(n);
-        self.inner
-            .timed_out_since_sample
-            .store(true, Ordering::Relaxed);
-        let why = if n == 1 {
-            "an acquire timed out: no connection was free in time".to_owned()
-        } else {
-            format!("{n} acquires timed out: no connection was free in time")
-        };
-        self.saturation(true, why);
+        self.timed_out_without_count(|| {
+            if n == 1 {
+                "an acquire timed out: no connection was free in time".to_owned()
+            } else {
+                format!("{n} acquires timed out: no connection was free in time")
+            }
+        });
+    }
+
+    /// A time-out since the last sample: the pool is saturated, and stays so for that sample.
+    fn timed_out_without_count(&self, why: impl FnOnce() -> String) {
+        let mut state = lock(&self.inner.saturation);
+        state.timed_out_since_sample = true;
+        self.set_saturated(&mut state, true, why);
     }
 
     /// Registers the pool's figures, sampled every [`SAMPLE_EVERY`] (replaces an earlier
@@ -646,6 +666,8 @@ impl Dependency {
             }
             labels
         };
+        // A new source: its totals start from its first sample.
+        *lock(&self.inner.last_sample) = None;
         *lock(&self.inner.pool) = Some(PoolGauges {
             stats: Arc::new(stats),
             idle: m.gauge("db_client_connection_count", labels(Some("idle"))),
@@ -671,10 +693,13 @@ impl Dependency {
     /// [`SAMPLE_EVERY`]). Returns the pool's sample; `None` without a pool.
     pub fn sample(&self) -> Option<PoolSample> {
         self.judge_errors();
+        let acquiring = self.inner.acquiring.load(Ordering::Relaxed);
         let sample = {
             let pool = lock(&self.inner.pool);
             let pool = pool.as_ref()?;
-            let s = pool.stats.sample();
+            let mut s = pool.stats.sample();
+            // Callers inside `acquire` are waiting, whether or not the pool counts them.
+            s.pending = s.pending.max(acquiring);
             pool.idle.set(s.idle as f64);
             pool.used.set(s.used as f64);
             pool.max.set(s.max as f64);
@@ -682,28 +707,28 @@ impl Dependency {
             s
         };
         let previous = lock(&self.inner.last_sample).replace(sample);
-        if let Some(now) = sample.acquires {
-            let before = previous.and_then(|p| p.acquires).unwrap_or_default();
+        self.inner
+            .own_totals
+            .store(sample.acquires.is_some(), Ordering::Relaxed);
+        // The first sample of a source is the base of its totals.
+        if let (Some(now), Some(before)) = (sample.acquires, previous.and_then(|p| p.acquires)) {
             self.acquired(before, now);
         }
+        let mut state = lock(&self.inner.saturation);
         // A time-out since the last sample keeps the pool saturated for this one.
-        let timed_out = self
-            .inner
-            .timed_out_since_sample
-            .swap(false, Ordering::Relaxed);
+        let timed_out = std::mem::take(&mut state.timed_out_since_sample);
         let max_pending = self.inner.settings.max_pending;
         if let Some(max_pending) = max_pending
             && sample.pending > max_pending
         {
-            self.saturation(
-                true,
+            self.set_saturated(&mut state, true, || {
                 format!(
                     "{} callers wait for a connection (max_pending {max_pending}); {} of {} connections in use",
                     sample.pending, sample.used, sample.max
-                ),
-            );
+                )
+            });
         } else if !timed_out && (sample.used < sample.max || sample.pending == 0) {
-            self.saturation(false, String::new());
+            self.set_saturated(&mut state, false, String::new);
         }
         Some(sample)
     }
@@ -728,31 +753,30 @@ impl Dependency {
         }
     }
 
-    /// Judges the share of failed calls over `error_window`: over `error_ratio` (with at least
-    /// [`MIN_CALLS`] calls) raises `dependency_errors`, at or under it resolves it.
+    /// Judges the share of failed calls over `error_window`: over `error_ratio` on at least
+    /// [`MIN_CALLS`] calls raises `dependency_errors`; at or under it on that many, or on fewer
+    /// calls that all succeeded, resolves it.
     fn judge_errors(&self) {
         let inner = &self.inner;
         let now = Instant::now();
         let calls = inner.calls.load(Ordering::Relaxed);
         let by_class: [u64; 3] =
             std::array::from_fn(|i| inner.failed_by_class[i].load(Ordering::Relaxed));
-        let (calls, by_class, span) = {
-            let mut window = lock(&inner.window);
-            window.push_back((now, calls, by_class));
-            // Keep the newest sample at least a window old as the base.
-            while window.len() > MAX_WINDOW_SAMPLES
-                || window.len() >= 2
-                    && now.duration_since(window[1].0) >= inner.settings.error_window
-            {
-                window.pop_front();
-            }
-            let (at, base_calls, base) = window[0];
-            (
-                calls.saturating_sub(base_calls),
-                std::array::from_fn::<u64, 3, _>(|i| by_class[i].saturating_sub(base[i])),
-                now.duration_since(at),
-            )
-        };
+        // Held to the end: judgements and their alerts follow one another in order.
+        let mut window = lock(&inner.window);
+        window.push_back((now, calls, by_class));
+        // Keep the newest sample at least a window old as the base.
+        while window.len() >= 2 && now.duration_since(window[1].0) >= inner.settings.error_window {
+            window.pop_front();
+        }
+        // Sampled more often than the cap allows: thin the middle, never the base.
+        if window.len() > MAX_WINDOW_SAMPLES {
+            window.remove(1);
+        }
+        let (at, base_calls, base) = window[0];
+        let calls = calls.saturating_sub(base_calls);
+        let by_class: [u64; 3] = std::array::from_fn(|i| by_class[i].saturating_sub(base[i]));
+        let span = now.duration_since(at);
         let failed: u64 = by_class.iter().sum();
         let ratio = if calls == 0 {
             0.0
@@ -761,10 +785,22 @@ impl Dependency {
         };
         inner.error_ratio.set(ratio);
         *lock(&inner.last_ratio) = ratio;
-        let over = calls >= MIN_CALLS && ratio > inner.settings.error_ratio;
-        if inner.erroring.swap(over, Ordering::AcqRel) == over {
+        let judged = calls >= MIN_CALLS;
+        let erroring = inner.erroring.load(Ordering::Relaxed);
+        // Raised on enough calls over the ratio; resolved on enough calls at or under it, or on
+        // calls that all succeed. Too few calls, some failing, change nothing: a dependency
+        // callers have backed off from is not well again.
+        let over = if judged {
+            ratio > inner.settings.error_ratio
+        } else if calls > 0 && failed == 0 {
+            false
+        } else {
+            erroring
+        };
+        if erroring == over {
             return;
         }
+        inner.erroring.store(over, Ordering::Relaxed);
         let fingerprint = format!("dependency_errors:{}", inner.name);
         if over {
             tracing::warn!(
@@ -824,6 +860,9 @@ impl Dependency {
             if let Some(op) = ops.get(name) {
                 return f(op);
             }
+            if ops.len() >= MAX_OPERATIONS {
+                return f(&inner.other);
+            }
         }
         let mut ops = inner
             .operations
@@ -880,22 +919,27 @@ impl Dependency {
         }
     }
 
-    fn saturation(&self, saturated: bool, why: String) {
-        let inner = &self.inner;
-        if inner.saturated.swap(saturated, Ordering::AcqRel) == saturated {
+    /// Moves the saturation state to `saturated`, logging and alerting the change, under the
+    /// caller's hold of the state's lock (so raises and resolves go out in the state's order).
+    fn set_saturated(&self, state: &mut Saturation, saturated: bool, why: impl FnOnce() -> String) {
+        if state.saturated == saturated {
             return;
         }
+        state.saturated = saturated;
+        let inner = &self.inner;
         let fingerprint = format!("dependency_saturated:{}", inner.name);
-        if saturated {
+        let alert = if saturated {
+            let why = why();
             tracing::warn!(target: "qiflow::dependency", pool = %inner.name, "pool saturated: {why}");
+            Some(
+                Alert::new("dependency_saturated", AlertLevel::Error)
+                    .summary(format!("{}: pool saturated", inner.name))
+                    .description(why),
+            )
         } else {
             tracing::info!(target: "qiflow::dependency", pool = %inner.name, "pool has room again");
-        }
-        let alert = saturated.then(|| {
-            Alert::new("dependency_saturated", AlertLevel::Error)
-                .summary(format!("{}: pool saturated", inner.name))
-                .description(why)
-        });
+            None
+        };
         self.raise_or_resolve(fingerprint, alert);
     }
 
@@ -915,7 +959,7 @@ impl Dependency {
                 max: s.max,
                 pending: s.pending,
             }),
-            saturated: inner.saturated.load(Ordering::Relaxed),
+            saturated: lock(&inner.saturation).saturated,
             error_ratio: *lock(&inner.last_ratio),
             erroring: inner.erroring.load(Ordering::Relaxed),
             readiness: lock(&inner.readiness)

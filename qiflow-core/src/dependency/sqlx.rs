@@ -1,9 +1,6 @@
 //! sqlx (feature `sqlx`): any `sqlx::Pool`'s figures and a ping as its readiness check, in one
 //! call, [`Dependency::sqlx`]; its errors classified.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use sqlx::{Connection, Database, Pool};
 
 use super::{Dependency, ErrorClass, PoolSample};
@@ -32,8 +29,8 @@ impl Dependency {
     /// # }
     /// ```
     pub fn sqlx<DB: Database>(&self, pool: &Pool<DB>) -> &Self {
-        let acquiring: Arc<AtomicU64> = self.inner.acquiring.clone();
         let stats = pool.clone();
+        // sqlx tells no waiters: the sample's are the callers inside `acquire`.
         self.pool(move || {
             let size = u64::from(stats.size());
             let idle = (stats.num_idle() as u64).min(size);
@@ -41,7 +38,7 @@ impl Dependency {
                 idle,
                 size - idle,
                 u64::from(stats.options().get_max_connections()),
-                acquiring.load(Ordering::Relaxed),
+                0,
             )
         });
         let pool = pool.clone();
