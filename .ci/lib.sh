@@ -65,3 +65,11 @@ pg_stop() {
         [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
     fi
 }
+
+# release_examples: the release binaries the tier-2 scripts run (quickstart, actix-app,
+# tower-hyper and the qiflow CLI), built by one command with one feature set, so the scripts
+# after the first find them up to date instead of each building its own feature set again.
+release_examples() {
+    cargo build --release -p quickstart -p actix-app -p tower-hyper -p qiflow-core \
+        --features qiflow-core/cli --bin quickstart --bin actix-app --bin tower-hyper --bin qiflow
+}

@@ -20,6 +20,8 @@ export CARGO_TERM_COLOR=never
 
 die() { echo "tier2-browser: FAILED: $*" >&2; exit 1; }
 step() { echo; echo "==> $*"; }
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 
 step "checking tools"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
@@ -38,8 +40,8 @@ for bin in "${examples[@]}"; do
     [[ -x $target_dir/release/$bin ]] || missing=1
 done
 if [[ $missing == 1 ]]; then
-    step "building the examples (release)"
-    cargo build --release -p quickstart -p actix-app -p tower-hyper
+    step "building the examples and the qiflow CLI (release)"
+    release_examples
 fi
 release_dir=$(cd "$target_dir/release" && pwd)
 
@@ -53,9 +55,6 @@ npm ci --no-audit --no-fund --prefix .ci/browser
 server_pid=""
 server_tmp=""
 tmp_dirs=()
-
-# shellcheck source=.ci/lib.sh
-source .ci/lib.sh
 
 stop_server() {
     local pid=$server_pid

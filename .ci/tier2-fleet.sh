@@ -42,8 +42,8 @@ done
 pg_bindir >/dev/null || die "no PostgreSQL server binaries"
 
 target_dir=${CARGO_TARGET_DIR:-target}
-step "building the quickstart and the qiflow CLI (release)"
-cargo build --release -p quickstart -p qiflow-core --features qiflow-core/cli --bin quickstart --bin qiflow
+step "building the examples and the qiflow CLI (release)"
+release_examples
 bin=$(cd "$target_dir/release" && pwd)/quickstart
 cli=$(cd "$target_dir/release" && pwd)/qiflow
 

@@ -30,8 +30,8 @@ command -v python3 >/dev/null || die "python3 not found"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 if [[ ! -x $target_dir/release/quickstart ]]; then
-    step "building the quickstart (release)"
-    cargo build --release -p quickstart
+    step "building the examples and the qiflow CLI (release)"
+    release_examples
 fi
 bin=$(cd "$target_dir/release" && pwd)/quickstart
 

@@ -49,8 +49,8 @@ shipped_conf=docs/scaling/rsyslog-qiflow.conf
 
 target_dir=${CARGO_TARGET_DIR:-target}
 if [[ ! -x $target_dir/release/quickstart ]]; then
-    step "building the quickstart (release)"
-    cargo build --release -p quickstart
+    step "building the examples and the qiflow CLI (release)"
+    release_examples
 fi
 bin=$(cd "$target_dir/release" && pwd)/quickstart
 
