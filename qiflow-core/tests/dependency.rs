@@ -53,7 +53,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 mod dependency_support;
-use dependency_support::{errors, series};
+use dependency_support::{active, errors, series};
 
 fn io_error(kind: std::io::ErrorKind) -> std::io::Error {
     std::io::Error::new(kind, "test")
@@ -263,18 +263,9 @@ fn pool_figures_are_sampled_and_saturation_raised_then_resolved() {
         gauge("db_client_connection_max{pool=\"main-db\"}"),
         Some(8.0)
     );
-    let saturated = |observer: &Observer| {
-        observer
-            .alerts()
-            .view()
-            .active
-            .iter()
-            .any(|a| a.alert.name == "dependency_saturated")
-    };
     // Two waiters: at max_pending, not over it.
     pending.store(2, Ordering::Relaxed);
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(!saturated(&observer));
     pending.store(5, Ordering::Relaxed);
     let sample = db.sample().unwrap();
@@ -283,34 +274,49 @@ fn pool_figures_are_sampled_and_saturation_raised_then_resolved() {
         gauge("db_client_connection_pending_requests{pool=\"main-db\"}"),
         Some(5.0)
     );
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer), "5 waiters over max_pending 2");
     pending.store(0, Ordering::Relaxed);
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(!saturated(&observer), "resolved once the pool has room");
     // A timed-out acquire raises it too, and counts as a timeout.
     db.acquire_timed_out();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer));
     assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
     // The sample after a time-out keeps it raised (the pool had none free then); the next one
     // with room resolves it.
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer), "a time-out since the last sample");
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(!saturated(&observer), "a clean sample with room");
 }
 
+#[test]
+fn a_call_that_times_out_waiting_for_the_pool_saturates_it_and_another_time_out_does_not() {
+    let logs = tempfile::tempdir().unwrap();
+    let (observer, _guard, _) = start("", logs.path());
+    let db = observer.dependency("main-db", DependencyKind::Postgres);
+    let rt = rt();
+    // The server answered nothing in time: a timeout, not the pool's.
+    rt.block_on(db.query("SELECT 1", async {
+        Err::<(), _>(io_error(std::io::ErrorKind::TimedOut))
+    }))
+    .unwrap_err();
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
+    assert!(!saturated(&observer));
+    // The pool had no connection free in time (deadpool's own error): saturated too.
+    rt.block_on(db.query("SELECT 1", async {
+        Err::<(), _>(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ))
+    }))
+    .unwrap_err();
+    assert_eq!(errors(&observer, "main-db", "timeout"), Some(2.0));
+    assert!(saturated(&observer));
+}
+
+/// Whether `dependency_saturated` is raised, once the pipelines are flushed.
 fn saturated(observer: &Observer) -> bool {
-    observer
-        .alerts()
-        .view()
-        .active
-        .iter()
-        .any(|a| a.alert.name == "dependency_saturated")
+    !active(observer, "dependency_saturated").is_empty()
 }
 
 #[test]
@@ -381,7 +387,6 @@ fn acquires_are_timed_their_waiters_counted_and_a_time_out_saturates() {
         "three waits of 150 ms and one of 50 ms: {waited}"
     );
     assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer));
 }
 
@@ -428,13 +433,11 @@ fn a_pool_s_own_acquire_totals_feed_the_wait_histogram_and_saturation() {
     assert_eq!(count(), Some(17.0));
     assert!((sum() - 3.0).abs() < 1e-9, "{}", sum());
     assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(saturated(&observer), "a timed-out get saturates");
     // No growth: nothing recorded; the next clean sample with room resolves it.
     db.sample();
     db.sample();
     assert_eq!(count(), Some(17.0));
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(!saturated(&observer));
 }
 
@@ -446,15 +449,7 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
         logs.path(),
     );
     let db = observer.dependency("cache", DependencyKind::Redis);
-    let errors = |observer: &Observer| {
-        observer
-            .alerts()
-            .view()
-            .active
-            .into_iter()
-            .filter(|a| a.alert.name == "dependency_errors")
-            .collect::<Vec<_>>()
-    };
+    let errors = |observer: &Observer| active(observer, "dependency_errors");
     let call = |rt: &tokio::runtime::Runtime, fail: Option<std::io::ErrorKind>| {
         rt.block_on(db.observe("GET", async {
             match fail {
@@ -474,7 +469,6 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
         );
     }
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(errors(&observer).is_empty(), "under MIN_CALLS");
     // 30 calls, 3 refused and 2 timed out: 5 of 35 in the window, over 10%.
     for i in 0..30 {
@@ -487,7 +481,6 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
     }
     db.sample();
     db.sample(); // judged again while over: still one alert
-    assert!(observer.flush(Duration::from_secs(5)));
     let raised = errors(&observer);
     assert_eq!(raised.len(), 1, "{raised:?}");
     let description = raised[0].alert.description.clone();
@@ -508,7 +501,6 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
         );
     }
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert_eq!(errors(&observer).len(), 1, "not well again on 5 calls");
     // Another window later, 25 calls that succeed: resolved.
     std::thread::sleep(Duration::from_millis(1100));
@@ -516,7 +508,6 @@ fn an_error_rate_over_error_ratio_is_alerted_once_with_its_classes_then_resolved
         call(&rt, None);
     }
     db.sample();
-    assert!(observer.flush(Duration::from_secs(5)));
     assert!(errors(&observer).is_empty());
     assert_eq!(
         series(&observer, "qiflow_dependency_error_ratio{pool=\"cache\"}"),

@@ -15,7 +15,7 @@ use qiflow_core::dependency::DependencyKind;
 const HOWTO: &str = "run `bash .ci/tier2-audit.sh`: it starts a throwaway PostgreSQL and sets QIFLOW_TEST_POSTGRES_URL and QIFLOW_TEST_POSTGRES_CTL";
 
 mod dependency_support;
-use dependency_support::{errors, series};
+use dependency_support::{active, errors, series};
 
 fn env(name: &str) -> String {
     dependency_support::env(name, HOWTO)
@@ -100,14 +100,7 @@ fn a_postgres_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_serv
         series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
         Some(1.0)
     );
-    let alerts = observer.alerts().view().active;
-    assert_eq!(
-        alerts
-            .iter()
-            .filter(|a| a.alert.name == "dependency_slow")
-            .count(),
-        1
-    );
+    assert_eq!(active(&observer, "dependency_slow").len(), 1);
     assert_eq!(
         series(
             &observer,
@@ -166,15 +159,7 @@ fn a_postgres_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_serv
         ),
         Some(3.0)
     );
-    assert!(observer.flush(Duration::from_secs(5)));
-    assert!(
-        observer
-            .alerts()
-            .view()
-            .active
-            .iter()
-            .any(|a| a.alert.name == "dependency_saturated")
-    );
+    assert_eq!(active(&observer, "dependency_saturated").len(), 1);
 
     readiness_follows_the_server(&observer, &rt);
 }
@@ -208,17 +193,6 @@ fn multi_thread() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn active(observer: &Observer, name: &str) -> usize {
-    assert!(observer.flush(Duration::from_secs(5)));
-    observer
-        .alerts()
-        .view()
-        .active
-        .iter()
-        .filter(|a| a.alert.name == name)
-        .count()
 }
 
 #[test]
@@ -272,7 +246,7 @@ fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server()
         series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
         Some(1.0)
     );
-    assert_eq!(active(&observer, "dependency_slow"), 1);
+    assert_eq!(active(&observer, "dependency_slow").len(), 1);
     assert_eq!(
         series(
             &observer,
@@ -316,14 +290,18 @@ fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server()
             t.await.unwrap();
         }
     });
-    assert_eq!(active(&observer, "dependency_saturated"), 1);
+    assert_eq!(active(&observer, "dependency_saturated").len(), 1);
     let waits = series(
         &observer,
         "db_client_connection_wait_time_seconds_count{pool=\"main-db\"}",
     );
     assert_eq!(waits, Some(6.0));
     db.sample();
-    assert_eq!(active(&observer, "dependency_saturated"), 0, "room again");
+    assert_eq!(
+        active(&observer, "dependency_saturated").len(),
+        0,
+        "room again"
+    );
 
     // Exhausted: every connection held, a statement on the pool times out acquiring, which is
     // a `timeout` error and saturates the pool.
@@ -352,7 +330,7 @@ fn a_sqlx_pool_is_timed_sampled_saturated_and_its_readiness_follows_the_server()
         }
     });
     assert_eq!(errors(&observer, "main-db", "timeout"), Some(1.0));
-    assert_eq!(active(&observer, "dependency_saturated"), 1);
+    assert_eq!(active(&observer, "dependency_saturated").len(), 1);
 
     readiness_follows_the_server(&observer, &rt);
 
@@ -413,7 +391,7 @@ fn a_bb8_pool_reports_its_waiters_waits_and_time_outs_and_its_readiness_follows_
         series(&observer, "qiflow_dependency_slow_total{pool=\"main-db\"}"),
         Some(1.0)
     );
-    assert_eq!(active(&observer, "dependency_slow"), 1);
+    assert_eq!(active(&observer, "dependency_slow").len(), 1);
 
     // Both connections held a second; two more gets wait, and give up after bb8's 500 ms.
     rt.block_on(async {
@@ -459,7 +437,7 @@ fn a_bb8_pool_reports_its_waiters_waits_and_time_outs_and_its_readiness_follows_
     let stats = pool.state().statistics;
     assert_eq!(stats.get_timed_out, 2);
     assert_eq!(errors(&observer, "main-db", "timeout"), Some(2.0));
-    assert_eq!(active(&observer, "dependency_saturated"), 1);
+    assert_eq!(active(&observer, "dependency_saturated").len(), 1);
     // The wait histogram holds every completed get, and the pool's own wait total.
     assert_eq!(
         series(
@@ -479,7 +457,11 @@ fn a_bb8_pool_reports_its_waiters_waits_and_time_outs_and_its_readiness_follows_
         stats.get_wait_time
     );
     db.sample();
-    assert_eq!(active(&observer, "dependency_saturated"), 0, "room again");
+    assert_eq!(
+        active(&observer, "dependency_saturated").len(),
+        0,
+        "room again"
+    );
 
     readiness_follows_the_server(&observer, &rt);
 }

@@ -157,61 +157,65 @@ impl ErrorClass {
     /// or was not connected is [`Connection`](Self::Connection); one that timed out, or a
     /// `tokio::time` elapsed error, is [`Timeout`](Self::Timeout); with the `postgres` feature,
     /// a `tokio_postgres` error on a closed connection is `Connection` and a deadpool timeout is
-    /// `Timeout`; anything else is [`Query`](Self::Query).
+    /// `Timeout`; with `sqlx`, a sqlx error by its variant (`PoolTimedOut` is `Timeout`; I/O,
+    /// TLS, protocol, a closed pool are `Connection`); anything else is [`Query`](Self::Query).
     pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        while let Some(e) = next {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind as K;
-                match io.kind() {
-                    K::TimedOut | K::WouldBlock => return Self::Timeout,
-                    K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::NotConnected
-                    | K::BrokenPipe
-                    | K::UnexpectedEof
-                    | K::AddrNotAvailable => return Self::Connection,
-                    _ => {}
-                }
-            }
-            if e.is::<tokio::time::error::Elapsed>() {
-                return Self::Timeout;
-            }
-            #[cfg(feature = "postgres")]
-            if let Some(class) = deadpool::class_of(e) {
-                return class;
-            }
-            #[cfg(feature = "sqlx")]
-            if let Some(class) = sqlx::class_of(e) {
-                return class;
-            }
-            next = e.source();
-        }
-        Self::Query
+        classify(error).class
     }
 }
 
-/// Whether `error` (or one of its sources) is a pool's "no connection free in time": deadpool's
-/// `PoolError::Timeout` (feature `postgres`) or sqlx's `PoolTimedOut` (feature `sqlx`).
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "sqlx")),
-    allow(unused_variables)
-)]
-fn is_acquire_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+/// An error's class, and whether it is a pool's "no connection free in time".
+#[derive(Clone, Copy)]
+struct Classified {
+    class: ErrorClass,
+    /// deadpool's `PoolError::Timeout` (feature `postgres`) or sqlx's `PoolTimedOut` (feature
+    /// `sqlx`): the pool is saturated too.
+    acquire_timeout: bool,
+}
+
+/// [`ErrorClass::of`], and whether the error is a pool's acquire time-out, in one walk of the
+/// error and its sources.
+fn classify(error: &(dyn std::error::Error + 'static)) -> Classified {
+    let class = |class| Classified {
+        class,
+        acquire_timeout: false,
+    };
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::TimedOut | K::WouldBlock => return class(ErrorClass::Timeout),
+                K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::NotConnected
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::AddrNotAvailable => return class(ErrorClass::Connection),
+                _ => {}
+            }
+        }
+        if e.is::<tokio::time::error::Elapsed>() {
+            return class(ErrorClass::Timeout);
+        }
         #[cfg(feature = "postgres")]
-        if deadpool::is_acquire_timeout(e) {
-            return true;
+        if let Some(found) = deadpool::class_of(e) {
+            return Classified {
+                class: found,
+                acquire_timeout: deadpool::is_acquire_timeout(e),
+            };
         }
         #[cfg(feature = "sqlx")]
-        if sqlx::is_acquire_timeout(e) {
-            return true;
+        if let Some(found) = sqlx::class_of(e) {
+            return Classified {
+                class: found,
+                acquire_timeout: sqlx::is_acquire_timeout(e),
+            };
         }
         next = e.source();
     }
-    false
+    class(ErrorClass::Query)
 }
 
 /// A pool's figures at one moment (see [`PoolStats`]).
@@ -339,7 +343,8 @@ struct Inner {
     other: Operation,
     slow: Counter,
     errors: [Counter; 3],
-    /// Failed calls by class (the error-rate window reads them).
+    /// Failed calls by class since the start (the error-rate window and the dashboard read
+    /// them).
     failed_by_class: [AtomicU64; 3],
     /// `db_client_connection_wait_time_seconds`, made at the first acquire timed.
     wait: OnceLock<Histogram>,
@@ -356,13 +361,13 @@ struct Inner {
     erroring: AtomicBool,
     pool: Mutex<Option<PoolGauges>>,
     readiness: Mutex<Option<Arc<Readiness>>>,
-    /// What the dashboard shows: calls, failed calls and slow calls since the start, and the
-    /// pool's latest sample.
+    /// What the dashboard shows: calls and slow calls since the start, and the pool's latest
+    /// sample.
     calls: AtomicU64,
-    failed: AtomicU64,
     slow_calls: AtomicU64,
     last_sample: Mutex<Option<PoolSample>>,
-    last_ratio: Mutex<f64>,
+    /// The latest judged error ratio, as `f64` bits (the dashboard reads it).
+    last_ratio: AtomicU64,
     remote: Mutex<Option<Arc<dyn RemoteStats>>>,
 }
 
@@ -470,10 +475,9 @@ impl Dependency {
                 pool: Mutex::new(None),
                 readiness: Mutex::new(None),
                 calls: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
                 slow_calls: AtomicU64::new(0),
                 last_sample: Mutex::new(None),
-                last_ratio: Mutex::new(0.0),
+                last_ratio: AtomicU64::new(0),
                 remote: Mutex::new(None),
             }),
         }
@@ -590,14 +594,16 @@ impl Dependency {
     {
         let started = Instant::now();
         let result = call.await;
-        let class = result.as_ref().err().map(|e| ErrorClass::of(e));
-        self.record(operation, statement, started.elapsed(), class);
+        let classified = result.as_ref().err().map(|e| classify(e));
+        self.record(
+            operation,
+            statement,
+            started.elapsed(),
+            classified.map(|c| c.class),
+        );
         // A statement run on the pool itself (sqlx's `fetch_one(&pool)`) acquires inside it:
         // its acquire time-out is the pool's saturation too.
-        if class == Some(ErrorClass::Timeout)
-            && let Err(e) = &result
-            && is_acquire_timeout(e)
-        {
+        if classified.is_some_and(|c| c.acquire_timeout) {
             self.timed_out_without_count(|| {
                 "a call timed out waiting for a connection: none was free in time".into()
             });
@@ -623,7 +629,6 @@ impl Dependency {
         if let Some(class) = error {
             self.inner.errors[class as usize].increment(1);
             self.inner.failed_by_class[class as usize].fetch_add(1, Ordering::Relaxed);
-            self.inner.failed.fetch_add(1, Ordering::Relaxed);
         }
         if took >= self.inner.settings.slow {
             self.slow(operation, statement, took);
@@ -784,7 +789,7 @@ impl Dependency {
             failed as f64 / calls as f64
         };
         inner.error_ratio.set(ratio);
-        *lock(&inner.last_ratio) = ratio;
+        inner.last_ratio.store(ratio.to_bits(), Ordering::Relaxed);
         let judged = calls >= MIN_CALLS;
         let erroring = inner.erroring.load(Ordering::Relaxed);
         // Raised on enough calls over the ratio; resolved on enough calls at or under it, or on
@@ -950,7 +955,11 @@ impl Dependency {
             name: inner.name.clone(),
             system: inner.kind.system(),
             calls: inner.calls.load(Ordering::Relaxed),
-            failed: inner.failed.load(Ordering::Relaxed),
+            failed: inner
+                .failed_by_class
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum(),
             slow: inner.slow_calls.load(Ordering::Relaxed),
             slow_ms: inner.settings.slow.as_millis() as u64,
             pool: lock(&inner.last_sample).map(|s| PoolView {
@@ -960,7 +969,7 @@ impl Dependency {
                 pending: s.pending,
             }),
             saturated: lock(&inner.saturation).saturated,
-            error_ratio: *lock(&inner.last_ratio),
+            error_ratio: f64::from_bits(inner.last_ratio.load(Ordering::Relaxed)),
             erroring: inner.erroring.load(Ordering::Relaxed),
             readiness: lock(&inner.readiness)
                 .as_ref()

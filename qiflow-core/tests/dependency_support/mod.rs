@@ -32,3 +32,18 @@ pub fn errors(observer: &qiflow_core::Observer, pool: &str, class: &str) -> Opti
         &format!("qiflow_dependency_errors_total{{pool=\"{pool}\",class=\"{class}\"}}"),
     )
 }
+
+/// The active alerts named `name`, once the observer's pipelines are flushed.
+pub fn active(
+    observer: &qiflow_core::Observer,
+    name: &str,
+) -> Vec<qiflow_core::alert::ActiveAlert> {
+    assert!(observer.flush(std::time::Duration::from_secs(5)));
+    observer
+        .alerts()
+        .view()
+        .active
+        .into_iter()
+        .filter(|a| a.alert.name == name)
+        .collect()
+}
